@@ -1,0 +1,306 @@
+//! Loads YAML (multi-document) into `serde_json::Value`s while remembering where every node
+//! came from, so that lint and type errors can say `file:line:col`.
+//!
+//! Scalars resolve like `sigs.k8s.io/yaml` (which Kubernetes and Argo use): plain `true`/`false`
+//! (and YAML 1.1 `yes`/`no`/`on`/`off`) are booleans, plain numbers are numbers, `null`/`~`/empty
+//! are null, and anything quoted or in a block scalar is a string.
+
+use std::collections::HashMap;
+
+use granit_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+/// A 1-based line and column in a source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Position {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// One YAML document: its value and the position of every node, keyed by a JSON-path-like
+/// string such as `spec.templates[2].dag.tasks[0].name`. The document root is keyed by `""`.
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    pub value: Value,
+    positions: HashMap<String, Position>,
+}
+
+impl Document {
+    /// Position of the node at `path`, or of its nearest ancestor that has one.
+    pub fn position(&self, path: &str) -> Position {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.positions.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return self.positions.get("").copied().unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// A YAML syntax error with its position.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    pub position: Position,
+    pub message: String,
+}
+
+/// Parses every document of `text`. Null documents (e.g. a trailing `---`) are skipped.
+pub fn load_documents(text: &str) -> Result<Vec<Document>, YamlError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut builder = Builder::default();
+    while let Some(ev) = parser.next_event() {
+        let (event, span) = ev.map_err(|e| YamlError {
+            position: Position { line: e.marker().line(), col: e.marker().col() + 1 },
+            message: e.to_string(),
+        })?;
+        builder.push(event, span)?;
+    }
+    Ok(builder.documents)
+}
+
+enum Frame {
+    Seq { path: String, items: Vec<Value>, anchor: usize },
+    Map { path: String, map: Map<String, Value>, key: Option<String>, anchor: usize, merged: Vec<String> },
+}
+
+#[derive(Default)]
+struct Builder {
+    documents: Vec<Document>,
+    stack: Vec<Frame>,
+    positions: HashMap<String, Position>,
+    anchors: HashMap<usize, Value>,
+    root: Option<Value>,
+}
+
+fn pos(span: &Span) -> Position {
+    Position { line: span.start.line(), col: span.start.col() + 1 }
+}
+
+impl Builder {
+    /// Path of the node about to be added to the innermost collection.
+    fn child_path(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Seq { path, items, .. }) => format!("{path}[{}]", items.len()),
+            Some(Frame::Map { path, key: Some(k), .. }) => join_key(path, k),
+            // A mapping key itself: positions are recorded when the key arrives.
+            Some(Frame::Map { path, key: None, .. }) => path.clone(),
+        }
+    }
+
+    fn push(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(..) => {}
+            Event::DocumentEnd => {
+                let value = self.root.take().unwrap_or(Value::Null);
+                let positions = std::mem::take(&mut self.positions);
+                self.anchors.clear();
+                if !value.is_null() {
+                    self.documents.push(Document { value, positions });
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+                if is_key {
+                    if let Some(Frame::Map { path, key, .. }) = self.stack.last_mut() {
+                        let k = text.to_string();
+                        self.positions.insert(join_key(path, &k), pos(&span));
+                        *key = Some(k);
+                    }
+                    return Ok(());
+                }
+                let tag_suffix = tag.as_ref().map(|t| t.suffix().to_string());
+                let value = resolve_scalar(&text, style, tag_suffix.as_deref());
+                if anchor != 0 {
+                    self.anchors.insert(anchor, value.clone());
+                }
+                let path = self.child_path();
+                self.positions.insert(path, pos(&span));
+                self.add(value, &span)?;
+            }
+            Event::Alias(id) => {
+                let value = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                    position: pos(&span),
+                    message: "alias refers to an unknown anchor".into(),
+                })?;
+                if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
+                    return Err(YamlError { position: pos(&span), message: "aliases cannot be mapping keys here".into() });
+                }
+                let path = self.child_path();
+                self.positions.insert(path, pos(&span));
+                self.add(value, &span)?;
+            }
+            Event::SequenceStart(_, anchor, _) => {
+                let path = self.check_not_key(&span)?;
+                self.positions.insert(path.clone(), pos(&span));
+                self.stack.push(Frame::Seq { path, items: Vec::new(), anchor });
+            }
+            Event::MappingStart(_, anchor, _) => {
+                let path = self.check_not_key(&span)?;
+                self.positions.insert(path.clone(), pos(&span));
+                self.stack.push(Frame::Map { path, map: Map::new(), key: None, anchor, merged: Vec::new() });
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq { items, anchor, .. }) = self.stack.pop() {
+                    let value = Value::Array(items);
+                    if anchor != 0 {
+                        self.anchors.insert(anchor, value.clone());
+                    }
+                    self.add(value, &span)?;
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map { map, anchor, .. }) = self.stack.pop() {
+                    let value = Value::Object(map);
+                    if anchor != 0 {
+                        self.anchors.insert(anchor, value.clone());
+                    }
+                    self.add(value, &span)?;
+                }
+            }
+            // Presentation metadata only.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_not_key(&self, span: &Span) -> Result<String, YamlError> {
+        if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
+            return Err(YamlError {
+                position: pos(span),
+                message: "complex mapping keys are not supported; use a plain string key".into(),
+            });
+        }
+        Ok(self.child_path())
+    }
+
+    fn add(&mut self, value: Value, span: &Span) -> Result<(), YamlError> {
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { map, key, merged, .. }) => {
+                let k = key.take().unwrap_or_default();
+                if k == "<<" {
+                    // Merge key: explicit keys win over merged ones.
+                    let sources = match value {
+                        Value::Array(a) => a,
+                        other => vec![other],
+                    };
+                    for src in sources {
+                        if let Value::Object(m) = src {
+                            for (mk, mv) in m {
+                                if !map.contains_key(&mk) {
+                                    merged.push(mk.clone());
+                                    map.insert(mk, mv);
+                                }
+                            }
+                        }
+                    }
+                } else if map.contains_key(&k) && !merged.contains(&k) {
+                    return Err(YamlError { position: pos(span), message: format!("duplicate mapping key {k:?}") });
+                } else {
+                    map.insert(k, value);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Value {
+    match tag {
+        Some("str") => return Value::String(text.to_string()),
+        Some("int") | Some("float") | Some("bool") | Some("null") => {}
+        _ => {}
+    }
+    if style != ScalarStyle::Plain {
+        return Value::String(text.to_string());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => {
+            // `y`/`Y` are YAML 1.1 booleans too, but go-yaml keeps them strings; so do we.
+            if text.eq_ignore_ascii_case("y") {
+                return Value::String(text.to_string());
+            }
+            return Value::Bool(true);
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = parse_int(text) {
+        return Value::Number(n.into());
+    }
+    if looks_like_float(text)
+        && let Ok(f) = text.replace('_', "").parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_string())
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    let (neg, body) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    let v = if let Some(hex) = body.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(oct) = body.strip_prefix("0o") {
+        i64::from_str_radix(oct, 8).ok()?
+    } else if body.bytes().all(|b| b.is_ascii_digit()) {
+        body.parse::<i64>().ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
+fn looks_like_float(text: &str) -> bool {
+    let t = text.trim_start_matches(['-', '+']);
+    !t.is_empty()
+        && t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
+        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+' | '_'))
+        && t.chars().any(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_and_positions() {
+        let docs = load_documents("a: 1\nb:\n  - x\n  - 'y'\n  - yes\nc: 1.5\n---\n---\nd: ~\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value, json!({"a": 1, "b": ["x", "y", true], "c": 1.5}));
+        assert_eq!(docs[0].position("b[1]"), Position { line: 4, col: 5 });
+        assert_eq!(docs[0].position("b[7].foo"), Position { line: 3, col: 3 });
+        assert_eq!(docs[0].position("c"), Position { line: 6, col: 1 });
+        assert_eq!(docs[1].value, json!({"d": null}));
+    }
+
+    #[test]
+    fn anchors_merge_and_errors() {
+        let docs = load_documents("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
+        assert_eq!(docs[0].value["other"], json!({"x": 1, "y": 3}));
+        let err = load_documents("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.position.line >= 1, "{err:?}");
+        let err = load_documents("a: 1\na: 2\n").unwrap_err();
+        assert!(err.message.contains("duplicate"), "{err}");
+    }
+}
