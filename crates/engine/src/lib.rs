@@ -1,1 +1,372 @@
-//! placeholder
+//! The workflow state machine: Argo's semantics as a pure, deterministic fold over inputs.
+//!
+//! # Brief overview
+//! A [`Workflow`] is created from a resolved spec ([`Workflow::new`]), then driven with batches
+//! of [`Input`]s ([`Workflow::step`]). Each step applies the inputs, re-evaluates the workflow
+//! from its root the way Argo's operator does, and returns [`Command`]s for the shell to carry
+//! out (run a leaf node, cancel one, wake the engine up at a time). Time comes in with every
+//! input; ids and names are given at creation. The same inputs always give the same state, so
+//! the history of inputs is the source of truth: replay is folding it again.
+//!
+//! **Architecture Invariant:** this crate does no IO, reads no clock, spawns nothing and uses
+//! no randomness. It depends only on `spec` and `expr`.
+//!
+//! # Example
+//! ```
+//! use riposte_engine::{Workflow, Input, Command, ExecResult, Phase, WorkflowIdentity};
+//! let text = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: hello}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: busybox, command: [echo, hi]}\n";
+//! let (loaded, _) = spec::load("hello.yaml", text);
+//! let spec::Resource::Workflow(_, wf) = &loaded[0].resource else { unreachable!() };
+//! let id = WorkflowIdentity { name: "hello".into(), namespace: "default".into(), uid: "u1".into() };
+//! let mut w = Workflow::new((**wf).clone(), Default::default(), id, &[]).unwrap();
+//! let cmds = w.step(&[Input::Start { now: 0 }]).unwrap();
+//! let Command::Execute(run) = &cmds[0] else { panic!() };
+//! w.step(&[Input::NodeFinished { now: 10, node_id: run.node_id.clone(), result: ExecResult::succeeded(0, "hi\n") }]).unwrap();
+//! assert_eq!(w.phase(), Phase::Succeeded);
+//! ```
+
+mod node;
+mod operator;
+mod render;
+mod scope;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use spec::{Library, Parameter, Template, WorkflowResource};
+
+pub use node::{Node, NodeOutputs, NodeType, Nodes, Phase, TemplateScope, fnv32a, node_id, pod_name};
+
+/// Who a workflow is: name (after `generateName`), namespace and uid, chosen by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+}
+
+/// What an executor reports for a leaf node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Succeeded, Failed (the step ran and failed) or Error (it could not run properly).
+    pub phase: Phase,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    /// Standard output (capped by the executor), or the HTTP response body.
+    pub result: Option<String>,
+    /// Output parameter values read from `valueFrom.path`; `None` when the file was missing.
+    pub parameters: BTreeMap<String, Option<String>>,
+}
+
+impl ExecResult {
+    pub fn succeeded(exit_code: i32, stdout: &str) -> ExecResult {
+        ExecResult {
+            phase: Phase::Succeeded,
+            message: String::new(),
+            exit_code: Some(exit_code),
+            result: Some(stdout.to_string()),
+            parameters: BTreeMap::new(),
+        }
+    }
+    /// A process that exited non-zero, with Argo's message.
+    pub fn exited(exit_code: i32, stdout: &str) -> ExecResult {
+        if exit_code == 0 {
+            return ExecResult::succeeded(0, stdout);
+        }
+        ExecResult {
+            phase: Phase::Failed,
+            message: format!("main: Error (exit code {exit_code})"),
+            exit_code: Some(exit_code),
+            result: Some(stdout.to_string()),
+            parameters: BTreeMap::new(),
+        }
+    }
+    pub fn error(message: impl Into<String>) -> ExecResult {
+        ExecResult { phase: Phase::Error, message: message.into(), exit_code: None, result: None, parameters: BTreeMap::new() }
+    }
+}
+
+/// Everything that can happen to a workflow. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    Start { now: i64 },
+    /// An executor began running a leaf node.
+    NodeStarted { now: i64, node_id: String },
+    NodeFinished { now: i64, node_id: String, result: ExecResult },
+    /// Time passed (a requested wake-up).
+    Tick { now: i64 },
+    /// Resume suspended nodes: those whose name, display name or id equals `node` (all when
+    /// `None`), setting supplied output parameters from `parameters`.
+    Resume { now: i64, node: Option<String>, parameters: BTreeMap<String, String> },
+    /// `stop` (exit handlers still run) or `terminate` (they do not).
+    Stop { now: i64, terminate: bool, message: Option<String> },
+}
+
+impl Input {
+    pub fn now(&self) -> i64 {
+        match self {
+            Input::Start { now }
+            | Input::NodeStarted { now, .. }
+            | Input::NodeFinished { now, .. }
+            | Input::Tick { now }
+            | Input::Resume { now, .. }
+            | Input::Stop { now, .. } => *now,
+        }
+    }
+}
+
+/// A leaf node to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteNode {
+    pub node_id: String,
+    pub node_name: String,
+    pub pod_name: String,
+    pub workflow_name: String,
+    pub namespace: String,
+    /// The template with every variable substituted.
+    pub template: Arc<Template>,
+    /// Absolute deadline (unix ms) from `timeout`/`activeDeadlineSeconds`, if any.
+    pub deadline: Option<i64>,
+    /// Output parameters to collect: (name, path).
+    pub output_paths: Vec<(String, String)>,
+}
+
+/// What the shell must do after a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Execute(Box<ExecuteNode>),
+    /// Stop a running leaf node; its result, if it still arrives, is ignored.
+    Cancel { node_id: String },
+    /// Call `step` with a `Tick` at (or after) this time.
+    WakeAt { at: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid workflow: {0}")]
+    Invalid(String),
+    #[error("input for unknown node {0:?}")]
+    UnknownNode(String),
+    #[error("{input} received before the workflow started")]
+    NotStarted { input: &'static str },
+}
+
+/// How the workflow is being shut down, if it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Shutdown {
+    Stop(String),
+    Terminate(String),
+    Deadline,
+}
+
+impl Shutdown {
+    fn message(&self) -> String {
+        match self {
+            Shutdown::Stop(m) | Shutdown::Terminate(m) => m.clone(),
+            Shutdown::Deadline => "Step exceeded its deadline".to_string(),
+        }
+    }
+}
+
+/// A leaf or suspend node waiting for its result, with what is needed to finish it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pending {
+    pub outputs: Vec<Parameter>,
+}
+
+/// The state of one workflow. See the crate docs.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub(crate) id: WorkflowIdentity,
+    pub(crate) resource: WorkflowResource,
+    pub(crate) library: Library,
+    pub(crate) templates: HashMap<(TemplateScope, String), Arc<Template>>,
+    pub(crate) phase: Phase,
+    pub(crate) message: String,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) deadline: Option<i64>,
+    pub(crate) nodes: Nodes,
+    /// `workflow.*` variables.
+    pub(crate) globals: BTreeMap<String, String>,
+    pub(crate) now: i64,
+    pub(crate) shutdown: Option<Shutdown>,
+    /// While evaluating exit handlers, shutdown does not block new nodes.
+    pub(crate) in_exit_handler: bool,
+    pub(crate) pending: BTreeMap<String, Pending>,
+    pub(crate) active_pods: usize,
+    pub(crate) active_by_boundary: HashMap<String, usize>,
+    pub(crate) mutations: u64,
+    pub(crate) commands: Vec<Command>,
+    pub(crate) wakeups: BTreeSet<i64>,
+    /// Steps/tasks whose exit hook could not start yet (parallelism).
+    pub(crate) pending_exit_hooks: BTreeSet<String>,
+}
+
+impl Workflow {
+    /// Validates and prepares a workflow. `overrides` are `-p name=value` parameters.
+    pub fn new(
+        resource: WorkflowResource,
+        library: Library,
+        id: WorkflowIdentity,
+        overrides: &[(String, String)],
+    ) -> Result<Workflow, EngineError> {
+        let resource = library.resolve_workflow(&resource).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let mut templates = HashMap::new();
+        for t in &resource.spec.templates {
+            templates.insert((TemplateScope::Local, t.name.clone()), Arc::new(t.clone()));
+        }
+        for (cluster, map) in [(false, &library.templates), (true, &library.cluster_templates)] {
+            for (name, wt) in map {
+                for t in &wt.spec.templates {
+                    let scope = TemplateScope::Ref { name: name.clone(), cluster };
+                    templates.insert((scope, t.name.clone()), Arc::new(t.clone()));
+                }
+            }
+        }
+        let entry = resource
+            .spec
+            .entrypoint
+            .clone()
+            .ok_or_else(|| EngineError::Invalid("spec.entrypoint is not set".into()))?;
+        if !templates.contains_key(&(TemplateScope::Local, entry.clone())) {
+            return Err(EngineError::Invalid(format!("entrypoint template {entry:?} not found")));
+        }
+        for (name, _) in overrides {
+            if !resource.spec.arguments.parameters.iter().any(|p| &p.name == name) {
+                let known: Vec<&str> = resource.spec.arguments.parameters.iter().map(|p| p.name.as_str()).collect();
+                return Err(EngineError::Invalid(format!(
+                    "parameter {name:?} is not declared in spec.arguments.parameters (declared: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+        }
+        let mut globals = BTreeMap::new();
+        globals.insert("workflow.name".into(), id.name.clone());
+        globals.insert("workflow.namespace".into(), id.namespace.clone());
+        globals.insert("workflow.uid".into(), id.uid.clone());
+        globals.insert("workflow.serviceAccountName".into(), resource.spec.service_account_name.clone().unwrap_or_else(|| "default".into()));
+        globals.insert("workflow.status".into(), "Running".into());
+        for (k, v) in &resource.metadata.labels {
+            globals.insert(format!("workflow.labels.{k}"), v.0.clone());
+        }
+        for (k, v) in &resource.metadata.annotations {
+            globals.insert(format!("workflow.annotations.{k}"), v.0.clone());
+        }
+        let mut params = Vec::new();
+        for p in &resource.spec.arguments.parameters {
+            let value = overrides
+                .iter()
+                .rev()
+                .find(|(n, _)| n == &p.name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
+                .or_else(|| p.default.as_ref().map(|v| v.0.clone()))
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!(
+                        "workflow parameter {:?} has no value; pass it with -p {}=VALUE",
+                        p.name, p.name
+                    ))
+                })?;
+            if !p.r#enum.is_empty() && !p.r#enum.iter().any(|e| e.0 == value) {
+                let allowed: Vec<&str> = p.r#enum.iter().map(|e| e.as_str()).collect();
+                return Err(EngineError::Invalid(format!(
+                    "workflow parameter {:?} is {value:?}, which is not one of its enum values [{}]",
+                    p.name,
+                    allowed.join(", ")
+                )));
+            }
+            params.push((p.name.clone(), value));
+        }
+        let params_json = serde_json::Value::Array(
+            params.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect(),
+        );
+        for (n, v) in &params {
+            globals.insert(format!("workflow.parameters.{n}"), v.clone());
+        }
+        globals.insert("workflow.parameters.json".into(), params_json.to_string());
+        let mut resource = resource;
+        for p in &mut resource.spec.arguments.parameters {
+            if let Some((_, v)) = params.iter().find(|(n, _)| n == &p.name) {
+                p.value = Some(spec::AnyString(v.clone()));
+            }
+        }
+        Ok(Workflow {
+            id,
+            resource,
+            library,
+            templates,
+            phase: Phase::Pending,
+            message: String::new(),
+            started_at: None,
+            finished_at: None,
+            deadline: None,
+            nodes: Nodes::default(),
+            globals,
+            now: 0,
+            shutdown: None,
+            in_exit_handler: false,
+            pending: BTreeMap::new(),
+            active_pods: 0,
+            active_by_boundary: HashMap::new(),
+            mutations: 0,
+            commands: Vec::new(),
+            wakeups: BTreeSet::new(),
+            pending_exit_hooks: BTreeSet::new(),
+        })
+    }
+
+    pub fn identity(&self) -> &WorkflowIdentity {
+        &self.id
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+    pub fn is_finished(&self) -> bool {
+        self.finished_at.is_some()
+    }
+    pub fn started_at(&self) -> Option<i64> {
+        self.started_at
+    }
+    pub fn finished_at(&self) -> Option<i64> {
+        self.finished_at
+    }
+    /// `workflow.outputs.parameters.*` set by `globalName`.
+    pub fn global_outputs(&self) -> Vec<(String, String)> {
+        self.globals
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("workflow.outputs.parameters.").map(|n| (n.to_string(), v.clone())))
+            .collect()
+    }
+    /// Node ids with an `Execute` issued and no result yet.
+    pub fn running_leaf_nodes(&self) -> impl Iterator<Item = &str> {
+        self.pending.keys().map(String::as_str).filter(|id| self.nodes.get(id).is_some_and(|n| n.node_type.is_leaf()))
+    }
+
+    /// Applies a batch of inputs and re-evaluates the workflow. Returns the commands to run.
+    pub fn step(&mut self, inputs: &[Input]) -> Result<Vec<Command>, EngineError> {
+        for input in inputs {
+            // Time only moves forward, whatever order inputs arrive in.
+            self.now = self.now.max(input.now());
+            self.apply(input)?;
+        }
+        if self.started_at.is_some() && !self.is_finished() {
+            self.operate();
+        }
+        let mut commands = std::mem::take(&mut self.commands);
+        // Ask to be woken for the earliest future timer only; earlier ones have fired.
+        let now = self.now;
+        self.wakeups.retain(|t| *t > now);
+        if let Some(at) = self.wakeups.first() {
+            commands.push(Command::WakeAt { at: *at });
+        }
+        Ok(commands)
+    }
+}
