@@ -1,1 +1,17 @@
-//! placeholder
+//! Executors: they carry out the engine's `Execute` commands and report `ExecResult`s.
+//!
+//! # Brief overview
+//! - [`host::HostExecutor`]: the embedded default. Runs `container` and `script` templates as
+//!   local processes in a private root ([`sandbox`]), `http` templates as HTTP requests
+//!   ([`http`]); images map to host programs through [`image::ImageTable`].
+//!
+//! Executors never decide what runs next; that is the engine's job.
+
+pub mod host;
+pub mod http;
+pub mod image;
+pub mod sandbox;
+
+pub use host::{HostConfig, HostExecutor, RESULT_LIMIT, log_path};
+pub use image::{HostImage, ImageTable, UnknownImage};
+pub use sandbox::{Isolation, Sandbox};

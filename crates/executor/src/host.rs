@@ -1,0 +1,280 @@
+//! The host executor: runs a leaf node's container or script as a local process.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{ExecResult, ExecuteNode};
+use spec::{Container, TemplateType};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, watch};
+
+use crate::image::ImageTable;
+use crate::sandbox::{Isolation, MountPlan, Sandbox};
+
+/// Argo caps `outputs.result` at 256 kB.
+pub const RESULT_LIMIT: usize = 256 * 1024;
+
+/// Where the argosay shim appears inside a node's private root.
+const ARGOSAY_INSIDE: &str = "/.riposte/argosay";
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Per-run directory: node roots and logs live below it.
+    pub run_dir: PathBuf,
+    pub images: ImageTable,
+    /// The binary that implements `argosay` (this binary, with `argosay` as argv[1]).
+    pub argosay_binary: PathBuf,
+    pub isolation: Isolation,
+    /// Keep node root directories after the node ends (for debugging).
+    pub keep_node_dirs: bool,
+}
+
+/// Runs leaf nodes as host processes. Cheap to clone.
+#[derive(Clone)]
+pub struct HostExecutor {
+    config: Arc<HostConfig>,
+}
+
+/// A node's log file, one per node, interleaving stdout and stderr lines as they arrive.
+pub fn log_path(run_dir: &Path, node_id: &str) -> PathBuf {
+    run_dir.join("logs").join(format!("{node_id}.log"))
+}
+
+impl HostExecutor {
+    pub fn new(config: HostConfig) -> HostExecutor {
+        HostExecutor { config: Arc::new(config) }
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Runs the node to completion, or until `cancel` turns true or its deadline passes.
+    /// `now_ms` gives the current time for the deadline.
+    pub async fn run(&self, node: &ExecuteNode, mut cancel: watch::Receiver<bool>, deadline_in: Option<Duration>) -> ExecResult {
+        let t = &node.template;
+        match t.template_type() {
+            Some(TemplateType::Container) | Some(TemplateType::Script) => {}
+            Some(TemplateType::Http) => {
+                let http = t.http.clone().unwrap_or_default();
+                let fut = crate::http::run(http);
+                return tokio::select! {
+                    r = fut => r,
+                    _ = cancel.wait_for(|c| *c) => ExecResult::error("cancelled"),
+                };
+            }
+            Some(TemplateType::Resource) => {
+                return ExecResult::error("resource templates need the Kubernetes executor; the host executor cannot run them");
+            }
+            other => return ExecResult::error(format!("the host executor cannot run template type {other:?}")),
+        }
+        match self.run_process(node, &mut cancel, deadline_in).await {
+            Ok(r) => r,
+            Err(e) => ExecResult::error(e),
+        }
+    }
+
+    async fn run_process(&self, node: &ExecuteNode, cancel: &mut watch::Receiver<bool>, deadline_in: Option<Duration>) -> Result<ExecResult, String> {
+        let cfg = &self.config;
+        let t = &node.template;
+        let (container, script): (&Container, Option<&str>) = match (&t.container, &t.script) {
+            (Some(c), _) => (c, None),
+            (None, Some(s)) => (&s.container, Some(s.source.as_str())),
+            (None, None) => return Err("template has neither container nor script".into()),
+        };
+        let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
+        std::fs::create_dir_all(&node_dir).map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
+        let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
+        let workdir = container.working_dir.clone().unwrap_or_else(|| "/".into());
+        let output_paths: Vec<&str> = node.output_paths.iter().map(|(_, p)| p.as_str()).collect();
+        let mut private: Vec<&str> = output_paths.clone();
+        let script_inside = "/.riposte/script";
+        if script.is_some() {
+            private.push(script_inside);
+        }
+        let plan: Option<Arc<MountPlan>> = if isolated {
+            let argosay = [(cfg.argosay_binary.clone(), ARGOSAY_INSIDE)];
+            Some(Arc::new(Sandbox::prepare(&node_dir, &private, &workdir, &argosay).map_err(|e| format!("preparing the private root of node {}: {e}", node.node_name))?))
+        } else {
+            None
+        };
+        // Host path of a path as the process sees it.
+        let host_path = |p: &str| -> PathBuf {
+            match &plan {
+                Some(plan) => plan.root.join(p.trim_start_matches('/')),
+                None => PathBuf::from(p),
+            }
+        };
+        let command: Vec<String> = container.command.iter().map(|s| s.0.clone()).collect();
+        let args: Vec<String> = container.args.iter().map(|s| s.0.clone()).collect();
+        let argosay_path = if isolated { ARGOSAY_INSIDE.to_string() } else { cfg.argosay_binary.display().to_string() };
+        let mut argv = cfg.images.argv(&container.image, &command, &args, &argosay_path).map_err(|e| e.to_string())?;
+        if let Some(source) = script {
+            let path = if isolated { host_path(script_inside) } else { node_dir.join("script") };
+            std::fs::write(&path, source).map_err(|e| format!("writing script source: {e}"))?;
+            argv.push(if isolated { script_inside.to_string() } else { path.display().to_string() });
+        }
+        let Some((program, rest)) = argv.split_first() else {
+            return Err(format!("image {} with no command and no args has nothing to run", container.image));
+        };
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(rest);
+        cmd.env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+        cmd.env("HOME", "/tmp");
+        cmd.env("LANG", "C.UTF-8");
+        cmd.env("ARGO_POD_NAME", &node.pod_name);
+        cmd.env("ARGO_NODE_ID", &node.node_id);
+        cmd.env("ARGO_WORKFLOW_NAME", &node.workflow_name);
+        if program == &argosay_path {
+            cmd.arg0("argosay");
+            cmd.env("RIPOSTE_SHIM", "argosay");
+        }
+        if !isolated {
+            cmd.env("TMPDIR", &node_dir);
+            if container.working_dir.is_some() {
+                cmd.current_dir(&workdir);
+            }
+        }
+        for e in &container.env {
+            match &e.value {
+                Some(v) => {
+                    cmd.env(&e.name, &v.0);
+                }
+                None if e.value_from.is_some() => {
+                    return Err(format!("env {}: valueFrom (secrets, configmaps, field refs) needs the Kubernetes executor", e.name));
+                }
+                None => {
+                    cmd.env(&e.name, "");
+                }
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child_plan = plan.clone();
+        // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(plan) = &child_plan {
+                    plan.apply_in_child()?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {program:?} for image {}: {e}", container.image))?;
+        let pid = child.id();
+        let log = log_path(&cfg.run_dir, &node.node_id);
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating log directory: {e}"))?;
+        }
+        let log_file = tokio::fs::File::create(&log).await.map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let log_file = Arc::new(Mutex::new(log_file));
+        let stdout = child.stdout.take().ok_or("internal: stdout was not piped")?;
+        let stderr = child.stderr.take().ok_or("internal: stderr was not piped")?;
+        let out_task = tokio::spawn(pump(stdout, log_file.clone(), true));
+        let err_task = tokio::spawn(pump(stderr, log_file.clone(), false));
+        let deadline = async {
+            match deadline_in {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        enum End {
+            Exited(std::process::ExitStatus),
+            Cancelled,
+            Deadline,
+        }
+        let end = tokio::select! {
+            s = child.wait() => End::Exited(s.map_err(|e| format!("waiting for the process: {e}"))?),
+            _ = cancel.wait_for(|c| *c) => End::Cancelled,
+            _ = deadline => End::Deadline,
+        };
+        if !matches!(end, End::Exited(_)) {
+            kill_group(pid, &mut child).await;
+        }
+        let stdout = out_task.await.map_err(|e| format!("reading stdout: {e}"))?;
+        let _stderr = err_task.await.map_err(|e| format!("reading stderr: {e}"))?;
+        let result = trim_result(stdout);
+        let mut res = match end {
+            End::Cancelled => ExecResult::error("cancelled"),
+            End::Deadline => ExecResult {
+                phase: engine::Phase::Failed,
+                message: "Pod was active on the node longer than the specified deadline".into(),
+                exit_code: None,
+                result: Some(result),
+                parameters: BTreeMap::new(),
+            },
+            End::Exited(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                ExecResult::exited(code, &result)
+            }
+        };
+        for (name, path) in &node.output_paths {
+            let value = std::fs::read_to_string(host_path(path)).ok();
+            // Argo trims whitespace around output parameters read from files.
+            res.parameters.insert(name.clone(), value.map(|v| v.trim().to_string()));
+        }
+        if !cfg.keep_node_dirs {
+            // Best effort: a leftover directory under the run dir is harmless.
+            let _ = std::fs::remove_dir_all(&node_dir);
+        }
+        Ok(res)
+    }
+}
+
+/// SIGTERM the process group, then SIGKILL after a grace period.
+async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
+    if let Some(pid) = pid {
+        // SAFETY: kill with a negative pid signals the process group we created with setsid.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+    // The process is gone or being killed; its status no longer matters.
+    let _ = child.wait().await;
+}
+
+/// Copies a stream into the log and, for stdout, keeps up to [`RESULT_LIMIT`] bytes.
+async fn pump(stream: impl AsyncRead + Unpin, log: Arc<Mutex<tokio::fs::File>>, keep: bool) -> Vec<u8> {
+    let mut reader = BufReader::new(stream);
+    let mut kept = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if keep && kept.len() < RESULT_LIMIT {
+                    let room = RESULT_LIMIT - kept.len();
+                    kept.extend_from_slice(&line[..line.len().min(room)]);
+                }
+                let mut f = log.lock().await;
+                // Logging is best effort; the result is what the engine needs.
+                let _ = f.write_all(&line).await;
+            }
+        }
+    }
+    let _ = log.lock().await.flush().await;
+    kept
+}
+
+fn trim_result(stdout: Vec<u8>) -> String {
+    let s = String::from_utf8_lossy(&stdout);
+    s.trim_end_matches(['\n', '\r']).to_string()
+}

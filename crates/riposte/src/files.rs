@@ -1,0 +1,54 @@
+//! Reading workflow files and directories from disk into `spec` resources.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use spec::{Diagnostic, Library, Loaded};
+
+/// Every `.yaml`, `.yml` and `.json` file under `path` (or `path` itself), sorted.
+pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let p = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads every resource from `paths` (files or directories).
+pub fn load_all(paths: &[PathBuf]) -> Result<(Vec<Loaded>, Vec<Diagnostic>, usize)> {
+    let mut loaded = Vec::new();
+    let mut diags = Vec::new();
+    let mut n_files = 0;
+    for p in paths {
+        for f in yaml_files(p)? {
+            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let (l, d) = spec::load(&f.display().to_string(), &text);
+            loaded.extend(l);
+            diags.extend(d);
+            n_files += 1;
+        }
+    }
+    Ok((loaded, diags, n_files))
+}
+
+/// A library of the WorkflowTemplates among `loaded`.
+pub fn library_of(loaded: &[Loaded]) -> Library {
+    let mut lib = Library::default();
+    for l in loaded {
+        lib.add(l);
+    }
+    lib
+}
