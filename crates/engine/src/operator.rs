@@ -540,12 +540,19 @@ impl Workflow {
     }
 
     /// Argo's `ProcessArgs` for inputs: defaults, then arguments, then enums.
-    fn process_inputs(t: &Template, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    /// Template-level values and defaults may use workflow variables and expressions.
+    fn process_inputs(&self, t: &Template, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+        let siblings = Siblings::None;
+        let view = ScopeView { wf: self, siblings: &siblings, inputs: &[], item: None, extra: Vec::new() };
+        let render = |s: &str| expr::render(s, &view, Unresolved::Keep).map_err(|e| e.to_string());
         let mut out = Vec::new();
         for p in &t.inputs.parameters {
-            let mut value = p.value.as_ref().map(|v| v.0.clone());
+            let mut value = match &p.value {
+                Some(v) => Some(render(&v.0)?),
+                None => None,
+            };
             if let Some(d) = &p.default {
-                value = Some(d.0.clone());
+                value = Some(render(&d.0)?);
             }
             if let Some((_, v)) = args.iter().find(|(n, _)| n == &p.name) {
                 // A reference to an output that never existed (a skipped producer) is no value.
@@ -608,7 +615,7 @@ impl Workflow {
         if existing.is_none() && self.blocked_by_shutdown() {
             return Outcome::NotStarted;
         }
-        let inputs = match Self::process_inputs(&tmpl, &inv.args) {
+        let inputs = match self.process_inputs(&tmpl, &inv.args) {
             Ok(i) => i,
             Err(msg) => return self.error_node(&inv, msg),
         };
@@ -1053,7 +1060,11 @@ impl Workflow {
         let Some(n) = self.nodes.get(id) else { return Vec::new() };
         match n.node_type {
             NodeType::Pod | NodeType::Skipped | NodeType::Suspend | NodeType::HTTP => vec![id.to_string()],
-            NodeType::Retry | NodeType::TaskGroup => {
+            NodeType::Retry => match n.children.last() {
+                Some(last) => self.outbound_of(last),
+                None => vec![id.to_string()],
+            },
+            NodeType::TaskGroup => {
                 let out: Vec<String> = n.children.iter().flat_map(|c| self.outbound_of(c)).collect();
                 if out.is_empty() { vec![id.to_string()] } else { out }
             }
@@ -1444,12 +1455,12 @@ impl Workflow {
         };
         let fail_fast = dag.fail_fast.or(tmpl.fail_fast).unwrap_or(true);
         for &i in &order {
-            self.execute_dag_task(&dag.tasks, i, &deps, &index, node_name, &id, tscope, &inputs, &siblings, fail_fast);
+            self.execute_dag_task(&dag.tasks, i, &deps, &index, node_name, &id, tscope, &inputs, &siblings);
         }
         if self.nodes.get(&id).is_some_and(|n| n.phase.fulfilled()) {
             return Outcome::Node(id);
         }
-        let phase = self.assess_dag(&dag.tasks, &deps, &index, &order, &targets, node_name, fail_fast);
+        let phase = self.assess_dag(&id, &dag.tasks, &targets, node_name, fail_fast);
         match phase {
             Phase::Running => {}
             Phase::Succeeded => {
@@ -1477,54 +1488,49 @@ impl Workflow {
         }
     }
 
-    /// The phase a task's branch ended in, for Argo's DAG assessment: a skipped or omitted task
-    /// inherits a failure from its dependencies.
-    fn branch_phases(&self, tasks: &[DagTask], deps: &[Option<expr::Depends>], index: &HashMap<&str, usize>, order: &[usize], dag_name: &str) -> Vec<Option<Phase>> {
-        let mut branch: Vec<Option<Phase>> = vec![None; tasks.len()];
-        for &i in order {
-            let Some(n) = self.node_by_name(&format!("{dag_name}.{}", tasks[i].name)) else { continue };
-            if !n.phase.fulfilled() {
-                continue;
+    /// Argo's `assessDAGPhase`: a breadth-first walk from the DAG node's children carrying the
+    /// phase of the last completed node on each branch, so that an omitted or skipped target
+    /// inherits a failure above it.
+    fn assess_dag(&self, dag_id: &str, tasks: &[DagTask], targets: &[usize], dag_name: &str, fail_fast: bool) -> Phase {
+        let target_ids: HashMap<String, usize> =
+            targets.iter().map(|&t| (node_id(&self.id.name, &format!("{dag_name}.{}", tasks[t].name)), t)).collect();
+        let mut target_phase: HashMap<usize, Phase> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut queue: std::collections::VecDeque<(String, Phase)> = std::collections::VecDeque::new();
+        let push = |queue: &mut std::collections::VecDeque<(String, Phase)>, seen: &mut HashSet<String>, ids: &[String], p: Phase| {
+            for id in ids {
+                if seen.insert(id.clone()) {
+                    queue.push_back((id.clone(), p));
+                }
             }
-            branch[i] = Some(if n.phase.completed() {
-                n.phase
-            } else {
-                deps[i]
-                    .as_ref()
-                    .map(|d| d.tasks())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|t| index.get(t).and_then(|j| branch[*j]))
-                    .find(|p| p.failed_or_error())
-                    .unwrap_or(Phase::Succeeded)
-            });
-        }
-        branch
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn assess_dag(
-        &self,
-        tasks: &[DagTask],
-        deps: &[Option<expr::Depends>],
-        index: &HashMap<&str, usize>,
-        order: &[usize],
-        targets: &[usize],
-        dag_name: &str,
-        fail_fast: bool,
-    ) -> Phase {
-        for &i in order {
-            let name = format!("{dag_name}.{}", tasks[i].name);
-            if let Some(n) = self.node_by_name(&name)
-                && !self.step_fulfilled(&n.id)
-            {
+        };
+        let Some(dag) = self.nodes.get(dag_id) else { return Phase::Running };
+        push(&mut queue, &mut seen, &dag.children, Phase::Succeeded);
+        while let Some((id, mut branch)) = queue.pop_front() {
+            let Some(n) = self.nodes.get(&id) else { continue };
+            if !n.phase.fulfilled() {
                 return Phase::Running;
             }
+            if n.phase.completed() {
+                branch = n.phase;
+            }
+            if let Some(&t) = target_ids.get(&id) {
+                let prev = target_phase.get(&t).copied();
+                if !prev.is_some_and(Phase::failed_or_error) {
+                    target_phase.insert(t, branch);
+                }
+            }
+            if n.node_type == NodeType::Retry {
+                if let Some(last) = n.children.last().and_then(|c| self.nodes.get(c)) {
+                    push(&mut queue, &mut seen, &last.children, branch);
+                }
+            } else {
+                push(&mut queue, &mut seen, &n.children, branch);
+            }
         }
-        let branch = self.branch_phases(tasks, deps, index, order, dag_name);
         let mut result = Phase::Succeeded;
         for &t in targets {
-            match branch[t] {
+            match target_phase.get(&t) {
                 None => {
                     if self.blocked_by_shutdown() {
                         return Phase::Failed;
@@ -1535,24 +1541,15 @@ impl Workflow {
                     }
                 }
                 Some(p) if p.failed_or_error() => {
-                    if continues_on(&tasks[t].continue_on, p) {
+                    if continues_on(&tasks[t].continue_on, *p) {
                         continue;
                     }
-                    result = p;
+                    result = *p;
                     if fail_fast {
                         break;
                     }
                 }
                 Some(_) => {}
-            }
-        }
-        if result == Phase::Running && fail_fast {
-            // A failed branch stops new work: if nothing runs and something failed, the DAG failed.
-            if let Some(p) = branch.iter().flatten().find(|p| p.failed_or_error()) {
-                let failed_task = (0..tasks.len()).find(|i| branch[*i] == Some(*p));
-                if failed_task.is_some_and(|i| !continues_on(&tasks[i].continue_on, *p)) {
-                    return *p;
-                }
             }
         }
         result
@@ -1570,7 +1567,6 @@ impl Workflow {
         tscope: &TemplateScope,
         inputs: &[(String, String)],
         siblings: &Siblings,
-        fail_fast: bool,
     ) {
         let task = &tasks[i];
         let task_name = format!("{dag_name}.{}", task.name);
@@ -1618,9 +1614,6 @@ impl Workflow {
                     return;
                 }
             }
-            if fail_fast && !self.in_exit_handler && self.dag_has_failure(tasks, dag_name) {
-                return;
-            }
         }
         let items = match self.expand_items(&step, inputs, siblings) {
             Ok(items) => items,
@@ -1654,13 +1647,6 @@ impl Workflow {
                 self.execute_task_group(task, &step, &task_name, &task_id, tscope, inputs, siblings, &boundary);
             }
         }
-    }
-
-    fn dag_has_failure(&self, tasks: &[DagTask], dag_name: &str) -> bool {
-        tasks.iter().any(|t| {
-            self.node_by_name(&format!("{dag_name}.{}", t.name))
-                .is_some_and(|n| n.phase.failed_or_error() && !continues_on(&t.continue_on, n.phase))
-        })
     }
 
     fn link_task(&mut self, task_id: &str, dag_id: &str, dep_ids: &[String]) {
@@ -1714,9 +1700,8 @@ impl Workflow {
         }
         for c in &children {
             let p = self.nodes.get(c).map(|n| n.phase).unwrap_or(Phase::Error);
-            if p.failed_or_error() && !continues_on(&task.continue_on, p) {
+            if p.failed_or_error() {
                 phase = p;
-                break;
             }
         }
         self.set_phase(group_id, phase, None);
@@ -1730,8 +1715,8 @@ fn task_result(wf: &Workflow, n: &Node, r: expr::TaskResult, continue_on: &Optio
     let children = || n.children.iter().filter_map(|c| wf.nodes.get(c)).filter(|c| c.name.starts_with(&format!("{}(", n.name)));
     match r {
         R::Succeeded => phase == Phase::Succeeded,
-        // A bare `A` also accepts the phases `continueOn` allows.
-        R::Skipped => phase == Phase::Skipped || continues_on(continue_on, phase),
+        R::Skipped => phase == Phase::Skipped,
+        R::ContinuedOn => continues_on(continue_on, phase),
         R::Failed => phase == Phase::Failed,
         R::Errored => phase == Phase::Error,
         R::Omitted => phase == Phase::Omitted,

@@ -19,7 +19,10 @@ use crate::sandbox::{Isolation, MountPlan, Sandbox};
 pub const RESULT_LIMIT: usize = 256 * 1024;
 
 /// Where the argosay shim appears inside a node's private root.
-const ARGOSAY_INSIDE: &str = "/.riposte/argosay";
+const ARGOSAY_INSIDE: &str = "/.riposte/bin/argosay";
+/// Shims first on PATH inside a node: `argosay`, and `cowsay` (which argosay:v1 had).
+const SHIM_DIR_INSIDE: &str = "/.riposte/bin";
+const SHIMS: &[&str] = &["argosay", "cowsay"];
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -97,8 +100,10 @@ impl HostExecutor {
             private.push(script_inside);
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
-            let argosay = [(cfg.argosay_binary.clone(), ARGOSAY_INSIDE)];
-            Some(Arc::new(Sandbox::prepare(&node_dir, &private, &workdir, &argosay).map_err(|e| format!("preparing the private root of node {}: {e}", node.node_name))?))
+            let shims: Vec<(PathBuf, String)> =
+                SHIMS.iter().map(|s| (cfg.argosay_binary.clone(), format!("{SHIM_DIR_INSIDE}/{s}"))).collect();
+            let shims: Vec<(PathBuf, &str)> = shims.iter().map(|(p, s)| (p.clone(), s.as_str())).collect();
+            Some(Arc::new(Sandbox::prepare(&node_dir, &private, &workdir, &shims).map_err(|e| format!("preparing the private root of node {}: {e}", node.node_name))?))
         } else {
             None
         };
@@ -116,6 +121,9 @@ impl HostExecutor {
         if let Some(source) = script {
             let path = if isolated { host_path(script_inside) } else { node_dir.join("script") };
             std::fs::write(&path, source).map_err(|e| format!("writing script source: {e}"))?;
+            // Executable, so that `command: [sh, -c]` can run the file by its path, as in Argo.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(|e| format!("making the script executable: {e}"))?;
             argv.push(if isolated { script_inside.to_string() } else { path.display().to_string() });
         }
         let Some((program, rest)) = argv.split_first() else {
@@ -124,7 +132,9 @@ impl HostExecutor {
         let mut cmd = std::process::Command::new(program);
         cmd.args(rest);
         cmd.env_clear();
-        cmd.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+        let host_path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let shim_dir = if isolated { SHIM_DIR_INSIDE.to_string() } else { link_shims(&node_dir, &cfg.argosay_binary)? };
+        cmd.env("PATH", format!("{shim_dir}:{host_path_var}"));
         cmd.env("HOME", "/tmp");
         cmd.env("LANG", "C.UTF-8");
         cmd.env("ARGO_POD_NAME", &node.pod_name);
@@ -132,7 +142,6 @@ impl HostExecutor {
         cmd.env("ARGO_WORKFLOW_NAME", &node.workflow_name);
         if program == &argosay_path {
             cmd.arg0("argosay");
-            cmd.env("RIPOSTE_SHIM", "argosay");
         }
         if !isolated {
             cmd.env("TMPDIR", &node_dir);
@@ -230,6 +239,19 @@ impl HostExecutor {
         }
         Ok(res)
     }
+}
+
+/// Without a private root, the shims are symlinks in the node directory.
+fn link_shims(node_dir: &Path, binary: &Path) -> Result<String, String> {
+    let dir = node_dir.join("bin");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for s in SHIMS {
+        let link = dir.join(s);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(binary, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
+    }
+    Ok(dir.display().to_string())
 }
 
 /// SIGTERM the process group, then SIGKILL after a grace period.

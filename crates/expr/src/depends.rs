@@ -15,6 +15,9 @@ pub enum TaskResult {
     Daemoned,
     AnySucceeded,
     AllFailed,
+    /// Not writable in `depends`: asked for a bare task name, it means "ended in a phase the
+    /// task's `continueOn` allows" (Argo's `expandDependency`).
+    ContinuedOn,
 }
 
 impl TaskResult {
@@ -70,7 +73,10 @@ impl Depends {
         match self {
             Depends::Task(t, Some(r)) => test(t, *r),
             Depends::Task(t, None) => {
-                test(t, TaskResult::Succeeded) || test(t, TaskResult::Skipped) || test(t, TaskResult::Daemoned)
+                test(t, TaskResult::Succeeded)
+                    || test(t, TaskResult::Skipped)
+                    || test(t, TaskResult::Daemoned)
+                    || test(t, TaskResult::ContinuedOn)
             }
             Depends::Not(e) => !e.eval(test),
             Depends::And(a, b) => a.eval(test) && b.eval(test),

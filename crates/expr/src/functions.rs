@@ -109,6 +109,10 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
         "trim" | "sprig.trim" => s1(|s| s.trim().to_string()),
         "trimSpace" => s1(|s| s.trim().to_string()),
         "sprig.b64enc" => s1(b64encode),
+        "sprig.b64dec" => {
+            arity(name, a, 1)?;
+            b64decode(string_arg(name, &a[0])?).map(Value::String).ok_or_else(|| Error::Type(format!("{name}(): invalid base64")))
+        }
         "sprig.quote" => s1(|s| format!("{s:?}")),
         "sprig.squote" => s1(|s| format!("'{s}'")),
         "split" | "sprig.splitList" => {
@@ -158,20 +162,34 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
             arity(name, a, 1)?;
             Ok(Value::Bool(matches!(&a[0], Value::Null | Value::Bool(false)) || a[0].as_str() == Some("")))
         }
-        "sprig.add" | "sprig.sub" | "sprig.mul" | "sprig.div" | "sprig.mod" | "sprig.max" | "sprig.min" => {
+        "sprig.sub" | "sprig.div" | "sprig.mod" => {
             arity(name, a, 2)?;
             let x = as_int(name, &a[0])?.as_i64().unwrap_or(0);
             let y = as_int(name, &a[1])?.as_i64().unwrap_or(0);
             let r = match name {
-                "sprig.add" => x.checked_add(y),
                 "sprig.sub" => x.checked_sub(y),
-                "sprig.mul" => x.checked_mul(y),
                 "sprig.div" => x.checked_div(y),
-                "sprig.mod" => x.checked_rem(y),
-                "sprig.max" => Some(x.max(y)),
-                _ => Some(x.min(y)),
+                _ => x.checked_rem(y),
             };
             r.map(Value::from).ok_or_else(|| Error::Type(format!("{name}(): arithmetic overflow or division by zero")))
+        }
+        // sprig's add/mul/max/min take any number of arguments and work on int64s.
+        "sprig.add" | "sprig.mul" | "sprig.max" | "sprig.min" => {
+            if a.is_empty() {
+                return Err(Error::Type(format!("{name}() needs at least one argument")));
+            }
+            let mut acc = as_int(name, &a[0])?.as_i64().unwrap_or(0);
+            for v in &a[1..] {
+                let y = as_int(name, v)?.as_i64().unwrap_or(0);
+                acc = match name {
+                    "sprig.add" => acc.checked_add(y),
+                    "sprig.mul" => acc.checked_mul(y),
+                    "sprig.max" => Some(acc.max(y)),
+                    _ => Some(acc.min(y)),
+                }
+                .ok_or_else(|| Error::Type(format!("{name}(): arithmetic overflow")))?;
+            }
+            Ok(Value::from(acc))
         }
         "abs" => {
             arity(name, a, 1)?;
@@ -225,4 +243,28 @@ fn b64encode(s: &str) -> String {
         out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
     }
     out
+}
+
+fn b64decode(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32;
+        bits = bits << 6 | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

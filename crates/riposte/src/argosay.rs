@@ -1,6 +1,7 @@
 //! A shim compatible with the `argoproj/argosay` image, which Argo's examples use:
 //! `echo [msg [file]]`, no arguments (`hello argo`), `cat FILE...`, `sleep DURATION`,
-//! `exit [CODE]`, `assert_contains FILE TEXT`, `assert_exists FILE`.
+//! `exit [CODE]`, `assert_contains FILE TEXT`, `assert_exists FILE`; and `cowsay`, which the
+//! `argoproj/argosay:v1` image (and Argo's older examples) call.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -61,4 +62,19 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cowsay MESSAGE...`: the message in a speech bubble above a cow.
+pub fn cowsay(args: &[String]) -> ExitCode {
+    let msg = args.join(" ");
+    let width = msg.chars().count();
+    println!(" {}", "_".repeat(width + 2));
+    println!("< {msg} >");
+    println!(" {}", "-".repeat(width + 2));
+    println!("        \\   ^__^");
+    println!("         \\  (oo)\\_______");
+    println!("            (__)\\       )\\/\\");
+    println!("                ||----w |");
+    println!("                ||     ||");
+    ExitCode::SUCCESS
 }

@@ -115,8 +115,10 @@ struct LintArgs {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     // Steps run the shim as `argosay ...` (argv[0]), like the image's entrypoint.
-    if argv.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| n == "argosay") {
-        return argosay::main(&argv[1..]);
+    match argv.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()) {
+        Some("argosay") => return argosay::main(&argv[1..]),
+        Some("cowsay") => return argosay::cowsay(&argv[1..]),
+        _ => {}
     }
     let cli = Cli::parse();
     match cli.command {
