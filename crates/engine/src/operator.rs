@@ -1495,11 +1495,13 @@ impl Workflow {
         let target_ids: HashMap<String, usize> =
             targets.iter().map(|&t| (node_id(&self.id.name, &format!("{dag_name}.{}", tasks[t].name)), t)).collect();
         let mut target_phase: HashMap<usize, Phase> = HashMap::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        // Unique per (node, branch phase), so a node reached from a failed branch is looked at
+        // again even if a successful branch reached it first.
+        let mut seen: HashSet<(String, Phase)> = HashSet::new();
         let mut queue: std::collections::VecDeque<(String, Phase)> = std::collections::VecDeque::new();
-        let push = |queue: &mut std::collections::VecDeque<(String, Phase)>, seen: &mut HashSet<String>, ids: &[String], p: Phase| {
+        let push = |queue: &mut std::collections::VecDeque<(String, Phase)>, seen: &mut HashSet<(String, Phase)>, ids: &[String], p: Phase| {
             for id in ids {
-                if seen.insert(id.clone()) {
+                if seen.insert((id.clone(), p)) {
                     queue.push_back((id.clone(), p));
                 }
             }
