@@ -178,6 +178,7 @@ fn lint(a: LintArgs) -> Result<ExitCode> {
         }
         writeln!(out, "{d}")?;
     }
+    out.flush()?;
     eprintln!(
         "{n_files} file(s), {} resource(s): {errors} error(s), {warnings} warning(s)",
         loaded.len()

@@ -46,6 +46,8 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
     let mut tasks = JoinSet::new();
     let mut timer_tasks = JoinSet::new();
     let mut interrupted = false;
+    // Registered before the first step, so a Ctrl-C at any point after start is ours.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
     let mut batch = vec![Input::Start { now: now_ms() }];
     loop {
         serde_json::to_writer(&mut history, &batch).context("writing history")?;
@@ -95,13 +97,13 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
                 Some(i) => i,
                 None => anyhow::bail!("internal: all input senders closed while the workflow runs"),
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = sigint.recv() => {
+                if interrupted {
+                    std::process::exit(130);
+                }
                 interrupted = true;
                 eprintln!("\ninterrupted: terminating the workflow (Ctrl-C again to exit at once)");
                 Input::Stop { now: now_ms(), terminate: true, message: Some("Stopped with strategy 'Terminate' (interrupted)".into()) }
-            }
-            _ = tokio::signal::ctrl_c(), if interrupted => {
-                std::process::exit(130);
             }
         };
         batch = vec![first];

@@ -58,11 +58,19 @@ pub fn load_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     while let Some(ev) = parser.next_event() {
         let (event, span) = ev.map_err(|e| YamlError {
             position: Position { line: e.marker().line(), col: e.marker().col() + 1 },
-            message: e.to_string(),
+            message: without_position(&e.to_string()),
         })?;
         builder.push(event, span)?;
     }
     Ok(builder.documents)
+}
+
+/// The scanner appends ` at char N line L column C`; we report positions ourselves.
+fn without_position(msg: &str) -> String {
+    match msg.rfind(" at char ") {
+        Some(i) if msg[i..].contains(" line ") => msg[..i].to_string(),
+        _ => msg.to_string(),
+    }
 }
 
 enum Frame {

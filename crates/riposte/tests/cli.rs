@@ -1,0 +1,214 @@
+//! End-to-end tests of the `riposte` binary: lint output and exit codes, `run` with parameters,
+//! output formats, private `/tmp`, HTTP steps, and Ctrl-C.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn riposte() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    c.env("RIPOSTE_HOME", std::env::temp_dir().join("riposte-cli-tests"));
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p
+}
+
+fn run_json(file: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let out = riposte().arg("run").arg(file).args(["-o", "json"]).args(extra).output().expect("run riposte");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, json)
+}
+
+const HEAD: &str = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: t-\nspec:\n";
+
+#[test]
+fn lint_reports_positions_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &format!("{HEAD}  entrypoint: main\n  podGC: {{strategy: OnPodSuccess}}\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {{name: a, template: nope}}\n"),
+    );
+    let out = riposte().arg("lint").arg(&bad).output().expect("lint");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let file = bad.display().to_string();
+    assert!(stdout.contains(&format!("{file}:12:29: error: template \"nope\" not found")), "{stdout}");
+    assert!(stdout.contains(&format!("{file}:7:10: warning: field `spec.podGC` is not implemented by Riposte")), "{stdout}");
+    let quiet = riposte().args(["lint", "-q"]).arg(&bad).output().expect("lint -q");
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("warning"));
+
+    let syntax = write(dir.path(), "syntax.yaml", "a: [1,\n");
+    let out = riposte().arg("lint").arg(&syntax).output().expect("lint");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error: invalid YAML"));
+
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+    let out = riposte().arg("lint").arg(&examples).output().expect("lint examples");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn run_exit_codes_parameters_and_formats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  arguments: {{parameters: [{{name: code, value: '0'}}]}}\n  templates:\n  - name: main\n    container: {{image: busybox, command: [sh, -c, 'echo code={{{{workflow.parameters.code}}}}; exit {{{{workflow.parameters.code}}}}']}}\n  - name: other\n    container: {{image: alpine:3.23, command: [echo, other]}}\n"
+        ),
+    );
+    let (out, json) = run_json(&wf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json["status"]["phase"], "Succeeded");
+    let name = json["metadata"]["name"].as_str().expect("generated name");
+    assert!(name.starts_with("t-") && name.len() == 7, "{name}");
+    assert_eq!(json["status"]["nodes"][name]["outputs"]["result"], "code=0");
+
+    let (out, json) = run_json(&wf, &["-p", "code=3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json["status"]["phase"], "Failed");
+    assert_eq!(json["status"]["message"], "main: Error (exit code 3)");
+
+    let (out, json) = run_json(&wf, &["--entrypoint", "other"]);
+    assert_eq!(out.status.code(), Some(0));
+    let name = json["metadata"]["name"].as_str().expect("name");
+    assert_eq!(json["status"]["nodes"][name]["templateName"], "other");
+
+    let out = riposte().arg("run").arg(&wf).args(["-p", "nope=1"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parameter \"nope\" is not declared"));
+
+    let out = riposte().arg("run").arg(&wf).args(["-o", "yaml"]).output().expect("run yaml");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n"), "{text}");
+    assert!(text.contains("phase: Succeeded"));
+
+    let invalid = write(dir.path(), "invalid.yaml", &format!("{HEAD}  entrypoint: missing\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"));
+    let out = riposte().arg("run").arg(&invalid).output().expect("run invalid");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entrypoint \"missing\" is not a template"));
+}
+
+#[test]
+fn unknown_images_are_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(dir.path(), "wf.yaml", &format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: 'node:9.1-alpine', args: [hello, from, node]}}\n"));
+    let (out, json) = run_json(&wf, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let msg = json["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("image \"node:9.1-alpine\" has no host mapping") && msg.contains("--image node=PROGRAM"), "{msg}");
+    let (out, json) = run_json(&wf, &["--image", "node=/bin/echo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = json["metadata"]["name"].as_str().expect("name");
+    assert_eq!(json["status"]["nodes"][name]["outputs"]["result"], "hello from node");
+}
+
+#[test]
+fn each_step_has_a_private_tmp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: w, template: w, withItems: [a, b, c], arguments: {{parameters: [{{name: v, value: '{{{{item}}}}'}}]}}}}\n  - name: w\n    inputs: {{parameters: [{{name: v}}]}}\n    container: {{image: busybox, command: [sh, -c, 'test ! -e /tmp/shared && echo {{{{inputs.parameters.v}}}} > /tmp/shared && sleep 0.3 && cat /tmp/shared > /work/out']}}\n    outputs: {{parameters: [{{name: o, valueFrom: {{path: /work/out}}}}]}}\n"
+        ),
+    );
+    let (out, json) = run_json(&wf, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("without a private root") {
+        // Not root or no mount namespaces here: the note says so, and isolation cannot be tested.
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut outs: Vec<String> = json["status"]["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .filter_map(|n| n["outputs"]["parameters"][0]["value"].as_str().map(str::to_string))
+        .collect();
+    outs.sort();
+    assert_eq!(outs, vec!["a", "b", "c"]);
+    assert!(!Path::new("/work/out").exists() || std::fs::read_to_string("/work/out").is_err());
+}
+
+#[test]
+fn http_steps_capture_the_body_and_judge_success() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let body = if req.starts_with("POST /alert") { r#"{"accepted": true}"# } else { "nope" };
+            let status = if req.starts_with("POST /alert") { "200 OK" } else { "404 Not Found" };
+            let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).expect("respond");
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: post, template: post}}\n    - - {{name: missing, template: missing, continueOn: {{failed: true}}}}\n  - name: post\n    http:\n      method: POST\n      url: http://127.0.0.1:{port}/alert\n      body: '{{\"pod\": \"web\"}}'\n      successCondition: 'response.statusCode == 200 && response.body contains \"accepted\"'\n  - name: missing\n    http: {{url: 'http://127.0.0.1:{port}/gone'}}\n"
+        ),
+    );
+    let (out, json) = run_json(&wf, &[]);
+    server.join().expect("server thread");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes = json["status"]["nodes"].as_object().expect("nodes");
+    let post = nodes.values().find(|n| n["displayName"] == "post").expect("post node");
+    assert_eq!(post["type"], "HTTP");
+    assert_eq!(post["outputs"]["result"], r#"{"accepted": true}"#);
+    let missing = nodes.values().find(|n| n["displayName"] == "missing").expect("missing node");
+    assert_eq!(missing["phase"], "Failed");
+    assert_eq!(missing["message"], "received non-success response code 404");
+}
+
+#[test]
+fn ctrl_c_terminates_running_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A fractional sleep whose digits identify this test run's process.
+    let marker = format!("60.{}", std::process::id());
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: busybox, command: [sh, -c, 'exec sleep {marker}']}}\n"),
+    );
+    let mut child = riposte().arg("run").arg(&wf).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    // Wait for the step to be running (the plain progress output says so).
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).expect("read progress") == 0 {
+            panic!("riposte exited before the step ran");
+        }
+        if line.contains("Running") && !line.contains("running t-") {
+            break;
+        }
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("read rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    // The step's process group is gone.
+    let still_running = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c) == format!("sleep\u{0}{marker}\u{0}"));
+    assert!(!still_running);
+}
