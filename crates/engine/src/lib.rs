@@ -36,7 +36,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use spec::{Library, Parameter, Template, WorkflowResource};
 
-pub use node::{Node, NodeOutputs, NodeType, Nodes, Phase, TemplateScope, fnv32a, node_id, pod_name};
+pub use node::{
+    Node, NodeOutputs, NodeType, Nodes, Phase, TemplateScope, fnv32a, node_id, pod_name,
+};
 
 /// Who a workflow is: name (after `generateName`), namespace and uid, chosen by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,24 +85,49 @@ impl ExecResult {
         }
     }
     pub fn error(message: impl Into<String>) -> ExecResult {
-        ExecResult { phase: Phase::Error, message: message.into(), exit_code: None, result: None, parameters: BTreeMap::new() }
+        ExecResult {
+            phase: Phase::Error,
+            message: message.into(),
+            exit_code: None,
+            result: None,
+            parameters: BTreeMap::new(),
+        }
     }
 }
 
 /// Everything that can happen to a workflow. Times are unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Input {
-    Start { now: i64 },
+    Start {
+        now: i64,
+    },
     /// An executor began running a leaf node.
-    NodeStarted { now: i64, node_id: String },
-    NodeFinished { now: i64, node_id: String, result: ExecResult },
+    NodeStarted {
+        now: i64,
+        node_id: String,
+    },
+    NodeFinished {
+        now: i64,
+        node_id: String,
+        result: ExecResult,
+    },
     /// Time passed (a requested wake-up).
-    Tick { now: i64 },
+    Tick {
+        now: i64,
+    },
     /// Resume suspended nodes: those whose name, display name or id equals `node` (all when
     /// `None`), setting supplied output parameters from `parameters`.
-    Resume { now: i64, node: Option<String>, parameters: BTreeMap<String, String> },
+    Resume {
+        now: i64,
+        node: Option<String>,
+        parameters: BTreeMap<String, String>,
+    },
     /// `stop` (exit handlers still run) or `terminate` (they do not).
-    Stop { now: i64, terminate: bool, message: Option<String> },
+    Stop {
+        now: i64,
+        terminate: bool,
+        message: Option<String>,
+    },
 }
 
 impl Input {
@@ -137,9 +164,13 @@ pub struct ExecuteNode {
 pub enum Command {
     Execute(Box<ExecuteNode>),
     /// Stop a running leaf node; its result, if it still arrives, is ignored.
-    Cancel { node_id: String },
+    Cancel {
+        node_id: String,
+    },
     /// Call `step` with a `Tick` at (or after) this time.
-    WakeAt { at: i64 },
+    WakeAt {
+        at: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -212,15 +243,23 @@ impl Workflow {
         id: WorkflowIdentity,
         overrides: &[(String, String)],
     ) -> Result<Workflow, EngineError> {
-        let resource = library.resolve_workflow(&resource).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let resource = library
+            .resolve_workflow(&resource)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let mut templates = HashMap::new();
         for t in &resource.spec.templates {
             templates.insert((TemplateScope::Local, t.name.clone()), Arc::new(t.clone()));
         }
-        for (cluster, map) in [(false, &library.templates), (true, &library.cluster_templates)] {
+        for (cluster, map) in [
+            (false, &library.templates),
+            (true, &library.cluster_templates),
+        ] {
             for (name, wt) in map {
                 for t in &wt.spec.templates {
-                    let scope = TemplateScope::Ref { name: name.clone(), cluster };
+                    let scope = TemplateScope::Ref {
+                        name: name.clone(),
+                        cluster,
+                    };
                     templates.insert((scope, t.name.clone()), Arc::new(t.clone()));
                 }
             }
@@ -231,14 +270,32 @@ impl Workflow {
             .clone()
             .ok_or_else(|| EngineError::Invalid("spec.entrypoint is not set".into()))?;
         if !templates.contains_key(&(TemplateScope::Local, entry.clone())) {
-            return Err(EngineError::Invalid(format!("entrypoint template {entry:?} not found")));
+            return Err(EngineError::Invalid(format!(
+                "entrypoint template {entry:?} not found"
+            )));
         }
         for (name, _) in overrides {
-            if !resource.spec.arguments.parameters.iter().any(|p| &p.name == name) {
-                let known: Vec<&str> = resource.spec.arguments.parameters.iter().map(|p| p.name.as_str()).collect();
+            if !resource
+                .spec
+                .arguments
+                .parameters
+                .iter()
+                .any(|p| &p.name == name)
+            {
+                let known: Vec<&str> = resource
+                    .spec
+                    .arguments
+                    .parameters
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
                 return Err(EngineError::Invalid(format!(
                     "parameter {name:?} is not declared in spec.arguments.parameters (declared: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         }
@@ -246,7 +303,14 @@ impl Workflow {
         globals.insert("workflow.name".into(), id.name.clone());
         globals.insert("workflow.namespace".into(), id.namespace.clone());
         globals.insert("workflow.uid".into(), id.uid.clone());
-        globals.insert("workflow.serviceAccountName".into(), resource.spec.service_account_name.clone().unwrap_or_else(|| "default".into()));
+        globals.insert(
+            "workflow.serviceAccountName".into(),
+            resource
+                .spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+        );
         globals.insert("workflow.status".into(), "Running".into());
         for (k, v) in &resource.metadata.labels {
             globals.insert(format!("workflow.labels.{k}"), v.0.clone());
@@ -280,7 +344,10 @@ impl Workflow {
             params.push((p.name.clone(), value));
         }
         let params_json = serde_json::Value::Array(
-            params.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect(),
+            params
+                .iter()
+                .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                .collect(),
         );
         for (n, v) in &params {
             globals.insert(format!("workflow.parameters.{n}"), v.clone());
@@ -342,12 +409,18 @@ impl Workflow {
     pub fn global_outputs(&self) -> Vec<(String, String)> {
         self.globals
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("workflow.outputs.parameters.").map(|n| (n.to_string(), v.clone())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("workflow.outputs.parameters.")
+                    .map(|n| (n.to_string(), v.clone()))
+            })
             .collect()
     }
     /// Node ids with an `Execute` issued and no result yet.
     pub fn running_leaf_nodes(&self) -> impl Iterator<Item = &str> {
-        self.pending.keys().map(String::as_str).filter(|id| self.nodes.get(id).is_some_and(|n| n.node_type.is_leaf()))
+        self.pending
+            .keys()
+            .map(String::as_str)
+            .filter(|id| self.nodes.get(id).is_some_and(|n| n.node_type.is_leaf()))
     }
 
     /// Applies a batch of inputs and re-evaluates the workflow. Returns the commands to run.

@@ -78,8 +78,14 @@ impl TemplateScope {
     pub fn argo(&self) -> String {
         match self {
             TemplateScope::Local => "local/".to_string(),
-            TemplateScope::Ref { name, cluster: false } => format!("namespaced/{name}"),
-            TemplateScope::Ref { name, cluster: true } => format!("cluster/{name}"),
+            TemplateScope::Ref {
+                name,
+                cluster: false,
+            } => format!("namespaced/{name}"),
+            TemplateScope::Ref {
+                name,
+                cluster: true,
+            } => format!("cluster/{name}"),
         }
     }
 }
@@ -95,7 +101,10 @@ pub struct NodeOutputs {
 
 impl NodeOutputs {
     pub fn parameter(&self, name: &str) -> Option<&str> {
-        self.parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.parameters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn is_empty(&self) -> bool {
         self.parameters.is_empty() && self.result.is_none() && self.exit_code.is_none()
@@ -200,7 +209,10 @@ mod tests {
         assert_eq!(fnv32a(""), 0x811c9dc5);
         assert_eq!(fnv32a("a"), 0xe40c292c);
         assert_eq!(node_id("wf", "wf"), "wf");
-        assert_eq!(node_id("wf", "wf[0].a"), format!("wf-{}", fnv32a("wf[0].a")));
+        assert_eq!(
+            node_id("wf", "wf[0].a"),
+            format!("wf-{}", fnv32a("wf[0].a"))
+        );
         let long = "x".repeat(80);
         assert!(pod_name("wf", "wf.a", &long).len() <= 63);
     }

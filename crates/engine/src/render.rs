@@ -8,7 +8,12 @@ use crate::Workflow;
 use crate::node::{Node, NodeType, Phase};
 
 fn params_json(params: &[(String, String)]) -> Value {
-    Value::Array(params.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())
+    Value::Array(
+        params
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect(),
+    )
 }
 
 impl Workflow {
@@ -59,7 +64,10 @@ impl Workflow {
             m.insert("templateName".into(), json!(t));
         }
         if let Some(r) = &n.template_ref {
-            m.insert("templateRef".into(), serde_json::to_value(r).unwrap_or(Value::Null));
+            m.insert(
+                "templateRef".into(),
+                serde_json::to_value(r).unwrap_or(Value::Null),
+            );
         }
         m.insert("templateScope".into(), json!(n.template_scope.argo()));
         m.insert("phase".into(), json!(n.phase.as_str()));
@@ -70,15 +78,32 @@ impl Workflow {
             m.insert("message".into(), json!(n.message));
         }
         m.insert("startedAt".into(), json!(expr::time::rfc3339(n.started_at)));
-        m.insert("finishedAt".into(), n.finished_at.map(|t| json!(expr::time::rfc3339(t))).unwrap_or(Value::Null));
+        m.insert(
+            "finishedAt".into(),
+            n.finished_at
+                .map(|t| json!(expr::time::rfc3339(t)))
+                .unwrap_or(Value::Null),
+        );
         let (done, total) = match n.node_type {
-            NodeType::Retry => n.children.last().and_then(|c| progress.get(c.as_str())).copied().unwrap_or((0, 0)),
-            NodeType::StepGroup | NodeType::TaskGroup => n.children.iter().filter_map(|c| progress.get(c.as_str())).fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1)),
+            NodeType::Retry => n
+                .children
+                .last()
+                .and_then(|c| progress.get(c.as_str()))
+                .copied()
+                .unwrap_or((0, 0)),
+            NodeType::StepGroup | NodeType::TaskGroup => n
+                .children
+                .iter()
+                .filter_map(|c| progress.get(c.as_str()))
+                .fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1)),
             _ => progress.get(n.id.as_str()).copied().unwrap_or((0, 0)),
         };
         m.insert("progress".into(), json!(format!("{done}/{total}")));
         if !n.inputs.is_empty() {
-            m.insert("inputs".into(), json!({"parameters": params_json(&n.inputs)}));
+            m.insert(
+                "inputs".into(),
+                json!({"parameters": params_json(&n.inputs)}),
+            );
         }
         if let Some(o) = &n.outputs {
             let mut om = Map::new();
@@ -108,7 +133,11 @@ impl Workflow {
     /// The final (or current) workflow as Argo's JSON, with `status.nodes` keyed by node id.
     pub fn to_argo_json(&self) -> Value {
         let progress = self.progress();
-        let nodes: Map<String, Value> = self.nodes.iter().map(|n| (n.id.clone(), self.node_json(n, &progress))).collect();
+        let nodes: Map<String, Value> = self
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), self.node_json(n, &progress)))
+            .collect();
         let mut metadata = serde_json::to_value(&self.resource.metadata).unwrap_or(json!({}));
         if let Value::Object(m) = &mut metadata {
             m.insert("name".into(), json!(self.id.name));
@@ -119,7 +148,10 @@ impl Workflow {
             }
             let labels = m.entry("labels").or_insert_with(|| json!({}));
             if let Value::Object(l) = labels {
-                l.insert("workflows.argoproj.io/phase".into(), json!(self.phase.as_str()));
+                l.insert(
+                    "workflows.argoproj.io/phase".into(),
+                    json!(self.phase.as_str()),
+                );
                 if self.is_finished() {
                     l.insert("workflows.argoproj.io/completed".into(), json!("true"));
                 }
@@ -130,7 +162,12 @@ impl Workflow {
         if let Some(s) = self.started_at {
             status.insert("startedAt".into(), json!(expr::time::rfc3339(s)));
         }
-        status.insert("finishedAt".into(), self.finished_at.map(|t| json!(expr::time::rfc3339(t))).unwrap_or(Value::Null));
+        status.insert(
+            "finishedAt".into(),
+            self.finished_at
+                .map(|t| json!(expr::time::rfc3339(t)))
+                .unwrap_or(Value::Null),
+        );
         status.insert("progress".into(), json!(self.progress_string()));
         if !self.message.is_empty() {
             status.insert("message".into(), json!(self.message));
@@ -138,7 +175,10 @@ impl Workflow {
         status.insert("nodes".into(), Value::Object(nodes));
         let outputs = self.global_outputs();
         if !outputs.is_empty() {
-            status.insert("outputs".into(), json!({"parameters": params_json(&outputs)}));
+            status.insert(
+                "outputs".into(),
+                json!({"parameters": params_json(&outputs)}),
+            );
         }
         json!({
             "apiVersion": "argoproj.io/v1alpha1",

@@ -14,9 +14,15 @@ use crate::{Workflow, node_id};
 pub(crate) enum Siblings {
     None,
     /// A steps template node: step name -> group index.
-    Steps { node_name: String, groups: BTreeMap<String, usize> },
+    Steps {
+        node_name: String,
+        groups: BTreeMap<String, usize>,
+    },
     /// A DAG template node.
-    Dag { node_name: String, tasks: Vec<String> },
+    Dag {
+        node_name: String,
+        tasks: Vec<String>,
+    },
 }
 
 pub(crate) struct ScopeView<'a> {
@@ -51,7 +57,9 @@ impl ScopeView<'_> {
                     return Some(SiblingRef::Single(n));
                 }
                 // Expanded step: the step group's children named `child(i:...)`.
-                let sg = wf.nodes.get(&node_id(&wf.id.name, &format!("{node_name}[{g}]")))?;
+                let sg = wf
+                    .nodes
+                    .get(&node_id(&wf.id.name, &format!("{node_name}[{g}]")))?;
                 let p = format!("{child}(");
                 let items: Vec<&Node> = sg
                     .children
@@ -59,12 +67,23 @@ impl ScopeView<'_> {
                     .filter_map(|c| wf.nodes.get(c))
                     .filter(|n| n.name.starts_with(&p))
                     .collect();
-                if items.is_empty() { None } else { Some(SiblingRef::Aggregate(items, sg)) }
+                if items.is_empty() {
+                    None
+                } else {
+                    Some(SiblingRef::Aggregate(items, sg))
+                }
             }
             ("tasks", Siblings::Dag { node_name, .. }) => {
-                let n = wf.nodes.get(&node_id(&wf.id.name, &format!("{node_name}.{name}")))?;
+                let n = wf
+                    .nodes
+                    .get(&node_id(&wf.id.name, &format!("{node_name}.{name}")))?;
                 if n.node_type == NodeType::TaskGroup {
-                    let items: Vec<&Node> = n.children.iter().filter_map(|c| wf.nodes.get(c)).filter(|c| c.name.starts_with(&format!("{}(", n.name))).collect();
+                    let items: Vec<&Node> = n
+                        .children
+                        .iter()
+                        .filter_map(|c| wf.nodes.get(c))
+                        .filter(|c| c.name.starts_with(&format!("{}(", n.name)))
+                        .collect();
                     return Some(SiblingRef::Aggregate(items, n));
                 }
                 Some(SiblingRef::Single(n))
@@ -100,8 +119,11 @@ fn node_field(n: &Node, field: &str) -> Option<String> {
         "outputs.result" => outputs?.result.clone(),
         "outputs.parameters" => {
             let o = outputs?;
-            let m: serde_json::Map<String, Value> =
-                o.parameters.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let m: serde_json::Map<String, Value> = o
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
             Some(Value::Object(m).to_string())
         }
         _ => {
@@ -113,7 +135,10 @@ fn node_field(n: &Node, field: &str) -> Option<String> {
 
 /// Argo's aggregated outputs of an expanded step or task: JSON lists.
 fn aggregate_field(items: &[&Node], group: &Node, field: &str) -> Option<String> {
-    let ok: Vec<&&Node> = items.iter().filter(|n| n.phase == Phase::Succeeded).collect();
+    let ok: Vec<&&Node> = items
+        .iter()
+        .filter(|n| n.phase == Phase::Succeeded)
+        .collect();
     match field {
         "status" => Some(group.phase.as_str().to_string()),
         "id" => Some(group.id.clone()),
@@ -121,7 +146,9 @@ fn aggregate_field(items: &[&Node], group: &Node, field: &str) -> Option<String>
             let list: Vec<Value> = ok
                 .iter()
                 .filter_map(|n| n.outputs.as_ref()?.result.as_ref())
-                .map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.clone())))
+                .map(|r| {
+                    serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.clone()))
+                })
                 .collect();
             Some(Value::Array(list).to_string())
         }
@@ -131,7 +158,12 @@ fn aggregate_field(items: &[&Node], group: &Node, field: &str) -> Option<String>
                 .filter_map(|n| n.outputs.as_ref())
                 .filter(|o| !o.parameters.is_empty())
                 .map(|o| {
-                    Value::Object(o.parameters.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+                    Value::Object(
+                        o.parameters
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                            .collect(),
+                    )
                 })
                 .collect();
             Some(Value::Array(list).to_string())
@@ -141,7 +173,10 @@ fn aggregate_field(items: &[&Node], group: &Node, field: &str) -> Option<String>
             let list: Vec<Value> = ok
                 .iter()
                 .filter_map(|n| n.outputs.as_ref()?.parameter(p))
-                .map(|v| serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string())))
+                .map(|v| {
+                    serde_json::from_str::<Value>(v)
+                        .unwrap_or_else(|_| Value::String(v.to_string()))
+                })
                 .collect();
             Some(Value::Array(list).to_string())
         }
@@ -164,19 +199,30 @@ impl expr::Scope for ScopeView<'_> {
             return Some(json_string(cur));
         }
         if let Some(p) = name.strip_prefix("inputs.parameters.") {
-            return self.inputs.iter().find(|(k, _)| k == p).map(|(_, v)| v.clone());
+            return self
+                .inputs
+                .iter()
+                .find(|(k, _)| k == p)
+                .map(|(_, v)| v.clone());
         }
         if name == "inputs.parameters" {
-            let m: serde_json::Map<String, Value> =
-                self.inputs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let m: serde_json::Map<String, Value> = self
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
             return Some(Value::Object(m).to_string());
         }
         if name.starts_with("workflow.") {
-            if name == "workflow.creationTimestamp" || name == "workflow.creationTimestamp.RFC3339" {
+            if name == "workflow.creationTimestamp" || name == "workflow.creationTimestamp.RFC3339"
+            {
                 return self.wf.started_at.map(expr::time::rfc3339);
             }
             if name == "workflow.duration" {
-                return self.wf.started_at.map(|s| format!("{}", (self.wf.now - s) as f64 / 1000.0));
+                return self
+                    .wf
+                    .started_at
+                    .map(|s| format!("{}", (self.wf.now - s) as f64 / 1000.0));
             }
             return self.wf.globals.get(name).cloned();
         }
@@ -202,12 +248,21 @@ impl expr::Scope for ScopeView<'_> {
         }
         let mut names: Vec<(&str, String)> = Vec::new();
         match self.siblings {
-            Siblings::Steps { groups, .. } => names.extend(groups.keys().map(|n| ("steps", n.clone()))),
+            Siblings::Steps { groups, .. } => {
+                names.extend(groups.keys().map(|n| ("steps", n.clone())))
+            }
             Siblings::Dag { tasks, .. } => names.extend(tasks.iter().map(|n| ("tasks", n.clone()))),
             Siblings::None => {}
         }
         for (prefix, n) in names {
-            for field in ["status", "id", "exitCode", "outputs.result", "startedAt", "finishedAt"] {
+            for field in [
+                "status",
+                "id",
+                "exitCode",
+                "outputs.result",
+                "startedAt",
+                "finishedAt",
+            ] {
                 if let Some(v) = self.sibling_field(prefix, &format!("{n}.{field}")) {
                     flat.push((format!("{prefix}.{n}.{field}"), v));
                 }

@@ -21,9 +21,24 @@ struct Dag {
 fn dag_strategy() -> impl Strategy<Value = Dag> {
     (1usize..14, any::<bool>(), any::<bool>()).prop_flat_map(|(n, fail_fast, enhanced)| {
         let deps = (0..n)
-            .map(|i| if i == 0 { Just(Vec::new()).boxed() } else { proptest::sample::subsequence((0..i).collect::<Vec<_>>(), 0..=i.min(3)).boxed() })
+            .map(|i| {
+                if i == 0 {
+                    Just(Vec::new()).boxed()
+                } else {
+                    proptest::sample::subsequence((0..i).collect::<Vec<_>>(), 0..=i.min(3)).boxed()
+                }
+            })
             .collect::<Vec<_>>();
-        (deps, proptest::collection::vec(proptest::bool::weighted(0.2), n)).prop_map(move |(deps, fails)| Dag { deps, fails, fail_fast, enhanced })
+        (
+            deps,
+            proptest::collection::vec(proptest::bool::weighted(0.2), n),
+        )
+            .prop_map(move |(deps, fails)| Dag {
+                deps,
+                fails,
+                fail_fast,
+                enhanced,
+            })
     })
 }
 
@@ -34,12 +49,17 @@ fn yaml(d: &Dag) -> String {
     );
     for (i, deps) in d.deps.iter().enumerate() {
         let template = if d.fails[i] { "fail" } else { "ok" };
-        s.push_str(&format!("      - name: t{i}\n        template: {template}\n"));
+        s.push_str(&format!(
+            "      - name: t{i}\n        template: {template}\n"
+        ));
         if !deps.is_empty() {
             let names: Vec<String> = deps.iter().map(|j| format!("t{j}")).collect();
             if d.enhanced {
                 // Run after the dependencies whatever their outcome.
-                let expr: Vec<String> = names.iter().map(|n| format!("({n}.Succeeded || {n}.Failed || {n}.Omitted)")).collect();
+                let expr: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("({n}.Succeeded || {n}.Failed || {n}.Omitted)"))
+                    .collect();
                 s.push_str(&format!("        depends: \"{}\"\n", expr.join(" && ")));
             } else {
                 s.push_str(&format!("        dependencies: [{}]\n", names.join(", ")));
@@ -59,7 +79,10 @@ fn replay_checked(mut wf: Workflow, history: &[Vec<Input>], d: &Dag) -> Workflow
         for input in batch {
             if let Input::NodeFinished { node_id, .. } = input
                 && let Some(n) = wf.nodes().get(node_id)
-                && let Some(i) = n.display_name.strip_prefix('t').and_then(|x| x.parse::<usize>().ok())
+                && let Some(i) = n
+                    .display_name
+                    .strip_prefix('t')
+                    .and_then(|x| x.parse::<usize>().ok())
             {
                 finished_tasks[i] = true;
             }
@@ -67,9 +90,16 @@ fn replay_checked(mut wf: Workflow, history: &[Vec<Input>], d: &Dag) -> Workflow
         let commands = wf.step(batch).expect("engine accepts recorded history");
         for c in &commands {
             if let riposte_engine::Command::Execute(e) = c {
-                let i: usize = e.node_name.trim_start_matches("wf.t").parse().expect("task node name");
+                let i: usize = e
+                    .node_name
+                    .trim_start_matches("wf.t")
+                    .parse()
+                    .expect("task node name");
                 for &dep in &d.deps[i] {
-                    assert!(finished_tasks[dep], "t{i} started before its dependency t{dep} finished");
+                    assert!(
+                        finished_tasks[dep],
+                        "t{i} started before its dependency t{dep} finished"
+                    );
                 }
             }
         }
@@ -112,11 +142,20 @@ proptest! {
 
 #[test]
 fn results_for_unknown_nodes_are_rejected() {
-    let d = Dag { deps: vec![vec![]], fails: vec![false], fail_fast: true, enhanced: false };
+    let d = Dag {
+        deps: vec![vec![]],
+        fails: vec![false],
+        fail_fast: true,
+        enhanced: false,
+    };
     let mut wf = support::workflow(&yaml(&d), &[]);
     wf.step(&[Input::Start { now: 0 }]).expect("start");
     let err = wf
-        .step(&[Input::NodeFinished { now: 1, node_id: "nope".into(), result: ExecResult::succeeded(0, "") }])
+        .step(&[Input::NodeFinished {
+            now: 1,
+            node_id: "nope".into(),
+            result: ExecResult::succeeded(0, ""),
+        }])
         .unwrap_err();
     assert_eq!(err.to_string(), "input for unknown node \"nope\"");
 }

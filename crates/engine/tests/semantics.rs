@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use riposte_engine::{ExecResult, Input, NodeType, Phase, fnv32a};
 use support::{nodes, shell_like, simulate, workflow};
 
-const HEAD: &str = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: wf\nspec:\n";
+const HEAD: &str =
+    "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: wf\nspec:\n";
 
 fn run_yaml(body: &str) -> support::Run {
     let wf = workflow(&format!("{HEAD}{body}"), &[]);
@@ -19,7 +20,9 @@ fn check(body: &str, want_phase: Phase, want_nodes: &[(&str, Phase, &str)]) -> s
     let got = nodes(&run.wf);
     assert_eq!(run.wf.phase(), want_phase, "{:#?}", got);
     for (name, phase, msg) in want_nodes {
-        let (p, m) = got.get(*name).unwrap_or_else(|| panic!("no node {name:?} in {:#?}", got.keys()));
+        let (p, m) = got
+            .get(*name)
+            .unwrap_or_else(|| panic!("no node {name:?} in {:#?}", got.keys()));
         assert_eq!((p, m.as_str()), (phase, *msg), "node {name}");
     }
     run
@@ -55,8 +58,15 @@ fn steps_names_ids_and_failure_messages() {
             ("wf[1].c", Phase::Succeeded, ""),
         ],
     );
-    assert!(!nodes(&run.wf).contains_key("wf[2].d"), "a failed step group stops the steps");
-    let b = run.wf.nodes().get(&b_id).expect("node id is wf-fnv32a(name)");
+    assert!(
+        !nodes(&run.wf).contains_key("wf[2].d"),
+        "a failed step group stops the steps"
+    );
+    let b = run
+        .wf
+        .nodes()
+        .get(&b_id)
+        .expect("node id is wf-fnv32a(name)");
     assert_eq!(b.node_type, NodeType::Pod);
     assert_eq!(run.wf.message(), format!("child '{b_id}' failed"));
     let json = run.wf.to_argo_json();
@@ -67,8 +77,18 @@ fn steps_names_ids_and_failure_messages() {
 
 #[test]
 fn continue_on_failed_lets_steps_go_on() {
-    let body = STEPS.replace("{name: b, template: fail}", "{name: b, template: fail, continueOn: {failed: true}}");
-    check(&body, Phase::Succeeded, &[("wf[2].d", Phase::Succeeded, ""), ("wf[1].b", Phase::Failed, "main: Error (exit code 1)")]);
+    let body = STEPS.replace(
+        "{name: b, template: fail}",
+        "{name: b, template: fail, continueOn: {failed: true}}",
+    );
+    check(
+        &body,
+        Phase::Succeeded,
+        &[
+            ("wf[2].d", Phase::Succeeded, ""),
+            ("wf[1].b", Phase::Failed, "main: Error (exit code 1)"),
+        ],
+    );
 }
 
 #[test]
@@ -84,8 +104,24 @@ fn when_false_skips_with_argos_message() {
   - name: ok
     container: {image: busybox, command: [sh, -c, "exit 0"]}
 "#;
-    let run = check(body, Phase::Succeeded, &[("wf[0].heads", Phase::Skipped, "when 'tails == heads' evaluated false"), ("wf[0].tails", Phase::Succeeded, "")]);
-    let heads = run.wf.nodes().iter().find(|n| n.name == "wf[0].heads").expect("skipped node exists");
+    let run = check(
+        body,
+        Phase::Succeeded,
+        &[
+            (
+                "wf[0].heads",
+                Phase::Skipped,
+                "when 'tails == heads' evaluated false",
+            ),
+            ("wf[0].tails", Phase::Succeeded, ""),
+        ],
+    );
+    let heads = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[0].heads")
+        .expect("skipped node exists");
     assert_eq!(heads.node_type, NodeType::Skipped);
 }
 
@@ -127,7 +163,14 @@ fn dag_depends_omits_and_inherits_failure() {
 #[test]
 fn dag_targets_run_only_what_they_need() {
     let body = DIAMOND.replace("    dag:\n", "    dag:\n      target: B\n");
-    let run = check(&body, Phase::Succeeded, &[("wf.A", Phase::Succeeded, ""), ("wf.B", Phase::Succeeded, "")]);
+    let run = check(
+        &body,
+        Phase::Succeeded,
+        &[
+            ("wf.A", Phase::Succeeded, ""),
+            ("wf.B", Phase::Succeeded, ""),
+        ],
+    );
     assert!(!nodes(&run.wf).contains_key("wf.C"));
 }
 
@@ -146,7 +189,14 @@ fn dependencies_list_with_continue_on() {
   - name: fail
     container: {image: busybox, command: [sh, -c, "exit 1"]}
 "#;
-    check(body, Phase::Succeeded, &[("wf.A", Phase::Failed, "main: Error (exit code 1)"), ("wf.B", Phase::Succeeded, "")]);
+    check(
+        body,
+        Phase::Succeeded,
+        &[
+            ("wf.A", Phase::Failed, "main: Error (exit code 1)"),
+            ("wf.B", Phase::Succeeded, ""),
+        ],
+    );
 }
 
 #[test]
@@ -176,8 +226,16 @@ fn loops_name_children_and_aggregate_outputs() {
             ("wf[2].fan(1:b)", Phase::Succeeded, ""),
         ],
     );
-    let use_node = run.wf.nodes().iter().find(|n| n.name == "wf[1].use").expect("use ran");
-    assert_eq!(use_node.inputs, vec![("m".to_string(), r#"["a","b"]"#.to_string())]);
+    let use_node = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[1].use")
+        .expect("use ran");
+    assert_eq!(
+        use_node.inputs,
+        vec![("m".to_string(), r#"["a","b"]"#.to_string())]
+    );
 }
 
 #[test]
@@ -204,7 +262,14 @@ fn retries_name_attempts_and_give_up() {
     // Backoff: attempt 1 starts 10s after attempt 0 ends, attempt 2 20s after attempt 1.
     let started: Vec<i64> = ["wf(0)", "wf(1)", "wf(2)"]
         .iter()
-        .map(|n| run.wf.nodes().iter().find(|x| x.name == *n).expect("attempt").started_at)
+        .map(|n| {
+            run.wf
+                .nodes()
+                .iter()
+                .find(|x| x.name == *n)
+                .expect("attempt")
+                .started_at
+        })
         .collect();
     assert_eq!(started[1] - started[0], 1000 + 10_000);
     assert_eq!(started[2] - started[1], 1000 + 20_000);
@@ -219,7 +284,11 @@ fn retry_policy_on_error_does_not_retry_failures() {
     retryStrategy: {limit: 3, retryPolicy: OnError}
     container: {image: busybox, command: [sh, -c, "exit 1"]}
 "#;
-    let run = check(body, Phase::Failed, &[("wf", Phase::Failed, "main: Error (exit code 1)")]);
+    let run = check(
+        body,
+        Phase::Failed,
+        &[("wf", Phase::Failed, "main: Error (exit code 1)")],
+    );
     assert_eq!(run.executed.len(), 1);
 }
 
@@ -232,7 +301,15 @@ fn retry_expression_reads_last_retry() {
     retryStrategy: {limit: 5, expression: "asInt(lastRetry.exitCode) > 1"}
     container: {image: busybox, command: [sh, -c, "exit 1"]}
 "#;
-    let run = check(body, Phase::Failed, &[("wf", Phase::Failed, "retryStrategy.expression evaluated to false")]);
+    let run = check(
+        body,
+        Phase::Failed,
+        &[(
+            "wf",
+            Phase::Failed,
+            "retryStrategy.expression evaluated to false",
+        )],
+    );
     assert_eq!(run.executed.len(), 1);
 }
 
@@ -254,7 +331,14 @@ fn exit_handler_sees_workflow_status() {
     check(
         body,
         Phase::Failed,
-        &[("wf.onExit[0].cry", Phase::Succeeded, ""), ("wf.onExit[0].cheer", Phase::Skipped, "when 'Failed == Succeeded' evaluated false")],
+        &[
+            ("wf.onExit[0].cry", Phase::Succeeded, ""),
+            (
+                "wf.onExit[0].cheer",
+                Phase::Skipped,
+                "when 'Failed == Succeeded' evaluated false",
+            ),
+        ],
     );
 }
 
@@ -270,9 +354,19 @@ fn step_level_exit_hook_runs_after_the_step() {
   - name: ok
     container: {image: busybox, command: [sh, -c, "exit 0"]}
 "#;
-    let run = check(body, Phase::Succeeded, &[("wf[0].a.onExit", Phase::Succeeded, ""), ("wf[1].b.onExit", Phase::Succeeded, "")]);
+    let run = check(
+        body,
+        Phase::Succeeded,
+        &[
+            ("wf[0].a.onExit", Phase::Succeeded, ""),
+            ("wf[1].b.onExit", Phase::Succeeded, ""),
+        ],
+    );
     let order: Vec<&str> = run.executed.iter().map(|e| e.node_name.as_str()).collect();
-    assert_eq!(order, vec!["wf[0].a", "wf[0].a.onExit", "wf[1].b", "wf[1].b.onExit"]);
+    assert_eq!(
+        order,
+        vec!["wf[0].a", "wf[0].a.onExit", "wf[1].b", "wf[1].b.onExit"]
+    );
 }
 
 #[test]
@@ -307,7 +401,14 @@ fn template_parallelism_limits_children() {
 "#;
     let run = check(body, Phase::Succeeded, &[("wf.t", Phase::Succeeded, "")]);
     assert_eq!(run.max_concurrent, 3);
-    assert_eq!(run.wf.nodes().iter().find(|n| n.name == "wf.t").map(|n| n.node_type), Some(NodeType::TaskGroup));
+    assert_eq!(
+        run.wf
+            .nodes()
+            .iter()
+            .find(|n| n.name == "wf.t")
+            .map(|n| n.node_type),
+        Some(NodeType::TaskGroup)
+    );
 }
 
 #[test]
@@ -330,11 +431,24 @@ fn outputs_parameters_defaults_and_global_outputs() {
     container: {image: busybox, command: [echo, "{{inputs.parameters.m}}"]}
 "#;
     let wf = workflow(&format!("{HEAD}{body}"), &[]);
-    let run = simulate(wf, &shell_like([("p".to_string(), "hello".to_string())].into()), 1000, Vec::new());
+    let run = simulate(
+        wf,
+        &shell_like([("p".to_string(), "hello".to_string())].into()),
+        1000,
+        Vec::new(),
+    );
     assert_eq!(run.wf.phase(), Phase::Succeeded);
-    let use_node = run.wf.nodes().iter().find(|n| n.name == "wf[1].use").expect("use ran");
+    let use_node = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[1].use")
+        .expect("use ran");
     assert_eq!(use_node.inputs[0].1, "hello-dflt");
-    assert_eq!(run.wf.global_outputs(), vec![("gp".to_string(), "hello".to_string())]);
+    assert_eq!(
+        run.wf.global_outputs(),
+        vec![("gp".to_string(), "hello".to_string())]
+    );
 }
 
 #[test]
@@ -348,7 +462,13 @@ fn missing_output_file_without_default_is_an_error() {
 "#;
     let run = run_yaml(body);
     assert_eq!(run.wf.phase(), Phase::Error);
-    assert!(run.wf.message().contains("failed to read output parameter \"p\""), "{}", run.wf.message());
+    assert!(
+        run.wf
+            .message()
+            .contains("failed to read output parameter \"p\""),
+        "{}",
+        run.wf.message()
+    );
 }
 
 #[test]
@@ -367,7 +487,10 @@ fn input_enum_and_missing_inputs_are_errors() {
     assert_eq!(run.wf.phase(), Phase::Failed);
     let (p, m) = &nodes(&run.wf)["wf[0].a"];
     assert_eq!(*p, Phase::Error);
-    assert!(m.contains("value 'nope' for inputs.parameters.x is not one of [yes-please, ok]"), "{m}");
+    assert!(
+        m.contains("value 'nope' for inputs.parameters.x is not one of [yes-please, ok]"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -387,13 +510,33 @@ fn suspend_waits_for_resume_and_takes_supplied_outputs() {
     container: {image: busybox, command: [echo, "{{inputs.parameters.m}}"]}
 "#;
     let wf = workflow(&format!("{HEAD}{body}"), &[]);
-    let resume = Input::Resume { now: 1_060_000, node: Some("approve".into()), parameters: [("ok".to_string(), "YES".to_string())].into() };
+    let resume = Input::Resume {
+        now: 1_060_000,
+        node: Some("approve".into()),
+        parameters: [("ok".to_string(), "YES".to_string())].into(),
+    };
     let run = simulate(wf, &shell_like(BTreeMap::new()), 1000, vec![resume]);
     assert_eq!(run.wf.phase(), Phase::Succeeded);
-    let approve = run.wf.nodes().iter().find(|n| n.name == "wf[0].approve").expect("suspend node");
+    let approve = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[0].approve")
+        .expect("suspend node");
     assert_eq!(approve.node_type, NodeType::Suspend);
-    assert_eq!(approve.finished_at, Some(1_060_000), "finishes when resumed, not before");
-    assert_eq!(run.executed[0].template.container.as_ref().map(|c| c.command[1].0.clone()), Some("YES".to_string()));
+    assert_eq!(
+        approve.finished_at,
+        Some(1_060_000),
+        "finishes when resumed, not before"
+    );
+    assert_eq!(
+        run.executed[0]
+            .template
+            .container
+            .as_ref()
+            .map(|c| c.command[1].0.clone()),
+        Some("YES".to_string())
+    );
 }
 
 #[test]
@@ -439,12 +582,23 @@ fn stop_runs_exit_handler_and_terminate_does_not() {
 "#;
     for (terminate, exit_runs) in [(false, true), (true, false)] {
         let wf = workflow(&format!("{HEAD}{body}"), &[]);
-        let stop = Input::Stop { now: 1_000_500, terminate, message: None };
+        let stop = Input::Stop {
+            now: 1_000_500,
+            terminate,
+            message: None,
+        };
         let run = simulate(wf, &shell_like(BTreeMap::new()), 60_000, vec![stop]);
         assert_eq!(run.wf.phase(), Phase::Failed);
         let strategy = if terminate { "Terminate" } else { "Stop" };
-        assert_eq!(run.wf.message(), format!("Stopped with strategy '{strategy}'"));
-        assert_eq!(nodes(&run.wf).contains_key("wf.onExit"), exit_runs, "terminate={terminate}");
+        assert_eq!(
+            run.wf.message(),
+            format!("Stopped with strategy '{strategy}'")
+        );
+        assert_eq!(
+            nodes(&run.wf).contains_key("wf.onExit"),
+            exit_runs,
+            "terminate={terminate}"
+        );
     }
 }
 
@@ -460,7 +614,14 @@ fn expression_tags_and_workflow_variables() {
       command: [echo, "{{=asInt(workflow.parameters.n) * 10}} {{=jsonpath(workflow.parameters.cfg, '$.a.b')}} {{workflow.name}} {{workflow.namespace}}"]
 "#;
     let run = run_yaml(body);
-    assert_eq!(run.executed[0].template.container.as_ref().map(|c| c.command[1].0.clone()), Some("40 7 wf default".to_string()));
+    assert_eq!(
+        run.executed[0]
+            .template
+            .container
+            .as_ref()
+            .map(|c| c.command[1].0.clone()),
+        Some("40 7 wf default".to_string())
+    );
 }
 
 #[test]
@@ -473,7 +634,10 @@ fn unresolved_variables_error_the_node() {
 "#;
     let run = run_yaml(body);
     assert_eq!(run.wf.phase(), Phase::Error);
-    assert_eq!(run.wf.message(), "failed to resolve {{workflow.parameters.nope}}");
+    assert_eq!(
+        run.wf.message(),
+        "failed to resolve {{workflow.parameters.nope}}"
+    );
 }
 
 #[test]
@@ -485,8 +649,16 @@ fn template_ref_resolves_in_its_own_scope() {
     let run = simulate(wf, &shell_like(BTreeMap::new()), 1000, Vec::new());
     assert_eq!(run.wf.phase(), Phase::Succeeded);
     let json = run.wf.to_argo_json();
-    let inner = run.wf.nodes().iter().find(|n| n.name == "wf[0].x[0].in").expect("inner step");
-    assert_eq!(json["status"]["nodes"][&inner.id]["templateScope"], "namespaced/lib");
+    let inner = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[0].x[0].in")
+        .expect("inner step");
+    assert_eq!(
+        json["status"]["nodes"][&inner.id]["templateScope"],
+        "namespaced/lib"
+    );
 }
 
 #[test]
@@ -500,18 +672,55 @@ fn http_nodes_are_leaves_of_type_http() {
     let wf = workflow(&format!("{HEAD}{body}"), &[]);
     let ok = |_: &riposte_engine::ExecuteNode| ExecResult::succeeded(0, "body");
     let run = simulate(wf, &ok, 1000, Vec::new());
-    assert_eq!(run.wf.nodes().get("wf").map(|n| n.node_type), Some(NodeType::HTTP));
-    assert_eq!(run.executed[0].template.http.as_ref().map(|h| h.url.clone()), Some("http://example.invalid/wf".to_string()));
+    assert_eq!(
+        run.wf.nodes().get("wf").map(|n| n.node_type),
+        Some(NodeType::HTTP)
+    );
+    assert_eq!(
+        run.executed[0]
+            .template
+            .http
+            .as_ref()
+            .map(|h| h.url.clone()),
+        Some("http://example.invalid/wf".to_string())
+    );
 }
 
 #[test]
 fn parameters_must_be_declared_and_enums_respected() {
-    let yaml = format!("{HEAD}  entrypoint: main\n  arguments: {{parameters: [{{name: a, value: x, enum: [x, y]}}]}}\n  templates:\n  - name: main\n    suspend: {{}}\n");
+    let yaml = format!(
+        "{HEAD}  entrypoint: main\n  arguments: {{parameters: [{{name: a, value: x, enum: [x, y]}}]}}\n  templates:\n  - name: main\n    suspend: {{}}\n"
+    );
     let (loaded, _) = spec::load("t.yaml", &yaml);
-    let spec::Resource::Workflow(_, wf) = &loaded[0].resource else { panic!("workflow") };
-    let id = || riposte_engine::WorkflowIdentity { name: "wf".into(), namespace: "ns".into(), uid: "u".into() };
-    let err = riposte_engine::Workflow::new((**wf).clone(), Default::default(), id(), &[("b".into(), "1".into())]).unwrap_err();
-    assert!(err.to_string().contains("parameter \"b\" is not declared"), "{err}");
-    let err = riposte_engine::Workflow::new((**wf).clone(), Default::default(), id(), &[("a".into(), "z".into())]).unwrap_err();
-    assert!(err.to_string().contains("not one of its enum values [x, y]"), "{err}");
+    let spec::Resource::Workflow(_, wf) = &loaded[0].resource else {
+        panic!("workflow")
+    };
+    let id = || riposte_engine::WorkflowIdentity {
+        name: "wf".into(),
+        namespace: "ns".into(),
+        uid: "u".into(),
+    };
+    let err = riposte_engine::Workflow::new(
+        (**wf).clone(),
+        Default::default(),
+        id(),
+        &[("b".into(), "1".into())],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("parameter \"b\" is not declared"),
+        "{err}"
+    );
+    let err = riposte_engine::Workflow::new(
+        (**wf).clone(),
+        Default::default(),
+        id(),
+        &[("a".into(), "z".into())],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not one of its enum values [x, y]"),
+        "{err}"
+    );
 }

@@ -49,7 +49,9 @@ pub fn log_path(run_dir: &Path, node_id: &str) -> PathBuf {
 
 impl HostExecutor {
     pub fn new(config: HostConfig) -> HostExecutor {
-        HostExecutor { config: Arc::new(config) }
+        HostExecutor {
+            config: Arc::new(config),
+        }
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -58,7 +60,12 @@ impl HostExecutor {
 
     /// Runs the node to completion, or until `cancel` turns true or its deadline passes.
     /// `now_ms` gives the current time for the deadline.
-    pub async fn run(&self, node: &ExecuteNode, mut cancel: watch::Receiver<bool>, deadline_in: Option<Duration>) -> ExecResult {
+    pub async fn run(
+        &self,
+        node: &ExecuteNode,
+        mut cancel: watch::Receiver<bool>,
+        deadline_in: Option<Duration>,
+    ) -> ExecResult {
         let t = &node.template;
         match t.template_type() {
             Some(TemplateType::Container) | Some(TemplateType::Script) => {}
@@ -71,9 +78,15 @@ impl HostExecutor {
                 };
             }
             Some(TemplateType::Resource) => {
-                return ExecResult::error("resource templates need the Kubernetes executor; the host executor cannot run them");
+                return ExecResult::error(
+                    "resource templates need the Kubernetes executor; the host executor cannot run them",
+                );
             }
-            other => return ExecResult::error(format!("the host executor cannot run template type {other:?}")),
+            other => {
+                return ExecResult::error(format!(
+                    "the host executor cannot run template type {other:?}"
+                ));
+            }
         }
         match self.run_process(node, &mut cancel, deadline_in).await {
             Ok(r) => r,
@@ -81,7 +94,12 @@ impl HostExecutor {
         }
     }
 
-    async fn run_process(&self, node: &ExecuteNode, cancel: &mut watch::Receiver<bool>, deadline_in: Option<Duration>) -> Result<ExecResult, String> {
+    async fn run_process(
+        &self,
+        node: &ExecuteNode,
+        cancel: &mut watch::Receiver<bool>,
+        deadline_in: Option<Duration>,
+    ) -> Result<ExecResult, String> {
         let cfg = &self.config;
         let t = &node.template;
         let (container, script): (&Container, Option<&str>) = match (&t.container, &t.script) {
@@ -90,7 +108,8 @@ impl HostExecutor {
             (None, None) => return Err("template has neither container nor script".into()),
         };
         let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
-        std::fs::create_dir_all(&node_dir).map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
+        std::fs::create_dir_all(&node_dir)
+            .map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
         let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
         let workdir = container.working_dir.clone().unwrap_or_else(|| "/".into());
         let output_paths: Vec<&str> = node.output_paths.iter().map(|(_, p)| p.as_str()).collect();
@@ -100,10 +119,17 @@ impl HostExecutor {
             private.push(script_inside);
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
-            let shims: Vec<(PathBuf, String)> =
-                SHIMS.iter().map(|s| (cfg.argosay_binary.clone(), format!("{SHIM_DIR_INSIDE}/{s}"))).collect();
-            let shims: Vec<(PathBuf, &str)> = shims.iter().map(|(p, s)| (p.clone(), s.as_str())).collect();
-            Some(Arc::new(Sandbox::prepare(&node_dir, &private, &workdir, &shims).map_err(|e| format!("preparing the private root of node {}: {e}", node.node_name))?))
+            let shims: Vec<(PathBuf, String)> = SHIMS
+                .iter()
+                .map(|s| (cfg.argosay_binary.clone(), format!("{SHIM_DIR_INSIDE}/{s}")))
+                .collect();
+            let shims: Vec<(PathBuf, &str)> =
+                shims.iter().map(|(p, s)| (p.clone(), s.as_str())).collect();
+            Some(Arc::new(
+                Sandbox::prepare(&node_dir, &private, &workdir, &shims).map_err(|e| {
+                    format!("preparing the private root of node {}: {e}", node.node_name)
+                })?,
+            ))
         } else {
             None
         };
@@ -116,24 +142,47 @@ impl HostExecutor {
         };
         let command: Vec<String> = container.command.iter().map(|s| s.0.clone()).collect();
         let args: Vec<String> = container.args.iter().map(|s| s.0.clone()).collect();
-        let argosay_path = if isolated { ARGOSAY_INSIDE.to_string() } else { cfg.argosay_binary.display().to_string() };
-        let mut argv = cfg.images.argv(&container.image, &command, &args, &argosay_path).map_err(|e| e.to_string())?;
+        let argosay_path = if isolated {
+            ARGOSAY_INSIDE.to_string()
+        } else {
+            cfg.argosay_binary.display().to_string()
+        };
+        let mut argv = cfg
+            .images
+            .argv(&container.image, &command, &args, &argosay_path)
+            .map_err(|e| e.to_string())?;
         if let Some(source) = script {
-            let path = if isolated { host_path(script_inside) } else { node_dir.join("script") };
+            let path = if isolated {
+                host_path(script_inside)
+            } else {
+                node_dir.join("script")
+            };
             std::fs::write(&path, source).map_err(|e| format!("writing script source: {e}"))?;
             // Executable, so that `command: [sh, -c]` can run the file by its path, as in Argo.
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .map_err(|e| format!("making the script executable: {e}"))?;
-            argv.push(if isolated { script_inside.to_string() } else { path.display().to_string() });
+            argv.push(if isolated {
+                script_inside.to_string()
+            } else {
+                path.display().to_string()
+            });
         }
         let Some((program, rest)) = argv.split_first() else {
-            return Err(format!("image {} with no command and no args has nothing to run", container.image));
+            return Err(format!(
+                "image {} with no command and no args has nothing to run",
+                container.image
+            ));
         };
         let mut cmd = std::process::Command::new(program);
         cmd.args(rest);
         cmd.env_clear();
-        let host_path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        let shim_dir = if isolated { SHIM_DIR_INSIDE.to_string() } else { link_shims(&node_dir, &cfg.argosay_binary)? };
+        let host_path_var =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let shim_dir = if isolated {
+            SHIM_DIR_INSIDE.to_string()
+        } else {
+            link_shims(&node_dir, &cfg.argosay_binary)?
+        };
         cmd.env("PATH", format!("{shim_dir}:{host_path_var}"));
         cmd.env("HOME", "/tmp");
         cmd.env("LANG", "C.UTF-8");
@@ -155,14 +204,19 @@ impl HostExecutor {
                     cmd.env(&e.name, &v.0);
                 }
                 None if e.value_from.is_some() => {
-                    return Err(format!("env {}: valueFrom (secrets, configmaps, field refs) needs the Kubernetes executor", e.name));
+                    return Err(format!(
+                        "env {}: valueFrom (secrets, configmaps, field refs) needs the Kubernetes executor",
+                        e.name
+                    ));
                 }
                 None => {
                     cmd.env(&e.name, "");
                 }
             }
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let child_plan = plan.clone();
         // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
         unsafe {
@@ -185,10 +239,18 @@ impl HostExecutor {
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("creating log directory: {e}"))?;
         }
-        let log_file = tokio::fs::File::create(&log).await.map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let log_file = tokio::fs::File::create(&log)
+            .await
+            .map_err(|e| format!("creating {}: {e}", log.display()))?;
         let log_file = Arc::new(Mutex::new(log_file));
-        let stdout = child.stdout.take().ok_or("internal: stdout was not piped")?;
-        let stderr = child.stderr.take().ok_or("internal: stderr was not piped")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("internal: stdout was not piped")?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or("internal: stderr was not piped")?;
         let out_task = tokio::spawn(pump(stdout, log_file.clone(), true));
         let err_task = tokio::spawn(pump(stderr, log_file.clone(), false));
         let deadline = async {
@@ -224,14 +286,17 @@ impl HostExecutor {
             },
             End::Exited(status) => {
                 use std::os::unix::process::ExitStatusExt;
-                let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
                 ExecResult::exited(code, &result)
             }
         };
         for (name, path) in &node.output_paths {
             let value = std::fs::read_to_string(host_path(path)).ok();
             // Argo trims whitespace around output parameters read from files.
-            res.parameters.insert(name.clone(), value.map(|v| v.trim().to_string()));
+            res.parameters
+                .insert(name.clone(), value.map(|v| v.trim().to_string()));
         }
         if !cfg.keep_node_dirs {
             // Best effort: a leftover directory under the run dir is harmless.
@@ -248,7 +313,8 @@ fn link_shims(node_dir: &Path, binary: &Path) -> Result<String, String> {
     for s in SHIMS {
         let link = dir.join(s);
         if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(binary, &link).map_err(|e| format!("linking {}: {e}", link.display()))?;
+            std::os::unix::fs::symlink(binary, &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
         }
     }
     Ok(dir.display().to_string())
@@ -261,7 +327,10 @@ async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
         unsafe {
             libc::kill(-(pid as i32), libc::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
             // SAFETY: as above.
             unsafe {
                 libc::kill(-(pid as i32), libc::SIGKILL);
@@ -273,7 +342,11 @@ async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
 }
 
 /// Copies a stream into the log and, for stdout, keeps up to [`RESULT_LIMIT`] bytes.
-async fn pump(stream: impl AsyncRead + Unpin, log: Arc<Mutex<tokio::fs::File>>, keep: bool) -> Vec<u8> {
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    log: Arc<Mutex<tokio::fs::File>>,
+    keep: bool,
+) -> Vec<u8> {
     let mut reader = BufReader::new(stream);
     let mut kept = Vec::new();
     let mut line = Vec::new();

@@ -19,14 +19,23 @@ pub async fn run(http: HttpTemplate) -> ExecResult {
 }
 
 fn request(h: &HttpTemplate) -> ExecResult {
-    let timeout = Duration::from_secs(h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1) as u64);
-    let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build();
+    let timeout =
+        Duration::from_secs(h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1) as u64);
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build();
     let agent = ureq::Agent::new_with_config(config);
     let method = h.method.as_deref().unwrap_or("GET").to_uppercase();
-    let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(&h.url);
+    let mut builder = ureq::http::Request::builder()
+        .method(method.as_str())
+        .uri(&h.url);
     for header in &h.headers {
         if header.value_from.is_some() {
-            return ExecResult::error(format!("http header {}: valueFrom (secrets) needs the Kubernetes executor", header.name));
+            return ExecResult::error(format!(
+                "http header {}: valueFrom (secrets) needs the Kubernetes executor",
+                header.name
+            ));
         }
         builder = builder.header(&header.name, &header.value);
     }
@@ -40,13 +49,15 @@ fn request(h: &HttpTemplate) -> ExecResult {
         Err(e) => return ExecResult::error(format!("{method} {}: {e}", h.url)),
     };
     let status = resp.status().as_u16();
-    let headers: BTreeMap<String, Vec<String>> = resp
-        .headers()
-        .iter()
-        .fold(BTreeMap::new(), |mut m, (k, v)| {
-            m.entry(k.as_str().to_string()).or_default().push(v.to_str().unwrap_or("").to_string());
-            m
-        });
+    let headers: BTreeMap<String, Vec<String>> =
+        resp.headers()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (k, v)| {
+                m.entry(k.as_str().to_string())
+                    .or_default()
+                    .push(v.to_str().unwrap_or("").to_string());
+                m
+            });
     let text = match resp.body_mut().read_to_string() {
         Ok(t) => t,
         Err(e) => return ExecResult::error(format!("reading the response body of {}: {e}", h.url)),
@@ -63,7 +74,11 @@ fn request(h: &HttpTemplate) -> ExecResult {
     };
     ExecResult {
         phase: if ok { Phase::Succeeded } else { Phase::Failed },
-        message: if ok { String::new() } else { format!("received non-success response code {status}") },
+        message: if ok {
+            String::new()
+        } else {
+            format!("received non-success response code {status}")
+        },
         exit_code: None,
         result: Some(text),
         parameters: BTreeMap::new(),

@@ -65,13 +65,22 @@ impl ImageTable {
             "busybox" | "alpine" | "debian" | "ubuntu" | "bash" => Ok(HostImage::Shell),
             "python" => Ok(HostImage::Python),
             "argoproj/argosay" => Ok(HostImage::Argosay),
-            _ => Err(UnknownImage { image: image.to_string(), repo }),
+            _ => Err(UnknownImage {
+                image: image.to_string(),
+                repo,
+            }),
         }
     }
 
     /// The argv for a container: `command` + `args` with the image's entrypoint semantics.
     /// `argosay` is the path of the argosay shim as seen by the process.
-    pub fn argv(&self, image: &str, command: &[String], args: &[String], argosay: &str) -> Result<Vec<String>, UnknownImage> {
+    pub fn argv(
+        &self,
+        image: &str,
+        command: &[String],
+        args: &[String],
+        argosay: &str,
+    ) -> Result<Vec<String>, UnknownImage> {
         let kind = self.resolve(image)?;
         let python = self.python.display().to_string();
         let mut argv: Vec<String> = Vec::new();
@@ -85,7 +94,8 @@ impl ImageTable {
         }
         argv.extend(args.iter().cloned());
         if let Some(first) = argv.first_mut() {
-            let is_python = matches!(first.as_str(), "python" | "python3") || first.starts_with("python3.");
+            let is_python =
+                matches!(first.as_str(), "python" | "python3") || first.starts_with("python3.");
             if is_python && matches!(kind, HostImage::Python | HostImage::Shell) {
                 *first = python;
             } else if kind == HostImage::Argosay && (first == "argosay" || first == "/argosay") {
@@ -115,14 +125,35 @@ mod tests {
 
     #[test]
     fn argv_table() {
-        let t = ImageTable::new("/usr/bin/python3".into(), [("golang".to_string(), "/usr/bin/env".to_string())].into());
+        let t = ImageTable::new(
+            "/usr/bin/python3".into(),
+            [("golang".to_string(), "/usr/bin/env".to_string())].into(),
+        );
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(t.argv("busybox", &[], &s(&["echo", "hi"]), "/a").unwrap(), s(&["echo", "hi"]));
+        assert_eq!(
+            t.argv("busybox", &[], &s(&["echo", "hi"]), "/a").unwrap(),
+            s(&["echo", "hi"])
+        );
         assert_eq!(t.argv("alpine:3.23", &[], &[], "/a").unwrap(), s(&["sh"]));
-        assert_eq!(t.argv("argoproj/argosay:v2", &[], &s(&["echo", "x"]), "/a").unwrap(), s(&["/a", "echo", "x"]));
-        assert_eq!(t.argv("argoproj/argosay:v2", &s(&["sh", "-c"]), &s(&["ls"]), "/a").unwrap(), s(&["sh", "-c", "ls"]));
-        assert_eq!(t.argv("python:alpine3.23", &s(&["python"]), &[], "/a").unwrap(), s(&["/usr/bin/python3"]));
-        assert_eq!(t.argv("golang:1.18", &[], &s(&["go"]), "/a").unwrap(), s(&["/usr/bin/env", "go"]));
+        assert_eq!(
+            t.argv("argoproj/argosay:v2", &[], &s(&["echo", "x"]), "/a")
+                .unwrap(),
+            s(&["/a", "echo", "x"])
+        );
+        assert_eq!(
+            t.argv("argoproj/argosay:v2", &s(&["sh", "-c"]), &s(&["ls"]), "/a")
+                .unwrap(),
+            s(&["sh", "-c", "ls"])
+        );
+        assert_eq!(
+            t.argv("python:alpine3.23", &s(&["python"]), &[], "/a")
+                .unwrap(),
+            s(&["/usr/bin/python3"])
+        );
+        assert_eq!(
+            t.argv("golang:1.18", &[], &s(&["go"]), "/a").unwrap(),
+            s(&["/usr/bin/env", "go"])
+        );
         let e = t.argv("node:9.1-alpine", &[], &[], "/a").unwrap_err();
         assert!(e.to_string().contains("--image node=PROGRAM"), "{e}");
     }

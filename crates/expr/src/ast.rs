@@ -24,14 +24,40 @@ pub enum Expr {
     Pointer,
     Array(Vec<Expr>),
     Map(Vec<(String, Expr)>),
-    Member { object: Box<Expr>, key: Box<Expr>, optional: bool },
-    Slice { object: Box<Expr>, from: Option<Box<Expr>>, to: Option<Box<Expr>> },
-    Call { name: String, args: Vec<Expr> },
+    Member {
+        object: Box<Expr>,
+        key: Box<Expr>,
+        optional: bool,
+    },
+    Slice {
+        object: Box<Expr>,
+        from: Option<Box<Expr>>,
+        to: Option<Box<Expr>>,
+    },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
     /// `x.f(args)` on a value, e.g. a duration's `.Seconds()`.
-    MethodCall { object: Box<Expr>, name: String, args: Vec<Expr> },
-    Unary { op: UnaryOp, expr: Box<Expr> },
-    Binary { op: BinaryOp, left: Box<Expr>, right: Box<Expr> },
-    Ternary { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    MethodCall {
+        object: Box<Expr>,
+        name: String,
+        args: Vec<Expr>,
+    },
+    Unary {
+        op: UnaryOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Ternary {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +100,8 @@ impl BinaryOp {
         match self {
             Or => 10,
             And => 15,
-            Eq | Ne | Lt | Le | Gt | Ge | In | NotIn | Matches | NotMatches | Contains | StartsWith | EndsWith => 20,
+            Eq | Ne | Lt | Le | Gt | Ge | In | NotIn | Matches | NotMatches | Contains
+            | StartsWith | EndsWith => 20,
             Range => 25,
             Add | Sub => 30,
             Mul | Div | Mod => 60,
@@ -94,8 +121,8 @@ enum Tok {
 }
 
 const PUNCTS: &[&str] = &[
-    "?.", "??", "==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "**", "..", "(", ")", "[", "]", "{", "}", ",", ":",
-    "?", ".", "+", "-", "*", "/", "%", "^", "<", ">", "!",
+    "?.", "??", "==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "**", "..", "(", ")", "[", "]",
+    "{", "}", ",", ":", "?", ".", "+", "-", "*", "/", "%", "^", "<", ">", "!",
 ];
 
 fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
@@ -131,7 +158,10 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
             let v = if let Ok(n) = text.parse::<i64>() {
                 Value::from(n)
             } else {
-                let f: f64 = text.parse().map_err(|_| Error::Syntax { pos: i, message: format!("bad number {text:?}") })?;
+                let f: f64 = text.parse().map_err(|_| Error::Syntax {
+                    pos: i,
+                    message: format!("bad number {text:?}"),
+                })?;
                 Value::from(f)
             };
             toks.push((start, Tok::Num(v)));
@@ -143,7 +173,10 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
             let mut s = String::new();
             loop {
                 let Some(&d) = chars.get(j) else {
-                    return Err(Error::Syntax { pos: i, message: "unterminated string".into() });
+                    return Err(Error::Syntax {
+                        pos: i,
+                        message: "unterminated string".into(),
+                    });
                 };
                 if d == c {
                     break;
@@ -188,7 +221,10 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
         }
         let rest: String = chars[i..(i + 2).min(chars.len())].iter().collect();
         let Some(p) = PUNCTS.iter().find(|p| rest.starts_with(**p)) else {
-            return Err(Error::Syntax { pos: i, message: format!("unexpected character {c:?}") });
+            return Err(Error::Syntax {
+                pos: i,
+                message: format!("unexpected character {c:?}"),
+            });
         };
         toks.push((start, Tok::Punct(p)));
         i += p.chars().count();
@@ -199,10 +235,18 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
 /// Parses `src` in the given dialect.
 pub fn parse(src: &str, dialect: Dialect) -> Result<Expr, Error> {
     let toks = tokenize(src, dialect)?;
-    let mut p = Parser { toks, pos: 0, dialect, len: src.len() };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        dialect,
+        len: src.len(),
+    };
     let e = p.expr(0)?;
     if let Some((at, t)) = p.toks.get(p.pos) {
-        return Err(Error::Syntax { pos: *at, message: format!("unexpected {}", describe(t)) });
+        return Err(Error::Syntax {
+            pos: *at,
+            message: format!("unexpected {}", describe(t)),
+        });
     }
     Ok(e)
 }
@@ -243,8 +287,14 @@ impl Parser {
         if self.eat(p) {
             return Ok(());
         }
-        let found = self.peek().map(describe).unwrap_or_else(|| "end of expression".into());
-        Err(Error::Syntax { pos: self.at(), message: format!("expected {p:?}, found {found}") })
+        let found = self
+            .peek()
+            .map(describe)
+            .unwrap_or_else(|| "end of expression".into());
+        Err(Error::Syntax {
+            pos: self.at(),
+            message: format!("expected {p:?}, found {found}"),
+        })
     }
 
     fn binary_op(&self) -> Option<(BinaryOp, usize)> {
@@ -281,7 +331,8 @@ impl Parser {
                 "endsWith" => EndsWith,
                 "not" => {
                     // `not in`
-                    if matches!(self.toks.get(self.pos + 1), Some((_, Tok::Ident(n))) if n == "in") {
+                    if matches!(self.toks.get(self.pos + 1), Some((_, Tok::Ident(n))) if n == "in")
+                    {
                         return Some((NotIn, 2));
                     }
                     return None;
@@ -300,10 +351,16 @@ impl Parser {
                 let then = self.expr(0)?;
                 self.expect(":")?;
                 let otherwise = self.expr(0)?;
-                left = Expr::Ternary { cond: Box::new(left), then: Box::new(then), otherwise: Box::new(otherwise) };
+                left = Expr::Ternary {
+                    cond: Box::new(left),
+                    then: Box::new(then),
+                    otherwise: Box::new(otherwise),
+                };
                 continue;
             }
-            let Some((op, width)) = self.binary_op() else { break };
+            let Some((op, width)) = self.binary_op() else {
+                break;
+            };
             let prec = op.precedence();
             if prec < min_prec || (prec == min_prec && op != BinaryOp::Pow) {
                 break;
@@ -312,26 +369,41 @@ impl Parser {
             // `**` is right-associative; everything else is left-associative.
             let next_min = if op == BinaryOp::Pow { prec } else { prec + 1 };
             let right = self.expr(next_min)?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right) };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            };
         }
         Ok(left)
     }
 
     fn unary(&mut self) -> Result<Expr, Error> {
-        if self.eat("!") || matches!(self.peek(), Some(Tok::Ident(w)) if w == "not") && {
-            self.pos += 1;
-            true
-        } {
+        if self.eat("!")
+            || matches!(self.peek(), Some(Tok::Ident(w)) if w == "not") && {
+                self.pos += 1;
+                true
+            }
+        {
             let e = self.expr(50)?;
-            return Ok(Expr::Unary { op: UnaryOp::Not, expr: Box::new(e) });
+            return Ok(Expr::Unary {
+                op: UnaryOp::Not,
+                expr: Box::new(e),
+            });
         }
         if self.eat("-") {
             let e = self.expr(90)?;
-            return Ok(Expr::Unary { op: UnaryOp::Neg, expr: Box::new(e) });
+            return Ok(Expr::Unary {
+                op: UnaryOp::Neg,
+                expr: Box::new(e),
+            });
         }
         if self.eat("+") {
             let e = self.expr(90)?;
-            return Ok(Expr::Unary { op: UnaryOp::Plus, expr: Box::new(e) });
+            return Ok(Expr::Unary {
+                op: UnaryOp::Plus,
+                expr: Box::new(e),
+            });
         }
         let primary = self.primary()?;
         self.postfix(primary)
@@ -344,29 +416,59 @@ impl Parser {
                 let name = match self.peek() {
                     Some(Tok::Ident(n)) => n.clone(),
                     _ => {
-                        return Err(Error::Syntax { pos: self.at(), message: "expected a field name after \".\"".into() });
+                        return Err(Error::Syntax {
+                            pos: self.at(),
+                            message: "expected a field name after \".\"".into(),
+                        });
                     }
                 };
                 self.pos += 1;
                 if self.eat("(") {
                     let args = self.args(")")?;
-                    e = Expr::MethodCall { object: Box::new(e), name, args };
+                    e = Expr::MethodCall {
+                        object: Box::new(e),
+                        name,
+                        args,
+                    };
                 } else {
-                    e = Expr::Member { object: Box::new(e), key: Box::new(Expr::Literal(Value::String(name))), optional };
+                    e = Expr::Member {
+                        object: Box::new(e),
+                        key: Box::new(Expr::Literal(Value::String(name))),
+                        optional,
+                    };
                 }
                 continue;
             }
             if self.dialect == Dialect::Expr && self.eat("[") {
                 // Index or slice.
-                let from = if matches!(self.peek(), Some(Tok::Punct(":"))) { None } else { Some(self.expr(0)?) };
+                let from = if matches!(self.peek(), Some(Tok::Punct(":"))) {
+                    None
+                } else {
+                    Some(self.expr(0)?)
+                };
                 if self.eat(":") {
-                    let to = if matches!(self.peek(), Some(Tok::Punct("]"))) { None } else { Some(Box::new(self.expr(0)?)) };
+                    let to = if matches!(self.peek(), Some(Tok::Punct("]"))) {
+                        None
+                    } else {
+                        Some(Box::new(self.expr(0)?))
+                    };
                     self.expect("]")?;
-                    e = Expr::Slice { object: Box::new(e), from: from.map(Box::new), to };
+                    e = Expr::Slice {
+                        object: Box::new(e),
+                        from: from.map(Box::new),
+                        to,
+                    };
                 } else {
                     self.expect("]")?;
-                    let key = from.ok_or_else(|| Error::Syntax { pos: self.at(), message: "empty index".into() })?;
-                    e = Expr::Member { object: Box::new(e), key: Box::new(key), optional: false };
+                    let key = from.ok_or_else(|| Error::Syntax {
+                        pos: self.at(),
+                        message: "empty index".into(),
+                    })?;
+                    e = Expr::Member {
+                        object: Box::new(e),
+                        key: Box::new(key),
+                        optional: false,
+                    };
                 }
                 continue;
             }
@@ -382,8 +484,11 @@ impl Parser {
         }
         loop {
             // A `{ ... }` argument is a predicate closure; its body is evaluated per element.
-            let is_map_literal = matches!(self.toks.get(self.pos + 1), Some((_, Tok::Str(_) | Tok::Ident(_) | Tok::Num(_))))
-                && matches!(self.toks.get(self.pos + 2), Some((_, Tok::Punct(":"))));
+            let is_map_literal =
+                matches!(
+                    self.toks.get(self.pos + 1),
+                    Some((_, Tok::Str(_) | Tok::Ident(_) | Tok::Num(_)))
+                ) && matches!(self.toks.get(self.pos + 2), Some((_, Tok::Punct(":"))));
             if !is_map_literal && self.eat("{") {
                 args.push(self.expr(0)?);
                 self.expect("}")?;
@@ -400,7 +505,10 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, Error> {
         let at = self.at();
         let Some((_, tok)) = self.toks.get(self.pos).cloned() else {
-            return Err(Error::Syntax { pos: at, message: "unexpected end of expression".into() });
+            return Err(Error::Syntax {
+                pos: at,
+                message: "unexpected end of expression".into(),
+            });
         };
         self.pos += 1;
         match tok {
@@ -440,7 +548,12 @@ impl Parser {
                     let key = match self.toks.get(self.pos).map(|t| t.1.clone()) {
                         Some(Tok::Str(s)) | Some(Tok::Ident(s)) => s,
                         Some(Tok::Num(n)) => n.to_string(),
-                        _ => return Err(Error::Syntax { pos: self.at(), message: "expected a map key".into() }),
+                        _ => {
+                            return Err(Error::Syntax {
+                                pos: self.at(),
+                                message: "expected a map key".into(),
+                            });
+                        }
                     };
                     self.pos += 1;
                     self.expect(":")?;
@@ -455,7 +568,12 @@ impl Parser {
                 // `.field` inside a predicate is `#.field`.
                 let name = match self.peek() {
                     Some(Tok::Ident(n)) => n.clone(),
-                    _ => return Err(Error::Syntax { pos: self.at(), message: "expected a field name".into() }),
+                    _ => {
+                        return Err(Error::Syntax {
+                            pos: self.at(),
+                            message: "expected a field name".into(),
+                        });
+                    }
                 };
                 self.pos += 1;
                 Ok(Expr::Member {
@@ -464,7 +582,10 @@ impl Parser {
                     optional: false,
                 })
             }
-            other => Err(Error::Syntax { pos: at, message: format!("unexpected {}", describe(&other)) }),
+            other => Err(Error::Syntax {
+                pos: at,
+                message: format!("unexpected {}", describe(&other)),
+            }),
         }
     }
 }
@@ -476,7 +597,13 @@ mod tests {
     #[test]
     fn precedence() {
         let e = parse("1 + 2 * 3 == 7 && !false", Dialect::Expr).unwrap();
-        assert!(matches!(e, Expr::Binary { op: BinaryOp::And, .. }));
+        assert!(matches!(
+            e,
+            Expr::Binary {
+                op: BinaryOp::And,
+                ..
+            }
+        ));
         let e = parse("a ?? b ? 1 : 2", Dialect::Expr).unwrap();
         assert!(matches!(e, Expr::Ternary { .. }));
         assert!(parse("1 +", Dialect::Expr).is_err());

@@ -88,7 +88,9 @@ impl Depends {
     pub fn from_dependencies(deps: &[String]) -> Option<Depends> {
         let mut it = deps.iter();
         let first = Depends::Task(it.next()?.clone(), None);
-        Some(it.fold(first, |acc, d| Depends::And(Box::new(acc), Box::new(Depends::Task(d.clone(), None)))))
+        Some(it.fold(first, |acc, d| {
+            Depends::And(Box::new(acc), Box::new(Depends::Task(d.clone(), None)))
+        }))
     }
 }
 
@@ -124,21 +126,31 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, Error> {
             }
             '&' | '|' => {
                 if chars.get(i + 1).map(|x| x.1) != Some(c) {
-                    return Err(Error::Syntax { pos: at, message: format!("expected \"{c}{c}\"") });
+                    return Err(Error::Syntax {
+                        pos: at,
+                        message: format!("expected \"{c}{c}\""),
+                    });
                 }
                 out.push((at, if c == '&' { Tok::And } else { Tok::Or }));
                 i += 2;
             }
             c if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' => {
                 let mut j = i;
-                while j < chars.len() && (chars[j].1.is_alphanumeric() || matches!(chars[j].1, '_' | '-' | '.')) {
+                while j < chars.len()
+                    && (chars[j].1.is_alphanumeric() || matches!(chars[j].1, '_' | '-' | '.'))
+                {
                     j += 1;
                 }
                 let end = chars.get(j).map(|x| x.0).unwrap_or(src.len());
                 out.push((at, Tok::Name(src[at..end].to_string())));
                 i = j;
             }
-            other => return Err(Error::Syntax { pos: at, message: format!("unexpected character {other:?}") }),
+            other => {
+                return Err(Error::Syntax {
+                    pos: at,
+                    message: format!("unexpected character {other:?}"),
+                });
+            }
         }
     }
     Ok(out)
@@ -147,10 +159,17 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, Error> {
 /// Parses a `depends` expression.
 pub fn parse_depends(src: &str) -> Result<Depends, Error> {
     let toks = tokenize(src)?;
-    let mut p = P { toks, pos: 0, len: src.len() };
+    let mut p = P {
+        toks,
+        pos: 0,
+        len: src.len(),
+    };
     let e = p.or()?;
     if let Some((at, t)) = p.toks.get(p.pos) {
-        return Err(Error::Syntax { pos: *at, message: format!("unexpected {t:?}") });
+        return Err(Error::Syntax {
+            pos: *at,
+            message: format!("unexpected {t:?}"),
+        });
     }
     Ok(e)
 }
@@ -192,7 +211,10 @@ impl P {
                 self.pos += 1;
                 let e = self.or()?;
                 if !matches!(self.toks.get(self.pos), Some((_, Tok::Close))) {
-                    return Err(Error::Syntax { pos: self.at(), message: "expected \")\"".into() });
+                    return Err(Error::Syntax {
+                        pos: self.at(),
+                        message: "expected \")\"".into(),
+                    });
                 }
                 self.pos += 1;
                 Ok(e)
@@ -216,8 +238,14 @@ impl P {
                 }
                 Ok(Depends::Task(n, None))
             }
-            Some((_, t)) => Err(Error::Syntax { pos: at, message: format!("unexpected {t:?}") }),
-            None => Err(Error::Syntax { pos: at, message: "unexpected end of expression".into() }),
+            Some((_, t)) => Err(Error::Syntax {
+                pos: at,
+                message: format!("unexpected {t:?}"),
+            }),
+            None => Err(Error::Syntax {
+                pos: at,
+                message: "unexpected end of expression".into(),
+            }),
         }
     }
 }
@@ -230,12 +258,22 @@ mod tests {
     fn parse_and_eval() {
         let d = parse_depends("A && (C.Succeeded || C.Failed)").unwrap();
         assert_eq!(d.tasks(), vec!["A", "C"]);
-        let ok = |t: &str, r: TaskResult| matches!((t, r), ("A", TaskResult::Succeeded) | ("C", TaskResult::Failed));
+        let ok = |t: &str, r: TaskResult| {
+            matches!(
+                (t, r),
+                ("A", TaskResult::Succeeded) | ("C", TaskResult::Failed)
+            )
+        };
         assert!(d.eval(&ok));
         let d = parse_depends("should-execute-2.Succeeded || !should-not-execute").unwrap();
         assert_eq!(d.tasks(), vec!["should-execute-2", "should-not-execute"]);
         assert!(parse_depends("A &").is_err());
-        assert!(parse_depends("A.Bogus").unwrap_err().to_string().contains("unknown task result"));
+        assert!(
+            parse_depends("A.Bogus")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown task result")
+        );
         assert!(parse_depends("(A").is_err());
     }
 }

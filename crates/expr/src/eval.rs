@@ -9,17 +9,28 @@ use crate::ast::{BinaryOp, Dialect, Expr, UnaryOp};
 
 /// Evaluates `expr` with `env` (a JSON object of top-level variables).
 pub fn eval(expr: &Expr, env: &Value) -> Result<Value, Error> {
-    Evaluator { env, dialect: Dialect::Expr }.eval(expr, None)
+    Evaluator {
+        env,
+        dialect: Dialect::Expr,
+    }
+    .eval(expr, None)
 }
 
 /// Evaluates a govaluate `when` expression (already `{{}}`-substituted) to a boolean, with
 /// Argo's rule that bare identifiers are string literals.
 pub fn eval_when(src: &str) -> Result<bool, Error> {
     let ast = crate::parse(src, Dialect::Govaluate)?;
-    let v = Evaluator { env: &Value::Null, dialect: Dialect::Govaluate }.eval(&ast, None)?;
+    let v = Evaluator {
+        env: &Value::Null,
+        dialect: Dialect::Govaluate,
+    }
+    .eval(&ast, None)?;
     match v {
         Value::Bool(b) => Ok(b),
-        other => Err(Error::Type(format!("expected boolean evaluation for '{src}', got {}", to_template_string(&other)))),
+        other => Err(Error::Type(format!(
+            "expected boolean evaluation for '{src}', got {}",
+            to_template_string(&other)
+        ))),
     }
 }
 
@@ -28,7 +39,10 @@ pub fn eval_bool(src: &str, env: &Value) -> Result<bool, Error> {
     let ast = crate::parse(src, Dialect::Expr)?;
     match eval(&ast, env)? {
         Value::Bool(b) => Ok(b),
-        other => Err(Error::Type(format!("expected a boolean from '{src}', got {}", to_template_string(&other)))),
+        other => Err(Error::Type(format!(
+            "expected a boolean from '{src}', got {}",
+            to_template_string(&other)
+        ))),
     }
 }
 
@@ -69,12 +83,19 @@ fn is_int(v: &Value) -> bool {
 fn truthy(v: &Value, what: &str) -> Result<bool, Error> {
     match v {
         Value::Bool(b) => Ok(*b),
-        other => Err(Error::Type(format!("{what} expects a boolean, got {}", to_template_string(other)))),
+        other => Err(Error::Type(format!(
+            "{what} expects a boolean, got {}",
+            to_template_string(other)
+        ))),
     }
 }
 
 fn number_value(f: f64, as_int: bool) -> Value {
-    if as_int && f.fract() == 0.0 && f.abs() < 9.2e18 { Value::from(f as i64) } else { Value::from(f) }
+    if as_int && f.fract() == 0.0 && f.abs() < 9.2e18 {
+        Value::from(f as i64)
+    } else {
+        Value::from(f)
+    }
 }
 
 fn values_equal(a: &Value, b: &Value) -> bool {
@@ -87,9 +108,10 @@ fn values_equal(a: &Value, b: &Value) -> bool {
 fn compare(a: &Value, b: &Value, op: BinaryOp) -> Result<bool, Error> {
     use std::cmp::Ordering;
     let ord = match (a, b) {
-        (Value::Number(_), Value::Number(_)) => {
-            num(a).unwrap_or(0.0).partial_cmp(&num(b).unwrap_or(0.0)).unwrap_or(Ordering::Equal)
-        }
+        (Value::Number(_), Value::Number(_)) => num(a)
+            .unwrap_or(0.0)
+            .partial_cmp(&num(b).unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
         (Value::String(x), Value::String(y)) => x.cmp(y),
         _ => {
             return Err(Error::Type(format!(
@@ -111,7 +133,8 @@ fn regex_match(s: &Value, pattern: &Value) -> Result<bool, Error> {
     let (Value::String(s), Value::String(p)) = (s, pattern) else {
         return Err(Error::Type("matches expects strings on both sides".into()));
     };
-    let re = regex::Regex::new(p).map_err(|e| Error::Type(format!("invalid regular expression {p:?}: {e}")))?;
+    let re = regex::Regex::new(p)
+        .map_err(|e| Error::Type(format!("invalid regular expression {p:?}: {e}")))?;
     Ok(re.is_match(s))
 }
 
@@ -129,7 +152,10 @@ impl Evaluator<'_> {
                 .cloned()
                 .ok_or_else(|| Error::Type("`#` used outside of a predicate".into())),
             Expr::Array(items) => Ok(Value::Array(
-                items.iter().map(|i| self.eval(i, pointer)).collect::<Result<_, _>>()?,
+                items
+                    .iter()
+                    .map(|i| self.eval(i, pointer))
+                    .collect::<Result<_, _>>()?,
             )),
             Expr::Map(entries) => {
                 let mut m = Map::new();
@@ -138,7 +164,11 @@ impl Evaluator<'_> {
                 }
                 Ok(Value::Object(m))
             }
-            Expr::Member { object, key, optional: _ } => {
+            Expr::Member {
+                object,
+                key,
+                optional: _,
+            } => {
                 let obj = self.eval(object, pointer)?;
                 let key = self.eval(key, pointer)?;
                 Ok(member(&obj, &key))
@@ -148,11 +178,19 @@ impl Evaluator<'_> {
                 let len = match &obj {
                     Value::Array(a) => a.len(),
                     Value::String(s) => s.chars().count(),
-                    other => return Err(Error::Type(format!("cannot slice {}", to_template_string(other)))),
+                    other => {
+                        return Err(Error::Type(format!(
+                            "cannot slice {}",
+                            to_template_string(other)
+                        )));
+                    }
                 } as i64;
                 let idx = |x: &Option<Box<Expr>>, default: i64| -> Result<usize, Error> {
                     let i = match x {
-                        Some(x) => self.eval(x, pointer)?.as_i64().ok_or_else(|| Error::Type("slice bounds must be integers".into()))?,
+                        Some(x) => self
+                            .eval(x, pointer)?
+                            .as_i64()
+                            .ok_or_else(|| Error::Type("slice bounds must be integers".into()))?,
                         None => default,
                     };
                     let i = if i < 0 { len + i } else { i };
@@ -171,13 +209,19 @@ impl Evaluator<'_> {
                 match op {
                     UnaryOp::Not => Ok(Value::Bool(!truthy(&v, "!")?)),
                     UnaryOp::Neg => {
-                        let n = num(&v).ok_or_else(|| Error::Type(format!("cannot negate {}", to_template_string(&v))))?;
+                        let n = num(&v).ok_or_else(|| {
+                            Error::Type(format!("cannot negate {}", to_template_string(&v)))
+                        })?;
                         Ok(number_value(-n, is_int(&v)))
                     }
                     UnaryOp::Plus => Ok(v),
                 }
             }
-            Expr::Ternary { cond, then, otherwise } => {
+            Expr::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => {
                 if truthy(&self.eval(cond, pointer)?, "?:")? {
                     self.eval(then, pointer)
                 } else {
@@ -192,12 +236,21 @@ impl Evaluator<'_> {
                     return self.call(&format!("sprig.{name}"), args, pointer);
                 }
                 let obj = self.eval(object, pointer)?;
-                Err(Error::Type(format!("unknown method {name}() on {}", to_template_string(&obj))))
+                Err(Error::Type(format!(
+                    "unknown method {name}() on {}",
+                    to_template_string(&obj)
+                )))
             }
         }
     }
 
-    fn binary(&self, op: BinaryOp, left: &Expr, right: &Expr, pointer: Option<&Value>) -> Result<Value, Error> {
+    fn binary(
+        &self,
+        op: BinaryOp,
+        left: &Expr,
+        right: &Expr,
+        pointer: Option<&Value>,
+    ) -> Result<Value, Error> {
         use BinaryOp::*;
         // Short-circuiting operators first.
         match op {
@@ -260,7 +313,9 @@ impl Evaluator<'_> {
             }
             Add => match (&l, &r) {
                 (Value::String(a), Value::String(c)) => Ok(Value::String(format!("{a}{c}"))),
-                (Value::Array(a), Value::Array(c)) => Ok(Value::Array(a.iter().chain(c).cloned().collect())),
+                (Value::Array(a), Value::Array(c)) => {
+                    Ok(Value::Array(a.iter().chain(c).cloned().collect()))
+                }
                 _ => arith(&l, &r, op),
             },
             Sub | Mul | Div | Mod | Pow => arith(&l, &r, op),
@@ -278,11 +333,19 @@ impl Evaluator<'_> {
             let items = match list {
                 Value::Array(a) => a,
                 Value::Null => Vec::new(),
-                other => return Err(Error::Type(format!("{name}() expects a list, got {}", to_template_string(&other)))),
+                other => {
+                    return Err(Error::Type(format!(
+                        "{name}() expects a list, got {}",
+                        to_template_string(&other)
+                    )));
+                }
             };
             return kind.apply(items, |item| self.eval(pred, Some(item)));
         }
-        let vals: Vec<Value> = args.iter().map(|a| self.eval(a, pointer)).collect::<Result<_, _>>()?;
+        let vals: Vec<Value> = args
+            .iter()
+            .map(|a| self.eval(a, pointer))
+            .collect::<Result<_, _>>()?;
         crate::functions::call(name, vals)
     }
 }
@@ -291,7 +354,10 @@ fn member(obj: &Value, key: &Value) -> Value {
     match (obj, key) {
         (Value::Object(m), Value::String(k)) => m.get(k).cloned().unwrap_or(Value::Null),
         (Value::Array(a), k) => match k.as_i64() {
-            Some(i) if i < 0 => a.get((a.len() as i64 + i) as usize).cloned().unwrap_or(Value::Null),
+            Some(i) if i < 0 => a
+                .get((a.len() as i64 + i) as usize)
+                .cloned()
+                .unwrap_or(Value::Null),
             Some(i) => a.get(i as usize).cloned().unwrap_or(Value::Null),
             None => Value::Null,
         },
@@ -358,7 +424,11 @@ impl Predicate {
         })
     }
 
-    fn apply(self, items: Vec<Value>, mut f: impl FnMut(&Value) -> Result<Value, Error>) -> Result<Value, Error> {
+    fn apply(
+        self,
+        items: Vec<Value>,
+        mut f: impl FnMut(&Value) -> Result<Value, Error>,
+    ) -> Result<Value, Error> {
         let mut test = |v: &Value| -> Result<bool, Error> { truthy(&f(v)?, "predicate") };
         Ok(match self {
             Predicate::Map => {
@@ -393,7 +463,11 @@ impl Predicate {
                         break;
                     }
                 }
-                Value::Bool(if matches!(self, Predicate::Any) { any } else { !any })
+                Value::Bool(if matches!(self, Predicate::Any) {
+                    any
+                } else {
+                    !any
+                })
             }
             Predicate::One | Predicate::Count => {
                 let mut n = 0i64;
@@ -402,7 +476,11 @@ impl Predicate {
                         n += 1;
                     }
                 }
-                if matches!(self, Predicate::One) { Value::Bool(n == 1) } else { Value::from(n) }
+                if matches!(self, Predicate::One) {
+                    Value::Bool(n == 1)
+                } else {
+                    Value::from(n)
+                }
             }
             Predicate::Find => {
                 for i in items {
@@ -431,10 +509,15 @@ mod tests {
     use serde_json::json;
 
     fn check(src: &str, env: Value, want: Result<Value, &str>) {
-        let got = parse(src, Dialect::Expr).and_then(|ast| eval(&ast, &env)).map_err(|e| e.to_string());
+        let got = parse(src, Dialect::Expr)
+            .and_then(|ast| eval(&ast, &env))
+            .map_err(|e| e.to_string());
         match want {
             Ok(v) => assert_eq!(got, Ok(v), "{src}"),
-            Err(msg) => assert!(got.as_ref().is_err_and(|e| e.contains(msg)), "{src}: {got:?}"),
+            Err(msg) => assert!(
+                got.as_ref().is_err_and(|e| e.contains(msg)),
+                "{src}: {got:?}"
+            ),
         }
     }
 
@@ -448,13 +531,28 @@ mod tests {
         });
         let cases: Vec<(&str, Result<Value, &str>)> = vec![
             ("asInt(inputs.parameters.foo) * 10", Ok(json!(30))),
-            ("inputs.parameters[\"should-print\"] == 'true'", Ok(json!(true))),
-            ("steps['flip-coin'].outputs.result == 'heads' ? steps.heads.outputs.result : steps.tails.outputs.result", Ok(json!("H"))),
-            ("tasks.producer.outputs.parameters.msg ?? 'expr-fallback'", Ok(json!("expr-fallback"))),
-            ("filter(data, {# endsWith \"main.log\"})", Ok(json!(["a/main.log"]))),
+            (
+                "inputs.parameters[\"should-print\"] == 'true'",
+                Ok(json!(true)),
+            ),
+            (
+                "steps['flip-coin'].outputs.result == 'heads' ? steps.heads.outputs.result : steps.tails.outputs.result",
+                Ok(json!("H")),
+            ),
+            (
+                "tasks.producer.outputs.parameters.msg ?? 'expr-fallback'",
+                Ok(json!("expr-fallback")),
+            ),
+            (
+                "filter(data, {# endsWith \"main.log\"})",
+                Ok(json!(["a/main.log"])),
+            ),
             ("toJson(filter([1, 3], {# > 1}))", Ok(json!("[3]"))),
             ("map([1, 2], # * 2)", Ok(json!([2, 4]))),
-            ("jsonpath(inputs.parameters['week-temps'], '$.avg')", Ok(json!(1.5))),
+            (
+                "jsonpath(inputs.parameters['week-temps'], '$.avg')",
+                Ok(json!(1.5)),
+            ),
             ("len(data) + 1", Ok(json!(3))),
             ("upper('a') + lower('B')", Ok(json!("Ab"))),
             ("1 / 2", Ok(json!(0.5))),

@@ -7,13 +7,21 @@ use crate::eval::to_template_string;
 
 fn arity(name: &str, args: &[Value], n: usize) -> Result<(), Error> {
     if args.len() != n {
-        return Err(Error::Type(format!("{name}() takes {n} argument(s), got {}", args.len())));
+        return Err(Error::Type(format!(
+            "{name}() takes {n} argument(s), got {}",
+            args.len()
+        )));
     }
     Ok(())
 }
 
 fn string_arg<'a>(name: &str, v: &'a Value) -> Result<&'a str, Error> {
-    v.as_str().ok_or_else(|| Error::Type(format!("{name}() expects a string, got {}", to_template_string(v))))
+    v.as_str().ok_or_else(|| {
+        Error::Type(format!(
+            "{name}() expects a string, got {}",
+            to_template_string(v)
+        ))
+    })
 }
 
 fn as_int(name: &str, v: &Value) -> Result<Value, Error> {
@@ -29,7 +37,10 @@ fn as_int(name: &str, v: &Value) -> Result<Value, Error> {
                 .map_err(|_| Error::Type(format!("{name}(): cannot convert {s:?} to an integer")))
         }
         Value::Bool(b) => Ok(Value::from(*b as i64)),
-        other => Err(Error::Type(format!("{name}(): cannot convert {} to an integer", to_template_string(other)))),
+        other => Err(Error::Type(format!(
+            "{name}(): cannot convert {} to an integer",
+            to_template_string(other)
+        ))),
     }
 }
 
@@ -41,7 +52,10 @@ fn as_float(name: &str, v: &Value) -> Result<Value, Error> {
             .parse::<f64>()
             .map(Value::from)
             .map_err(|_| Error::Type(format!("{name}(): cannot convert {s:?} to a float"))),
-        other => Err(Error::Type(format!("{name}(): cannot convert {} to a float", to_template_string(other)))),
+        other => Err(Error::Type(format!(
+            "{name}(): cannot convert {} to a float",
+            to_template_string(other)
+        ))),
     }
 }
 
@@ -53,7 +67,8 @@ fn from_json(name: &str, v: &Value) -> Result<Value, Error> {
 /// Argo's `jsonpath(json, path)`: a single match is returned bare, several as a list.
 fn jsonpath(json: &Value, path: &str) -> Result<Value, Error> {
     let doc: Value = match json {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| Error::Type(format!("jsonpath(): invalid JSON: {e}")))?,
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|e| Error::Type(format!("jsonpath(): invalid JSON: {e}")))?,
         other => other.clone(),
     };
     let p = serde_json_path::JsonPath::parse(path)
@@ -61,7 +76,9 @@ fn jsonpath(json: &Value, path: &str) -> Result<Value, Error> {
     let nodes = p.query(&doc).all();
     Ok(match nodes.len() {
         0 => Value::Null,
-        1 if !path.contains("[*]") && !path.contains("[?") && !path.contains(':') => nodes[0].clone(),
+        1 if !path.contains("[*]") && !path.contains("[?") && !path.contains(':') => {
+            nodes[0].clone()
+        }
         _ => Value::Array(nodes.into_iter().cloned().collect()),
     })
 }
@@ -101,7 +118,12 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
                 Value::Object(m) => m.len(),
                 Value::String(s) => s.chars().count(),
                 Value::Null => 0,
-                other => return Err(Error::Type(format!("len() of {}", to_template_string(other)))),
+                other => {
+                    return Err(Error::Type(format!(
+                        "len() of {}",
+                        to_template_string(other)
+                    )));
+                }
             } as i64))
         }
         "upper" | "sprig.upper" => s1(|s| s.to_uppercase()),
@@ -111,45 +133,83 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
         "sprig.b64enc" => s1(b64encode),
         "sprig.b64dec" => {
             arity(name, a, 1)?;
-            b64decode(string_arg(name, &a[0])?).map(Value::String).ok_or_else(|| Error::Type(format!("{name}(): invalid base64")))
+            b64decode(string_arg(name, &a[0])?)
+                .map(Value::String)
+                .ok_or_else(|| Error::Type(format!("{name}(): invalid base64")))
         }
         "sprig.quote" => s1(|s| format!("{s:?}")),
         "sprig.squote" => s1(|s| format!("'{s}'")),
         "split" | "sprig.splitList" => {
             arity(name, a, 2)?;
             // sprig's splitList takes the separator first.
-            let (sep, s) = if name == "split" { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
+            let (sep, s) = if name == "split" {
+                (&a[1], &a[0])
+            } else {
+                (&a[0], &a[1])
+            };
             let (sep, s) = (string_arg(name, sep)?, string_arg(name, s)?);
-            Ok(Value::Array(s.split(sep).map(|p| Value::String(p.into())).collect()))
+            Ok(Value::Array(
+                s.split(sep).map(|p| Value::String(p.into())).collect(),
+            ))
         }
         "join" | "sprig.join" => {
             arity(name, a, 2)?;
-            let (list, sep) = if name == "join" { (&a[0], &a[1]) } else { (&a[1], &a[0]) };
+            let (list, sep) = if name == "join" {
+                (&a[0], &a[1])
+            } else {
+                (&a[1], &a[0])
+            };
             let sep = string_arg(name, sep)?;
             let Value::Array(items) = list else {
                 return Err(Error::Type(format!("{name}() expects a list")));
             };
-            Ok(Value::String(items.iter().map(to_template_string).collect::<Vec<_>>().join(sep)))
+            Ok(Value::String(
+                items
+                    .iter()
+                    .map(to_template_string)
+                    .collect::<Vec<_>>()
+                    .join(sep),
+            ))
         }
         "replace" | "sprig.replace" => {
             arity(name, a, 3)?;
             // expr: replace(s, old, new); sprig: replace old new s.
-            let (s, old, new) = if name == "replace" { (&a[0], &a[1], &a[2]) } else { (&a[2], &a[0], &a[1]) };
-            Ok(Value::String(string_arg(name, s)?.replace(string_arg(name, old)?, string_arg(name, new)?)))
+            let (s, old, new) = if name == "replace" {
+                (&a[0], &a[1], &a[2])
+            } else {
+                (&a[2], &a[0], &a[1])
+            };
+            Ok(Value::String(
+                string_arg(name, s)?.replace(string_arg(name, old)?, string_arg(name, new)?),
+            ))
         }
         "hasPrefix" | "sprig.hasPrefix" => {
             arity(name, a, 2)?;
-            let (s, p) = if name == "hasPrefix" { (&a[0], &a[1]) } else { (&a[1], &a[0]) };
-            Ok(Value::Bool(string_arg(name, s)?.starts_with(string_arg(name, p)?)))
+            let (s, p) = if name == "hasPrefix" {
+                (&a[0], &a[1])
+            } else {
+                (&a[1], &a[0])
+            };
+            Ok(Value::Bool(
+                string_arg(name, s)?.starts_with(string_arg(name, p)?),
+            ))
         }
         "hasSuffix" | "sprig.hasSuffix" => {
             arity(name, a, 2)?;
-            let (s, p) = if name == "hasSuffix" { (&a[0], &a[1]) } else { (&a[1], &a[0]) };
-            Ok(Value::Bool(string_arg(name, s)?.ends_with(string_arg(name, p)?)))
+            let (s, p) = if name == "hasSuffix" {
+                (&a[0], &a[1])
+            } else {
+                (&a[1], &a[0])
+            };
+            Ok(Value::Bool(
+                string_arg(name, s)?.ends_with(string_arg(name, p)?),
+            ))
         }
         "sprig.contains" => {
             arity(name, a, 2)?;
-            Ok(Value::Bool(string_arg(name, &a[1])?.contains(string_arg(name, &a[0])?)))
+            Ok(Value::Bool(
+                string_arg(name, &a[1])?.contains(string_arg(name, &a[0])?),
+            ))
         }
         "sprig.default" => {
             arity(name, a, 2)?;
@@ -160,7 +220,9 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
         }
         "sprig.empty" => {
             arity(name, a, 1)?;
-            Ok(Value::Bool(matches!(&a[0], Value::Null | Value::Bool(false)) || a[0].as_str() == Some("")))
+            Ok(Value::Bool(
+                matches!(&a[0], Value::Null | Value::Bool(false)) || a[0].as_str() == Some(""),
+            ))
         }
         "sprig.sub" | "sprig.div" | "sprig.mod" => {
             arity(name, a, 2)?;
@@ -171,7 +233,9 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
                 "sprig.div" => x.checked_div(y),
                 _ => x.checked_rem(y),
             };
-            r.map(Value::from).ok_or_else(|| Error::Type(format!("{name}(): arithmetic overflow or division by zero")))
+            r.map(Value::from).ok_or_else(|| {
+                Error::Type(format!("{name}(): arithmetic overflow or division by zero"))
+            })
         }
         // sprig's add/mul/max/min take any number of arguments and work on int64s.
         "sprig.add" | "sprig.mul" | "sprig.max" | "sprig.min" => {
@@ -194,25 +258,39 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
         "abs" => {
             arity(name, a, 1)?;
             let f = as_float(name, &a[0])?.as_f64().unwrap_or(0.0);
-            Ok(if a[0].is_i64() { Value::from(f.abs() as i64) } else { Value::from(f.abs()) })
+            Ok(if a[0].is_i64() {
+                Value::from(f.abs() as i64)
+            } else {
+                Value::from(f.abs())
+            })
         }
         "max" | "min" => {
             let nums: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
             if nums.len() != a.len() || nums.is_empty() {
                 return Err(Error::Type(format!("{name}() expects numbers")));
             }
-            let pick = if name == "max" { nums.iter().cloned().fold(f64::MIN, f64::max) } else { nums.iter().cloned().fold(f64::MAX, f64::min) };
+            let pick = if name == "max" {
+                nums.iter().cloned().fold(f64::MIN, f64::max)
+            } else {
+                nums.iter().cloned().fold(f64::MAX, f64::min)
+            };
             let idx = nums.iter().position(|n| *n == pick).unwrap_or(0);
             Ok(a[idx].clone())
         }
         "first" | "last" => {
             arity(name, a, 1)?;
-            let Value::Array(v) = &a[0] else { return Ok(Value::Null) };
-            Ok(if name == "first" { v.first() } else { v.last() }.cloned().unwrap_or(Value::Null))
+            let Value::Array(v) = &a[0] else {
+                return Ok(Value::Null);
+            };
+            Ok(if name == "first" { v.first() } else { v.last() }
+                .cloned()
+                .unwrap_or(Value::Null))
         }
         "keys" | "values" => {
             arity(name, a, 1)?;
-            let Value::Object(m) = &a[0] else { return Err(Error::Type(format!("{name}() expects a map"))) };
+            let Value::Object(m) = &a[0] else {
+                return Err(Error::Type(format!("{name}() expects a map")));
+            };
             Ok(Value::Array(if name == "keys" {
                 m.keys().map(|k| Value::String(k.clone())).collect()
             } else {
@@ -224,7 +302,9 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
             let layout = string_arg(name, &a[0])?;
             let ts = string_arg(name, &a[1])?;
             crate::time::format_go_layout(layout, ts)
-                .ok_or_else(|| Error::Type(format!("{name}(): cannot read {ts:?} as an RFC 3339 time")))
+                .ok_or_else(|| {
+                    Error::Type(format!("{name}(): cannot read {ts:?} as an RFC 3339 time"))
+                })
                 .map(Value::String)
         }
         _ => Err(Error::Type(format!("unknown function {name}()"))),
@@ -236,11 +316,21 @@ fn b64encode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }

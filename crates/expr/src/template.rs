@@ -122,7 +122,9 @@ pub fn env_from_flat<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Valu
 }
 
 fn insert_path(map: &mut serde_json::Map<String, Value>, parts: &[&str], value: Value) {
-    let Some((first, rest)) = parts.split_first() else { return };
+    let Some((first, rest)) = parts.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         // Keep an existing object: `item` might be a map whose fields are also listed.
         if !matches!(map.get(*first), Some(Value::Object(_))) {
@@ -130,7 +132,9 @@ fn insert_path(map: &mut serde_json::Map<String, Value>, parts: &[&str], value: 
         }
         return;
     }
-    let entry = map.entry((*first).to_string()).or_insert_with(|| Value::Object(Default::default()));
+    let entry = map
+        .entry((*first).to_string())
+        .or_insert_with(|| Value::Object(Default::default()));
     if !entry.is_object() {
         // `item` was a string and `item.x` also exists: the object view wins for lookups.
         *entry = Value::Object(Default::default());
@@ -184,7 +188,10 @@ mod tests {
     use super::*;
 
     fn scope(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -208,8 +215,15 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = render(input, &s, Unresolved::Fail).map_err(|e| e.to_string());
-            assert_eq!(got.as_deref().map_err(|e| e.as_str()), *want, "input {input:?}");
+            assert_eq!(
+                got.as_deref().map_err(|e| e.as_str()),
+                *want,
+                "input {input:?}"
+            );
         }
-        assert_eq!(render("{{pod.name}}", &s, Unresolved::Keep).unwrap(), "{{pod.name}}");
+        assert_eq!(
+            render("{{pod.name}}", &s, Unresolved::Keep).unwrap(),
+            "{{pod.name}}"
+        );
     }
 }

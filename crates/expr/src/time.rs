@@ -57,17 +57,31 @@ fn civil(unix_secs: i64) -> Civil {
 /// (`2026-11-28T14:41:22Z`).
 pub fn rfc3339(unix_millis: i64) -> String {
     let c = civil(unix_millis.div_euclid(1000));
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", c.year, c.month, c.day, c.hour, c.minute, c.second)
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
 }
 
 /// Parses an RFC 3339 timestamp (`Z` or `+hh:mm` offset, optional fraction) to unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
     let mut rest = &s[19..];
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
@@ -95,8 +109,29 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Formats an RFC 3339 timestamp with a Go reference-time layout (`2006-01-02 15:04:05`).
 pub fn format_go_layout(layout: &str, ts: &str) -> Option<String> {
     let c = civil(parse_rfc3339(ts)?);
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     // Longest tokens first so that `2006` wins over `2` and `January` over `Jan`.
     let tokens: [(&str, String); 16] = [
         ("January", MONTHS[c.month as usize - 1].into()),
@@ -148,13 +183,19 @@ pub fn parse_duration_millis(s: &str) -> Option<i64> {
     };
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
         if num_len == 0 {
             return None;
         }
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic() || *b == 0xc2 || *b == 0xb5).count();
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic() || *b == 0xc2 || *b == 0xb5)
+            .count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let ms = match unit {
@@ -182,14 +223,31 @@ mod tests {
         let ms = 1_795_876_882_000; // 2026-11-28T14:41:22Z
         assert_eq!(rfc3339(ms), "2026-11-28T14:41:22Z");
         assert_eq!(parse_rfc3339("2026-11-28T14:41:22Z"), Some(ms / 1000));
-        assert_eq!(parse_rfc3339("2026-11-28T15:41:22.5+01:00"), Some(ms / 1000));
-        assert_eq!(format_go_layout("2006", "2026-11-28T14:41:22Z").as_deref(), Some("2026"));
-        assert_eq!(format_go_layout("Mon Jan 02 15:04:05", "2026-11-28T14:41:22Z").as_deref(), Some("Sat Nov 28 14:41:22"));
+        assert_eq!(
+            parse_rfc3339("2026-11-28T15:41:22.5+01:00"),
+            Some(ms / 1000)
+        );
+        assert_eq!(
+            format_go_layout("2006", "2026-11-28T14:41:22Z").as_deref(),
+            Some("2026")
+        );
+        assert_eq!(
+            format_go_layout("Mon Jan 02 15:04:05", "2026-11-28T14:41:22Z").as_deref(),
+            Some("Sat Nov 28 14:41:22")
+        );
     }
 
     #[test]
     fn durations() {
-        for (s, want) in [("10", Some(10_000)), ("1m30s", Some(90_000)), ("300ms", Some(300)), ("2h", Some(7_200_000)), ("1.5s", Some(1500)), ("x", None), ("5 minutes", None)] {
+        for (s, want) in [
+            ("10", Some(10_000)),
+            ("1m30s", Some(90_000)),
+            ("300ms", Some(300)),
+            ("2h", Some(7_200_000)),
+            ("1.5s", Some(1500)),
+            ("x", None),
+            ("5 minutes", None),
+        ] {
             assert_eq!(parse_duration_millis(s), want, "{s}");
         }
     }

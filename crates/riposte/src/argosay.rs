@@ -24,7 +24,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         ["echo", msg] => println!("{msg}"),
         ["echo", msg, file] => {
             if let Some(dir) = std::path::Path::new(file).parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
             std::fs::write(file, msg).map_err(|e| format!("writing {file}: {e}"))?;
         }
@@ -36,12 +37,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             }
         }
         ["sleep", d] => {
-            let ms = expr::time::parse_duration_millis(d).ok_or_else(|| format!("invalid duration {d:?}"))?;
+            let ms = expr::time::parse_duration_millis(d)
+                .ok_or_else(|| format!("invalid duration {d:?}"))?;
             std::thread::sleep(std::time::Duration::from_millis(ms.max(0) as u64));
         }
         ["exit"] => return Ok(ExitCode::from(0)),
         ["exit", code] => {
-            let c: u8 = code.parse().map_err(|_| format!("invalid exit code {code:?}"))?;
+            let c: u8 = code
+                .parse()
+                .map_err(|_| format!("invalid exit code {code:?}"))?;
             return Ok(ExitCode::from(c));
         }
         ["assert_contains", file, text] => {

@@ -14,11 +14,18 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-            let p = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let p = entry
+                .with_context(|| format!("listing {}", dir.display()))?
+                .path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            } else if p
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+            {
                 out.push(p);
             }
         }
@@ -34,7 +41,8 @@ pub fn load_all(paths: &[PathBuf]) -> Result<(Vec<Loaded>, Vec<Diagnostic>, usiz
     let mut n_files = 0;
     for p in paths {
         for f in yaml_files(p)? {
-            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             let (l, d) = spec::load(&f.display().to_string(), &text);
             loaded.extend(l);
             diags.extend(d);

@@ -115,7 +115,11 @@ struct LintArgs {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     // Steps run the shim as `argosay ...` (argv[0]), like the image's entrypoint.
-    match argv.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()) {
+    match argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+    {
         Some("argosay") => return argosay::main(&argv[1..]),
         Some("cowsay") => return argosay::cowsay(&argv[1..]),
         _ => {}
@@ -125,7 +129,10 @@ fn main() -> ExitCode {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Lint(a) => report(lint(a)),
         Cmd::Run(a) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: starting the async runtime: {e}");
@@ -154,14 +161,22 @@ fn report(r: Result<ExitCode>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<InvalidInput>().is_some() { ExitCode::from(EXIT_INVALID) } else { ExitCode::from(1) }
+            if e.downcast_ref::<InvalidInput>().is_some() {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
 
 fn lint(a: LintArgs) -> Result<ExitCode> {
     let (loaded, mut diags, n_files) = files::load_all(&a.paths)?;
-    let (extra, extra_diags, _) = if a.templates.is_empty() { Default::default() } else { files::load_all(&a.templates)? };
+    let (extra, extra_diags, _) = if a.templates.is_empty() {
+        Default::default()
+    } else {
+        files::load_all(&a.templates)?
+    };
     diags.extend(extra_diags);
     let mut library = files::library_of(&extra);
     for l in &loaded {
@@ -169,7 +184,10 @@ fn lint(a: LintArgs) -> Result<ExitCode> {
     }
     diags.extend(spec::lint(&loaded, &library));
     diags.sort_by(|x, y| (&x.file, x.position).cmp(&(&y.file, y.position)));
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diags.len() - errors;
     let mut out = std::io::stdout().lock();
     for d in &diags {
@@ -183,7 +201,11 @@ fn lint(a: LintArgs) -> Result<ExitCode> {
         "{n_files} file(s), {} resource(s): {errors} error(s), {warnings} warning(s)",
         loaded.len()
     );
-    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -204,7 +226,10 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 fn generate_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    random_bytes::<5>()
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn generate_uid() -> String {
@@ -212,14 +237,23 @@ fn generate_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn riposte_home() -> PathBuf {
     if let Some(h) = std::env::var_os("RIPOSTE_HOME") {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".riposte")
 }
 
@@ -234,7 +268,9 @@ fn parse_pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
 }
 
 fn host_python() -> PathBuf {
-    let probe = std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output();
     match probe {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         _ => PathBuf::from("/usr/bin/python3"),
@@ -249,33 +285,58 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         )));
     }
     let params = parse_pairs(&a.parameters, "parameter")?;
-    let image_map: BTreeMap<String, String> = parse_pairs(&a.images, "--image")?.into_iter().collect();
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let image_map: BTreeMap<String, String> =
+        parse_pairs(&a.images, "--image")?.into_iter().collect();
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let file_name = a.file.display().to_string();
     let (loaded, mut diags) = spec::load(&file_name, &text);
-    let (extra, extra_diags, _) = if a.templates.is_empty() { Default::default() } else { files::load_all(&a.templates)? };
+    let (extra, extra_diags, _) = if a.templates.is_empty() {
+        Default::default()
+    } else {
+        files::load_all(&a.templates)?
+    };
     diags.extend(extra_diags);
     let mut library = files::library_of(&extra);
     for l in &loaded {
         library.add(l);
     }
     diags.extend(spec::lint(&loaded, &library));
-    let errors: Vec<_> = diags.iter().filter(|d| d.severity == Severity::Error).collect();
+    let errors: Vec<_> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
     if !errors.is_empty() {
         for d in &errors {
             eprintln!("{d}");
         }
-        bail!(InvalidInput(format!("{} has {} error(s); fix them or see `riposte lint {}`", file_name, errors.len(), file_name)));
+        bail!(InvalidInput(format!(
+            "{} has {} error(s); fix them or see `riposte lint {}`",
+            file_name,
+            errors.len(),
+            file_name
+        )));
     }
     let pick = loaded
         .iter()
         .find(|l| l.kind() == Kind::Workflow)
-        .or_else(|| loaded.iter().find(|l| matches!(l.kind(), Kind::WorkflowTemplate | Kind::ClusterWorkflowTemplate)));
+        .or_else(|| {
+            loaded.iter().find(|l| {
+                matches!(
+                    l.kind(),
+                    Kind::WorkflowTemplate | Kind::ClusterWorkflowTemplate
+                )
+            })
+        });
     let Some(pick) = pick else {
-        bail!(InvalidInput(format!("{file_name} contains no Workflow or WorkflowTemplate")));
+        bail!(InvalidInput(format!(
+            "{file_name} contains no Workflow or WorkflowTemplate"
+        )));
     };
     let Resource::Workflow(_, wf) = &pick.resource else {
-        bail!(InvalidInput(format!("{file_name}: CronWorkflows are run by the server")));
+        bail!(InvalidInput(format!(
+            "{file_name}: CronWorkflows are run by the server"
+        )));
     };
     let mut resource = (**wf).clone();
     if let Some(e) = &a.entrypoint {
@@ -286,11 +347,23 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         (None, Some(g)) => format!("{g}{}", generate_suffix()),
         (None, None) => format!("workflow-{}", generate_suffix()),
     };
-    let id = WorkflowIdentity { name: name.clone(), namespace: a.namespace.clone(), uid: generate_uid() };
-    let workflow = Workflow::new(resource, library, id, &params).map_err(|e| InvalidInput(e.to_string()))?;
+    let id = WorkflowIdentity {
+        name: name.clone(),
+        namespace: a.namespace.clone(),
+        uid: generate_uid(),
+    };
+    let workflow =
+        Workflow::new(resource, library, id, &params).map_err(|e| InvalidInput(e.to_string()))?;
 
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| riposte_home().join("runs").join(&name));
-    let isolation = if a.no_isolation { Isolation::None("disabled with --no-isolation".into()) } else { Sandbox::probe() };
+    let run_dir = a
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| riposte_home().join("runs").join(&name));
+    let isolation = if a.no_isolation {
+        Isolation::None("disabled with --no-isolation".into())
+    } else {
+        Sandbox::probe()
+    };
     if let Isolation::None(why) = &isolation {
         eprintln!("note: steps run without a private root: {why}");
     }
@@ -304,7 +377,15 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
     });
     let tty = std::io::stderr().is_terminal();
     eprintln!("running {name} (run directory {})", run_dir.display());
-    let outcome = run::run_workflow(workflow, exec, run::RunConfig { run_dir: run_dir.clone(), progress: ui::Progress::new(tty) }).await?;
+    let outcome = run::run_workflow(
+        workflow,
+        exec,
+        run::RunConfig {
+            run_dir: run_dir.clone(),
+            progress: ui::Progress::new(tty),
+        },
+    )
+    .await?;
     let wf = outcome.workflow;
     let now = run::now_ms();
     let summary = ui::summary(&wf, now);
@@ -333,5 +414,9 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
     if outcome.interrupted {
         return Ok(ExitCode::from(130));
     }
-    Ok(if wf.phase() == Phase::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if wf.phase() == Phase::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

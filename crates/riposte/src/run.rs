@@ -18,7 +18,10 @@ use tokio::task::JoinSet;
 use crate::ui::Progress;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub struct RunConfig {
@@ -34,11 +37,17 @@ pub struct RunOutcome {
 
 /// Runs `wf` until it finishes. The first Ctrl-C terminates it (processes are killed and the
 /// workflow ends Failed); a second one exits at once.
-pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConfig) -> Result<RunOutcome> {
-    std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("creating run directory {}", cfg.run_dir.display()))?;
+pub async fn run_workflow(
+    mut wf: Workflow,
+    exec: HostExecutor,
+    mut cfg: RunConfig,
+) -> Result<RunOutcome> {
+    std::fs::create_dir_all(&cfg.run_dir)
+        .with_context(|| format!("creating run directory {}", cfg.run_dir.display()))?;
     let history_path = cfg.run_dir.join("history.jsonl");
     let mut history = std::io::BufWriter::new(
-        std::fs::File::create(&history_path).with_context(|| format!("creating {}", history_path.display()))?,
+        std::fs::File::create(&history_path)
+            .with_context(|| format!("creating {}", history_path.display()))?,
     );
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut cancels: HashMap<String, watch::Sender<bool>> = HashMap::new();
@@ -47,7 +56,8 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
     let mut timer_tasks = JoinSet::new();
     let mut interrupted = false;
     // Registered before the first step, so a Ctrl-C at any point after start is ours.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the Ctrl-C handler")?;
     let mut batch = vec![Input::Start { now: now_ms() }];
     loop {
         serde_json::to_writer(&mut history, &batch).context("writing history")?;
@@ -61,12 +71,21 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
                     let tx = tx.clone();
                     let exec = exec.clone();
                     let now = now_ms();
-                    let deadline_in = node.deadline.map(|d| Duration::from_millis((d - now).max(0) as u64));
+                    let deadline_in = node
+                        .deadline
+                        .map(|d| Duration::from_millis((d - now).max(0) as u64));
                     // The receiver lives as long as this loop; a failed send means we are exiting.
-                    let _ = tx.send(Input::NodeStarted { now, node_id: node.node_id.clone() });
+                    let _ = tx.send(Input::NodeStarted {
+                        now,
+                        node_id: node.node_id.clone(),
+                    });
                     tasks.spawn(async move {
                         let result = exec.run(&node, crx, deadline_in).await;
-                        let _ = tx.send(Input::NodeFinished { now: now_ms(), node_id: node.node_id.clone(), result });
+                        let _ = tx.send(Input::NodeFinished {
+                            now: now_ms(),
+                            node_id: node.node_id.clone(),
+                            result,
+                        });
                     });
                 }
                 Command::Cancel { node_id } => {
@@ -81,7 +100,9 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
                         timer_tasks.spawn(async move {
                             let wait = (at - now_ms()).max(0) as u64;
                             tokio::time::sleep(Duration::from_millis(wait)).await;
-                            let _ = tx.send(Input::Tick { now: now_ms().max(at) });
+                            let _ = tx.send(Input::Tick {
+                                now: now_ms().max(at),
+                            });
                         });
                     }
                 }
@@ -124,5 +145,8 @@ pub async fn run_workflow(mut wf: Workflow, exec: HostExecutor, mut cfg: RunConf
     while let Some(joined) = tasks.join_next().await {
         joined.context("executor task panicked")?;
     }
-    Ok(RunOutcome { workflow: wf, interrupted })
+    Ok(RunOutcome {
+        workflow: wf,
+        interrupted,
+    })
 }

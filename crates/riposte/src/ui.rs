@@ -35,7 +35,11 @@ pub fn format_duration(ms: i64) -> String {
 }
 
 /// The children to show under a node: step groups are flattened, a DAG shows its tasks.
-fn display_children<'a>(wf: &'a Workflow, n: &'a Node, by_boundary: &HashMap<&str, Vec<&'a Node>>) -> Vec<&'a Node> {
+fn display_children<'a>(
+    wf: &'a Workflow,
+    n: &'a Node,
+    by_boundary: &HashMap<&str, Vec<&'a Node>>,
+) -> Vec<&'a Node> {
     let nodes = wf.nodes();
     let get = |id: &String| nodes.get(id);
     match n.node_type {
@@ -48,11 +52,21 @@ fn display_children<'a>(wf: &'a Workflow, n: &'a Node, by_boundary: &HashMap<&st
                 .filter(|c| c.node_type == NodeType::StepGroup)
                 .copied()
                 .collect();
-            let index = |g: &Node| g.display_name.trim_matches(['[', ']']).parse::<usize>().unwrap_or(0);
+            let index = |g: &Node| {
+                g.display_name
+                    .trim_matches(['[', ']'])
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            };
             groups.sort_by_key(|g| index(g));
             groups
                 .into_iter()
-                .flat_map(|sg| sg.children.iter().filter_map(get).filter(|c| c.node_type != NodeType::StepGroup))
+                .flat_map(|sg| {
+                    sg.children
+                        .iter()
+                        .filter_map(get)
+                        .filter(|c| c.node_type != NodeType::StepGroup)
+                })
                 .collect()
         }
         NodeType::DAG => {
@@ -72,7 +86,12 @@ fn display_children<'a>(wf: &'a Workflow, n: &'a Node, by_boundary: &HashMap<&st
                 .collect()
         }
         NodeType::Retry | NodeType::TaskGroup => n.children.iter().filter_map(get).collect(),
-        _ => n.children.iter().filter_map(get).filter(|c| c.name.ends_with(".onExit")).collect(),
+        _ => n
+            .children
+            .iter()
+            .filter_map(get)
+            .filter(|c| c.name.ends_with(".onExit"))
+            .collect(),
     }
 }
 
@@ -89,7 +108,11 @@ pub fn tree_lines(wf: &Workflow, now: i64) -> Vec<String> {
     }
     let name = &wf.identity().name;
     let mut roots: Vec<&Node> = wf.nodes().get(name).into_iter().collect();
-    roots.extend(wf.nodes().iter().filter(|n| n.boundary_id.is_none() && n.id != *name));
+    roots.extend(
+        wf.nodes()
+            .iter()
+            .filter(|n| n.boundary_id.is_none() && n.id != *name),
+    );
     let mut lines = Vec::new();
     let mut seen = HashSet::new();
     let mut stack: Vec<(&Node, usize)> = roots.into_iter().rev().map(|n| (n, 0)).collect();
@@ -124,12 +147,19 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(tty: bool) -> Progress {
-        Progress { tty, drawn: 0, last_draw: None, phases: HashMap::new() }
+        Progress {
+            tty,
+            drawn: 0,
+            last_draw: None,
+            phases: HashMap::new(),
+        }
     }
 
     pub fn update(&mut self, wf: &Workflow, now: i64, force: bool) {
         if self.tty {
-            let due = self.last_draw.is_none_or(|t| t.elapsed().as_millis() >= 100);
+            let due = self
+                .last_draw
+                .is_none_or(|t| t.elapsed().as_millis() >= 100);
             if !(due || force) {
                 return;
             }
@@ -166,12 +196,26 @@ impl Progress {
                 .filter(|n| !matches!(n.node_type, NodeType::StepGroup | NodeType::TaskGroup))
                 .filter(|n| self.phases.get(&n.id) != Some(&n.phase))
                 .collect();
-            changed.sort_by(|a, b| (a.finished_at.unwrap_or(a.started_at), &a.name).cmp(&(b.finished_at.unwrap_or(b.started_at), &b.name)));
+            changed.sort_by(|a, b| {
+                (a.finished_at.unwrap_or(a.started_at), &a.name)
+                    .cmp(&(b.finished_at.unwrap_or(b.started_at), &b.name))
+            });
             let mut err = std::io::stderr().lock();
             for n in changed {
                 self.phases.insert(n.id.clone(), n.phase);
-                let msg = if n.message.is_empty() { String::new() } else { format!(": {}", n.message) };
-                let _ = writeln!(err, "{:>8} {:<9} {}{}", format_duration(now - start), n.phase.as_str(), n.name, msg);
+                let msg = if n.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", n.message)
+                };
+                let _ = writeln!(
+                    err,
+                    "{:>8} {:<9} {}{}",
+                    format_duration(now - start),
+                    n.phase.as_str(),
+                    n.name,
+                    msg
+                );
             }
         }
     }
@@ -200,7 +244,10 @@ pub fn summary(wf: &Workflow, now: i64) -> String {
     }
     if let Some(start) = wf.started_at() {
         s.push_str(&format!("Started:     {}\n", expr::time::rfc3339(start)));
-        s.push_str(&format!("Duration:    {}\n", format_duration(wf.finished_at().unwrap_or(now) - start)));
+        s.push_str(&format!(
+            "Duration:    {}\n",
+            format_duration(wf.finished_at().unwrap_or(now) - start)
+        ));
     }
     s.push_str(&format!("Progress:    {}\n", wf.progress_string()));
     let outputs = wf.global_outputs();

@@ -17,17 +17,29 @@ fn needs_quotes(s: &str) -> bool {
         return true;
     }
     let lower = s.to_ascii_lowercase();
-    if matches!(lower.as_str(), "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~" | "y" | "n") {
+    if matches!(
+        lower.as_str(),
+        "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~" | "y" | "n"
+    ) {
         return true;
     }
-    if s.parse::<f64>().is_ok() || s.starts_with(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`']) {
+    if s.parse::<f64>().is_ok()
+        || s.starts_with([
+            '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%',
+            '@', '`',
+        ])
+    {
         return true;
     }
     s.contains(": ") || s.contains(" #") || s.ends_with(':')
 }
 
 fn scalar(s: &str) -> String {
-    if needs_quotes(s) { serde_json::to_string(s).unwrap_or_default() } else { s.to_string() }
+    if needs_quotes(s) {
+        serde_json::to_string(s).unwrap_or_default()
+    } else {
+        s.to_string()
+    }
 }
 
 fn emit(v: &Value, indent: usize, out: &mut String, in_seq: bool) {

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 fn riposte() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
-    c.env("RIPOSTE_HOME", std::env::temp_dir().join("riposte-cli-tests"));
+    c.env(
+        "RIPOSTE_HOME",
+        std::env::temp_dir().join("riposte-cli-tests"),
+    );
     c
 }
 
@@ -18,12 +21,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn run_json(file: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let out = riposte().arg("run").arg(file).args(["-o", "json"]).args(extra).output().expect("run riposte");
+    let out = riposte()
+        .arg("run")
+        .arg(file)
+        .args(["-o", "json"])
+        .args(extra)
+        .output()
+        .expect("run riposte");
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out, json)
 }
 
-const HEAD: &str = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: t-\nspec:\n";
+const HEAD: &str =
+    "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: t-\nspec:\n";
 
 #[test]
 fn lint_reports_positions_and_exit_codes() {
@@ -31,15 +41,29 @@ fn lint_reports_positions_and_exit_codes() {
     let bad = write(
         dir.path(),
         "bad.yaml",
-        &format!("{HEAD}  entrypoint: main\n  podGC: {{strategy: OnPodSuccess}}\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {{name: a, template: nope}}\n"),
+        &format!(
+            "{HEAD}  entrypoint: main\n  podGC: {{strategy: OnPodSuccess}}\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {{name: a, template: nope}}\n"
+        ),
     );
     let out = riposte().arg("lint").arg(&bad).output().expect("lint");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let file = bad.display().to_string();
-    assert!(stdout.contains(&format!("{file}:12:29: error: template \"nope\" not found")), "{stdout}");
-    assert!(stdout.contains(&format!("{file}:7:10: warning: field `spec.podGC` is not implemented by Riposte")), "{stdout}");
-    let quiet = riposte().args(["lint", "-q"]).arg(&bad).output().expect("lint -q");
+    assert!(
+        stdout.contains(&format!("{file}:12:29: error: template \"nope\" not found")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{file}:7:10: warning: field `spec.podGC` is not implemented by Riposte"
+        )),
+        "{stdout}"
+    );
+    let quiet = riposte()
+        .args(["lint", "-q"])
+        .arg(&bad)
+        .output()
+        .expect("lint -q");
     assert!(!String::from_utf8_lossy(&quiet.stdout).contains("warning"));
 
     let syntax = write(dir.path(), "syntax.yaml", "a: [1,\n");
@@ -48,8 +72,17 @@ fn lint_reports_positions_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("error: invalid YAML"));
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
-    let out = riposte().arg("lint").arg(&examples).output().expect("lint examples");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = riposte()
+        .arg("lint")
+        .arg(&examples)
+        .output()
+        .expect("lint examples");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -63,7 +96,12 @@ fn run_exit_codes_parameters_and_formats() {
         ),
     );
     let (out, json) = run_json(&wf, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json["status"]["phase"], "Succeeded");
     let name = json["metadata"]["name"].as_str().expect("generated name");
     assert!(name.starts_with("t-") && name.len() == 7, "{name}");
@@ -79,34 +117,77 @@ fn run_exit_codes_parameters_and_formats() {
     let name = json["metadata"]["name"].as_str().expect("name");
     assert_eq!(json["status"]["nodes"][name]["templateName"], "other");
 
-    let out = riposte().arg("run").arg(&wf).args(["-p", "nope=1"]).output().expect("run");
+    let out = riposte()
+        .arg("run")
+        .arg(&wf)
+        .args(["-p", "nope=1"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("parameter \"nope\" is not declared"));
 
-    let out = riposte().arg("run").arg(&wf).args(["-o", "yaml"]).output().expect("run yaml");
+    let out = riposte()
+        .arg("run")
+        .arg(&wf)
+        .args(["-o", "yaml"])
+        .output()
+        .expect("run yaml");
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n"), "{text}");
+    assert!(
+        text.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n"),
+        "{text}"
+    );
     assert!(text.contains("phase: Succeeded"));
 
-    let invalid = write(dir.path(), "invalid.yaml", &format!("{HEAD}  entrypoint: missing\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"));
-    let out = riposte().arg("run").arg(&invalid).output().expect("run invalid");
+    let invalid = write(
+        dir.path(),
+        "invalid.yaml",
+        &format!(
+            "{HEAD}  entrypoint: missing\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"
+        ),
+    );
+    let out = riposte()
+        .arg("run")
+        .arg(&invalid)
+        .output()
+        .expect("run invalid");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("entrypoint \"missing\" is not a template"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("entrypoint \"missing\" is not a template")
+    );
 }
 
 #[test]
 fn unknown_images_are_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let wf = write(dir.path(), "wf.yaml", &format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: 'node:9.1-alpine', args: [hello, from, node]}}\n"));
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: 'node:9.1-alpine', args: [hello, from, node]}}\n"
+        ),
+    );
     let (out, json) = run_json(&wf, &[]);
     assert_eq!(out.status.code(), Some(1));
     let msg = json["status"]["message"].as_str().unwrap_or("");
-    assert!(msg.contains("image \"node:9.1-alpine\" has no host mapping") && msg.contains("--image node=PROGRAM"), "{msg}");
+    assert!(
+        msg.contains("image \"node:9.1-alpine\" has no host mapping")
+            && msg.contains("--image node=PROGRAM"),
+        "{msg}"
+    );
     let (out, json) = run_json(&wf, &["--image", "node=/bin/echo"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let name = json["metadata"]["name"].as_str().expect("name");
-    assert_eq!(json["status"]["nodes"][name]["outputs"]["result"], "hello from node");
+    assert_eq!(
+        json["status"]["nodes"][name]["outputs"]["result"],
+        "hello from node"
+    );
 }
 
 #[test]
@@ -130,7 +211,11 @@ fn each_step_has_a_private_tmp() {
         .as_object()
         .expect("nodes")
         .values()
-        .filter_map(|n| n["outputs"]["parameters"][0]["value"].as_str().map(str::to_string))
+        .filter_map(|n| {
+            n["outputs"]["parameters"][0]["value"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     outs.sort();
     assert_eq!(outs, vec!["a", "b", "c"]);
@@ -147,9 +232,20 @@ fn http_steps_capture_the_body_and_judge_success() {
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let body = if req.starts_with("POST /alert") { r#"{"accepted": true}"# } else { "nope" };
-            let status = if req.starts_with("POST /alert") { "200 OK" } else { "404 Not Found" };
-            let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let body = if req.starts_with("POST /alert") {
+                r#"{"accepted": true}"#
+            } else {
+                "nope"
+            };
+            let status = if req.starts_with("POST /alert") {
+                "200 OK"
+            } else {
+                "404 Not Found"
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             s.write_all(resp.as_bytes()).expect("respond");
         }
     });
@@ -163,12 +259,23 @@ fn http_steps_capture_the_body_and_judge_success() {
     );
     let (out, json) = run_json(&wf, &[]);
     server.join().expect("server thread");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nodes = json["status"]["nodes"].as_object().expect("nodes");
-    let post = nodes.values().find(|n| n["displayName"] == "post").expect("post node");
+    let post = nodes
+        .values()
+        .find(|n| n["displayName"] == "post")
+        .expect("post node");
     assert_eq!(post["type"], "HTTP");
     assert_eq!(post["outputs"]["result"], r#"{"accepted": true}"#);
-    let missing = nodes.values().find(|n| n["displayName"] == "missing").expect("missing node");
+    let missing = nodes
+        .values()
+        .find(|n| n["displayName"] == "missing")
+        .expect("missing node");
     assert_eq!(missing["phase"], "Failed");
     assert_eq!(missing["message"], "received non-success response code 404");
 }
@@ -181,9 +288,17 @@ fn ctrl_c_terminates_running_steps() {
     let wf = write(
         dir.path(),
         "wf.yaml",
-        &format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: busybox, command: [sh, -c, 'exec sleep {marker}']}}\n"),
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: busybox, command: [sh, -c, 'exec sleep {marker}']}}\n"
+        ),
     );
-    let mut child = riposte().arg("run").arg(&wf).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+    let mut child = riposte()
+        .arg("run")
+        .arg(&wf)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     // Wait for the step to be running (the plain progress output says so).

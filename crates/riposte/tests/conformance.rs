@@ -25,7 +25,14 @@ const SKIP_WORDS: &[&str] = &[
     "executor:",
 ];
 const TEMPLATE_TYPES_NOT_RUN: &[&str] = &["data", "http", "resource", "plugin", "containerSet"];
-const IMAGES: &[&str] = &["busybox", "alpine", "argoproj/argosay", "python", "debian", "ubuntu"];
+const IMAGES: &[&str] = &[
+    "busybox",
+    "alpine",
+    "argoproj/argosay",
+    "python",
+    "debian",
+    "ubuntu",
+];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/argo-workflows/examples")
@@ -33,7 +40,9 @@ fn examples_dir() -> PathBuf {
 
 fn is_eligible(text: &str) -> bool {
     let lines: Vec<&str> = text.lines().collect();
-    if !lines.iter().any(|l| l.trim_end() == "kind: Workflow") || text.contains("workflows.argoproj.io/no-test") {
+    if !lines.iter().any(|l| l.trim_end() == "kind: Workflow")
+        || text.contains("workflows.argoproj.io/no-test")
+    {
         return false;
     }
     if SKIP_WORDS.iter().any(|w| text.contains(w)) {
@@ -41,7 +50,10 @@ fn is_eligible(text: &str) -> bool {
     }
     for l in &lines {
         let t = l.trim_start().trim_start_matches("- ");
-        if TEMPLATE_TYPES_NOT_RUN.iter().any(|k| t.starts_with(&format!("{k}:"))) {
+        if TEMPLATE_TYPES_NOT_RUN
+            .iter()
+            .any(|k| t.starts_with(&format!("{k}:")))
+        {
             return false;
         }
         if let Some(image) = t.strip_prefix("image:") {
@@ -78,7 +90,12 @@ fn eligible_examples() -> Vec<PathBuf> {
 fn run_example(path: &Path, run_root: &Path) -> Result<(String, String), String> {
     let dir = path.parent().expect("an example lives in a directory");
     let root = examples_dir();
-    let name = path.strip_prefix(&root).unwrap_or(path).display().to_string().replace('/', "_");
+    let name = path
+        .strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+        .replace('/', "_");
     let out = Command::new("timeout")
         .arg("300")
         .arg(env!("CARGO_BIN_EXE_riposte"))
@@ -95,14 +112,21 @@ fn run_example(path: &Path, run_root: &Path) -> Result<(String, String), String>
         .output()
         .map_err(|e| format!("starting riposte: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("exit {:?}, no workflow JSON ({e}); stderr:\n{stderr}", out.status.code()))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "exit {:?}, no workflow JSON ({e}); stderr:\n{stderr}",
+            out.status.code()
+        )
+    })?;
     let phase = json["status"]["phase"].as_str().unwrap_or("").to_string();
     let message = json["status"]["message"].as_str().unwrap_or("").to_string();
     // The exit code must agree with the phase.
     let want_code = if phase == "Succeeded" { 0 } else { 1 };
     if out.status.code() != Some(want_code) {
-        return Err(format!("phase {phase} but exit code {:?}", out.status.code()));
+        return Err(format!(
+            "phase {phase} but exit code {:?}",
+            out.status.code()
+        ));
     }
     Ok((phase, message))
 }
@@ -111,7 +135,11 @@ fn run_example(path: &Path, run_root: &Path) -> Result<(String, String), String>
 fn argo_examples_that_argo_expects_to_succeed_succeed() {
     let examples = eligible_examples();
     // Guards the filter itself: the corpus has 57 eligible examples.
-    assert!(examples.len() >= 57, "only {} eligible examples found", examples.len());
+    assert!(
+        examples.len() >= 57,
+        "only {} eligible examples found",
+        examples.len()
+    );
     let run_root = tempfile::tempdir().expect("temporary directory");
     let queue = Mutex::new(examples.clone());
     let results = Mutex::new(Vec::new());
@@ -136,6 +164,15 @@ fn argo_examples_that_argo_expects_to_succeed_succeed() {
             Err(e) => Some(format!("{}: {e}", p.display())),
         })
         .collect();
-    eprintln!("conformance: {}/{} eligible Argo examples Succeeded", results.len() - failures.len(), results.len());
-    assert!(failures.is_empty(), "{} example(s) did not succeed:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "conformance: {}/{} eligible Argo examples Succeeded",
+        results.len() - failures.len(),
+        results.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} example(s) did not succeed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -42,7 +42,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {}: {}", self.file, self.position.line, self.position.col, sev, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.position.line, self.position.col, sev, self.message
+        )
     }
 }
 
@@ -63,8 +67,18 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn diagnostic(&self, path: &str, severity: Severity, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { file: self.file.clone(), position: self.document.position(path), severity, message: message.into() }
+    pub fn diagnostic(
+        &self,
+        path: &str,
+        severity: Severity,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            position: self.document.position(path),
+            severity,
+            message: message.into(),
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -80,7 +94,10 @@ impl Loaded {
             Resource::Workflow(_, w) => &w.metadata,
             Resource::CronWorkflow(c) => &c.metadata,
         };
-        meta.name.clone().or_else(|| meta.generate_name.clone()).unwrap_or_default()
+        meta.name
+            .clone()
+            .or_else(|| meta.generate_name.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -105,7 +122,12 @@ pub fn load(file: &str, text: &str) -> (Vec<Loaded>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     for document in docs {
         for (position, message) in &document.warnings {
-            diags.push(Diagnostic { file: file.into(), position: *position, severity: Severity::Warning, message: message.clone() });
+            diags.push(Diagnostic {
+                file: file.into(),
+                position: *position,
+                severity: Severity::Warning,
+                message: message.clone(),
+            });
         }
         let err = |path: &str, msg: String| Diagnostic {
             file: file.into(),
@@ -114,7 +136,13 @@ pub fn load(file: &str, text: &str) -> (Vec<Loaded>, Vec<Diagnostic>) {
             message: msg,
         };
         let Some(obj) = document.value.as_object() else {
-            diags.push(err("", format!("expected a Kubernetes object (a mapping), found {}", kind_of(&document.value))));
+            diags.push(err(
+                "",
+                format!(
+                    "expected a Kubernetes object (a mapping), found {}",
+                    kind_of(&document.value)
+                ),
+            ));
             continue;
         };
         let api = obj.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
@@ -124,29 +152,43 @@ pub fn load(file: &str, text: &str) -> (Vec<Loaded>, Vec<Diagnostic>) {
             continue;
         }
         if api != "argoproj.io/v1alpha1" {
-            diags.push(err("apiVersion", format!("unsupported apiVersion {api:?}; expected \"argoproj.io/v1alpha1\"")));
+            diags.push(err(
+                "apiVersion",
+                format!("unsupported apiVersion {api:?}; expected \"argoproj.io/v1alpha1\""),
+            ));
             continue;
         }
         let Some(kind) = Kind::parse(kind_str) else {
             // Argo Events kinds (Sensor, EventSource) are handled elsewhere.
-            if !matches!(kind_str, "Sensor" | "EventSource" | "EventBus" | "WorkflowEventBinding") {
+            if !matches!(
+                kind_str,
+                "Sensor" | "EventSource" | "EventBus" | "WorkflowEventBinding"
+            ) {
                 diags.push(err("kind", format!("unknown kind {kind_str:?}; expected Workflow, WorkflowTemplate, ClusterWorkflowTemplate or CronWorkflow")));
             }
             continue;
         };
         let parsed = match kind {
-            Kind::CronWorkflow => from_value::<CronWorkflow>(&document.value).map(|c| Resource::CronWorkflow(Box::new(c))),
-            k => from_value::<WorkflowResource>(&document.value).map(|w| Resource::Workflow(k, Box::new(w))),
+            Kind::CronWorkflow => from_value::<CronWorkflow>(&document.value)
+                .map(|c| Resource::CronWorkflow(Box::new(c))),
+            k => from_value::<WorkflowResource>(&document.value)
+                .map(|w| Resource::Workflow(k, Box::new(w))),
         };
         match parsed {
-            Ok(resource) => loaded.push(Loaded { file: file.into(), document, resource }),
+            Ok(resource) => loaded.push(Loaded {
+                file: file.into(),
+                document,
+                resource,
+            }),
             Err((path, msg)) => diags.push(err(&path, format!("{path}: {msg}"))),
         }
     }
     (loaded, diags)
 }
 
-fn from_value<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, (String, String)> {
+fn from_value<T: serde::de::DeserializeOwned>(
+    v: &serde_json::Value,
+) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(v.clone()).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -192,20 +234,33 @@ impl Library {
         } else {
             (&self.templates, "WorkflowTemplate")
         };
-        map.get(name).ok_or_else(|| ResolveError::TemplateNotFound { kind, name: name.to_string() })
+        map.get(name).ok_or_else(|| ResolveError::TemplateNotFound {
+            kind,
+            name: name.to_string(),
+        })
     }
 
     /// The template `template` of the WorkflowTemplate a `templateRef` names.
     pub fn template(&self, r: &TemplateRef) -> Result<&Template, ResolveError> {
         let wt = self.get(&r.name, r.cluster_scope)?;
-        wt.spec.templates.iter().find(|t| t.name == r.template).ok_or_else(|| {
-            ResolveError::Invalid(format!("template {:?} not found in {:?}", r.template, r.name))
-        })
+        wt.spec
+            .templates
+            .iter()
+            .find(|t| t.name == r.template)
+            .ok_or_else(|| {
+                ResolveError::Invalid(format!(
+                    "template {:?} not found in {:?}",
+                    r.template, r.name
+                ))
+            })
     }
 
     /// Applies `workflowTemplateRef` the way Argo does: the referenced spec is the base, and the
     /// workflow's own fields (arguments by name, entrypoint, onExit, ...) override it.
-    pub fn resolve_workflow(&self, wf: &WorkflowResource) -> Result<WorkflowResource, ResolveError> {
+    pub fn resolve_workflow(
+        &self,
+        wf: &WorkflowResource,
+    ) -> Result<WorkflowResource, ResolveError> {
         let Some(r) = &wf.spec.workflow_template_ref else {
             return Ok(wf.clone());
         };
@@ -216,7 +271,12 @@ impl Library {
             spec.entrypoint = own.entrypoint.clone();
         }
         for p in &own.arguments.parameters {
-            match spec.arguments.parameters.iter_mut().find(|q| q.name == p.name) {
+            match spec
+                .arguments
+                .parameters
+                .iter_mut()
+                .find(|q| q.name == p.name)
+            {
                 Some(q) => *q = p.clone(),
                 None => spec.arguments.parameters.push(p.clone()),
             }
@@ -225,7 +285,15 @@ impl Library {
         macro_rules! over {
             ($($f:ident),*) => { $( if own.$f.is_some() { spec.$f = own.$f.clone(); } )* };
         }
-        over!(on_exit, parallelism, active_deadline_seconds, retry_strategy, service_account_name, shutdown, suspend);
+        over!(
+            on_exit,
+            parallelism,
+            active_deadline_seconds,
+            retry_strategy,
+            service_account_name,
+            shutdown,
+            suspend
+        );
         for (k, v) in &own.hooks {
             spec.hooks.insert(k.clone(), v.clone());
         }

@@ -9,24 +9,82 @@ use crate::{Diagnostic, Library, Loaded, Resource, Severity};
 
 /// Fields Riposte implements, per object shape. Anything else gets a warning naming the field.
 const WORKFLOW_SPEC: &[&str] = &[
-    "entrypoint", "arguments", "templates", "onExit", "hooks", "parallelism", "activeDeadlineSeconds",
-    "workflowTemplateRef", "retryStrategy", "serviceAccountName", "nodeSelector", "shutdown", "suspend",
+    "entrypoint",
+    "arguments",
+    "templates",
+    "onExit",
+    "hooks",
+    "parallelism",
+    "activeDeadlineSeconds",
+    "workflowTemplateRef",
+    "retryStrategy",
+    "serviceAccountName",
+    "nodeSelector",
+    "shutdown",
+    "suspend",
 ];
 const TEMPLATE: &[&str] = &[
-    "name", "inputs", "outputs", "container", "script", "steps", "dag", "suspend", "resource", "http",
-    "retryStrategy", "activeDeadlineSeconds", "timeout", "parallelism", "failFast", "serviceAccountName",
+    "name",
+    "inputs",
+    "outputs",
+    "container",
+    "script",
+    "steps",
+    "dag",
+    "suspend",
+    "resource",
+    "http",
+    "retryStrategy",
+    "activeDeadlineSeconds",
+    "timeout",
+    "parallelism",
+    "failFast",
+    "serviceAccountName",
     "nodeSelector",
 ];
 const STEP: &[&str] = &[
-    "name", "template", "templateRef", "inline", "arguments", "when", "withItems", "withParam", "withSequence",
-    "continueOn", "onExit", "hooks",
+    "name",
+    "template",
+    "templateRef",
+    "inline",
+    "arguments",
+    "when",
+    "withItems",
+    "withParam",
+    "withSequence",
+    "continueOn",
+    "onExit",
+    "hooks",
 ];
 const TASK_EXTRA: &[&str] = &["dependencies", "depends"];
 const CONTAINER: &[&str] = &["image", "command", "args", "env", "workingDir", "name"];
 const SCRIPT_EXTRA: &[&str] = &["source"];
-const METADATA: &[&str] = &["name", "generateName", "namespace", "labels", "annotations", "uid"];
-const PARAMETER: &[&str] = &["name", "value", "default", "enum", "description", "valueFrom", "globalName"];
-const VALUE_FROM: &[&str] = &["path", "default", "expression", "parameter", "supplied", "jsonPath", "jqFilter"];
+const METADATA: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+];
+const PARAMETER: &[&str] = &[
+    "name",
+    "value",
+    "default",
+    "enum",
+    "description",
+    "valueFrom",
+    "globalName",
+];
+const VALUE_FROM: &[&str] = &[
+    "path",
+    "default",
+    "expression",
+    "parameter",
+    "supplied",
+    "jsonPath",
+    "jqFilter",
+];
 const RETRY: &[&str] = &["limit", "retryPolicy", "backoff", "expression"];
 
 struct Ctx<'a> {
@@ -47,19 +105,28 @@ impl Ctx<'_> {
 
     /// Warns about keys of the raw object at `path` that are not in `known`.
     fn unimplemented(&mut self, path: &str, known: &[&[&str]]) {
-        let Some(Value::Object(map)) = lookup(&self.loaded.document.value, path) else { return };
+        let Some(Value::Object(map)) = lookup(&self.loaded.document.value, path) else {
+            return;
+        };
         let keys: Vec<String> = map.keys().cloned().collect();
         for k in keys {
             if !known.iter().any(|set| set.contains(&k.as_str())) {
                 let p = join(path, &k);
-                self.warn(&p, format!("field `{p}` is not implemented by Riposte and is ignored"));
+                self.warn(
+                    &p,
+                    format!("field `{p}` is not implemented by Riposte and is ignored"),
+                );
             }
         }
     }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Finds the raw value at a path like `spec.templates[1].dag`.
@@ -87,7 +154,11 @@ fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
 pub fn lint(loaded: &[Loaded], library: &Library) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for l in loaded {
-        let mut cx = Ctx { loaded: l, library, out: Vec::new() };
+        let mut cx = Ctx {
+            loaded: l,
+            library,
+            out: Vec::new(),
+        };
         cx.unimplemented("metadata", &[METADATA]);
         match &l.resource {
             Resource::Workflow(kind, wf) => lint_workflow(&mut cx, *kind, &wf.spec, "spec"),
@@ -95,7 +166,12 @@ pub fn lint(loaded: &[Loaded], library: &Library) -> Vec<Diagnostic> {
                 if c.spec.schedule.is_none() && c.spec.schedules.is_empty() {
                     cx.error("spec", "CronWorkflow needs `schedule` or `schedules`");
                 }
-                lint_workflow(&mut cx, Kind::CronWorkflow, &c.spec.workflow_spec, "spec.workflowSpec");
+                lint_workflow(
+                    &mut cx,
+                    Kind::CronWorkflow,
+                    &c.spec.workflow_spec,
+                    "spec.workflowSpec",
+                );
             }
         }
         out.extend(cx.out);
@@ -107,11 +183,19 @@ pub fn lint(loaded: &[Loaded], library: &Library) -> Vec<Diagnostic> {
 
 fn lint_workflow(cx: &mut Ctx, kind: Kind, spec: &WorkflowSpec, path: &str) {
     cx.unimplemented(path, &[WORKFLOW_SPEC]);
-    let names: HashMap<&str, usize> = spec.templates.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let names: HashMap<&str, usize> = spec
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
     let mut seen = HashSet::new();
     for (i, t) in spec.templates.iter().enumerate() {
         if !seen.insert(t.name.as_str()) {
-            cx.error(&format!("{path}.templates[{i}].name"), format!("duplicate template name {:?}", t.name));
+            cx.error(
+                &format!("{path}.templates[{i}].name"),
+                format!("duplicate template name {:?}", t.name),
+            );
         }
     }
     // With a workflowTemplateRef, templates and entrypoint may come from the referenced template.
@@ -126,16 +210,25 @@ fn lint_workflow(cx: &mut Ctx, kind: Kind, spec: &WorkflowSpec, path: &str) {
         None => None,
     };
     let has_template = |n: &str| {
-        names.contains_key(n) || referenced.as_ref().is_some_and(|s| s.templates.iter().any(|t| t.name == n))
+        names.contains_key(n)
+            || referenced
+                .as_ref()
+                .is_some_and(|s| s.templates.iter().any(|t| t.name == n))
     };
     match &spec.entrypoint {
         Some(e) if !has_template(e) && !e.contains("{{") => {
-            cx.error(&format!("{path}.entrypoint"), format!("entrypoint {e:?} is not a template of this workflow"));
+            cx.error(
+                &format!("{path}.entrypoint"),
+                format!("entrypoint {e:?} is not a template of this workflow"),
+            );
         }
         None if kind == Kind::Workflow || kind == Kind::CronWorkflow => {
             let base_has = referenced.as_ref().is_some_and(|s| s.entrypoint.is_some());
             if !base_has && spec.workflow_template_ref.is_none() {
-                cx.error(path, "missing `entrypoint`: name the template to start with (spec.entrypoint)");
+                cx.error(
+                    path,
+                    "missing `entrypoint`: name the template to start with (spec.entrypoint)",
+                );
             }
         }
         _ => {}
@@ -143,48 +236,97 @@ fn lint_workflow(cx: &mut Ctx, kind: Kind, spec: &WorkflowSpec, path: &str) {
     if let Some(e) = &spec.on_exit
         && !has_template(e)
     {
-        cx.error(&format!("{path}.onExit"), format!("onExit template {e:?} not found"));
+        cx.error(
+            &format!("{path}.onExit"),
+            format!("onExit template {e:?} not found"),
+        );
     }
     for (name, hook) in &spec.hooks {
-        check_invocation(cx, &format!("{path}.hooks.{name}"), hook.template.as_deref(), hook.template_ref.as_ref(), None, &has_template);
+        check_invocation(
+            cx,
+            &format!("{path}.hooks.{name}"),
+            hook.template.as_deref(),
+            hook.template_ref.as_ref(),
+            None,
+            &has_template,
+        );
         if let Some(e) = &hook.expression {
             check_expr(cx, &format!("{path}.hooks.{name}.expression"), e);
         }
     }
-    let global: BTreeSet<&str> = spec.arguments.parameters.iter().map(|p| p.name.as_str()).collect();
+    let global: BTreeSet<&str> = spec
+        .arguments
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     for (i, p) in spec.arguments.parameters.iter().enumerate() {
         cx.unimplemented(&format!("{path}.arguments.parameters[{i}]"), &[PARAMETER]);
-        if p.value.is_none() && p.value_from.is_none() && p.default.is_none() && kind == Kind::Workflow && p.r#enum.is_empty() {
-            cx.warn(&format!("{path}.arguments.parameters[{i}]"), format!("workflow parameter {:?} has no value; supply it with -p {}=VALUE", p.name, p.name));
+        if p.value.is_none()
+            && p.value_from.is_none()
+            && p.default.is_none()
+            && kind == Kind::Workflow
+            && p.r#enum.is_empty()
+        {
+            cx.warn(
+                &format!("{path}.arguments.parameters[{i}]"),
+                format!(
+                    "workflow parameter {:?} has no value; supply it with -p {}=VALUE",
+                    p.name, p.name
+                ),
+            );
         }
     }
     if let Some(rs) = &spec.retry_strategy {
         lint_retry(cx, &format!("{path}.retryStrategy"), rs);
     }
     for (i, t) in spec.templates.iter().enumerate() {
-        lint_template(cx, t, &format!("{path}.templates[{i}]"), &has_template, &global);
+        lint_template(
+            cx,
+            t,
+            &format!("{path}.templates[{i}]"),
+            &has_template,
+            &global,
+        );
     }
 }
 
 fn lint_retry(cx: &mut Ctx, path: &str, rs: &RetryStrategy) {
     cx.unimplemented(path, &[RETRY]);
     if let Some(p) = &rs.retry_policy
-        && !matches!(p.as_str(), "Always" | "OnFailure" | "OnError" | "OnTransientError")
+        && !matches!(
+            p.as_str(),
+            "Always" | "OnFailure" | "OnError" | "OnTransientError"
+        )
     {
-        cx.error(&format!("{path}.retryPolicy"), format!("unknown retryPolicy {p:?}; expected Always, OnFailure, OnError or OnTransientError"));
+        cx.error(
+            &format!("{path}.retryPolicy"),
+            format!(
+                "unknown retryPolicy {p:?}; expected Always, OnFailure, OnError or OnTransientError"
+            ),
+        );
     }
     if let Some(l) = &rs.limit
         && !l.0.contains("{{")
         && l.0.parse::<i64>().is_err()
     {
-        cx.error(&format!("{path}.limit"), format!("retry limit {:?} is not an integer", l.0));
+        cx.error(
+            &format!("{path}.limit"),
+            format!("retry limit {:?} is not an integer", l.0),
+        );
     }
     if let Some(e) = &rs.expression {
         check_expr(cx, &format!("{path}.expression"), &mask_tags(e));
     }
 }
 
-fn lint_template(cx: &mut Ctx, t: &Template, path: &str, has_template: &dyn Fn(&str) -> bool, global: &BTreeSet<&str>) {
+fn lint_template(
+    cx: &mut Ctx,
+    t: &Template,
+    path: &str,
+    has_template: &dyn Fn(&str) -> bool,
+    global: &BTreeSet<&str>,
+) {
     cx.unimplemented(path, &[TEMPLATE]);
     if t.name.is_empty() && !path.ends_with(".inline") {
         cx.error(path, "template has no `name`");
@@ -196,15 +338,26 @@ fn lint_template(cx: &mut Ctx, t: &Template, path: &str, has_template: &dyn Fn(&
         [_] => {}
         many => cx.error(path, format!("template {:?} has {} bodies ({many:?}); a template must have exactly one", t.name, many.len())),
     }
-    let inputs: BTreeSet<&str> = t.inputs.parameters.iter().map(|p| p.name.as_str()).collect();
+    let inputs: BTreeSet<&str> = t
+        .inputs
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     for (i, _) in t.inputs.parameters.iter().enumerate() {
         cx.unimplemented(&format!("{path}.inputs.parameters[{i}]"), &[PARAMETER]);
     }
     if !t.inputs.artifacts.is_empty() {
-        cx.warn(&format!("{path}.inputs.artifacts"), "field `inputs.artifacts` is not implemented by Riposte and is ignored");
+        cx.warn(
+            &format!("{path}.inputs.artifacts"),
+            "field `inputs.artifacts` is not implemented by Riposte and is ignored",
+        );
     }
     if !t.outputs.artifacts.is_empty() {
-        cx.warn(&format!("{path}.outputs.artifacts"), "field `outputs.artifacts` is not implemented by Riposte and is ignored");
+        cx.warn(
+            &format!("{path}.outputs.artifacts"),
+            "field `outputs.artifacts` is not implemented by Riposte and is ignored",
+        );
     }
     for (i, p) in t.outputs.parameters.iter().enumerate() {
         let pp = format!("{path}.outputs.parameters[{i}]");
@@ -235,10 +388,16 @@ fn lint_template(cx: &mut Ctx, t: &Template, path: &str, has_template: &dyn Fn(&
         && !to.contains("{{")
         && expr::time::parse_duration_millis(to).is_none()
     {
-        cx.error(&format!("{path}.timeout"), format!("timeout {to:?} is not a duration like \"30s\" or \"5m\""));
+        cx.error(
+            &format!("{path}.timeout"),
+            format!("timeout {to:?} is not a duration like \"30s\" or \"5m\""),
+        );
     }
     if let Some(r) = &t.resource
-        && !matches!(r.action.as_str(), "get" | "create" | "apply" | "replace" | "patch" | "delete")
+        && !matches!(
+            r.action.as_str(),
+            "get" | "create" | "apply" | "replace" | "patch" | "delete"
+        )
     {
         cx.error(&format!("{path}.resource.action"), format!("unknown resource action {:?}; expected get, create, apply, replace, patch or delete", r.action));
     }
@@ -248,7 +407,9 @@ fn lint_template(cx: &mut Ctx, t: &Template, path: &str, has_template: &dyn Fn(&
         check_expr(cx, &format!("{path}.http.successCondition"), &mask_tags(c));
     }
     // `{{inputs.parameters.x}}` must name a declared input.
-    let raw = lookup(&cx.loaded.document.value, path).cloned().unwrap_or(Value::Null);
+    let raw = lookup(&cx.loaded.document.value, path)
+        .cloned()
+        .unwrap_or(Value::Null);
     let mut strings = Vec::new();
     collect_strings(&raw, path, &mut strings);
     for (p, s) in &strings {
@@ -281,7 +442,18 @@ fn lint_template(cx: &mut Ctx, t: &Template, path: &str, has_template: &dyn Fn(&
         for (g, group) in steps.iter().enumerate() {
             for (s, step) in group.iter().enumerate() {
                 let sp = format!("{path}.steps[{g}][{s}]");
-                lint_step(cx, &sp, &step.name, step.template.as_deref(), step.template_ref.as_ref(), step.inline.as_deref(), step.when.as_deref(), &step.on_exit, has_template, &[STEP]);
+                lint_step(
+                    cx,
+                    &sp,
+                    &step.name,
+                    step.template.as_deref(),
+                    step.template_ref.as_ref(),
+                    step.inline.as_deref(),
+                    step.when.as_deref(),
+                    &step.on_exit,
+                    has_template,
+                    &[STEP],
+                );
             }
         }
     }
@@ -309,7 +481,13 @@ fn lint_step(
     }
     check_invocation(cx, path, template, template_ref, inline, has_template);
     if let Some(inline) = inline {
-        lint_template(cx, inline, &format!("{path}.inline"), has_template, &BTreeSet::new());
+        lint_template(
+            cx,
+            inline,
+            &format!("{path}.inline"),
+            has_template,
+            &BTreeSet::new(),
+        );
     }
     if let Some(w) = when {
         let masked = mask_tags(w);
@@ -319,13 +497,19 @@ fn lint_step(
         } else if !w.contains("{{=")
             && let Err(e) = expr::parse(src, expr::Dialect::Govaluate)
         {
-            cx.error(&format!("{path}.when"), format!("invalid `when` expression {w:?}: {e}"));
+            cx.error(
+                &format!("{path}.when"),
+                format!("invalid `when` expression {w:?}: {e}"),
+            );
         }
     }
     if let Some(e) = on_exit
         && !has_template(e)
     {
-        cx.error(&format!("{path}.onExit"), format!("onExit template {e:?} not found"));
+        cx.error(
+            &format!("{path}.onExit"),
+            format!("onExit template {e:?} not found"),
+        );
     }
 }
 
@@ -350,46 +534,93 @@ fn check_invocation(
         }
         (None, None, Some(_)) => {}
         (None, None, None) => cx.error(path, "needs one of `template`, `templateRef` or `inline`"),
-        _ => cx.error(path, "set only one of `template`, `templateRef` and `inline`"),
+        _ => cx.error(
+            path,
+            "set only one of `template`, `templateRef` and `inline`",
+        ),
     }
 }
 
 fn lint_dag(cx: &mut Ctx, dag: &DagTemplate, path: &str, has_template: &dyn Fn(&str) -> bool) {
-    let names: HashMap<&str, usize> = dag.tasks.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let names: HashMap<&str, usize> = dag
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
     if names.len() != dag.tasks.len() {
         cx.error(&format!("{path}.tasks"), "duplicate task names in DAG");
     }
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); dag.tasks.len()];
     for (i, task) in dag.tasks.iter().enumerate() {
         let tp = format!("{path}.tasks[{i}]");
-        lint_step(cx, &tp, &task.name, task.template.as_deref(), task.template_ref.as_ref(), task.inline.as_deref(), task.when.as_deref(), &task.on_exit, has_template, &[STEP, TASK_EXTRA]);
+        lint_step(
+            cx,
+            &tp,
+            &task.name,
+            task.template.as_deref(),
+            task.template_ref.as_ref(),
+            task.inline.as_deref(),
+            task.when.as_deref(),
+            &task.on_exit,
+            has_template,
+            &[STEP, TASK_EXTRA],
+        );
         if !task.dependencies.is_empty() && task.depends.is_some() {
-            cx.error(&tp, format!("task {:?} uses both `dependencies` and `depends`; use only one", task.name));
+            cx.error(
+                &tp,
+                format!(
+                    "task {:?} uses both `dependencies` and `depends`; use only one",
+                    task.name
+                ),
+            );
         }
-        let mut deps: Vec<(String, String)> = task.dependencies.iter().enumerate().map(|(j, d)| (d.clone(), format!("{tp}.dependencies[{j}]"))).collect();
+        let mut deps: Vec<(String, String)> = task
+            .dependencies
+            .iter()
+            .enumerate()
+            .map(|(j, d)| (d.clone(), format!("{tp}.dependencies[{j}]")))
+            .collect();
         if let Some(d) = &task.depends {
             match expr::parse_depends(d) {
-                Ok(parsed) => deps.extend(parsed.tasks().into_iter().map(|t| (t.to_string(), format!("{tp}.depends")))),
-                Err(e) => cx.error(&format!("{tp}.depends"), format!("invalid `depends` {d:?}: {e}")),
+                Ok(parsed) => deps.extend(
+                    parsed
+                        .tasks()
+                        .into_iter()
+                        .map(|t| (t.to_string(), format!("{tp}.depends"))),
+                ),
+                Err(e) => cx.error(
+                    &format!("{tp}.depends"),
+                    format!("invalid `depends` {d:?}: {e}"),
+                ),
             }
         }
         for (d, dp) in deps {
             match names.get(d.as_str()) {
                 Some(&j) => edges[i].push(j),
-                None => cx.error(&dp, format!("task {:?} depends on unknown task {d:?}", task.name)),
+                None => cx.error(
+                    &dp,
+                    format!("task {:?} depends on unknown task {d:?}", task.name),
+                ),
             }
         }
     }
     if let Some(target) = &dag.target {
         for t in target.split_whitespace() {
             if !names.contains_key(t) && !t.contains("{{") {
-                cx.error(&format!("{path}.target"), format!("target {t:?} is not a task of this DAG"));
+                cx.error(
+                    &format!("{path}.target"),
+                    format!("target {t:?} is not a task of this DAG"),
+                );
             }
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
         let names: Vec<&str> = cycle.iter().map(|&i| dag.tasks[i].name.as_str()).collect();
-        cx.error(&format!("{path}.tasks[{}]", cycle[0]), format!("dependency cycle: {}", names.join(" -> ")));
+        cx.error(
+            &format!("{path}.tasks[{}]", cycle[0]),
+            format!("dependency cycle: {}", names.join(" -> ")),
+        );
     }
 }
 
@@ -481,36 +712,100 @@ mod tests {
         let mut lib = Library::default();
         loaded.iter().for_each(|l| lib.add(l));
         diags.extend(lint(&loaded, &lib));
-        let got: Vec<String> = diags.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect();
+        let got: Vec<String> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(got.len(), want.len(), "{got:#?}");
         for (g, w) in got.iter().zip(want) {
             assert!(g.contains(w), "{g:?} should contain {w:?}");
         }
     }
 
-    const HEAD: &str = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: t\nspec:\n";
+    const HEAD: &str =
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: t\nspec:\n";
 
     #[test]
     fn errors_with_positions() {
-        check(&format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"), &[]);
-        check(&format!("{HEAD}  entrypoint: nope\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"), &["wf.yaml:6:15: error: entrypoint \"nope\""]);
-        check(&format!("{HEAD}  templates:\n  - name: main\n    container: {{image: busybox}}\n"), &["missing `entrypoint`"]);
+        check(
+            &format!(
+                "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"
+            ),
+            &[],
+        );
+        check(
+            &format!(
+                "{HEAD}  entrypoint: nope\n  templates:\n  - name: main\n    container: {{image: busybox}}\n"
+            ),
+            &["wf.yaml:6:15: error: entrypoint \"nope\""],
+        );
+        check(
+            &format!("{HEAD}  templates:\n  - name: main\n    container: {{image: busybox}}\n"),
+            &["missing `entrypoint`"],
+        );
         check("a: [1\n", &["wf.yaml:1:4: error: invalid YAML"]);
-        check(&format!("{HEAD}  entrypoint: main\n  templates: 3\n"), &["wf.yaml:7:14: error: spec.templates: invalid type"]);
-        let dag = |tasks: &str| format!("{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: c\n    container: {{image: busybox, args: ['{{{{inputs.parameters.x}}}}']}}\n");
-        check(&dag("      - {name: A, template: c, dependencies: [B]}\n      - {name: B, template: c, dependencies: [A]}\n"), &["dependency cycle: A -> B -> A", "undefined input parameter \"x\""]);
-        check(&dag("      - {name: A, template: c, depends: 'Z.Succeeded'}\n"), &["depends on unknown task \"Z\"", "undefined input"]);
-        check(&dag("      - {name: A, template: c, depends: 'B', dependencies: [B]}\n      - {name: B, template: nope}\n"), &["both `dependencies` and `depends`", "template \"nope\" not found", "undefined input"]);
-        check(&dag("      - {name: A, template: c, when: '{{=1 +}}'}\n"), &["invalid expression", "undefined input"]);
-        check(&dag("      - {name: A, templateRef: {name: lib, template: x}}\n"), &["WorkflowTemplate \"lib\" not found", "undefined input"]);
+        check(
+            &format!("{HEAD}  entrypoint: main\n  templates: 3\n"),
+            &["wf.yaml:7:14: error: spec.templates: invalid type"],
+        );
+        let dag = |tasks: &str| {
+            format!(
+                "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: c\n    container: {{image: busybox, args: ['{{{{inputs.parameters.x}}}}']}}\n"
+            )
+        };
+        check(
+            &dag(
+                "      - {name: A, template: c, dependencies: [B]}\n      - {name: B, template: c, dependencies: [A]}\n",
+            ),
+            &[
+                "dependency cycle: A -> B -> A",
+                "undefined input parameter \"x\"",
+            ],
+        );
+        check(
+            &dag("      - {name: A, template: c, depends: 'Z.Succeeded'}\n"),
+            &["depends on unknown task \"Z\"", "undefined input"],
+        );
+        check(
+            &dag(
+                "      - {name: A, template: c, depends: 'B', dependencies: [B]}\n      - {name: B, template: nope}\n",
+            ),
+            &[
+                "both `dependencies` and `depends`",
+                "template \"nope\" not found",
+                "undefined input",
+            ],
+        );
+        check(
+            &dag("      - {name: A, template: c, when: '{{=1 +}}'}\n"),
+            &["invalid expression", "undefined input"],
+        );
+        check(
+            &dag("      - {name: A, templateRef: {name: lib, template: x}}\n"),
+            &["WorkflowTemplate \"lib\" not found", "undefined input"],
+        );
     }
 
     #[test]
     fn unimplemented_fields_warn() {
-        let (loaded, _) = crate::load("wf.yaml", &format!("{HEAD}  entrypoint: main\n  podGC: {{strategy: OnPodSuccess}}\n  templates:\n  - name: main\n    container: {{image: busybox, resources: {{}}}}\n"));
+        let (loaded, _) = crate::load(
+            "wf.yaml",
+            &format!(
+                "{HEAD}  entrypoint: main\n  podGC: {{strategy: OnPodSuccess}}\n  templates:\n  - name: main\n    container: {{image: busybox, resources: {{}}}}\n"
+            ),
+        );
         let d = lint(&loaded, &Library::default());
         let msgs: Vec<String> = d.iter().map(|d| d.to_string()).collect();
-        assert!(msgs.iter().any(|m| m.contains("warning: field `spec.podGC` is not implemented")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("`spec.templates[0].container.resources`")), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("warning: field `spec.podGC` is not implemented")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("`spec.templates[0].container.resources`")),
+            "{msgs:?}"
+        );
     }
 }

@@ -57,7 +57,10 @@ pub fn load_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     let mut builder = Builder::default();
     while let Some(ev) = parser.next_event() {
         let (event, span) = ev.map_err(|e| YamlError {
-            position: Position { line: e.marker().line(), col: e.marker().col() + 1 },
+            position: Position {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            },
             message: without_position(&e.to_string()),
         })?;
         builder.push(event, span)?;
@@ -74,8 +77,18 @@ fn without_position(msg: &str) -> String {
 }
 
 enum Frame {
-    Seq { path: String, items: Vec<Value>, anchor: usize },
-    Map { path: String, map: Map<String, Value>, key: Option<String>, anchor: usize, merged: Vec<String> },
+    Seq {
+        path: String,
+        items: Vec<Value>,
+        anchor: usize,
+    },
+    Map {
+        path: String,
+        map: Map<String, Value>,
+        key: Option<String>,
+        anchor: usize,
+        merged: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -89,7 +102,10 @@ struct Builder {
 }
 
 fn pos(span: &Span) -> Position {
-    Position { line: span.start.line(), col: span.start.col() + 1 }
+    Position {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
 }
 
 impl Builder {
@@ -98,9 +114,13 @@ impl Builder {
         match self.stack.last() {
             None => String::new(),
             Some(Frame::Seq { path, items, .. }) => format!("{path}[{}]", items.len()),
-            Some(Frame::Map { path, key: Some(k), .. }) => join_key(path, k),
+            Some(Frame::Map {
+                path, key: Some(k), ..
+            }) => join_key(path, k),
             // A mapping key itself: positions are recorded when the key arrives.
-            Some(Frame::Map { path, key: None, .. }) => path.clone(),
+            Some(Frame::Map {
+                path, key: None, ..
+            }) => path.clone(),
         }
     }
 
@@ -113,7 +133,11 @@ impl Builder {
                 let warnings = std::mem::take(&mut self.warnings);
                 self.anchors.clear();
                 if !value.is_null() {
-                    self.documents.push(Document { value, positions, warnings });
+                    self.documents.push(Document {
+                        value,
+                        positions,
+                        warnings,
+                    });
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -141,7 +165,10 @@ impl Builder {
                     message: "alias refers to an unknown anchor".into(),
                 })?;
                 if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
-                    return Err(YamlError { position: pos(&span), message: "aliases cannot be mapping keys here".into() });
+                    return Err(YamlError {
+                        position: pos(&span),
+                        message: "aliases cannot be mapping keys here".into(),
+                    });
                 }
                 let path = self.child_path();
                 self.positions.insert(path, pos(&span));
@@ -150,12 +177,22 @@ impl Builder {
             Event::SequenceStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
                 self.positions.insert(path.clone(), pos(&span));
-                self.stack.push(Frame::Seq { path, items: Vec::new(), anchor });
+                self.stack.push(Frame::Seq {
+                    path,
+                    items: Vec::new(),
+                    anchor,
+                });
             }
             Event::MappingStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
                 self.positions.insert(path.clone(), pos(&span));
-                self.stack.push(Frame::Map { path, map: Map::new(), key: None, anchor, merged: Vec::new() });
+                self.stack.push(Frame::Map {
+                    path,
+                    map: Map::new(),
+                    key: None,
+                    anchor,
+                    merged: Vec::new(),
+                });
             }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq { items, anchor, .. }) = self.stack.pop() {
@@ -196,7 +233,9 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { map, key, merged, .. }) => {
+            Some(Frame::Map {
+                map, key, merged, ..
+            }) => {
                 let k = key.take().unwrap_or_default();
                 if k == "<<" {
                     // Merge key: explicit keys win over merged ones.
@@ -216,7 +255,10 @@ impl Builder {
                     }
                 } else {
                     if map.contains_key(&k) && !merged.contains(&k) {
-                        warnings.push((pos(span), format!("duplicate mapping key {k:?}: the last value wins")));
+                        warnings.push((
+                            pos(span),
+                            format!("duplicate mapping key {k:?}: the last value wins"),
+                        ));
                     }
                     map.insert(k, value);
                 }
@@ -227,7 +269,11 @@ impl Builder {
 }
 
 fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Value {
@@ -248,7 +294,9 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Value {
             }
             return Value::Bool(true);
         }
-        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Value::Bool(false),
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false);
+        }
         _ => {}
     }
     if let Some(n) = parse_int(text) {
@@ -287,8 +335,11 @@ fn parse_int(text: &str) -> Option<i64> {
 fn looks_like_float(text: &str) -> bool {
     let t = text.trim_start_matches(['-', '+']);
     !t.is_empty()
-        && t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
-        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+' | '_'))
+        && t.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.')
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+' | '_'))
         && t.chars().any(|c| c.is_ascii_digit())
 }
 
@@ -299,9 +350,13 @@ mod tests {
 
     #[test]
     fn values_and_positions() {
-        let docs = load_documents("a: 1\nb:\n  - x\n  - 'y'\n  - yes\nc: 1.5\n---\n---\nd: ~\n").unwrap();
+        let docs =
+            load_documents("a: 1\nb:\n  - x\n  - 'y'\n  - yes\nc: 1.5\n---\n---\nd: ~\n").unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].value, json!({"a": 1, "b": ["x", "y", true], "c": 1.5}));
+        assert_eq!(
+            docs[0].value,
+            json!({"a": 1, "b": ["x", "y", true], "c": 1.5})
+        );
         assert_eq!(docs[0].position("b[1]"), Position { line: 4, col: 5 });
         assert_eq!(docs[0].position("b[7].foo"), Position { line: 3, col: 3 });
         assert_eq!(docs[0].position("c"), Position { line: 6, col: 4 });
@@ -316,6 +371,10 @@ mod tests {
         assert!(err.position.line >= 1, "{err:?}");
         let docs = load_documents("a: 1\na: 2\n").unwrap();
         assert_eq!(docs[0].value["a"], json!(2));
-        assert!(docs[0].warnings[0].1.contains("duplicate"), "{:?}", docs[0].warnings);
+        assert!(
+            docs[0].warnings[0].1.contains("duplicate"),
+            "{:?}",
+            docs[0].warnings
+        );
     }
 }

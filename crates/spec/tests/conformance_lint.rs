@@ -17,11 +17,16 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn argo_examples_lint_without_errors() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/argo-workflows/examples");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/conformance/argo-workflows/examples");
     let mut files = Vec::new();
     yaml_files(&root, &mut files);
     files.sort();
-    assert!(files.len() > 150, "expected the whole corpus, found {} files", files.len());
+    assert!(
+        files.len() > 150,
+        "expected the whole corpus, found {} files",
+        files.len()
+    );
     let mut all = Vec::new();
     let mut errors = Vec::new();
     for f in &files {
@@ -32,8 +37,17 @@ fn argo_examples_lint_without_errors() {
     }
     let mut library = Library::default();
     all.iter().for_each(|l| library.add(l));
-    errors.extend(lint(&all, &library).into_iter().filter(|d| d.severity == Severity::Error));
+    errors.extend(
+        lint(&all, &library)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error),
+    );
     let shown: Vec<String> = errors.iter().map(|d| d.to_string()).collect();
-    assert!(shown.is_empty(), "{} errors:\n{}", shown.len(), shown.join("\n"));
+    assert!(
+        shown.is_empty(),
+        "{} errors:\n{}",
+        shown.len(),
+        shown.join("\n")
+    );
     assert!(all.len() > 150, "parsed only {} resources", all.len());
 }

@@ -11,7 +11,10 @@ pub type Behaviour = dyn Fn(&ExecuteNode) -> ExecResult;
 
 pub fn workflow(yaml: &str, params: &[(&str, &str)]) -> Workflow {
     let (loaded, diags) = spec::load("test.yaml", yaml);
-    assert!(diags.iter().all(|d| d.severity != spec::Severity::Error), "{diags:?}");
+    assert!(
+        diags.iter().all(|d| d.severity != spec::Severity::Error),
+        "{diags:?}"
+    );
     let mut library = spec::Library::default();
     loaded.iter().for_each(|l| library.add(l));
     let wf = loaded
@@ -21,8 +24,15 @@ pub fn workflow(yaml: &str, params: &[(&str, &str)]) -> Workflow {
             _ => None,
         })
         .expect("a Workflow in the test YAML");
-    let id = WorkflowIdentity { name: "wf".into(), namespace: "default".into(), uid: "uid-1".into() };
-    let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let id = WorkflowIdentity {
+        name: "wf".into(),
+        namespace: "default".into(),
+        uid: "uid-1".into(),
+    };
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Workflow::new(wf, library, id, &params).expect("valid workflow")
 }
 
@@ -30,20 +40,38 @@ pub fn workflow(yaml: &str, params: &[(&str, &str)]) -> Workflow {
 /// `echo X` prints X; output parameters named in `outputs` are produced.
 pub fn shell_like(outputs: BTreeMap<String, String>) -> impl Fn(&ExecuteNode) -> ExecResult {
     move |n: &ExecuteNode| {
-        let c = n.template.container.clone().or_else(|| n.template.script.clone().map(|s| s.container)).unwrap_or_default();
-        let words: Vec<String> = c.command.iter().chain(c.args.iter()).map(|s| s.0.clone()).collect();
+        let c = n
+            .template
+            .container
+            .clone()
+            .or_else(|| n.template.script.clone().map(|s| s.container))
+            .unwrap_or_default();
+        let words: Vec<String> = c
+            .command
+            .iter()
+            .chain(c.args.iter())
+            .map(|s| s.0.clone())
+            .collect();
         let text = words.join(" ");
         let code = text
             .split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)
             .find(|w| w[0] == "exit")
-            .and_then(|w| w[1].trim_matches(|c: char| !c.is_ascii_digit()).parse::<i32>().ok())
+            .and_then(|w| {
+                w[1].trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse::<i32>()
+                    .ok()
+            })
             .unwrap_or(0);
-        let stdout = text.split_once("echo ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+        let stdout = text
+            .split_once("echo ")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
         let mut r = ExecResult::exited(code, &stdout);
         for (name, _) in &n.output_paths {
-            r.parameters.insert(name.clone(), outputs.get(name).cloned());
+            r.parameters
+                .insert(name.clone(), outputs.get(name).cloned());
         }
         r
     }
@@ -62,7 +90,12 @@ pub struct Run {
 /// Runs to completion: every Execute takes `step_ms`, results come back in issue order, and
 /// wake-ups advance the clock. `interventions` are extra inputs delivered when the clock
 /// reaches their time (resume, stop).
-pub fn simulate(mut wf: Workflow, behaviour: &Behaviour, step_ms: i64, mut interventions: Vec<Input>) -> Run {
+pub fn simulate(
+    mut wf: Workflow,
+    behaviour: &Behaviour,
+    step_ms: i64,
+    mut interventions: Vec<Input>,
+) -> Run {
     let mut now = 1_000_000;
     let mut history = vec![vec![Input::Start { now }]];
     let mut commands = wf.step(&history[0]).expect("start");
@@ -95,7 +128,11 @@ pub fn simulate(mut wf: Workflow, behaviour: &Behaviour, step_ms: i64, mut inter
         let next_finish = running.iter().map(|(t, _)| *t).min();
         let next_int = interventions.front().map(Input::now);
         let Some(t) = [next_finish, wake, next_int].into_iter().flatten().min() else {
-            panic!("workflow is stuck: nothing running, no timer, phase {:?}\n{}", wf.phase(), serde_json::to_string_pretty(&wf.to_argo_json()).unwrap_or_default());
+            panic!(
+                "workflow is stuck: nothing running, no timer, phase {:?}\n{}",
+                wf.phase(),
+                serde_json::to_string_pretty(&wf.to_argo_json()).unwrap_or_default()
+            );
         };
         now = now.max(t);
         let mut batch = Vec::new();
@@ -109,17 +146,33 @@ pub fn simulate(mut wf: Workflow, behaviour: &Behaviour, step_ms: i64, mut inter
         let (done, still): (Vec<_>, Vec<_>) = running.into_iter().partition(|(t, _)| *t <= now);
         running = still;
         for (_, n) in done {
-            batch.push(Input::NodeStarted { now, node_id: n.node_id.clone() });
-            batch.push(Input::NodeFinished { now, node_id: n.node_id.clone(), result: behaviour(&n) });
+            batch.push(Input::NodeStarted {
+                now,
+                node_id: n.node_id.clone(),
+            });
+            batch.push(Input::NodeFinished {
+                now,
+                node_id: n.node_id.clone(),
+                result: behaviour(&n),
+            });
         }
         commands = wf.step(&batch).expect("engine accepts the batch");
         history.push(batch);
     }
     assert!(wf.is_finished(), "did not finish");
-    Run { wf, history, executed, cancelled, max_concurrent }
+    Run {
+        wf,
+        history,
+        executed,
+        cancelled,
+        max_concurrent,
+    }
 }
 
 /// Node phase and message by node name.
 pub fn nodes(wf: &Workflow) -> HashMap<String, (Phase, String)> {
-    wf.nodes().iter().map(|n| (n.name.clone(), (n.phase, n.message.clone()))).collect()
+    wf.nodes()
+        .iter()
+        .map(|n| (n.name.clone(), (n.phase, n.message.clone())))
+        .collect()
 }
