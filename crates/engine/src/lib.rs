@@ -229,10 +229,14 @@ pub struct Workflow {
     pub(crate) active_pods: usize,
     pub(crate) active_by_boundary: HashMap<String, usize>,
     pub(crate) mutations: u64,
+    /// Node creations and phase changes, for metrics and benchmarks.
+    pub(crate) transitions: u64,
     pub(crate) commands: Vec<Command>,
     pub(crate) wakeups: BTreeSet<i64>,
     /// Steps/tasks whose exit hook could not start yet (parallelism).
     pub(crate) pending_exit_hooks: BTreeSet<String>,
+    /// Per running DAG node: parsed dependencies and which tasks are ready, running or done.
+    pub(crate) dag_cache: HashMap<String, operator::DagRuntime>,
 }
 
 impl Workflow {
@@ -378,9 +382,11 @@ impl Workflow {
             active_pods: 0,
             active_by_boundary: HashMap::new(),
             mutations: 0,
+            transitions: 0,
             commands: Vec::new(),
             wakeups: BTreeSet::new(),
             pending_exit_hooks: BTreeSet::new(),
+            dag_cache: HashMap::new(),
         })
     }
 
@@ -395,6 +401,10 @@ impl Workflow {
     }
     pub fn nodes(&self) -> &Nodes {
         &self.nodes
+    }
+    /// How many node creations and phase changes happened so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
     }
     pub fn is_finished(&self) -> bool {
         self.finished_at.is_some()

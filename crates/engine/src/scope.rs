@@ -21,7 +21,7 @@ pub(crate) enum Siblings {
     /// A DAG template node.
     Dag {
         node_name: String,
-        tasks: Vec<String>,
+        tasks: std::sync::Arc<Vec<String>>,
     },
 }
 

@@ -43,28 +43,36 @@ pub enum Depends {
     Not(Box<Depends>),
     And(Box<Depends>, Box<Depends>),
     Or(Box<Depends>, Box<Depends>),
+    /// All of these (a `dependencies:` list; flat, so thousands of entries need no deep recursion).
+    All(Vec<Depends>),
 }
 
 impl Depends {
     /// The task names this expression mentions, in order of first appearance.
     pub fn tasks(&self) -> Vec<&str> {
         let mut out = Vec::new();
-        self.collect(&mut out);
+        let mut seen = std::collections::HashSet::new();
+        self.collect(&mut out, &mut seen);
         out
     }
 
-    fn collect<'a>(&'a self, out: &mut Vec<&'a str>) {
+    fn collect<'a>(
+        &'a self,
+        out: &mut Vec<&'a str>,
+        seen: &mut std::collections::HashSet<&'a str>,
+    ) {
         match self {
             Depends::Task(t, _) => {
-                if !out.contains(&t.as_str()) {
+                if seen.insert(t.as_str()) {
                     out.push(t);
                 }
             }
-            Depends::Not(e) => e.collect(out),
+            Depends::Not(e) => e.collect(out, seen),
             Depends::And(a, b) | Depends::Or(a, b) => {
-                a.collect(out);
-                b.collect(out);
+                a.collect(out, seen);
+                b.collect(out, seen);
             }
+            Depends::All(items) => items.iter().for_each(|d| d.collect(out, seen)),
         }
     }
 
@@ -81,6 +89,7 @@ impl Depends {
             Depends::Not(e) => !e.eval(test),
             Depends::And(a, b) => a.eval(test) && b.eval(test),
             Depends::Or(a, b) => a.eval(test) || b.eval(test),
+            Depends::All(items) => items.iter().all(|d| d.eval(test)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `riposte` command line.
 
 mod argosay;
+mod bench;
 mod files;
 mod run;
 mod ui;
@@ -49,11 +50,42 @@ enum Cmd {
     /// `{{inputs.parameters.x}}`, invalid expressions, and warns about every field Riposte
     /// does not implement. Exits 1 when there are errors.
     Lint(LintArgs),
+    /// Run a documented performance workload and print one JSON line of measurements.
+    ///
+    /// `engine` drives the engine alone with a no-op executor; `host` runs N parallel
+    /// `sh -c 'echo x'` steps through the host executor and compares with spawning the same
+    /// processes from a thread pool. Build with --release for meaningful numbers.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchCmd,
+    },
     /// The argosay shim (used by steps that run the argoproj/argosay image).
     #[command(hide = true)]
     Argosay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The engine alone on a generated DAG.
+    Engine {
+        #[arg(long, value_enum, default_value = "fanout")]
+        shape: bench::Shape,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+    },
+    /// The host executor against bare process spawning.
+    Host {
+        #[arg(long, default_value_t = 1000)]
+        processes: usize,
+        /// Threads spawning processes for the bare baseline.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Run steps without a private root.
+        #[arg(long)]
+        no_isolation: bool,
     },
 }
 
@@ -128,6 +160,35 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Lint(a) => report(lint(a)),
+        Cmd::Bench {
+            workload: BenchCmd::Engine { shape, tasks },
+        } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
+        Cmd::Bench {
+            workload:
+                BenchCmd::Host {
+                    processes,
+                    threads,
+                    no_isolation,
+                },
+        } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            report(rt.block_on(async {
+                let run_dir = riposte_home().join("bench").join(generate_suffix());
+                let exec = host_executor(run_dir.clone(), BTreeMap::new(), no_isolation, false)?;
+                bench::host(processes, threads, exec, run_dir)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }))
+        }
         Cmd::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -275,6 +336,30 @@ fn host_python() -> PathBuf {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         _ => PathBuf::from("/usr/bin/python3"),
     }
+}
+
+fn host_executor(
+    run_dir: PathBuf,
+    image_map: BTreeMap<String, String>,
+    no_isolation: bool,
+    keep: bool,
+) -> Result<HostExecutor> {
+    let isolation = if no_isolation {
+        Isolation::None("disabled with --no-isolation".into())
+    } else {
+        Sandbox::probe()
+    };
+    if let Isolation::None(why) = &isolation {
+        eprintln!("note: steps run without a private root: {why}");
+    }
+    let exe = std::env::current_exe().context("finding the riposte binary for the argosay shim")?;
+    Ok(HostExecutor::new(HostConfig {
+        run_dir,
+        images: ImageTable::new(host_python(), image_map),
+        argosay_binary: exe,
+        isolation,
+        keep_node_dirs: keep,
+    }))
 }
 
 async fn run(a: RunArgs) -> Result<ExitCode> {

@@ -139,6 +139,7 @@ pub fn tree_lines(wf: &Workflow, now: i64) -> Vec<String> {
 
 /// Progress display on stderr.
 pub struct Progress {
+    silent: bool,
     tty: bool,
     drawn: usize,
     last_draw: Option<Instant>,
@@ -148,6 +149,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(tty: bool) -> Progress {
         Progress {
+            silent: false,
             tty,
             drawn: 0,
             last_draw: None,
@@ -155,7 +157,18 @@ impl Progress {
         }
     }
 
+    /// Shows nothing (benchmarks).
+    pub fn silent() -> Progress {
+        Progress {
+            silent: true,
+            ..Progress::new(false)
+        }
+    }
+
     pub fn update(&mut self, wf: &Workflow, now: i64, force: bool) {
+        if self.silent {
+            return;
+        }
         if self.tty {
             let due = self
                 .last_draw

@@ -71,6 +71,7 @@ impl Workflow {
         }
         self.nodes.insert(node);
         self.mutations += 1;
+        self.transitions += 1;
         id
     }
 
@@ -83,6 +84,7 @@ impl Workflow {
             return;
         }
         let was_active = !n.phase.fulfilled();
+        let changed_phase = n.phase != phase;
         n.phase = phase;
         if let Some(m) = message {
             n.message = m;
@@ -92,14 +94,18 @@ impl Workflow {
         }
         let (node_type, boundary) = (n.node_type, n.boundary_id.clone());
         self.mutations += 1;
+        if changed_phase {
+            self.transitions += 1;
+        }
         if was_active && phase.fulfilled() {
             self.track_active(node_type, &boundary, -1);
         }
     }
 
+    /// Links a child; callers link each pair once, when the child is created.
     pub(crate) fn add_child(&mut self, parent_id: &str, child_id: &str) {
         if let Some(p) = self.nodes.get_mut(parent_id)
-            && !p.children.iter().any(|c| c == child_id)
+            && p.children.last().is_none_or(|c| c != child_id)
         {
             p.children.push(child_id.to_string());
             self.mutations += 1;

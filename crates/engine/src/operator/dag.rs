@@ -1,6 +1,6 @@
 //! `dag` templates: `dependencies`/`depends`, targets, task groups and Argo's phase assessment.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use expr::Unresolved;
@@ -34,58 +34,109 @@ impl Workflow {
         let Some(dag) = &tmpl.dag else {
             return Outcome::Node(id);
         };
-        let siblings = Siblings::Dag {
-            node_name: node_name.to_string(),
-            tasks: dag.tasks.iter().map(|t| t.name.clone()).collect(),
+        // The parsed structure is built once per DAG node and kept while it runs.
+        let rt = match self.dag_cache.remove(&id) {
+            Some(rt) => rt,
+            None => match self.build_dag_runtime(&id, node_name, tmpl, &inputs) {
+                Ok(rt) => rt,
+                Err(msg) => {
+                    self.set_phase(&id, Phase::Error, Some(msg));
+                    return Outcome::Node(id);
+                }
+            },
         };
-        let index: HashMap<&str, usize> = dag
+        let mut rt = rt;
+        // Tasks already started: re-evaluate them (nested templates, retries, exit hooks) and
+        // retire the ones that are done.
+        let active: Vec<usize> = rt.active.iter().copied().collect();
+        for i in active {
+            self.execute_dag_task(&dag.tasks, i, &rt, node_name, &id, tscope, &inputs);
+            self.settle_task(&mut rt, i, node_name, &dag.tasks);
+        }
+        // Tasks whose dependencies are all done: start them. Starting one may finish it at once
+        // (skipped, omitted, errored), which can make more tasks ready.
+        loop {
+            let ready: Vec<usize> = rt.ready.iter().copied().collect();
+            let before = (rt.ready.len(), rt.active.len(), rt.done_count);
+            for i in ready {
+                self.execute_dag_task(&dag.tasks, i, &rt, node_name, &id, tscope, &inputs);
+                self.settle_task(&mut rt, i, node_name, &dag.tasks);
+            }
+            if (rt.ready.len(), rt.active.len(), rt.done_count) == before {
+                break;
+            }
+        }
+        let fail_fast = dag.fail_fast.or(tmpl.fail_fast).unwrap_or(true);
+        // While anything runs, the DAG runs: assess only when nothing is in flight.
+        let phase = if rt.active.is_empty() {
+            self.assess_dag(&id, &dag.tasks, &rt.targets, node_name, fail_fast)
+        } else {
+            Phase::Running
+        };
+        let siblings = rt.siblings.clone();
+        let targets = rt.targets.clone();
+        match phase {
+            Phase::Running => {
+                self.dag_cache.insert(id.clone(), rt);
+            }
+            Phase::Succeeded => {
+                self.dag_outbound(&id, node_name, &dag.tasks, &targets);
+                self.complete_with_outputs(&id, tmpl, &inputs, &siblings);
+            }
+            other => {
+                self.dag_outbound(&id, node_name, &dag.tasks, &targets);
+                self.set_phase(&id, other, None);
+            }
+        }
+        Outcome::Node(id)
+    }
+
+    /// Parses dependencies, resolves targets and orders the tasks a DAG node needs.
+    fn build_dag_runtime(
+        &self,
+        id: &str,
+        node_name: &str,
+        tmpl: &Template,
+        inputs: &[(String, String)],
+    ) -> Result<DagRuntime, String> {
+        let dag = tmpl.dag.as_ref().ok_or("internal: not a DAG template")?;
+        let index: HashMap<String, usize> = dag
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
+            .map(|(i, t)| (t.name.clone(), i))
             .collect();
+        let siblings = Siblings::Dag {
+            node_name: node_name.to_string(),
+            tasks: Arc::new(dag.tasks.iter().map(|t| t.name.clone()).collect()),
+        };
         let mut deps: Vec<Option<expr::Depends>> = Vec::with_capacity(dag.tasks.len());
         for t in &dag.tasks {
-            let d = match &t.depends {
-                Some(src) => match expr::parse_depends(src) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        self.set_phase(
-                            &id,
-                            Phase::Error,
-                            Some(format!("task {:?}: invalid depends {src:?}: {e}", t.name)),
-                        );
-                        return Outcome::Node(id);
-                    }
-                },
+            deps.push(match &t.depends {
+                Some(src) => Some(
+                    expr::parse_depends(src)
+                        .map_err(|e| format!("task {:?}: invalid depends {src:?}: {e}", t.name))?,
+                ),
                 None => expr::Depends::from_dependencies(&t.dependencies),
-            };
-            deps.push(d);
+            });
         }
-        // Targets: given, or every task no other task depends on.
         let targets: Vec<usize> = match &dag.target {
             Some(t) => {
                 let view = ScopeView {
                     wf: self,
                     siblings: &siblings,
-                    inputs: &inputs,
+                    inputs,
                     item: None,
                     extra: Vec::new(),
                 };
                 let t = expr::render(t, &view, Unresolved::Keep).unwrap_or_else(|_| t.clone());
                 let mut out = Vec::new();
                 for name in t.split_whitespace() {
-                    match index.get(name) {
-                        Some(i) => out.push(*i),
-                        None => {
-                            self.set_phase(
-                                &id,
-                                Phase::Error,
-                                Some(format!("target {name:?} is not a task of this DAG")),
-                            );
-                            return Outcome::Node(id);
-                        }
-                    }
+                    out.push(
+                        *index
+                            .get(name)
+                            .ok_or_else(|| format!("target {name:?} is not a task of this DAG"))?,
+                    );
                 }
                 out
             }
@@ -101,35 +152,73 @@ impl Workflow {
                 (0..dag.tasks.len()).filter(|i| !depended[*i]).collect()
             }
         };
-        let order = match dag_order(&dag.tasks, &deps, &index, &targets) {
-            Ok(o) => o,
-            Err(e) => {
-                self.set_phase(&id, Phase::Error, Some(e));
-                return Outcome::Node(id);
-            }
-        };
-        let fail_fast = dag.fail_fast.or(tmpl.fail_fast).unwrap_or(true);
+        let (order, parents) = dag_order(&dag.tasks, &deps, &index, &targets)?;
+        let n = dag.tasks.len();
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut remaining = vec![0usize; n];
         for &i in &order {
-            self.execute_dag_task(
-                &dag.tasks, i, &deps, &index, node_name, &id, tscope, &inputs, &siblings,
-            );
-        }
-        if self.nodes.get(&id).is_some_and(|n| n.phase.fulfilled()) {
-            return Outcome::Node(id);
-        }
-        let phase = self.assess_dag(&id, &dag.tasks, &targets, node_name, fail_fast);
-        match phase {
-            Phase::Running => {}
-            Phase::Succeeded => {
-                self.dag_outbound(&id, node_name, &dag.tasks, &targets);
-                self.complete_with_outputs(&id, tmpl, &inputs, &siblings);
-            }
-            other => {
-                self.dag_outbound(&id, node_name, &dag.tasks, &targets);
-                self.set_phase(&id, other, None);
+            let mut ps = parents[i].clone();
+            ps.sort_unstable();
+            ps.dedup();
+            remaining[i] = ps.len();
+            for p in ps {
+                children[p].push(i);
             }
         }
-        Outcome::Node(id)
+        let mut rt = DagRuntime {
+            deps,
+            index,
+            targets,
+            siblings,
+            children,
+            remaining,
+            needed: vec![false; n],
+            done: vec![false; n],
+            done_count: 0,
+            active: BTreeSet::new(),
+            ready: BTreeSet::new(),
+        };
+        for &i in &order {
+            rt.needed[i] = true;
+            if rt.remaining[i] == 0 {
+                rt.ready.insert(i);
+            }
+        }
+        // Nodes may exist already (the runtime is derived state): account for them.
+        for &i in &order {
+            let tid = node_id(&self.id.name, &format!("{node_name}.{}", dag.tasks[i].name));
+            if self.nodes.get(&tid).is_some() {
+                rt.ready.remove(&i);
+                rt.active.insert(i);
+            }
+        }
+        let _ = id;
+        Ok(rt)
+    }
+
+    /// Moves task `i` between ready, active and done after it was looked at.
+    fn settle_task(&self, rt: &mut DagRuntime, i: usize, node_name: &str, tasks: &[DagTask]) {
+        let tid = node_id(&self.id.name, &format!("{node_name}.{}", tasks[i].name));
+        if self.nodes.get(&tid).is_none() {
+            return;
+        }
+        rt.ready.remove(&i);
+        if !self.step_fulfilled(&tid) {
+            rt.active.insert(i);
+            return;
+        }
+        rt.active.remove(&i);
+        if rt.done[i] {
+            return;
+        }
+        rt.done[i] = true;
+        rt.done_count += 1;
+        for c in rt.children[i].clone() {
+            rt.remaining[c] = rt.remaining[c].saturating_sub(1);
+            if rt.remaining[c] == 0 && rt.needed[c] && !rt.done[c] && !rt.active.contains(&c) {
+                rt.ready.insert(c);
+            }
+        }
     }
 
     pub(crate) fn dag_outbound(
@@ -247,14 +336,13 @@ impl Workflow {
         &mut self,
         tasks: &[DagTask],
         i: usize,
-        deps: &[Option<expr::Depends>],
-        index: &HashMap<&str, usize>,
+        rt: &DagRuntime,
         dag_name: &str,
         dag_id: &str,
         tscope: &TemplateScope,
         inputs: &[(String, String)],
-        siblings: &Siblings,
     ) {
+        let (deps, index, siblings) = (&rt.deps, &rt.index, &rt.siblings);
         let task = &tasks[i];
         let task_name = format!("{dag_name}.{}", task.name);
         let task_id = node_id(&self.id.name, &task_name);
@@ -334,7 +422,8 @@ impl Workflow {
             None => {
                 if let StepRun::Node(id) | StepRun::Errored(id) = self.run_step(
                     &step, &task_name, &task.name, None, tscope, inputs, siblings, &boundary,
-                ) {
+                ) && !exists
+                {
                     self.link_task(&id, dag_id, &dep_ids);
                 }
             }
@@ -407,6 +496,7 @@ impl Workflow {
             let label = item_label(i, item);
             let name = format!("{group_name}{label}");
             let display = format!("{}{label}", task.name);
+            let existed = self.node_by_name(&name).is_some();
             match self.run_step(
                 step,
                 &name,
@@ -418,7 +508,9 @@ impl Workflow {
                 boundary,
             ) {
                 StepRun::Node(id) | StepRun::Errored(id) => {
-                    self.add_child(group_id, &id);
+                    if !existed {
+                        self.add_child(group_id, &id);
+                    }
                     children.push(id);
                 }
                 StepRun::NotStarted => not_started = true,
@@ -480,12 +572,13 @@ pub(crate) fn task_result(
 }
 
 /// The tasks needed for `targets` (their ancestors), in a topological order (Kahn).
+/// Returns the order and each task's parent indices.
 pub(crate) fn dag_order(
     tasks: &[DagTask],
     deps: &[Option<expr::Depends>],
-    index: &HashMap<&str, usize>,
+    index: &HashMap<String, usize>,
     targets: &[usize],
-) -> Result<Vec<usize>, String> {
+) -> Result<(Vec<usize>, Vec<Vec<usize>>), String> {
     let n = tasks.len();
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, d) in deps.iter().enumerate() {
@@ -537,5 +630,26 @@ pub(crate) fn dag_order(
     if order.len() != needed.iter().filter(|x| **x).count() {
         return Err("dependency cycle in DAG".into());
     }
-    Ok(order)
+    Ok((order, parents))
+}
+
+/// What a running DAG node needs between walks: derived from the template and the nodes, so
+/// it can always be rebuilt; it only saves re-parsing and re-visiting finished tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct DagRuntime {
+    deps: Vec<Option<expr::Depends>>,
+    index: HashMap<String, usize>,
+    targets: Vec<usize>,
+    siblings: Siblings,
+    children: Vec<Vec<usize>>,
+    /// Dependencies of each task not yet done.
+    remaining: Vec<usize>,
+    /// Tasks the targets need.
+    needed: Vec<bool>,
+    done: Vec<bool>,
+    done_count: usize,
+    /// Tasks with a node that is not done yet.
+    active: BTreeSet<usize>,
+    /// Tasks whose dependencies are done and that have no node yet.
+    ready: BTreeSet<usize>,
 }

@@ -11,3 +11,5 @@ mod inputs;
 mod retry;
 mod steps;
 mod walk;
+
+pub(crate) use dag::DagRuntime;

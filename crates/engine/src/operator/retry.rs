@@ -69,7 +69,9 @@ impl Workflow {
             let Outcome::Node(child) = out else {
                 return Outcome::Node(retry_id);
             };
-            self.add_child(&retry_id, &child);
+            if attempt == children.len() {
+                self.add_child(&retry_id, &child);
+            }
             if !self.nodes.get(&child).is_some_and(|n| n.phase.fulfilled()) {
                 return Outcome::Node(retry_id);
             }

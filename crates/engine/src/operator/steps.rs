@@ -225,8 +225,8 @@ impl Workflow {
                             Phase::Skipped,
                             "Skipped, empty params",
                         );
+                        self.add_child(sg_id, &id);
                     }
-                    self.add_child(sg_id, &id);
                     children.push((id, step.continue_on.clone()));
                     continue;
                 }
@@ -244,6 +244,7 @@ impl Workflow {
                     .collect(),
             };
             for (child_name, display, item) in expanded {
+                let existed = self.node_by_name(&child_name).is_some();
                 match self.run_step(
                     step,
                     &child_name,
@@ -255,12 +256,16 @@ impl Workflow {
                     &boundary,
                 ) {
                     StepRun::Node(id) => {
-                        self.add_child(sg_id, &id);
+                        if !existed {
+                            self.add_child(sg_id, &id);
+                        }
                         children.push((id, step.continue_on.clone()));
                     }
                     StepRun::NotStarted => not_started = true,
                     StepRun::Errored(id) => {
-                        self.add_child(sg_id, &id);
+                        if !existed {
+                            self.add_child(sg_id, &id);
+                        }
                         self.set_phase(sg_id, Phase::Error, Some(format!("child '{id}' errored")));
                         return;
                     }
@@ -542,6 +547,7 @@ impl Workflow {
                 })
                 .collect()
         };
+        let existed = self.node_by_name(&name).is_some();
         self.pending_exit_hooks.insert(parent_id.to_string());
         let was = self.in_exit_handler;
         self.in_exit_handler = true;
@@ -555,7 +561,9 @@ impl Workflow {
         });
         self.in_exit_handler = was;
         if let Outcome::Node(exit_id) = out {
-            self.add_child(parent_id, &exit_id);
+            if !existed {
+                self.add_child(parent_id, &exit_id);
+            }
             self.pending_exit_hooks.remove(parent_id);
         }
     }

@@ -1,0 +1,217 @@
+//! `riposte bench`: the documented performance workloads.
+//!
+//! - `engine --shape fanout --tasks N`: one DAG, a root task, N tasks after it and one task
+//!   after all of them; a no-op executor answers every step at once.
+//! - `engine --shape layered --tasks N`: N tasks in layers of 1,000, each depending on two
+//!   tasks of the previous layer.
+//! - `host --processes N`: N parallel `sh -c 'echo x'` steps through the host executor,
+//!   against spawning the same N processes from a thread pool.
+//!
+//! Each prints one JSON line. Peak memory is the process's `VmHWM`, so run one workload per
+//! process (the `scripts/bench` script does).
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use engine::{Command, ExecResult, Input, Workflow, WorkflowIdentity};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Shape {
+    Fanout,
+    Layered,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+const TASK_TEMPLATE: &str =
+    "  - name: noop\n    container: {image: busybox, command: [sh, -c, 'echo x']}\n";
+
+pub fn dag_yaml(shape: Shape, n: usize) -> String {
+    let mut s = String::with_capacity(n * 64);
+    s.push_str("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: bench}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n");
+    match shape {
+        Shape::Fanout => {
+            s.push_str("      - {name: root, template: noop}\n");
+            for i in 0..n {
+                s.push_str(&format!(
+                    "      - {{name: t{i}, template: noop, dependencies: [root]}}\n"
+                ));
+            }
+            s.push_str("      - name: sink\n        template: noop\n        dependencies:\n");
+            for i in 0..n {
+                s.push_str(&format!("        - t{i}\n"));
+            }
+        }
+        Shape::Layered => {
+            let width = 1000.min(n.max(1));
+            for i in 0..n {
+                if i < width {
+                    s.push_str(&format!("      - {{name: t{i}, template: noop}}\n"));
+                } else {
+                    // Two parents in the previous layer, spread deterministically.
+                    let layer_start = (i / width - 1) * width;
+                    let a = layer_start + (i * 7919) % width;
+                    let b = layer_start + (i * 104_729 + 1) % width;
+                    s.push_str(&format!(
+                        "      - {{name: t{i}, template: noop, dependencies: [t{a}, t{b}]}}\n"
+                    ));
+                }
+            }
+        }
+    }
+    s.push_str(TASK_TEMPLATE);
+    s
+}
+
+pub fn engine(shape: Shape, tasks: usize) -> Result<()> {
+    let text = dag_yaml(shape, tasks);
+    let parse_start = Instant::now();
+    let (loaded, diags) = spec::load("bench.yaml", &text);
+    if let Some(d) = diags.first() {
+        anyhow::bail!("generated workflow is invalid: {d}");
+    }
+    let spec::Resource::Workflow(_, wf) = &loaded.first().context("generated workflow")?.resource
+    else {
+        anyhow::bail!("generated document is not a Workflow");
+    };
+    let parse_ms = parse_start.elapsed().as_secs_f64() * 1000.0;
+    let id = WorkflowIdentity {
+        name: "bench".into(),
+        namespace: "default".into(),
+        uid: "bench".into(),
+    };
+    let mut wf = Workflow::new((**wf).clone(), Default::default(), id, &[])?;
+    let start = Instant::now();
+    let mut now = 0i64;
+    let mut steps = 0usize;
+    let mut commands = wf.step(&[Input::Start { now }])?;
+    while !wf.is_finished() {
+        now += 1;
+        let mut batch = Vec::new();
+        for c in commands.drain(..) {
+            if let Command::Execute(n) = c {
+                batch.push(Input::NodeStarted {
+                    now,
+                    node_id: n.node_id.clone(),
+                });
+                batch.push(Input::NodeFinished {
+                    now,
+                    node_id: n.node_id.clone(),
+                    result: ExecResult::succeeded(0, "x"),
+                });
+            }
+        }
+        anyhow::ensure!(
+            !batch.is_empty(),
+            "no progress possible: the engine issued no work"
+        );
+        commands = wf.step(&batch)?;
+        steps += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let transitions = wf.transitions();
+    let shape_name = match shape {
+        Shape::Fanout => "fanout",
+        Shape::Layered => "layered",
+    };
+    let line = serde_json::json!({
+        "workload": format!("engine-{shape_name}"),
+        "tasks": tasks,
+        "nodes": wf.nodes().len(),
+        "engine_steps": steps,
+        "phase": wf.phase().as_str(),
+        "parse_ms": (parse_ms * 10.0).round() / 10.0,
+        "engine_seconds": (secs * 1000.0).round() / 1000.0,
+        "transitions": transitions,
+        "transitions_per_second": (transitions as f64 / secs).round(),
+        "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+    });
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}
+
+/// Spawns `n` `sh -c 'echo x'` processes from `threads` threads and waits for all.
+fn bare_spawn(n: usize, threads: usize) -> Result<f64> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                        let out = std::process::Command::new("sh")
+                            .args(["-c", "echo x"])
+                            .output()?;
+                        anyhow::ensure!(out.status.success(), "sh failed");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("spawn thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub async fn host(
+    processes: usize,
+    threads: usize,
+    exec: executor::HostExecutor,
+    run_dir: std::path::PathBuf,
+) -> Result<()> {
+    let bare = tokio::task::spawn_blocking(move || bare_spawn(processes, threads)).await??;
+    let yaml = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: bench-host}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {{name: t, template: noop, withSequence: {{count: '{processes}'}}}}\n{TASK_TEMPLATE}"
+    );
+    let (loaded, _) = spec::load("bench.yaml", &yaml);
+    let spec::Resource::Workflow(_, wf) = &loaded.first().context("generated workflow")?.resource
+    else {
+        anyhow::bail!("generated document is not a Workflow");
+    };
+    let id = WorkflowIdentity {
+        name: "bench-host".into(),
+        namespace: "default".into(),
+        uid: "bench".into(),
+    };
+    let wf = Workflow::new((**wf).clone(), Default::default(), id, &[])?;
+    let isolated = matches!(exec.config().isolation, executor::Isolation::PrivateRoot);
+    let start = Instant::now();
+    let outcome = crate::run::run_workflow(
+        wf,
+        exec,
+        crate::run::RunConfig {
+            run_dir,
+            progress: crate::ui::Progress::silent(),
+        },
+    )
+    .await?;
+    let secs = start.elapsed().as_secs_f64();
+    let line = serde_json::json!({
+        "workload": "host-executor",
+        "processes": processes,
+        "private_root": isolated,
+        "phase": outcome.workflow.phase().as_str(),
+        "riposte_seconds": (secs * 1000.0).round() / 1000.0,
+        "bare_spawn_seconds": (bare * 1000.0).round() / 1000.0,
+        "bare_spawn_threads": threads,
+        "ratio": ((secs / bare) * 100.0).round() / 100.0,
+    });
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}
