@@ -213,6 +213,10 @@ pub struct Workflow {
     pub(crate) resource: WorkflowResource,
     pub(crate) library: Library,
     pub(crate) templates: HashMap<(TemplateScope, String), Arc<Template>>,
+    pub(crate) local_templates: Vec<Arc<Template>>,
+    /// Whether a template (by address of its shared copy) contains any `{{`; templates
+    /// without one are sent to executors as they are, without a copy.
+    pub(crate) template_tags: HashMap<usize, bool>,
     pub(crate) phase: Phase,
     pub(crate) message: String,
     pub(crate) started_at: Option<i64>,
@@ -250,9 +254,16 @@ impl Workflow {
         let resource = library
             .resolve_workflow(&resource)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let mut resource = resource;
+        // The workflow's own templates live once, shared: in `templates` for lookups and in
+        // `local_templates` (declaration order) for rendering the spec.
+        let local_templates: Vec<Arc<Template>> = std::mem::take(&mut resource.spec.templates)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let mut templates = HashMap::new();
-        for t in &resource.spec.templates {
-            templates.insert((TemplateScope::Local, t.name.clone()), Arc::new(t.clone()));
+        for t in &local_templates {
+            templates.insert((TemplateScope::Local, t.name.clone()), t.clone());
         }
         for (cluster, map) in [
             (false, &library.templates),
@@ -268,6 +279,15 @@ impl Workflow {
                 }
             }
         }
+        let template_tags: HashMap<usize, bool> = templates
+            .values()
+            .map(|t| {
+                let has = serde_json::to_string(&**t)
+                    .map(|s| s.contains("{{"))
+                    .unwrap_or(true);
+                (Arc::as_ptr(t) as usize, has)
+            })
+            .collect();
         let entry = resource
             .spec
             .entrypoint
@@ -357,7 +377,6 @@ impl Workflow {
             globals.insert(format!("workflow.parameters.{n}"), v.clone());
         }
         globals.insert("workflow.parameters.json".into(), params_json.to_string());
-        let mut resource = resource;
         for p in &mut resource.spec.arguments.parameters {
             if let Some((_, v)) = params.iter().find(|(n, _)| n == &p.name) {
                 p.value = Some(spec::AnyString(v.clone()));
@@ -368,6 +387,8 @@ impl Workflow {
             resource,
             library,
             templates,
+            local_templates,
+            template_tags,
             phase: Phase::Pending,
             message: String::new(),
             started_at: None,

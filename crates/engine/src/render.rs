@@ -130,6 +130,19 @@ impl Workflow {
         Value::Object(m)
     }
 
+    fn spec_json(&self) -> Value {
+        let mut spec = serde_json::to_value(&self.resource.spec).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut spec {
+            let templates: Vec<Value> = self
+                .local_templates
+                .iter()
+                .map(|t| serde_json::to_value(&**t).unwrap_or(Value::Null))
+                .collect();
+            m.insert("templates".into(), Value::Array(templates));
+        }
+        spec
+    }
+
     /// The final (or current) workflow as Argo's JSON, with `status.nodes` keyed by node id.
     pub fn to_argo_json(&self) -> Value {
         let progress = self.progress();
@@ -184,7 +197,7 @@ impl Workflow {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
             "metadata": metadata,
-            "spec": serde_json::to_value(&self.resource.spec).unwrap_or(Value::Null),
+            "spec": self.spec_json(),
             "status": Value::Object(status),
         })
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use engine::{ExecResult, ExecuteNode};
 use spec::{Container, TemplateType};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, watch};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
 
 use crate::image::ImageTable;
 use crate::sandbox::{Isolation, MountPlan, Sandbox};
@@ -40,6 +40,7 @@ pub struct HostConfig {
 #[derive(Clone)]
 pub struct HostExecutor {
     config: Arc<HostConfig>,
+    shim_dir: Arc<std::sync::OnceLock<Result<String, String>>>,
 }
 
 /// A node's log file, one per node, interleaving stdout and stderr lines as they arrive.
@@ -51,11 +52,18 @@ impl HostExecutor {
     pub fn new(config: HostConfig) -> HostExecutor {
         HostExecutor {
             config: Arc::new(config),
+            shim_dir: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    fn shared_shim_dir(&self) -> Result<String, String> {
+        self.shim_dir
+            .get_or_init(|| link_shims(&self.config.run_dir, &self.config.argosay_binary))
+            .clone()
     }
 
     /// Runs the node to completion, or until `cancel` turns true or its deadline passes.
@@ -108,9 +116,12 @@ impl HostExecutor {
             (None, None) => return Err("template has neither container nor script".into()),
         };
         let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
-        std::fs::create_dir_all(&node_dir)
-            .map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
         let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
+        // Without a private root, a node needs its own directory only for a script file.
+        if isolated || script.is_some() {
+            std::fs::create_dir_all(&node_dir)
+                .map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
+        }
         let workdir = container.working_dir.clone().unwrap_or_else(|| "/".into());
         let output_paths: Vec<&str> = node.output_paths.iter().map(|(_, p)| p.as_str()).collect();
         let mut private: Vec<&str> = output_paths.clone();
@@ -181,7 +192,7 @@ impl HostExecutor {
         let shim_dir = if isolated {
             SHIM_DIR_INSIDE.to_string()
         } else {
-            link_shims(&node_dir, &cfg.argosay_binary)?
+            self.shared_shim_dir()?
         };
         cmd.env("PATH", format!("{shim_dir}:{host_path_var}"));
         cmd.env("HOME", "/tmp");
@@ -193,7 +204,6 @@ impl HostExecutor {
             cmd.arg0("argosay");
         }
         if !isolated {
-            cmd.env("TMPDIR", &node_dir);
             if container.working_dir.is_some() {
                 cmd.current_dir(&workdir);
             }
@@ -217,18 +227,14 @@ impl HostExecutor {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child_plan = plan.clone();
-        // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(plan) = &child_plan {
-                    plan.apply_in_child()?;
-                }
-                Ok(())
-            });
+        // Its own process group, so cancellation reaches everything the step started. Without
+        // a pre_exec hook this is a posix_spawn, much cheaper than fork for a large parent.
+        cmd.process_group(0);
+        if let Some(plan) = plan.clone() {
+            // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
+            unsafe {
+                cmd.pre_exec(move || plan.apply_in_child());
+            }
         }
         let mut child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
@@ -239,10 +245,12 @@ impl HostExecutor {
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("creating log directory: {e}"))?;
         }
-        let log_file = tokio::fs::File::create(&log)
-            .await
-            .map_err(|e| format!("creating {}: {e}", log.display()))?;
-        let log_file = Arc::new(Mutex::new(log_file));
+        // Creating an empty file is quick; a blocking-pool round trip per node is not.
+        // Plain blocking writes: appending a line to the page cache is quicker than a
+        // blocking-pool round trip per line.
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let log_file = Arc::new(std::sync::Mutex::new(log_file));
         let stdout = child
             .stdout
             .take()
@@ -306,9 +314,9 @@ impl HostExecutor {
     }
 }
 
-/// Without a private root, the shims are symlinks in the node directory.
-fn link_shims(node_dir: &Path, binary: &Path) -> Result<String, String> {
-    let dir = node_dir.join("bin");
+/// Without a private root, the shims are symlinks in one directory per run.
+fn link_shims(run_dir: &Path, binary: &Path) -> Result<String, String> {
+    let dir = run_dir.join("bin");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     for s in SHIMS {
         let link = dir.join(s);
@@ -323,7 +331,7 @@ fn link_shims(node_dir: &Path, binary: &Path) -> Result<String, String> {
 /// SIGTERM the process group, then SIGKILL after a grace period.
 async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
     if let Some(pid) = pid {
-        // SAFETY: kill with a negative pid signals the process group we created with setsid.
+        // SAFETY: kill with a negative pid signals the process group the step runs in.
         unsafe {
             libc::kill(-(pid as i32), libc::SIGTERM);
         }
@@ -344,7 +352,7 @@ async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
 /// Copies a stream into the log and, for stdout, keeps up to [`RESULT_LIMIT`] bytes.
 async fn pump(
     stream: impl AsyncRead + Unpin,
-    log: Arc<Mutex<tokio::fs::File>>,
+    log: Arc<std::sync::Mutex<std::fs::File>>,
     keep: bool,
 ) -> Vec<u8> {
     let mut reader = BufReader::new(stream);
@@ -359,13 +367,13 @@ async fn pump(
                     let room = RESULT_LIMIT - kept.len();
                     kept.extend_from_slice(&line[..line.len().min(room)]);
                 }
-                let mut f = log.lock().await;
-                // Logging is best effort; the result is what the engine needs.
-                let _ = f.write_all(&line).await;
+                // Logging is best effort; the result is what the engine needs. A poisoned
+                // lock only means another pump panicked; keep writing.
+                let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = std::io::Write::write_all(&mut *f, &line);
             }
         }
     }
-    let _ = log.lock().await.flush().await;
     kept
 }
 

@@ -33,6 +33,10 @@ pub struct RunConfig {
 pub struct RunOutcome {
     pub workflow: Workflow,
     pub interrupted: bool,
+    /// Time spent inside the engine's `step`.
+    pub engine_time: Duration,
+    /// How many batches of inputs the engine processed.
+    pub engine_steps: usize,
 }
 
 /// Runs `wf` until it finishes. The first Ctrl-C terminates it (processes are killed and the
@@ -55,6 +59,8 @@ pub async fn run_workflow(
     let mut tasks = JoinSet::new();
     let mut timer_tasks = JoinSet::new();
     let mut interrupted = false;
+    let mut engine_time = Duration::ZERO;
+    let mut engine_steps = 0usize;
     // Registered before the first step, so a Ctrl-C at any point after start is ours.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("installing the Ctrl-C handler")?;
@@ -62,7 +68,10 @@ pub async fn run_workflow(
     loop {
         serde_json::to_writer(&mut history, &batch).context("writing history")?;
         history.write_all(b"\n").context("writing history")?;
+        let t0 = std::time::Instant::now();
         let commands = wf.step(&batch).context("engine rejected an input")?;
+        engine_time += t0.elapsed();
+        engine_steps += 1;
         for c in commands {
             match c {
                 Command::Execute(node) => {
@@ -148,5 +157,7 @@ pub async fn run_workflow(
     Ok(RunOutcome {
         workflow: wf,
         interrupted,
+        engine_time,
+        engine_steps,
     })
 }

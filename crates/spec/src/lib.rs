@@ -189,7 +189,7 @@ pub fn load(file: &str, text: &str) -> (Vec<Loaded>, Vec<Diagnostic>) {
 fn from_value<T: serde::de::DeserializeOwned>(
     v: &serde_json::Value,
 ) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         (path, e.into_inner().to_string())

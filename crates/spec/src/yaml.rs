@@ -19,10 +19,11 @@ pub struct Position {
 
 /// One YAML document: its value and the position of every node, keyed by a JSON-path-like
 /// string such as `spec.templates[2].dag.tasks[0].name`. The document root is keyed by `""`.
+/// Paths are stored as 64-bit hashes: a 100,000-task DAG has ~700,000 positions.
 #[derive(Debug, Clone, Default)]
 pub struct Document {
     pub value: Value,
-    positions: HashMap<String, Position>,
+    positions: HashMap<u64, Position>,
     /// Legal but suspicious input, such as a duplicate key (the last one wins, as in Kubernetes).
     pub warnings: Vec<(Position, String)>,
 }
@@ -32,12 +33,18 @@ impl Document {
     pub fn position(&self, path: &str) -> Position {
         let mut p = path;
         loop {
-            if let Some(pos) = self.positions.get(p) {
+            if let Some(pos) = self.positions.get(&path_key(p)) {
                 return *pos;
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.positions.get("").copied().unwrap_or_default(),
+                None => {
+                    return self
+                        .positions
+                        .get(&path_key(""))
+                        .copied()
+                        .unwrap_or_default();
+                }
             }
         }
     }
@@ -95,7 +102,7 @@ enum Frame {
 struct Builder {
     documents: Vec<Document>,
     stack: Vec<Frame>,
-    positions: HashMap<String, Position>,
+    positions: HashMap<u64, Position>,
     anchors: HashMap<usize, Value>,
     root: Option<Value>,
     warnings: Vec<(Position, String)>,
@@ -145,7 +152,8 @@ impl Builder {
                 if is_key {
                     if let Some(Frame::Map { path, key, .. }) = self.stack.last_mut() {
                         let k = text.to_string();
-                        self.positions.insert(join_key(path, &k), pos(&span));
+                        self.positions
+                            .insert(path_key(&join_key(path, &k)), pos(&span));
                         *key = Some(k);
                     }
                     return Ok(());
@@ -156,7 +164,7 @@ impl Builder {
                     self.anchors.insert(anchor, value.clone());
                 }
                 let path = self.child_path();
-                self.positions.insert(path, pos(&span));
+                self.positions.insert(path_key(&path), pos(&span));
                 self.add(value, &span)?;
             }
             Event::Alias(id) => {
@@ -171,12 +179,12 @@ impl Builder {
                     });
                 }
                 let path = self.child_path();
-                self.positions.insert(path, pos(&span));
+                self.positions.insert(path_key(&path), pos(&span));
                 self.add(value, &span)?;
             }
             Event::SequenceStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
-                self.positions.insert(path.clone(), pos(&span));
+                self.positions.insert(path_key(&path), pos(&span));
                 self.stack.push(Frame::Seq {
                     path,
                     items: Vec::new(),
@@ -185,7 +193,7 @@ impl Builder {
             }
             Event::MappingStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
-                self.positions.insert(path.clone(), pos(&span));
+                self.positions.insert(path_key(&path), pos(&span));
                 self.stack.push(Frame::Map {
                     path,
                     map: Map::new(),
@@ -266,6 +274,16 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// FNV-1a 64 of a path: deterministic, and collisions only misplace a line number.
+fn path_key(path: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 fn join_key(path: &str, key: &str) -> String {

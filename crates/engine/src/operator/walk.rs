@@ -546,7 +546,7 @@ impl Workflow {
             item: None,
             extra,
         };
-        let substituted = substitute_template(tmpl, &view);
+        let substituted = self.substitute_leaf(tmpl, &view);
         let substituted = match substituted {
             Ok(t) => t,
             Err(msg) => {
@@ -576,7 +576,7 @@ impl Workflow {
             pod_name: pod,
             workflow_name: self.id.name.clone(),
             namespace: self.id.namespace.clone(),
-            template: Arc::new(substituted),
+            template: substituted,
             deadline,
             output_paths,
         })));
@@ -747,6 +747,21 @@ pub(crate) fn render_value(
 
 /// Substitutes every string in a leaf template; leftover references to inputs, steps, tasks,
 /// items or the workflow are an error, as in Argo.
+impl Workflow {
+    /// The leaf template with variables substituted; shared as is when it has none.
+    fn substitute_leaf(
+        &self,
+        t: &Arc<Template>,
+        view: &ScopeView,
+    ) -> Result<Arc<Template>, String> {
+        let key = Arc::as_ptr(t) as usize;
+        if self.template_tags.get(&key) == Some(&false) {
+            return Ok(t.clone());
+        }
+        substitute_template(t, view).map(Arc::new)
+    }
+}
+
 pub(crate) fn substitute_template(t: &Template, view: &ScopeView) -> Result<Template, String> {
     let raw = serde_json::to_value(t).map_err(|e| format!("internal: template to JSON: {e}"))?;
     let mut unresolved: HashSet<String> = HashSet::new();
