@@ -203,10 +203,8 @@ impl HostExecutor {
         if program == &argosay_path {
             cmd.arg0("argosay");
         }
-        if !isolated {
-            if container.working_dir.is_some() {
-                cmd.current_dir(&workdir);
-            }
+        if !isolated && container.working_dir.is_some() {
+            cmd.current_dir(&workdir);
         }
         for e in &container.env {
             match &e.value {
