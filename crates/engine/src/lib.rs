@@ -241,6 +241,8 @@ pub struct Workflow {
     pub(crate) pending_exit_hooks: BTreeSet<String>,
     /// Per running DAG node: parsed dependencies and which tasks are ready, running or done.
     pub(crate) dag_cache: HashMap<String, operator::DagRuntime>,
+    /// Per running step group or task group: its expanded children and which are pending.
+    pub(crate) group_cache: HashMap<String, operator::GroupPlan>,
 }
 
 impl Workflow {
@@ -408,6 +410,7 @@ impl Workflow {
             wakeups: BTreeSet::new(),
             pending_exit_hooks: BTreeSet::new(),
             dag_cache: HashMap::new(),
+            group_cache: HashMap::new(),
         })
     }
 

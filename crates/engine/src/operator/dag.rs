@@ -487,21 +487,30 @@ impl Workflow {
         siblings: &Siblings,
         boundary: &Option<String>,
     ) {
-        let Ok(Some(items)) = self.expand_items(step, inputs, siblings) else {
-            return;
+        let mut plan = match self.group_cache.remove(group_id) {
+            Some(p) => p,
+            None => {
+                let Ok(Some(items)) = self.expand_items(step, inputs, siblings) else {
+                    return;
+                };
+                GroupPlan::new(plan_entries(
+                    &self.id.name,
+                    0,
+                    group_name,
+                    &task.name,
+                    Some(items),
+                ))
+            }
         };
-        let mut children = Vec::new();
         let mut not_started = false;
-        for (i, item) in items.iter().enumerate() {
-            let label = item_label(i, item);
-            let name = format!("{group_name}{label}");
-            let display = format!("{}{label}", task.name);
-            let existed = self.node_by_name(&name).is_some();
+        for i in plan.pending.iter().copied().collect::<Vec<_>>() {
+            let e = &plan.entries[i];
+            let existed = self.nodes.get(&e.id).is_some();
             match self.run_step(
                 step,
-                &name,
-                &display,
-                Some(item),
+                &e.name,
+                &e.display,
+                e.item.as_ref(),
                 tscope,
                 inputs,
                 siblings,
@@ -511,24 +520,32 @@ impl Workflow {
                     if !existed {
                         self.add_child(group_id, &id);
                     }
-                    children.push(id);
+                    if self.step_fulfilled(&id) {
+                        plan.pending.remove(&i);
+                    }
                 }
                 StepRun::NotStarted => not_started = true,
             }
         }
-        if not_started && !self.blocked_by_shutdown() {
+        let stopped = not_started && self.blocked_by_shutdown();
+        let in_flight = plan
+            .entries
+            .iter()
+            .any(|e| self.nodes.get(&e.id).is_some_and(|n| !n.phase.fulfilled()));
+        if !(plan.pending.is_empty() || (stopped && !in_flight)) {
+            self.group_cache.insert(group_id.to_string(), plan);
             return;
         }
-        if children.iter().any(|c| !self.step_fulfilled(c)) {
-            return;
-        }
-        let mut phase = Phase::Succeeded;
-        if not_started {
-            phase = Phase::Failed;
-        }
-        for c in &children {
-            let p = self.nodes.get(c).map(|n| n.phase).unwrap_or(Phase::Error);
-            if p.failed_or_error() {
+        let mut phase = if stopped {
+            Phase::Failed
+        } else {
+            Phase::Succeeded
+        };
+        for e in &plan.entries {
+            let p = self.nodes.get(&e.id).map(|n| n.phase);
+            if let Some(p) = p
+                && p.failed_or_error()
+            {
                 phase = p;
             }
         }

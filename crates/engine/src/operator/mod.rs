@@ -13,3 +13,4 @@ mod steps;
 mod walk;
 
 pub(crate) use dag::DagRuntime;
+pub(crate) use steps::GroupPlan;

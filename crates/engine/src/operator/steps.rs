@@ -1,11 +1,11 @@
 //! `steps` templates: sequential groups of parallel steps, loops, `when`, and exit hooks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use expr::Unresolved;
 use serde_json::Value;
-use spec::{Arguments, ContinueOn, Template, WorkflowStep};
+use spec::{Arguments, Template, WorkflowStep};
 
 use super::walk::*;
 use crate::node::{NodeOutputs, NodeType, Phase, TemplateScope, node_id};
@@ -199,103 +199,113 @@ impl Workflow {
             return;
         }
         let boundary = Some(boundary_id.to_string());
-        let mut children: Vec<(String, Option<ContinueOn>)> = Vec::new();
-        let mut not_started = false;
-        for step in group {
-            let base = format!("{sg_name}.{}", step.name);
-            let items = match self.expand_items(step, inputs, siblings) {
-                Ok(items) => items,
-                Err(msg) => {
-                    self.set_phase(sg_id, Phase::Error, Some(msg));
-                    return;
-                }
-            };
-            let expanded: Vec<(String, String, Option<Value>)> = match items {
-                None => vec![(base.clone(), step.name.clone(), None)],
-                Some(items) if items.is_empty() => {
-                    let id = node_id(&self.id.name, &base);
-                    if self.nodes.get(&id).is_none() {
-                        self.create_node(
+        // The expansion is computed once per group and kept until the group ends.
+        let mut plan = match self.group_cache.remove(sg_id) {
+            Some(p) => p,
+            None => {
+                let mut entries = Vec::new();
+                for (step_idx, step) in group.iter().enumerate() {
+                    let base = format!("{sg_name}.{}", step.name);
+                    match self.expand_items(step, inputs, siblings) {
+                        Ok(items) => entries.extend(plan_entries(
+                            &self.id.name,
+                            step_idx,
                             &base,
                             &step.name,
-                            NodeType::Skipped,
-                            None,
-                            tscope,
-                            &boundary,
-                            Phase::Skipped,
-                            "Skipped, empty params",
-                        );
+                            items,
+                        )),
+                        Err(msg) => {
+                            self.set_phase(sg_id, Phase::Error, Some(msg));
+                            return;
+                        }
+                    }
+                }
+                GroupPlan::new(entries)
+            }
+        };
+        let mut not_started = false;
+        for i in plan.pending.iter().copied().collect::<Vec<_>>() {
+            let e = &plan.entries[i];
+            let step = &group[e.step];
+            if e.empty {
+                if self.nodes.get(&e.id).is_none() {
+                    self.create_node(
+                        &e.name,
+                        &e.display,
+                        NodeType::Skipped,
+                        None,
+                        tscope,
+                        &boundary,
+                        Phase::Skipped,
+                        "Skipped, empty params",
+                    );
+                    self.add_child(sg_id, &e.id);
+                }
+                plan.pending.remove(&i);
+                continue;
+            }
+            let existed = self.nodes.get(&e.id).is_some();
+            match self.run_step(
+                step,
+                &e.name,
+                &e.display,
+                e.item.as_ref(),
+                tscope,
+                inputs,
+                siblings,
+                &boundary,
+            ) {
+                StepRun::Node(id) => {
+                    if !existed {
                         self.add_child(sg_id, &id);
                     }
-                    children.push((id, step.continue_on.clone()));
-                    continue;
+                    if self.step_fulfilled(&id) {
+                        plan.pending.remove(&i);
+                    }
                 }
-                Some(items) => items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        let label = item_label(i, &item);
-                        (
-                            format!("{base}{label}"),
-                            format!("{}{label}", step.name),
-                            Some(item),
-                        )
-                    })
-                    .collect(),
-            };
-            for (child_name, display, item) in expanded {
-                let existed = self.node_by_name(&child_name).is_some();
-                match self.run_step(
-                    step,
-                    &child_name,
-                    &display,
-                    item.as_ref(),
-                    tscope,
-                    inputs,
-                    siblings,
-                    &boundary,
-                ) {
-                    StepRun::Node(id) => {
-                        if !existed {
-                            self.add_child(sg_id, &id);
-                        }
-                        children.push((id, step.continue_on.clone()));
+                StepRun::NotStarted => not_started = true,
+                StepRun::Errored(id) => {
+                    if !existed {
+                        self.add_child(sg_id, &id);
                     }
-                    StepRun::NotStarted => not_started = true,
-                    StepRun::Errored(id) => {
-                        if !existed {
-                            self.add_child(sg_id, &id);
-                        }
-                        self.set_phase(sg_id, Phase::Error, Some(format!("child '{id}' errored")));
-                        return;
-                    }
+                    self.set_phase(sg_id, Phase::Error, Some(format!("child '{id}' errored")));
+                    return;
                 }
             }
         }
         if not_started {
-            if self.blocked_by_shutdown()
-                && children
-                    .iter()
-                    .all(|(c, _)| self.nodes.get(c).is_some_and(|n| n.phase.fulfilled()))
-            {
+            let started_all_done = plan
+                .entries
+                .iter()
+                .all(|e| self.nodes.get(&e.id).is_none_or(|n| n.phase.fulfilled()));
+            if self.blocked_by_shutdown() && started_all_done {
                 let msg = self
                     .shutdown
                     .as_ref()
                     .map(Shutdown::message)
                     .unwrap_or_default();
                 self.set_phase(sg_id, Phase::Failed, Some(msg));
-            }
-            return;
-        }
-        for (c, _) in &children {
-            if !self.step_fulfilled(c) {
                 return;
             }
+            self.group_cache.insert(sg_id.to_string(), plan);
+            return;
         }
-        for (c, continue_on) in &children {
-            let phase = self.nodes.get(c).map(|n| n.phase).unwrap_or(Phase::Error);
-            if !successful(phase) && !continues_on(continue_on, phase) {
-                self.set_phase(sg_id, Phase::Failed, Some(format!("child '{c}' failed")));
+        if !plan.pending.is_empty() {
+            self.group_cache.insert(sg_id.to_string(), plan);
+            return;
+        }
+        for e in &plan.entries {
+            let phase = self
+                .nodes
+                .get(&e.id)
+                .map(|n| n.phase)
+                .unwrap_or(Phase::Error);
+            if !successful(phase) && !continues_on(&group[e.step].continue_on, phase) {
+                self.set_phase(
+                    sg_id,
+                    Phase::Failed,
+                    Some(format!("child '{}' failed", e.id)),
+                );
                 return;
             }
         }
@@ -331,11 +341,15 @@ impl Workflow {
         boundary: &Option<String>,
     ) -> StepRun {
         let id = node_id(&self.id.name, child_name);
-        if let Some(n) = self.nodes.get(&id)
-            && n.phase.fulfilled()
-        {
-            self.run_exit_hook(step, &id, tscope, inputs, siblings, boundary);
-            return StepRun::Node(id);
+        if let Some(n) = self.nodes.get(&id) {
+            if n.phase.fulfilled() {
+                self.run_exit_hook(step, &id, tscope, inputs, siblings, boundary);
+                return StepRun::Node(id);
+            }
+            // A running leaf changes only through inputs; nothing to re-evaluate.
+            if n.node_type.is_leaf() {
+                return StepRun::Node(id);
+            }
         }
         if self.nodes.get(&id).is_none()
             && let Some(when) = &step.when
@@ -666,5 +680,79 @@ mod tests {
         assert_eq!(item_label(2, &serde_json::json!(5)), "(2:5)");
         assert_eq!(format_sequence(Some("test%02d"), 3), "test03");
         assert_eq!(format_sequence(None, 7), "7");
+    }
+}
+
+/// One child a step group or task group will run: a step, or one item of a loop.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupEntry {
+    /// Index of the step in its group (always 0 for a task group).
+    pub step: usize,
+    pub name: String,
+    pub display: String,
+    pub id: String,
+    pub item: Option<Value>,
+    /// A loop over an empty list: one Skipped node ("Skipped, empty params").
+    pub empty: bool,
+}
+
+/// The expanded children of a group and which of them are not done yet. Derived state: built
+/// from the template and scope the first time the group is walked.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupPlan {
+    pub entries: Vec<GroupEntry>,
+    pub pending: BTreeSet<usize>,
+}
+
+impl GroupPlan {
+    pub(crate) fn new(entries: Vec<GroupEntry>) -> GroupPlan {
+        let pending = (0..entries.len()).collect();
+        GroupPlan { entries, pending }
+    }
+}
+
+/// The entries for one step: itself, one per loop item, or a single empty-loop entry.
+pub(crate) fn plan_entries(
+    wf_name: &str,
+    step: usize,
+    base: &str,
+    step_name: &str,
+    items: Option<Vec<Value>>,
+) -> Vec<GroupEntry> {
+    match items {
+        None => vec![GroupEntry {
+            step,
+            name: base.to_string(),
+            display: step_name.to_string(),
+            id: node_id(wf_name, base),
+            item: None,
+            empty: false,
+        }],
+        Some(items) if items.is_empty() => {
+            vec![GroupEntry {
+                step,
+                name: base.to_string(),
+                display: step_name.to_string(),
+                id: node_id(wf_name, base),
+                item: None,
+                empty: true,
+            }]
+        }
+        Some(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let label = item_label(i, &item);
+                let name = format!("{base}{label}");
+                GroupEntry {
+                    step,
+                    id: node_id(wf_name, &name),
+                    name,
+                    display: format!("{step_name}{label}"),
+                    item: Some(item),
+                    empty: false,
+                }
+            })
+            .collect(),
     }
 }

@@ -379,7 +379,10 @@ impl Workflow {
     pub(crate) fn execute_template(&mut self, inv: Invocation) -> Outcome {
         let id = node_id(&self.id.name, &inv.node_name);
         let existing = self.nodes.get(&id).map(|n| n.phase);
-        if existing.is_some_and(Phase::fulfilled) {
+        // Fulfilled nodes never change, and a running leaf changes only through inputs.
+        if existing.is_some_and(Phase::fulfilled)
+            || self.nodes.get(&id).is_some_and(|n| n.node_type.is_leaf())
+        {
             return Outcome::Node(id);
         }
         let (tmpl, tscope) = match self.resolve(&inv.target, &inv.scope) {
