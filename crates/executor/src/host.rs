@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::image::ImageTable;
-use crate::sandbox::{Isolation, MountPlan, Sandbox};
+use crate::sandbox::{Isolation, MountPlan, Sandbox, Skeleton};
 
 /// Argo caps `outputs.result` at 256 kB.
 pub const RESULT_LIMIT: usize = 256 * 1024;
@@ -41,6 +41,7 @@ pub struct HostConfig {
 pub struct HostExecutor {
     config: Arc<HostConfig>,
     shim_dir: Arc<std::sync::OnceLock<Result<String, String>>>,
+    skeleton: Arc<std::sync::OnceLock<Result<Skeleton, String>>>,
 }
 
 /// A node's log file, one per node, interleaving stdout and stderr lines as they arrive.
@@ -53,11 +54,32 @@ impl HostExecutor {
         HostExecutor {
             config: Arc::new(config),
             shim_dir: Arc::new(std::sync::OnceLock::new()),
+            skeleton: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The shared root nodes chroot into, made on first use.
+    fn skeleton(&self) -> Result<&Skeleton, String> {
+        let shim_paths: Vec<String> = SHIMS
+            .iter()
+            .map(|s| format!("{SHIM_DIR_INSIDE}/{s}"))
+            .collect();
+        let shim_paths: Vec<&str> = shim_paths.iter().map(String::as_str).collect();
+        self.skeleton
+            .get_or_init(|| {
+                Sandbox::skeleton(&self.config.run_dir, &shim_paths).map_err(|e| {
+                    format!(
+                        "creating the skeleton root under {}: {e}",
+                        self.config.run_dir.display()
+                    )
+                })
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
     }
 
     fn shared_shim_dir(&self) -> Result<String, String> {
@@ -125,11 +147,13 @@ impl HostExecutor {
         let workdir = container.working_dir.clone().unwrap_or_else(|| "/".into());
         let output_paths: Vec<&str> = node.output_paths.iter().map(|(_, p)| p.as_str()).collect();
         let mut private: Vec<&str> = output_paths.clone();
-        let script_inside = "/.riposte/script";
+        // Where Argo's emissary puts script sources.
+        let script_inside = "/argo/staging/script";
         if script.is_some() {
             private.push(script_inside);
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
+            let skeleton = self.skeleton()?;
             let shims: Vec<(PathBuf, String)> = SHIMS
                 .iter()
                 .map(|s| (cfg.argosay_binary.clone(), format!("{SHIM_DIR_INSIDE}/{s}")))
@@ -137,7 +161,7 @@ impl HostExecutor {
             let shims: Vec<(PathBuf, &str)> =
                 shims.iter().map(|(p, s)| (p.clone(), s.as_str())).collect();
             Some(Arc::new(
-                Sandbox::prepare(&node_dir, &private, &workdir, &shims).map_err(|e| {
+                Sandbox::prepare(skeleton, &node_dir, &private, &workdir, &shims).map_err(|e| {
                     format!("preparing the private root of node {}: {e}", node.node_name)
                 })?,
             ))
@@ -146,9 +170,10 @@ impl HostExecutor {
         };
         // Host path of a path as the process sees it.
         let host_path = |p: &str| -> PathBuf {
-            match &plan {
-                Some(plan) => plan.root.join(p.trim_start_matches('/')),
-                None => PathBuf::from(p),
+            if isolated {
+                Sandbox::host_path(&node_dir, p)
+            } else {
+                PathBuf::from(p)
             }
         };
         let command: Vec<String> = container.command.iter().map(|s| s.0.clone()).collect();

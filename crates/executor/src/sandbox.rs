@@ -1,10 +1,14 @@
-//! A private filesystem view per node: a mount namespace whose root is a per-node directory
-//! with the host's system directories bind-mounted read-only, and `/tmp` (plus the top-level
-//! directories of output paths and the working directory) private and writable.
+//! A private filesystem view per node: a mount namespace whose root is a shared skeleton
+//! directory onto which the host's system directories are bind-mounted read-only, and the
+//! node's own directories (`/tmp`, the top-level directories of its output paths and working
+//! directory, `/argo` for scripts) are bind-mounted read-write.
 //!
-//! Writes a step makes outside the system directories land in the node's own directory, where
-//! the executor reads output parameters after the process exits. Where the OS does not permit
-//! mount namespaces (not root, seccomp), [`Sandbox::probe`] says why and nodes run unisolated.
+//! The skeleton (empty mount points and the host's top-level symlinks) is made once per run;
+//! every mount happens inside the node's own namespace, so nodes never see each other's
+//! files, and the host sees none of the mounts. Writes a step makes outside the read-only
+//! system directories land in the node's directory, where the executor reads output
+//! parameters after the process exits. Where mount namespaces are not permitted (not root,
+//! seccomp), [`Sandbox::probe`] says why and nodes run unisolated.
 
 use std::ffi::CString;
 use std::io;
@@ -27,9 +31,16 @@ pub enum Isolation {
     None(String),
 }
 
+/// The shared root directory nodes chroot into: mount points and symlinks only.
+#[derive(Debug)]
+pub(crate) struct Skeleton {
+    root: PathBuf,
+    /// Host top-level directories to bind into each node's view.
+    host_dirs: Vec<String>,
+}
+
 /// Paths prepared in the parent, before `fork`, so the child does not allocate.
 pub(crate) struct MountPlan {
-    pub root: PathBuf,
     binds: Vec<(CString, CString, bool)>,
     root_c: CString,
     workdir_c: CString,
@@ -38,6 +49,14 @@ pub(crate) struct MountPlan {
 fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// The top-level directory of an absolute path (`/work/out.txt` → `work`).
+fn top_level(p: &str) -> Option<&str> {
+    Path::new(p)
+        .components()
+        .nth(1)
+        .and_then(|c| c.as_os_str().to_str())
 }
 
 pub struct Sandbox;
@@ -77,91 +96,123 @@ impl Sandbox {
         }
     }
 
-    /// Lays out `node_dir/root` for a node and returns the plan its child applies.
-    /// `private` are absolute paths whose top-level directory must be private to the node.
+    /// Builds the skeleton under `dir`: a mount point for every host top-level directory,
+    /// the host's top-level symlinks, and mount points for `shim_files`.
+    pub(crate) fn skeleton(dir: &Path, shim_files: &[&str]) -> io::Result<Skeleton> {
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root)?;
+        let mut host_dirs = Vec::new();
+        for entry in std::fs::read_dir("/")? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let host = Path::new("/").join(name);
+            let inside = root.join(name);
+            let meta = std::fs::symlink_metadata(&host)?;
+            if meta.file_type().is_symlink() {
+                if std::fs::symlink_metadata(&inside).is_err() {
+                    std::os::unix::fs::symlink(std::fs::read_link(&host)?, &inside)?;
+                }
+            } else if meta.is_dir() {
+                std::fs::create_dir_all(&inside)?;
+                if name != "tmp" {
+                    host_dirs.push(name.to_string());
+                }
+            }
+        }
+        std::fs::create_dir_all(root.join("tmp"))?;
+        for f in shim_files {
+            let inside = root.join(f.trim_start_matches('/'));
+            if let Some(parent) = inside.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if !inside.exists() {
+                std::fs::write(&inside, b"")?;
+            }
+        }
+        host_dirs.sort();
+        Ok(Skeleton { root, host_dirs })
+    }
+
+    /// Lays out a node's private directories under `node_dir` and returns the plan its child
+    /// applies. `private` are absolute paths (output files) whose top-level directory must be
+    /// private; `shim_files` are (host file, path inside) bind mounts.
     pub(crate) fn prepare(
+        skeleton: &Skeleton,
         node_dir: &Path,
         private: &[&str],
         workdir: &str,
-        extra_files: &[(PathBuf, &str)],
+        shim_files: &[(PathBuf, &str)],
     ) -> io::Result<MountPlan> {
-        let root = node_dir.join("root");
-        std::fs::create_dir_all(root.join("tmp"))?;
-        set_mode(&root.join("tmp"), 0o1777)?;
-        let mut private_top: Vec<String> = vec!["tmp".into()];
+        let mut private_top: Vec<&str> = vec!["tmp"];
         for p in private.iter().copied().chain(std::iter::once(workdir)) {
-            if let Some(top) = Path::new(p)
-                .components()
-                .nth(1)
-                .and_then(|c| c.as_os_str().to_str())
+            if let Some(top) = top_level(p)
                 && !SYSTEM_DIRS.contains(&top)
-                && !private_top.iter().any(|t| t == top)
+                && !private_top.contains(&top)
             {
-                private_top.push(top.to_string());
+                private_top.push(top);
             }
         }
+        for top in &private_top {
+            std::fs::create_dir_all(node_dir.join(top))?;
+            // A mount point in the shared skeleton for a directory the host does not have.
+            std::fs::create_dir_all(skeleton.root.join(top))?;
+        }
+        set_mode(&node_dir.join("tmp"), 0o1777)?;
         for p in private.iter().copied().chain(std::iter::once(workdir)) {
-            let rel = p.trim_start_matches('/');
-            let target = root.join(rel);
-            let top_private = Path::new(p)
-                .components()
-                .nth(1)
-                .and_then(|c| c.as_os_str().to_str())
-                .is_some_and(|t| private_top.iter().any(|x| x == t));
-            if !top_private {
+            if !top_level(p).is_some_and(|t| private_top.contains(&t)) {
                 continue;
             }
+            let target = node_dir.join(p.trim_start_matches('/'));
             // Output paths name files; the working directory names a directory.
             let dir = if p == workdir {
                 target.as_path()
             } else {
-                target.parent().unwrap_or(&root)
+                target.parent().unwrap_or(node_dir)
             };
             std::fs::create_dir_all(dir)?;
         }
         let mut binds = Vec::new();
-        for entry in std::fs::read_dir("/")? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name_str) = name.to_str() else {
-                continue;
-            };
-            if private_top.iter().any(|t| t == name_str) {
+        for d in &skeleton.host_dirs {
+            if private_top.contains(&d.as_str()) {
                 continue;
             }
-            let host = Path::new("/").join(&name);
-            let inside = root.join(&name);
-            let meta = std::fs::symlink_metadata(&host)?;
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&host)?;
-                if std::fs::symlink_metadata(&inside).is_err() {
-                    std::os::unix::fs::symlink(target, &inside)?;
-                }
-            } else if meta.is_dir() {
-                std::fs::create_dir_all(&inside)?;
-                let writable = WRITABLE_BINDS.contains(&name_str);
-                binds.push((cstr(&host)?, cstr(&inside)?, !writable));
-            }
+            let writable = WRITABLE_BINDS.contains(&d.as_str());
+            binds.push((
+                cstr(&Path::new("/").join(d))?,
+                cstr(&skeleton.root.join(d))?,
+                !writable,
+            ));
         }
-        for (host_file, inside_path) in extra_files {
-            let inside = root.join(inside_path.trim_start_matches('/'));
-            if let Some(parent) = inside.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&inside, b"")?;
-            binds.push((cstr(host_file)?, cstr(&inside)?, true));
+        for top in &private_top {
+            binds.push((
+                cstr(&node_dir.join(top))?,
+                cstr(&skeleton.root.join(top))?,
+                false,
+            ));
+        }
+        for (host_file, inside) in shim_files {
+            binds.push((
+                cstr(host_file)?,
+                cstr(&skeleton.root.join(inside.trim_start_matches('/')))?,
+                true,
+            ));
         }
         Ok(MountPlan {
-            root_c: cstr(&root)?,
+            root_c: cstr(&skeleton.root)?,
             workdir_c: CString::new(workdir).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "workingDir contains a NUL byte",
                 )
             })?,
-            root,
             binds,
         })
+    }
+
+    /// Where a path as the node sees it lives on the host, if it is in a private directory.
+    pub(crate) fn host_path(node_dir: &Path, inside: &str) -> PathBuf {
+        node_dir.join(inside.trim_start_matches('/'))
     }
 }
 
@@ -181,22 +232,24 @@ impl MountPlan {
                 return Err(err());
             }
             let slash = c"/".as_ptr();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
             if libc::mount(
                 std::ptr::null(),
                 slash,
                 std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
+                flags,
                 std::ptr::null(),
             ) != 0
             {
                 return Err(err());
             }
             for (src, dst, read_only) in &self.binds {
+                let flags = libc::MS_BIND | libc::MS_REC;
                 if libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
+                    flags,
                     std::ptr::null(),
                 ) != 0
                 {
