@@ -145,8 +145,32 @@ impl Sandbox {
         shim_files: &[(PathBuf, &str)],
     ) -> io::Result<MountPlan> {
         let mut private_top: Vec<&str> = vec!["tmp"];
+        // An output file directly under `/` (`/output`) is bound as a file of its own.
+        let mut top_files: Vec<&str> = Vec::new();
+        for p in private.iter().copied() {
+            if Path::new(p).components().count() == 2
+                && let Some(name) = top_level(p)
+                && !SYSTEM_DIRS.contains(&name)
+                && !top_files.contains(&name)
+            {
+                top_files.push(name);
+            }
+        }
+        for name in &top_files {
+            let mount_point = skeleton.root.join(name);
+            if mount_point.is_dir() {
+                return Err(io::Error::other(format!(
+                    "output path /{name} is a file here but a directory for another step of this run"
+                )));
+            }
+            if !mount_point.exists() {
+                std::fs::write(&mount_point, b"")?;
+            }
+            std::fs::write(node_dir.join(name), b"")?;
+        }
         for p in private.iter().copied().chain(std::iter::once(workdir)) {
             if let Some(top) = top_level(p)
+                && !top_files.contains(&top)
                 && !SYSTEM_DIRS.contains(&top)
                 && !private_top.contains(&top)
             {
@@ -154,13 +178,20 @@ impl Sandbox {
             }
         }
         for top in &private_top {
+            if skeleton.root.join(top).is_file() {
+                return Err(io::Error::other(format!(
+                    "/{top} is a directory here but an output file for another step of this run"
+                )));
+            }
             std::fs::create_dir_all(node_dir.join(top))?;
             // A mount point in the shared skeleton for a directory the host does not have.
             std::fs::create_dir_all(skeleton.root.join(top))?;
         }
         set_mode(&node_dir.join("tmp"), 0o1777)?;
         for p in private.iter().copied().chain(std::iter::once(workdir)) {
-            if !top_level(p).is_some_and(|t| private_top.contains(&t)) {
+            if !top_level(p).is_some_and(|t| private_top.contains(&t))
+                || top_files.contains(&top_level(p).unwrap_or(""))
+            {
                 continue;
             }
             let target = node_dir.join(p.trim_start_matches('/'));
@@ -174,7 +205,7 @@ impl Sandbox {
         }
         let mut binds = Vec::new();
         for d in &skeleton.host_dirs {
-            if private_top.contains(&d.as_str()) {
+            if private_top.contains(&d.as_str()) || top_files.contains(&d.as_str()) {
                 continue;
             }
             let writable = WRITABLE_BINDS.contains(&d.as_str());
