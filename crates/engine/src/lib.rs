@@ -464,7 +464,13 @@ impl Workflow {
             self.now = self.now.max(input.now());
             self.apply(input)?;
         }
-        if self.started_at.is_some() && !self.is_finished() {
+        // A node that merely started changes nothing the walk decides on (unless a lifecycle
+        // hook watches for running nodes), so a batch of such inputs needs no walk.
+        let only_started = inputs
+            .iter()
+            .all(|i| matches!(i, Input::NodeStarted { .. }));
+        let hooks_watch = self.resource.spec.hooks.keys().any(|k| k != "exit");
+        if self.started_at.is_some() && !self.is_finished() && !(only_started && !hooks_watch) {
             self.operate();
         }
         let mut commands = std::mem::take(&mut self.commands);

@@ -247,9 +247,23 @@ impl HostExecutor {
                 }
             }
         }
+        // The log is opened before the process starts: stderr goes straight into it (append
+        // mode keeps stdout lines, copied in by `pump`, interleaved in arrival order).
+        let log = log_path(&cfg.run_dir, &node.node_id);
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating log directory: {e}"))?;
+        }
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let stderr_file = log_file
+            .try_clone()
+            .map_err(|e| format!("opening {}: {e}", log.display()))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::from(stderr_file));
         // Its own process group, so cancellation reaches everything the step started. Without
         // a pre_exec hook this is a posix_spawn, much cheaper than fork for a large parent.
         cmd.process_group(0);
@@ -264,26 +278,11 @@ impl HostExecutor {
             .spawn()
             .map_err(|e| format!("starting {program:?} for image {}: {e}", container.image))?;
         let pid = child.id();
-        let log = log_path(&cfg.run_dir, &node.node_id);
-        if let Some(parent) = log.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("creating log directory: {e}"))?;
-        }
-        // Creating an empty file is quick; a blocking-pool round trip per node is not.
-        // Plain blocking writes: appending a line to the page cache is quicker than a
-        // blocking-pool round trip per line.
-        let log_file =
-            std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-        let log_file = Arc::new(std::sync::Mutex::new(log_file));
         let stdout = child
             .stdout
             .take()
             .ok_or("internal: stdout was not piped")?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or("internal: stderr was not piped")?;
-        let out_task = tokio::spawn(pump(stdout, log_file.clone(), true));
-        let err_task = tokio::spawn(pump(stderr, log_file.clone(), false));
+        let out_task = tokio::spawn(pump(stdout, log_file));
         let deadline = async {
             match deadline_in {
                 Some(d) => tokio::time::sleep(d).await,
@@ -304,7 +303,6 @@ impl HostExecutor {
             kill_group(pid, &mut child).await;
         }
         let stdout = out_task.await.map_err(|e| format!("reading stdout: {e}"))?;
-        let _stderr = err_task.await.map_err(|e| format!("reading stderr: {e}"))?;
         let result = trim_result(stdout);
         let mut res = match end {
             End::Cancelled => ExecResult::error("cancelled"),
@@ -372,12 +370,8 @@ async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
-/// Copies a stream into the log and, for stdout, keeps up to [`RESULT_LIMIT`] bytes.
-async fn pump(
-    stream: impl AsyncRead + Unpin,
-    log: Arc<std::sync::Mutex<std::fs::File>>,
-    keep: bool,
-) -> Vec<u8> {
+/// Copies stdout into the log and keeps up to [`RESULT_LIMIT`] bytes of it.
+async fn pump(stream: impl AsyncRead + Unpin, mut log: std::fs::File) -> Vec<u8> {
     let mut reader = BufReader::new(stream);
     let mut kept = Vec::new();
     let mut line = Vec::new();
@@ -386,14 +380,13 @@ async fn pump(
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                if keep && kept.len() < RESULT_LIMIT {
+                if kept.len() < RESULT_LIMIT {
                     let room = RESULT_LIMIT - kept.len();
                     kept.extend_from_slice(&line[..line.len().min(room)]);
                 }
-                // Logging is best effort; the result is what the engine needs. A poisoned
-                // lock only means another pump panicked; keep writing.
-                let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = std::io::Write::write_all(&mut *f, &line);
+                // Logging is best effort; the result is what the engine needs. Appending a
+                // line to the page cache is quicker than a blocking-pool round trip.
+                let _ = std::io::Write::write_all(&mut log, &line);
             }
         }
     }

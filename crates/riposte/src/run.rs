@@ -137,6 +137,8 @@ pub async fn run_workflow(
             }
         };
         batch = vec![first];
+        // Let results that finish together arrive together: one engine step for all of them.
+        tokio::task::yield_now().await;
         while let Ok(i) = rx.try_recv() {
             batch.push(i);
         }
