@@ -470,7 +470,8 @@ impl Workflow {
             .iter()
             .all(|i| matches!(i, Input::NodeStarted { .. }));
         let hooks_watch = self.resource.spec.hooks.keys().any(|k| k != "exit");
-        if self.started_at.is_some() && !self.is_finished() && !(only_started && !hooks_watch) {
+        let walk_needed = !only_started || hooks_watch;
+        if walk_needed && self.started_at.is_some() && !self.is_finished() {
             self.operate();
         }
         let mut commands = std::mem::take(&mut self.commands);
