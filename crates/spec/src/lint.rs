@@ -476,6 +476,8 @@ fn lint_step(
     known: &[&[&str]],
 ) {
     cx.unimplemented(path, known);
+    // Only the `exit` hook runs on steps and tasks.
+    cx.unimplemented(&join(path, "hooks"), &[&["exit"]]);
     if name.is_empty() {
         cx.error(path, "step/task has no `name`");
     }
