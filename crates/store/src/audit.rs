@@ -1,0 +1,292 @@
+//! The audit log: append-only rows, each carrying the SHA-256 of the previous row, plus a
+//! head row with the newest sequence number and hash.
+//!
+//! `hash(row) = sha256(prev_hash | seq | at | actor | action | object | source | details)`
+//! over a canonical encoding. [`Store::audit_verify`] recomputes the chain and names the
+//! first row that was edited, the rows that were deleted (a gap, a broken link, or a head
+//! that points past the last row), so a change is detected unless the whole chain and its
+//! head are rewritten consistently (tamper-evident, not tamper-proof).
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::types::Json;
+
+use crate::{Pool, Result, Store, StoreError, q};
+
+/// The hash before the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened, by whom, from where, on what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at: i64,
+    /// The token identity, or `system` / `cli:<user>` for local actions.
+    pub actor: String,
+    /// `workflow.create`, `node.transition`, `workflow.resume`, `trigger.decision`, ...
+    pub action: String,
+    /// `workflows/<namespace>/<name>` and the like.
+    pub object: String,
+    /// Client address or `local`.
+    pub source: String,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub entry: AuditEntry,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Rows whose object is exactly this, or starts with it followed by `/`.
+    pub object: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: i64,
+}
+
+/// A break in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainProblem {
+    #[error("row {seq} was edited: its hash does not match its contents")]
+    Edited { seq: i64 },
+    #[error("rows {from}..={to} were deleted: the sequence jumps from {before} to {after}")]
+    Gap {
+        before: i64,
+        after: i64,
+        from: i64,
+        to: i64,
+    },
+    #[error("row {seq} does not follow row {prev}: a row was deleted or replaced")]
+    BrokenLink { seq: i64, prev: i64 },
+    #[error(
+        "the newest rows were deleted: the head points at row {head_seq} but the log ends at row {last_seq}"
+    )]
+    Truncated { head_seq: i64, last_seq: i64 },
+    #[error("the head does not match row {seq}")]
+    HeadMismatch { seq: i64 },
+}
+
+fn canonical(seq: i64, prev_hash: &str, e: &AuditEntry) -> String {
+    // serde_json with sorted keys (no `preserve_order` on values built by `json!` ... here we
+    // serialize fields explicitly so the encoding never depends on map order).
+    let details = canonical_json(&e.details);
+    format!(
+        "{prev_hash}|{seq}|{}|{}|{}|{}|{}|{details}",
+        e.at,
+        serde_json::to_string(&e.actor).unwrap_or_default(),
+        serde_json::to_string(&e.action).unwrap_or_default(),
+        serde_json::to_string(&e.object).unwrap_or_default(),
+        serde_json::to_string(&e.source).unwrap_or_default(),
+    )
+}
+
+/// JSON with object keys sorted, so the hash does not depend on storage order (JSONB
+/// reorders keys).
+fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::to_string(k).unwrap_or_default(),
+                        canonical_json(&m[*k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+pub fn row_hash(seq: i64, prev_hash: &str, e: &AuditEntry) -> String {
+    let digest = Sha256::digest(canonical(seq, prev_hash, e).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+macro_rules! audit_row {
+    ($r:expr) => {{
+        let r = $r;
+        let bad = |e: sqlx::Error| StoreError::Corrupt {
+            what: "audit row",
+            message: e.to_string(),
+        };
+        Ok::<_, StoreError>(AuditRecord {
+            seq: r.try_get("seq").map_err(bad)?,
+            entry: AuditEntry {
+                at: r.try_get("at").map_err(bad)?,
+                actor: r.try_get("actor").map_err(bad)?,
+                action: r.try_get("action").map_err(bad)?,
+                object: r.try_get("object").map_err(bad)?,
+                source: r.try_get("source").map_err(bad)?,
+                details: r.try_get::<Json<Value>, _>("details").map_err(bad)?.0,
+            },
+            prev_hash: r.try_get("prev_hash").map_err(bad)?,
+            hash: r.try_get("hash").map_err(bad)?,
+        })
+    }};
+}
+
+impl Store {
+    /// Appends entries to the chain in one transaction and returns their sequence numbers.
+    pub async fn audit_append(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(&self.pool, |p| {
+            let mut tx = p
+                .begin()
+                .await
+                .map_err(q("starting an audit transaction"))?;
+            if matches!(self.pool, Pool::Pg(_)) {
+                // Appends are serialized; readers are not blocked.
+                sqlx::query("SELECT pg_advisory_xact_lock(7352911)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("locking the audit chain"))?;
+            } else {
+                // Take SQLite's write lock before reading the head.
+                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("locking the audit chain"))?;
+            }
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q("reading the audit head"))?;
+            let (mut seq, mut prev): (i64, String) = match head {
+                Some(r) => (
+                    r.try_get("seq").map_err(q("reading the audit head"))?,
+                    r.try_get("hash").map_err(q("reading the audit head"))?,
+                ),
+                None => (0, GENESIS.to_string()),
+            };
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                seq += 1;
+                let hash = row_hash(seq, &prev, e);
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(seq)
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.object)
+                .bind(&e.source)
+                .bind(Json(&e.details))
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("appending to the audit log"))?;
+                out.push(seq);
+                prev = hash;
+            }
+            sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
+                .bind(seq)
+                .bind(&prev)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("moving the audit head"))?;
+            tx.commit().await.map_err(q("committing audit entries"))?;
+            Ok(out)
+        })
+    }
+
+    /// Recomputes the chain; returns the number of rows checked and every problem found.
+    pub async fn audit_verify(&self) -> Result<(i64, Vec<ChainProblem>)> {
+        let (rows, head) = on_pool!(&self.pool, |p| {
+            let rows = sqlx::query("SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log ORDER BY seq")
+                .fetch_all(p)
+                .await
+                .map_err(q("reading the audit log"))?;
+            let rows: Vec<AuditRecord> =
+                rows.iter().map(|r| audit_row!(r)).collect::<Result<_>>()?;
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(p)
+                .await
+                .map_err(q("reading the audit head"))?;
+            let head: Option<(i64, String)> = match head {
+                Some(r) => Some((
+                    r.try_get("seq").map_err(q("reading the audit head"))?,
+                    r.try_get("hash").map_err(q("reading the audit head"))?,
+                )),
+                None => None,
+            };
+            (rows, head)
+        });
+        let mut problems = Vec::new();
+        let mut prev_seq = 0i64;
+        let mut prev_hash = GENESIS.to_string();
+        for r in &rows {
+            if r.seq != prev_seq + 1 {
+                problems.push(ChainProblem::Gap {
+                    before: prev_seq,
+                    after: r.seq,
+                    from: prev_seq + 1,
+                    to: r.seq - 1,
+                });
+            } else if r.prev_hash != prev_hash {
+                problems.push(ChainProblem::BrokenLink {
+                    seq: r.seq,
+                    prev: prev_seq,
+                });
+            }
+            if row_hash(r.seq, &r.prev_hash, &r.entry) != r.hash {
+                problems.push(ChainProblem::Edited { seq: r.seq });
+            }
+            prev_seq = r.seq;
+            prev_hash = r.hash.clone();
+        }
+        if let Some((head_seq, head_hash)) = head {
+            if head_seq > prev_seq {
+                problems.push(ChainProblem::Truncated {
+                    head_seq,
+                    last_seq: prev_seq,
+                });
+            } else if head_seq == prev_seq && head_hash != prev_hash {
+                problems.push(ChainProblem::HeadMismatch { seq: head_seq });
+            }
+        }
+        Ok((rows.len() as i64, problems))
+    }
+
+    /// Audit rows matching `filter`, oldest first.
+    pub async fn audit_list(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let object_prefix = f.object.as_ref().map(|o| format!("{o}/%"));
+        let limit = if f.limit > 0 { f.limit } else { 1000 };
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log \
+                 WHERE ($1 IS NULL OR object = $1 OR object LIKE $2) AND ($3 IS NULL OR actor = $3) \
+                 AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at <= $5) ORDER BY seq LIMIT $6",
+            )
+            .bind(f.object.as_deref())
+            .bind(object_prefix.as_deref())
+            .bind(f.actor.as_deref())
+            .bind(f.since)
+            .bind(f.until)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map_err(q("listing the audit log"))?;
+            rows.iter().map(|r| audit_row!(r)).collect()
+        })
+    }
+}

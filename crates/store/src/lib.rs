@@ -1,0 +1,405 @@
+//! Durable state: workflows, the append-only history of engine inputs, the node projection,
+//! and the tamper-evident audit log, on PostgreSQL (production) or SQLite (embedded default).
+//!
+//! # Brief overview
+//! - [`Store::open`] connects by URL (`postgres://…`, `sqlite://PATH`, `sqlite::memory:`) and
+//!   applies the migrations in `migrations/postgres` or `migrations/sqlite`.
+//! - [`Store::create_workflow`] records a workflow and what the engine was created from.
+//! - [`Store::append_step`] appends one batch of engine inputs and, in the same transaction,
+//!   the nodes and workflow status it produced: the projection never runs ahead of history.
+//! - [`Store::history`] returns the batches in order, for replay.
+//! - [`audit`]: the hash-chained audit log ([`Store::audit_append`], [`Store::audit_verify`]).
+//!
+//! No workflow semantics live here: rows in, rows out. Both backends run the same SQL
+//! (`$N` placeholders; sqlx maps them for SQLite); JSON columns are JSONB on PostgreSQL and
+//! TEXT on SQLite.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row, SqlitePool};
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainProblem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use postgres://USER@HOST/DB or sqlite://PATH")]
+    BadUrl(String),
+    #[error("connecting to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{op}")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("workflow {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    #[error("workflow {namespace}/{name} already exists")]
+    AlreadyExists { namespace: String, name: String },
+    #[error("stored {what} is not valid: {message}")]
+    Corrupt { what: &'static str, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+/// The connection pool of one backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same tokens against whichever backend the store uses. The SQL is identical for
+/// both; only the executor type differs.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            Pool::Pg($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+pub mod audit;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+/// A new workflow row.
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: Value,
+    pub created_at: i64,
+    pub definition: Value,
+}
+
+/// A node of the projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    pub id: String,
+    pub name: String,
+    pub phase: String,
+    pub status: Value,
+}
+
+/// The workflow's state after a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowState {
+    pub phase: String,
+    pub message: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub status: Value,
+}
+
+/// A stored workflow.
+#[derive(Debug, Clone)]
+pub struct WorkflowRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+    pub message: String,
+    pub labels: Value,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub definition: Value,
+    pub status: Value,
+    pub history_len: i64,
+}
+
+const WORKFLOW_COLUMNS: &str = "uid, namespace, name, phase, message, labels, created_at, started_at, finished_at, definition, status, history_len";
+
+/// Reads a workflow row; a macro because each backend has its own row type.
+macro_rules! workflow_row {
+    ($row:expr) => {{
+        let row = $row;
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            what: "workflow row",
+            message: e.to_string(),
+        };
+        Ok::<_, StoreError>(WorkflowRecord {
+            uid: row.try_get("uid").map_err(get)?,
+            namespace: row.try_get("namespace").map_err(get)?,
+            name: row.try_get("name").map_err(get)?,
+            phase: row.try_get("phase").map_err(get)?,
+            message: row.try_get("message").map_err(get)?,
+            labels: row.try_get::<Json<Value>, _>("labels").map_err(get)?.0,
+            created_at: row.try_get("created_at").map_err(get)?,
+            started_at: row.try_get("started_at").map_err(get)?,
+            finished_at: row.try_get("finished_at").map_err(get)?,
+            definition: row.try_get::<Json<Value>, _>("definition").map_err(get)?.0,
+            status: row.try_get::<Json<Value>, _>("status").map_err(get)?.0,
+            history_len: row.try_get("history_len").map_err(get)?,
+        })
+    }};
+}
+
+impl Store {
+    /// Connects and applies migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        let connect = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(connect)?;
+            sqlx::migrate!("../../migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(StoreError::Migrate)?;
+            Pool::Pg(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .map_err(connect)?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            // An in-memory database lives in one connection.
+            let max = if url.contains(":memory:") { 1 } else { 4 };
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(max)
+                .connect_with(opts)
+                .await
+                .map_err(connect)?;
+            sqlx::migrate!("../../migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(StoreError::Migrate)?;
+            Pool::Sqlite(pool)
+        } else {
+            return Err(StoreError::BadUrl(redact(url)));
+        };
+        Ok(Store { pool })
+    }
+
+    /// Closes every connection (waits for them to be returned).
+    pub async fn close(&self) {
+        on_pool!(&self.pool, |p| p.close().await)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Pg(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn create_workflow(&self, w: &NewWorkflow) -> Result<()> {
+        let res = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
+            )
+            .bind(&w.uid)
+            .bind(&w.namespace)
+            .bind(&w.name)
+            .bind(Json(&w.labels))
+            .bind(w.created_at)
+            .bind(Json(&w.definition))
+            .execute(p)
+            .await
+            .map(|_| ())
+        });
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists {
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                })
+            }
+            Err(e) => Err(StoreError::Query {
+                op: "inserting a workflow",
+                source: e,
+            }),
+        }
+    }
+
+    /// Appends batch `seq` of inputs and, atomically with it, the nodes that changed and the
+    /// workflow's new state. `seq` must be the next one (0, 1, 2, ...): a duplicate fails, so
+    /// a step is never recorded twice.
+    pub async fn append_step(
+        &self,
+        uid: &str,
+        seq: i64,
+        inputs: &Value,
+        recorded_at: i64,
+        nodes: &[NodeRow],
+        state: &WorkflowState,
+    ) -> Result<()> {
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(q("starting a transaction"))?;
+            sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
+                .bind(uid)
+                .bind(seq)
+                .bind(Json(inputs))
+                .bind(recorded_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("appending history"))?;
+            for n in nodes {
+                sqlx::query(
+                    "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status",
+                )
+                .bind(uid)
+                .bind(&n.id)
+                .bind(&n.name)
+                .bind(&n.phase)
+                .bind(Json(&n.status))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("updating nodes"))?;
+            }
+            let updated = sqlx::query(
+                "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",
+            )
+            .bind(uid)
+            .bind(&state.phase)
+            .bind(&state.message)
+            .bind(state.started_at)
+            .bind(state.finished_at)
+            .bind(Json(&state.status))
+            .bind(seq + 1)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("updating the workflow"))?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Corrupt {
+                    what: "history",
+                    message: format!(
+                        "workflow {uid}: batch {seq} is not the next one (another writer?)"
+                    ),
+                });
+            }
+            tx.commit().await.map_err(q("committing a step"))?;
+            Ok(())
+        })
+    }
+
+    pub async fn get_workflow(&self, namespace: &str, name: &str) -> Result<WorkflowRecord> {
+        let row = on_pool!(&self.pool, |p| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE namespace = $1 AND name = $2"
+            )))
+            .bind(namespace)
+            .bind(name)
+            .fetch_optional(p)
+            .await
+            .map_err(q("reading a workflow"))?
+            .map(|r| workflow_row!(&r))
+            .transpose()?
+        });
+        row.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    /// Workflows, newest first. `namespace` None lists all namespaces.
+    pub async fn list_workflows(
+        &self,
+        namespace: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<WorkflowRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ($1 IS NULL OR namespace = $1) ORDER BY created_at DESC, uid DESC LIMIT $2"
+            )))
+            .bind(namespace)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map_err(q("listing workflows"))?;
+            rows.iter().map(|r| workflow_row!(r)).collect()
+        })
+    }
+
+    /// The batches of inputs, in order.
+    pub async fn history(&self, uid: &str) -> Result<Vec<Value>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT inputs FROM workflow_history WHERE workflow_uid = $1 ORDER BY seq",
+            )
+            .bind(uid)
+            .fetch_all(p)
+            .await
+            .map_err(q("reading history"))?;
+            rows.iter()
+                .map(|r| {
+                    r.try_get::<Json<Value>, _>("inputs")
+                        .map(|j| j.0)
+                        .map_err(|e| StoreError::Corrupt {
+                            what: "history",
+                            message: e.to_string(),
+                        })
+                })
+                .collect()
+        })
+    }
+
+    /// The node projection, by node id.
+    pub async fn nodes(&self, uid: &str) -> Result<Vec<NodeRow>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query("SELECT node_id, name, phase, status FROM nodes WHERE workflow_uid = $1 ORDER BY node_id")
+                .bind(uid)
+                .fetch_all(p)
+                .await
+                .map_err(q("reading nodes"))?;
+            rows.iter()
+                .map(|r| -> Result<NodeRow> {
+                    let bad = |e: sqlx::Error| StoreError::Corrupt {
+                        what: "node row",
+                        message: e.to_string(),
+                    };
+                    Ok(NodeRow {
+                        id: r.try_get("node_id").map_err(bad)?,
+                        name: r.try_get("name").map_err(bad)?,
+                        phase: r.try_get("phase").map_err(bad)?,
+                        status: r.try_get::<Json<Value>, _>("status").map_err(bad)?.0,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Hides the password of a database URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

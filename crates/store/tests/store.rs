@@ -1,0 +1,336 @@
+//! The store against a real PostgreSQL (a fresh database per test) and SQLite: history and
+//! projection in one transaction, listing, and the audit chain catching tampering.
+
+use riposte_store::{
+    AuditEntry, AuditFilter, ChainProblem, NewWorkflow, NodeRow, Store, StoreError, WorkflowState,
+};
+use serde_json::json;
+
+/// The PostgreSQL server tests use; `RIPOSTE_TEST_PG` overrides it.
+fn pg_admin_url() -> String {
+    std::env::var("RIPOSTE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Drops a test database after its store is closed.
+async fn drop_pg(store: Store, db: String) {
+    use sqlx::Connection;
+    store.close().await;
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+        .await
+        .expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
+}
+
+/// A new, empty PostgreSQL database for one test.
+async fn fresh_pg() -> (Store, String) {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let db = format!(
+        "riposte_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+            % 1_000_000_000
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be running for store tests (scripts/test starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rfind('/') {
+        Some(i) => format!("{}/{db}", &admin[..i]),
+        None => panic!("bad admin URL {admin}"),
+    };
+    (Store::open(&url).await.expect("open postgres store"), db)
+}
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("riposte.db").display());
+    (Store::open(&url).await.expect("open sqlite store"), dir)
+}
+
+fn workflow(name: &str, created_at: i64) -> NewWorkflow {
+    NewWorkflow {
+        uid: format!("uid-{name}"),
+        namespace: "ns".into(),
+        name: name.into(),
+        labels: json!({"app": "x"}),
+        created_at,
+        definition: json!({"resource": {"kind": "Workflow"}}),
+    }
+}
+
+fn state(phase: &str) -> WorkflowState {
+    WorkflowState {
+        phase: phase.into(),
+        message: String::new(),
+        started_at: Some(1),
+        finished_at: None,
+        status: json!({"phase": phase}),
+    }
+}
+
+async fn history_and_projection(store: &Store) {
+    store
+        .create_workflow(&workflow("a", 10))
+        .await
+        .expect("create");
+    let dup = store.create_workflow(&workflow("a", 11)).await.unwrap_err();
+    assert!(matches!(dup, StoreError::AlreadyExists { .. }), "{dup}");
+    let node = |phase: &str| NodeRow {
+        id: "a".into(),
+        name: "a".into(),
+        phase: phase.into(),
+        status: json!({"phase": phase, "x": [1, 2]}),
+    };
+    store
+        .append_step(
+            "uid-a",
+            0,
+            &json!([{"Start": {"now": 1}}]),
+            1,
+            &[node("Pending")],
+            &state("Running"),
+        )
+        .await
+        .expect("step 0");
+    store
+        .append_step(
+            "uid-a",
+            1,
+            &json!([{"Tick": {"now": 2}}]),
+            2,
+            &[node("Succeeded")],
+            &state("Succeeded"),
+        )
+        .await
+        .expect("step 1");
+    // A step recorded twice (or out of order) is refused, and leaves nothing behind.
+    let again = store
+        .append_step(
+            "uid-a",
+            1,
+            &json!([]),
+            3,
+            &[node("Failed")],
+            &state("Failed"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, StoreError::Query { .. } | StoreError::Corrupt { .. }),
+        "{again}"
+    );
+    let w = store.get_workflow("ns", "a").await.expect("get");
+    assert_eq!((w.phase.as_str(), w.history_len), ("Succeeded", 2));
+    assert_eq!(w.labels, json!({"app": "x"}));
+    assert_eq!(
+        store.history("uid-a").await.expect("history"),
+        vec![
+            json!([{"Start": {"now": 1}}]),
+            json!([{"Tick": {"now": 2}}])
+        ]
+    );
+    let nodes = store.nodes("uid-a").await.expect("nodes");
+    assert_eq!(nodes, vec![node("Succeeded")]);
+    store
+        .create_workflow(&workflow("b", 20))
+        .await
+        .expect("create b");
+    let names: Vec<String> = store
+        .list_workflows(Some("ns"), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(names, vec!["b", "a"]);
+    assert!(
+        store
+            .list_workflows(Some("other"), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let missing = store.get_workflow("ns", "zz").await.unwrap_err();
+    assert_eq!(missing.to_string(), "workflow ns/zz not found");
+}
+
+fn entry(i: i64) -> AuditEntry {
+    AuditEntry {
+        at: 1000 + i,
+        actor: if i % 2 == 0 {
+            "alice".into()
+        } else {
+            "bob".into()
+        },
+        action: "workflow.create".into(),
+        object: format!("workflows/ns/w{i}"),
+        source: "127.0.0.1".into(),
+        details: json!({"b": i, "a": {"z": 1, "y": [i]}}),
+    }
+}
+
+/// Runs raw SQL on the store's database (to play the attacker).
+async fn tamper(url_or_path: &Tamper, sql: &str) {
+    use sqlx::Connection;
+    match url_or_path {
+        Tamper::Pg(url) => {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+        Tamper::Sqlite(url) => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+    }
+}
+
+enum Tamper {
+    Pg(String),
+    Sqlite(String),
+}
+
+async fn audit_chain(store: &Store, raw: Tamper) {
+    let seqs = store
+        .audit_append(&(1..=5).map(entry).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    store.audit_append(&[entry(6)]).await.expect("append");
+    assert_eq!(store.audit_verify().await.expect("verify"), (6, vec![]));
+    let bob = store
+        .audit_list(&AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(bob.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
+    let w2 = store
+        .audit_list(&AuditFilter {
+            object: Some("workflows/ns/w2".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(w2.len(), 1);
+    let window = store
+        .audit_list(&AuditFilter {
+            since: Some(1002),
+            until: Some(1003),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+
+    tamper(&raw, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3").await;
+    assert_eq!(
+        store.audit_verify().await.expect("verify").1,
+        vec![ChainProblem::Edited { seq: 3 }]
+    );
+    tamper(&raw, "UPDATE audit_log SET actor = 'bob' WHERE seq = 3").await;
+    assert_eq!(store.audit_verify().await.expect("verify").1, vec![]);
+
+    tamper(&raw, "DELETE FROM audit_log WHERE seq = 4").await;
+    assert_eq!(
+        store.audit_verify().await.expect("verify").1,
+        vec![ChainProblem::Gap {
+            before: 3,
+            after: 5,
+            from: 4,
+            to: 4
+        }]
+    );
+
+    tamper(&raw, "DELETE FROM audit_log WHERE seq = 6").await;
+    let problems = store.audit_verify().await.expect("verify").1;
+    assert!(
+        problems.contains(&ChainProblem::Truncated {
+            head_seq: 6,
+            last_seq: 5
+        }),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_history_and_projection() {
+    let (store, _dir) = sqlite().await;
+    history_and_projection(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_history_and_projection() {
+    let (store, db) = fresh_pg().await;
+    history_and_projection(&store).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_audit_chain_detects_tampering() {
+    let (store, dir) = sqlite().await;
+    let url = format!("sqlite://{}", dir.path().join("riposte.db").display());
+    audit_chain(&store, Tamper::Sqlite(url)).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_chain_detects_tampering() {
+    let (store, db) = fresh_pg().await;
+    let admin = pg_admin_url();
+    let url = format!(
+        "{}/{db}",
+        &admin[..admin.rfind('/').expect("url has a database")]
+    );
+    audit_chain(&store, Tamper::Pg(url)).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn concurrent_audit_appends_keep_one_chain() {
+    let (store, db) = fresh_pg().await;
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let s = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..10 {
+                s.audit_append(&[entry(t * 100 + i)]).await.expect("append");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    assert_eq!(store.audit_verify().await.expect("verify"), (40, vec![]));
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_explained() {
+    let err = Store::open("mysql://x").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("use postgres://USER@HOST/DB or sqlite://PATH"),
+        "{err}"
+    );
+    assert_eq!(
+        riposte_store::redact("postgres://u:secret@h/db"),
+        "postgres://u:***@h/db"
+    );
+}
