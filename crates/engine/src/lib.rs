@@ -243,6 +243,8 @@ pub struct Workflow {
     pub(crate) dag_cache: HashMap<String, operator::DagRuntime>,
     /// Per running step group or task group: its expanded children and which are pending.
     pub(crate) group_cache: HashMap<String, operator::GroupPlan>,
+    /// Nodes created or changed since the last `take_dirty_nodes`.
+    pub(crate) dirty: BTreeSet<String>,
 }
 
 impl Workflow {
@@ -411,6 +413,7 @@ impl Workflow {
             pending_exit_hooks: BTreeSet::new(),
             dag_cache: HashMap::new(),
             group_cache: HashMap::new(),
+            dirty: BTreeSet::new(),
         })
     }
 
@@ -426,6 +429,11 @@ impl Workflow {
     pub fn nodes(&self) -> &Nodes {
         &self.nodes
     }
+    /// The ids of nodes created or changed since the last call, for incremental persistence.
+    pub fn take_dirty_nodes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
     /// How many node creations and phase changes happened so far.
     pub fn transitions(&self) -> u64 {
         self.transitions

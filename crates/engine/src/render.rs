@@ -143,14 +143,43 @@ impl Workflow {
         spec
     }
 
+    /// Argo's `NodeStatus` JSON of the given nodes (for the store's projection).
+    pub fn nodes_json(&self, ids: &[String]) -> Vec<(String, Value)> {
+        let progress = self.progress();
+        ids.iter()
+            .filter_map(|id| {
+                self.nodes
+                    .get(id)
+                    .map(|n| (id.clone(), self.node_json(n, &progress)))
+            })
+            .collect()
+    }
+
+    /// Argo's workflow `status` without `nodes`.
+    pub fn status_json(&self) -> Value {
+        let mut v = self.to_argo_json_with_nodes(false);
+        v["status"].take()
+    }
+
     /// The final (or current) workflow as Argo's JSON, with `status.nodes` keyed by node id.
     pub fn to_argo_json(&self) -> Value {
-        let progress = self.progress();
-        let nodes: Map<String, Value> = self
-            .nodes
-            .iter()
-            .map(|n| (n.id.clone(), self.node_json(n, &progress)))
-            .collect();
+        self.to_argo_json_with_nodes(true)
+    }
+
+    fn to_argo_json_with_nodes(&self, with_nodes: bool) -> Value {
+        let progress = if with_nodes {
+            self.progress()
+        } else {
+            HashMap::new()
+        };
+        let nodes: Map<String, Value> = if with_nodes {
+            self.nodes
+                .iter()
+                .map(|n| (n.id.clone(), self.node_json(n, &progress)))
+                .collect()
+        } else {
+            Map::new()
+        };
         let mut metadata = serde_json::to_value(&self.resource.metadata).unwrap_or(json!({}));
         if let Value::Object(m) = &mut metadata {
             m.insert("name".into(), json!(self.id.name));
@@ -185,7 +214,9 @@ impl Workflow {
         if !self.message.is_empty() {
             status.insert("message".into(), json!(self.message));
         }
-        status.insert("nodes".into(), Value::Object(nodes));
+        if with_nodes {
+            status.insert("nodes".into(), Value::Object(nodes));
+        }
         let outputs = self.global_outputs();
         if !outputs.is_empty() {
             status.insert(

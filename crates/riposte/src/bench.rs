@@ -217,6 +217,7 @@ pub async fn host(
         crate::run::RunConfig {
             run_dir,
             progress: crate::ui::Progress::silent(),
+            persist: None,
         },
     )
     .await?;

@@ -59,11 +59,72 @@ enum Cmd {
         #[command(subcommand)]
         workload: BenchCmd,
     },
+    /// Database maintenance: `db migrate` applies the schema migrations.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Re-fold a workflow's recorded history and check that it gives the stored state.
+    ///
+    /// Loads what the engine was created from and every batch of inputs from the database,
+    /// runs them through the engine again, and compares the result node by node with the
+    /// stored projection. Exit code 0 when they match, 1 when they differ.
+    Replay {
+        /// The workflow's name.
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The audit log: `verify` checks the hash chain, `list` shows entries.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// The argosay shim (used by steps that run the argoproj/argosay image).
     #[command(hide = true)]
     Argosay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Apply all migrations (also done automatically whenever Riposte opens the database).
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; name every edited or deleted row. Exit 1 if any.
+    Verify,
+    /// Show audit entries, oldest first.
+    List {
+        /// Only entries about this workflow (name; see --namespace).
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Only entries by this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -129,6 +190,16 @@ struct RunArgs {
     /// Executor for steps. Only `host` is available in this build.
     #[arg(long, default_value = "host")]
     executor: String,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct DbArgs {
+    /// Database for state, history and audit: postgres://USER@HOST/DB or sqlite://PATH
+    /// [default: sqlite://$RIPOSTE_HOME/riposte.db]. `none` (run only) records nothing.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +231,20 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Lint(a) => report(lint(a)),
+        Cmd::Db {
+            cmd: DbCmd::Migrate,
+            db,
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            println!("{} database is at the latest schema", store.backend());
+            Ok(ExitCode::SUCCESS)
+        })),
+        Cmd::Replay {
+            name,
+            namespace,
+            db,
+        } => report(block_on(replay(name, namespace, db))),
+        Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
         } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
@@ -220,6 +305,15 @@ impl std::error::Error for InvalidInput {}
 fn report(r: Result<ExitCode>) -> ExitCode {
     match r {
         Ok(c) => c,
+        // `riposte audit list | head`: the reader went away; that is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<InvalidInput>().is_some() {
@@ -338,6 +432,181 @@ fn host_python() -> PathBuf {
     }
 }
 
+fn block_on(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+fn local_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions.
+            format!("uid-{}", unsafe { libc::getuid() })
+        });
+    format!("cli:{user}")
+}
+
+async fn open_store(db: &DbArgs) -> Result<store::Store> {
+    let url = match db.database_url.as_deref() {
+        Some(u) if u != "none" => u.to_string(),
+        _ => {
+            let home = riposte_home();
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("creating {}", home.display()))?;
+            format!("sqlite://{}", home.join("riposte.db").display())
+        }
+    };
+    store::Store::open(&url)
+        .await
+        .with_context(|| format!("opening the database {}", store::redact(&url)))
+}
+
+async fn replay(name: String, namespace: String, db: DbArgs) -> Result<ExitCode> {
+    let store = open_store(&db).await?;
+    let record = store.get_workflow(&namespace, &name).await?;
+    let def = &record.definition;
+    let resource: spec::WorkflowResource =
+        serde_json::from_value(def["resource"].clone()).context("stored resource")?;
+    let library: spec::Library =
+        serde_json::from_value(def["library"].clone()).context("stored library")?;
+    let identity: WorkflowIdentity =
+        serde_json::from_value(def["identity"].clone()).context("stored identity")?;
+    let params: Vec<(String, String)> =
+        serde_json::from_value(def["parameters"].clone()).context("stored parameters")?;
+    let mut wf =
+        Workflow::new(resource, library, identity, &params).context("re-creating the workflow")?;
+    let history = store.history(&record.uid).await?;
+    let mut n_inputs = 0;
+    for (i, batch) in history.iter().enumerate() {
+        let inputs: Vec<engine::Input> =
+            serde_json::from_value(batch.clone()).with_context(|| format!("history batch {i}"))?;
+        n_inputs += inputs.len();
+        wf.step(&inputs)
+            .with_context(|| format!("replaying batch {i}"))?;
+    }
+    let stored: std::collections::BTreeMap<String, serde_json::Value> = store
+        .nodes(&record.uid)
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n.status))
+        .collect();
+    let ids: Vec<String> = wf.nodes().iter().map(|n| n.id.clone()).collect();
+    let replayed: std::collections::BTreeMap<String, serde_json::Value> =
+        wf.nodes_json(&ids).into_iter().collect();
+    let mut diffs = Vec::new();
+    for id in stored
+        .keys()
+        .chain(replayed.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (stored.get(id), replayed.get(id)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(_), Some(_)) => {
+                diffs.push(format!("node {id}: stored and replayed status differ"))
+            }
+            (Some(_), None) => diffs.push(format!("node {id}: stored but not produced by replay")),
+            (None, Some(_)) => diffs.push(format!("node {id}: produced by replay but not stored")),
+            (None, None) => {}
+        }
+    }
+    if wf.phase().as_str() != record.phase {
+        diffs.push(format!(
+            "workflow phase: stored {}, replayed {}",
+            record.phase,
+            wf.phase().as_str()
+        ));
+    }
+    println!(
+        "{namespace}/{name}: replayed {n_inputs} inputs in {} batches into {} nodes ({})",
+        history.len(),
+        replayed.len(),
+        wf.phase().as_str()
+    );
+    if diffs.is_empty() {
+        println!("replay matches the stored state");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &diffs {
+        println!("MISMATCH {d}");
+    }
+    Ok(ExitCode::from(1))
+}
+
+async fn audit(cmd: AuditCmd, db: DbArgs) -> Result<ExitCode> {
+    let store = open_store(&db).await?;
+    match cmd {
+        AuditCmd::Verify => {
+            let (n, problems) = store.audit_verify().await?;
+            if problems.is_empty() {
+                println!("audit chain intact: {n} entries verified");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                println!("TAMPERED {p}");
+            }
+            println!("{} problem(s) in {n} entries", problems.len());
+            Ok(ExitCode::from(1))
+        }
+        AuditCmd::List {
+            workflow,
+            namespace,
+            actor,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let time = |s: &Option<String>, what: &str| -> Result<Option<i64>> {
+                match s {
+                    None => Ok(None),
+                    Some(t) => expr::time::parse_rfc3339(t)
+                        .map(|secs| Some(secs * 1000))
+                        .ok_or_else(|| {
+                            InvalidInput(format!(
+                                "--{what} {t:?} is not an RFC 3339 time like 2026-11-28T14:00:00Z"
+                            ))
+                            .into()
+                        }),
+                }
+            };
+            let filter = store::AuditFilter {
+                object: workflow.map(|w| format!("workflows/{namespace}/{w}")),
+                actor,
+                since: time(&since, "since")?,
+                until: time(&until, "until")?,
+                limit,
+            };
+            let mut out = std::io::stdout().lock();
+            for r in store.audit_list(&filter).await? {
+                if json {
+                    let line = serde_json::json!({
+                        "seq": r.seq, "at": expr::time::rfc3339(r.entry.at), "actor": r.entry.actor,
+                        "action": r.entry.action, "object": r.entry.object, "source": r.entry.source,
+                        "details": r.entry.details, "hash": r.hash,
+                    });
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6}  {}  {:<18} {:<16} {}  {}",
+                        r.seq,
+                        expr::time::rfc3339(r.entry.at),
+                        r.entry.actor,
+                        r.entry.action,
+                        r.entry.object,
+                        r.entry.details
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn host_executor(
     run_dir: PathBuf,
     image_map: BTreeMap<String, String>,
@@ -437,29 +706,61 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         namespace: a.namespace.clone(),
         uid: generate_uid(),
     };
-    let workflow =
-        Workflow::new(resource, library, id, &params).map_err(|e| InvalidInput(e.to_string()))?;
+    // Everything the engine is created from, so that `riposte replay` can do it again.
+    let definition = serde_json::json!({
+        "resource": &resource,
+        "library": &library,
+        "identity": &id,
+        "parameters": &params,
+    });
+    let workflow = Workflow::new(resource.clone(), library, id.clone(), &params)
+        .map_err(|e| InvalidInput(e.to_string()))?;
+    let persist = match a.db.database_url.as_deref() {
+        Some("none") => None,
+        _ => {
+            let store = open_store(&a.db).await?;
+            let object = format!("workflows/{}/{}", id.namespace, id.name);
+            let labels = serde_json::to_value(&resource.metadata.labels)?;
+            store
+                .create_workflow(&store::NewWorkflow {
+                    uid: id.uid.clone(),
+                    namespace: id.namespace.clone(),
+                    name: id.name.clone(),
+                    labels,
+                    created_at: run::now_ms(),
+                    definition,
+                })
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::AlreadyExists { .. } => anyhow::Error::new(InvalidInput(
+                        format!("{e}; delete it or use generateName"),
+                    )),
+                    other => anyhow::Error::new(other),
+                })?;
+            store
+                .audit_append(&[store::AuditEntry {
+                    at: run::now_ms(),
+                    actor: local_actor(),
+                    action: "workflow.create".into(),
+                    object: object.clone(),
+                    source: "local".into(),
+                    details: serde_json::json!({"file": file_name, "parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
+                }])
+                .await?;
+            Some(run::Persist {
+                store,
+                uid: id.uid.clone(),
+                object,
+                phases: Default::default(),
+            })
+        }
+    };
 
     let run_dir = a
         .run_dir
         .clone()
         .unwrap_or_else(|| riposte_home().join("runs").join(&name));
-    let isolation = if a.no_isolation {
-        Isolation::None("disabled with --no-isolation".into())
-    } else {
-        Sandbox::probe()
-    };
-    if let Isolation::None(why) = &isolation {
-        eprintln!("note: steps run without a private root: {why}");
-    }
-    let exe = std::env::current_exe().context("finding the riposte binary for the argosay shim")?;
-    let exec = HostExecutor::new(HostConfig {
-        run_dir: run_dir.clone(),
-        images: ImageTable::new(host_python(), image_map),
-        argosay_binary: exe,
-        isolation,
-        keep_node_dirs: a.keep,
-    });
+    let exec = host_executor(run_dir.clone(), image_map, a.no_isolation, a.keep)?;
     let tty = std::io::stderr().is_terminal();
     eprintln!("running {name} (run directory {})", run_dir.display());
     let outcome = run::run_workflow(
@@ -468,6 +769,7 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         run::RunConfig {
             run_dir: run_dir.clone(),
             progress: ui::Progress::new(tty),
+            persist,
         },
     )
     .await?;

@@ -27,6 +27,72 @@ pub fn now_ms() -> i64 {
 pub struct RunConfig {
     pub run_dir: PathBuf,
     pub progress: Progress,
+    /// Where every step is recorded (history, nodes, audit), if anywhere.
+    pub persist: Option<Persist>,
+}
+
+/// A store and the workflow's row in it.
+pub struct Persist {
+    pub store: store::Store,
+    pub uid: String,
+    pub object: String,
+    /// Last recorded phase per node, to audit transitions.
+    pub phases: HashMap<String, String>,
+}
+
+impl Persist {
+    /// Records one step: the batch, the nodes it changed and the workflow state in one
+    /// transaction, then the node transitions in the audit log.
+    pub async fn record(&mut self, seq: i64, batch: &[Input], wf: &mut Workflow) -> Result<()> {
+        let dirty = wf.take_dirty_nodes();
+        let nodes: Vec<store::NodeRow> = wf
+            .nodes_json(&dirty)
+            .into_iter()
+            .map(|(id, status)| store::NodeRow {
+                name: status["name"].as_str().unwrap_or_default().to_string(),
+                phase: status["phase"].as_str().unwrap_or_default().to_string(),
+                id,
+                status,
+            })
+            .collect();
+        let state = store::WorkflowState {
+            phase: wf.phase().as_str().to_string(),
+            message: wf.message().to_string(),
+            started_at: wf.started_at(),
+            finished_at: wf.finished_at(),
+            status: wf.status_json(),
+        };
+        let inputs = serde_json::to_value(batch).context("encoding inputs")?;
+        let now = now_ms();
+        self.store
+            .append_step(&self.uid, seq, &inputs, now, &nodes, &state)
+            .await
+            .with_context(|| format!("recording step {seq} of {}", self.object))?;
+        let mut entries = Vec::new();
+        for n in &nodes {
+            let before = self.phases.insert(n.id.clone(), n.phase.clone());
+            if before.as_deref() != Some(n.phase.as_str()) {
+                entries.push(store::AuditEntry {
+                    at: now,
+                    actor: "system:engine".into(),
+                    action: "node.transition".into(),
+                    object: format!("{}/nodes/{}", self.object, n.id),
+                    source: "local".into(),
+                    details: serde_json::json!({
+                        "name": n.name,
+                        "from": before,
+                        "to": n.phase,
+                        "message": n.status["message"],
+                    }),
+                });
+            }
+        }
+        self.store
+            .audit_append(&entries)
+            .await
+            .context("auditing node transitions")?;
+        Ok(())
+    }
 }
 
 /// What happened to the run.
@@ -71,6 +137,10 @@ pub async fn run_workflow(
         let t0 = std::time::Instant::now();
         let commands = wf.step(&batch).context("engine rejected an input")?;
         engine_time += t0.elapsed();
+        // Recorded before any command runs: what the engine decided is durable first.
+        if let Some(p) = cfg.persist.as_mut() {
+            p.record(engine_steps as i64, &batch, &mut wf).await?;
+        }
         engine_steps += 1;
         for c in commands {
             match c {

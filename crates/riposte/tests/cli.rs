@@ -327,3 +327,159 @@ fn ctrl_c_terminates_running_steps() {
         .any(|c| String::from_utf8_lossy(&c) == format!("sleep\u{0}{marker}\u{0}"));
     assert!(!still_running);
 }
+
+/// Runs `psql` against the test server's `postgres` database.
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed (scripts/test starts PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn persisted_run_replays_and_audits(db_url: &str, tamper: &dyn Fn(&str)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: a, template: flaky}}\n    - - {{name: b, template: ok, withItems: [1, 2]}}\n  - name: flaky\n    retryStrategy: {{limit: 1}}\n    container: {{image: busybox, command: [sh, -c, 'test -e /tmp/x || exit 0']}}\n  - name: ok\n    container: {{image: alpine:3.23, command: [echo, ok]}}\n"
+        ),
+    );
+    let out = riposte()
+        .arg("run")
+        .arg(&wf)
+        .args(["-o", "json", "--database-url", db_url])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let name = json["metadata"]["name"].as_str().expect("name").to_string();
+
+    let out = riposte()
+        .args(["replay", &name, "--database-url", db_url])
+        .output()
+        .expect("replay");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("replay matches the stored state"), "{text}");
+
+    let out = riposte()
+        .args([
+            "audit",
+            "list",
+            "--workflow",
+            &name,
+            "--json",
+            "--database-url",
+            db_url,
+        ])
+        .output()
+        .expect("audit list");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines[0]["action"], "workflow.create");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "node.transition" && l["details"]["to"] == "Succeeded")
+    );
+
+    let out = riposte()
+        .args(["audit", "verify", "--database-url", db_url])
+        .output()
+        .expect("verify");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    tamper("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2");
+    let out = riposte()
+        .args(["audit", "verify", "--database-url", db_url])
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("TAMPERED row 2 was edited"), "{text}");
+    // The projection was edited: replay notices.
+    tamper(
+        "UPDATE nodes SET phase = 'Failed', status = '{\"phase\": \"Failed\"}' WHERE name LIKE '%[0].a'",
+    );
+    let out = riposte()
+        .args(["replay", &name, "--database-url", db_url])
+        .output()
+        .expect("replay");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH node"));
+}
+
+#[test]
+fn sqlite_run_is_recorded_replayed_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("r.db");
+    let url = format!("sqlite://{}", db.display());
+    let tamper = |sql: &str| {
+        let out = Command::new("python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    persisted_run_replays_and_audits(&url, &tamper);
+}
+
+#[test]
+fn postgres_run_is_recorded_replayed_and_audited() {
+    let db = format!("riposte_cli_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let tamper = |sql: &str| {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db, "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    persisted_run_replays_and_audits(&url, &tamper);
+    psql(&format!("DROP DATABASE {db}"));
+}

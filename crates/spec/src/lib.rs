@@ -197,7 +197,7 @@ fn from_value<T: serde::de::DeserializeOwned>(
 }
 
 /// WorkflowTemplates and ClusterWorkflowTemplates available to `templateRef`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Library {
     pub templates: BTreeMap<String, WorkflowResource>,
     pub cluster_templates: BTreeMap<String, WorkflowResource>,

@@ -174,28 +174,49 @@ impl Store {
                 .map_err(StoreError::Migrate)?;
             Pool::Pg(pool)
         } else if url.starts_with("sqlite:") {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .map_err(connect)?
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
-            // An in-memory database lives in one connection.
-            let max = if url.contains(":memory:") { 1 } else { 4 };
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(max)
-                .connect_with(opts)
-                .await
-                .map_err(connect)?;
-            sqlx::migrate!("../../migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(StoreError::Migrate)?;
-            Pool::Sqlite(pool)
+            // Several `riposte` processes may open the embedded database at once; switching
+            // to WAL and migrating need the write lock, so a busy database is retried.
+            let mut attempt = 0u32;
+            loop {
+                match Self::open_sqlite(url).await {
+                    Ok(pool) => break Pool::Sqlite(pool),
+                    Err(e) if attempt < 40 && is_busy(&e) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20))))
+                            .await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         } else {
             return Err(StoreError::BadUrl(redact(url)));
         };
         Ok(Store { pool })
+    }
+
+    async fn open_sqlite(url: &str) -> Result<SqlitePool> {
+        let connect = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(connect)?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .foreign_keys(true);
+        // An in-memory database lives in one connection.
+        let max = if url.contains(":memory:") { 1 } else { 4 };
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .map_err(connect)?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(pool)
     }
 
     /// Closes every connection (waits for them to be returned).
@@ -388,6 +409,18 @@ impl Store {
                 .collect()
         })
     }
+}
+
+/// A concurrent opener holds SQLite's lock (or just created what we were creating).
+fn is_busy(e: &StoreError) -> bool {
+    let text = match e {
+        StoreError::Connect { source, .. } => source.to_string(),
+        StoreError::Migrate(m) => m.to_string(),
+        _ => return false,
+    };
+    text.contains("database is locked")
+        || text.contains("already exists")
+        || text.contains("UNIQUE constraint failed")
 }
 
 /// Hides the password of a database URL for messages.

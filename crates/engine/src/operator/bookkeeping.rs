@@ -69,6 +69,7 @@ impl Workflow {
         if !phase.fulfilled() {
             self.track_active(node_type, boundary, 1);
         }
+        self.dirty.insert(id.clone());
         self.nodes.insert(node);
         self.mutations += 1;
         self.transitions += 1;
@@ -83,6 +84,7 @@ impl Workflow {
         if n.phase == phase && message.as_ref().is_none_or(|m| m == &n.message) {
             return;
         }
+        self.dirty.insert(id.to_string());
         let was_active = !n.phase.fulfilled();
         let changed_phase = n.phase != phase;
         n.phase = phase;
@@ -108,6 +110,7 @@ impl Workflow {
             && p.children.last().is_none_or(|c| c != child_id)
         {
             p.children.push(child_id.to_string());
+            self.dirty.insert(parent_id.to_string());
             self.mutations += 1;
         }
     }

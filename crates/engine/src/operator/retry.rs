@@ -189,6 +189,7 @@ impl Workflow {
             if self.now < wait_until && limit.is_none_or(|l| n_children as i64 <= l) {
                 if let Some(n) = self.nodes.get_mut(retry_id) {
                     n.message = format!("Backoff for {}", humanize_millis(wait));
+                    self.dirty.insert(retry_id.to_string());
                     n.wake_at = Some(wait_until);
                 }
                 self.wake(wait_until);
