@@ -747,12 +747,7 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
                     details: serde_json::json!({"file": file_name, "parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
                 }])
                 .await?;
-            Some(run::Persist {
-                store,
-                uid: id.uid.clone(),
-                object,
-                phases: Default::default(),
-            })
+            Some(server::driver::Persist::new(store, id.uid.clone(), object))
         }
     };
 

@@ -1,0 +1,284 @@
+//! Drives one workflow: the imperative shell around the engine.
+//!
+//! It turns `Execute` commands into executor tasks and `WakeAt` into timers, feeds results and
+//! outside inputs (resume, stop) back as batches, and records every batch before acting on
+//! it: first `history.jsonl` in the run directory, then, with a store, the history row, the
+//! changed nodes and the workflow state in one transaction, and the node transitions in the
+//! audit log.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use engine::{Command, Input, Workflow};
+use executor::HostExecutor;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("engine rejected an input")]
+    Engine(#[source] engine::EngineError),
+    #[error("recording step {seq} of {object}")]
+    Record {
+        seq: i64,
+        object: String,
+        #[source]
+        source: store::StoreError,
+    },
+    #[error("writing {path}")]
+    History {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encoding inputs")]
+    Encode(#[source] serde_json::Error),
+    #[error("an executor task panicked")]
+    TaskPanicked,
+}
+
+/// A store and the workflow's row in it.
+pub struct Persist {
+    pub store: store::Store,
+    pub uid: String,
+    /// `workflows/<namespace>/<name>`, the audit object.
+    pub object: String,
+    /// Last recorded phase per node, to audit transitions.
+    pub phases: HashMap<String, String>,
+    /// The next history sequence number.
+    pub next_seq: i64,
+}
+
+impl Persist {
+    pub fn new(store: store::Store, uid: String, object: String) -> Persist {
+        Persist {
+            store,
+            uid,
+            object,
+            phases: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Records one step: the batch, the nodes it changed and the workflow state in one
+    /// transaction, then the node transitions in the audit log.
+    pub async fn record(&mut self, batch: &[Input], wf: &mut Workflow) -> Result<(), DriveError> {
+        let seq = self.next_seq;
+        let fail = |source| DriveError::Record {
+            seq,
+            object: self.object.clone(),
+            source,
+        };
+        let dirty = wf.take_dirty_nodes();
+        let nodes: Vec<store::NodeRow> = wf
+            .nodes_json(&dirty)
+            .into_iter()
+            .map(|(id, status)| store::NodeRow {
+                name: status["name"].as_str().unwrap_or_default().to_string(),
+                phase: status["phase"].as_str().unwrap_or_default().to_string(),
+                id,
+                status,
+            })
+            .collect();
+        let state = store::WorkflowState {
+            phase: wf.phase().as_str().to_string(),
+            message: wf.message().to_string(),
+            started_at: wf.started_at(),
+            finished_at: wf.finished_at(),
+            status: wf.status_json(),
+        };
+        let inputs = serde_json::to_value(batch).map_err(DriveError::Encode)?;
+        let now = now_ms();
+        self.store
+            .append_step(&self.uid, seq, &inputs, now, &nodes, &state)
+            .await
+            .map_err(fail)?;
+        self.next_seq += 1;
+        let mut entries = Vec::new();
+        for n in &nodes {
+            let before = self.phases.insert(n.id.clone(), n.phase.clone());
+            if before.as_deref() != Some(n.phase.as_str()) {
+                entries.push(store::AuditEntry {
+                    at: now,
+                    actor: "system:engine".into(),
+                    action: "node.transition".into(),
+                    object: format!("{}/nodes/{}", self.object, n.id),
+                    source: "local".into(),
+                    details: serde_json::json!({"name": n.name, "from": before, "to": n.phase, "message": n.status["message"]}),
+                });
+            }
+        }
+        self.store.audit_append(&entries).await.map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// Called after every step with the workflow and the time (progress display, notifications).
+pub type Observer = Box<dyn FnMut(&Workflow, i64) + Send>;
+
+pub struct DriveConfig {
+    pub run_dir: PathBuf,
+    pub observer: Observer,
+    pub persist: Option<Persist>,
+    /// The first batch: `Start` for a new workflow; for a recovered one, the inputs that
+    /// account for what was lost while no controller ran.
+    pub first_batch: Vec<Input>,
+}
+
+/// What happened to the run.
+pub struct DriveOutcome {
+    pub workflow: Workflow,
+    /// Time spent inside the engine's `step`.
+    pub engine_time: Duration,
+    /// How many batches of inputs the engine processed.
+    pub engine_steps: usize,
+}
+
+/// Runs `wf` until it finishes. `outside` carries inputs from elsewhere (resume, stop, Ctrl-C).
+pub async fn drive(
+    mut wf: Workflow,
+    exec: HostExecutor,
+    mut cfg: DriveConfig,
+    mut outside: mpsc::UnboundedReceiver<Input>,
+) -> Result<DriveOutcome, DriveError> {
+    let history_path = cfg.run_dir.join("history.jsonl");
+    let io = |source| DriveError::History {
+        path: history_path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&cfg.run_dir).map_err(io)?;
+    let mut history = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history_path)
+            .map_err(io)?,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+    let mut cancels: HashMap<String, watch::Sender<bool>> = HashMap::new();
+    let mut timers: BTreeSet<i64> = BTreeSet::new();
+    let mut tasks = JoinSet::new();
+    let mut timer_tasks = JoinSet::new();
+    let mut engine_time = Duration::ZERO;
+    let mut engine_steps = 0usize;
+    let mut outside_open = true;
+    let mut batch = std::mem::take(&mut cfg.first_batch);
+    loop {
+        serde_json::to_writer(&mut history, &batch).map_err(DriveError::Encode)?;
+        history.write_all(b"\n").map_err(io)?;
+        history.flush().map_err(io)?;
+        let t0 = std::time::Instant::now();
+        let commands = wf.step(&batch).map_err(DriveError::Engine)?;
+        engine_time += t0.elapsed();
+        // Recorded before any command runs: what the engine decided is durable first.
+        if let Some(p) = cfg.persist.as_mut() {
+            p.record(&batch, &mut wf).await?;
+        }
+        engine_steps += 1;
+        for c in commands {
+            match c {
+                Command::Execute(node) => {
+                    let (ctx, crx) = watch::channel(false);
+                    cancels.insert(node.node_id.clone(), ctx);
+                    let tx = tx.clone();
+                    let exec = exec.clone();
+                    let now = now_ms();
+                    let deadline_in = node
+                        .deadline
+                        .map(|d| Duration::from_millis((d - now).max(0) as u64));
+                    // The receiver lives as long as this loop; a failed send means we are exiting.
+                    let _ = tx.send(Input::NodeStarted {
+                        now,
+                        node_id: node.node_id.clone(),
+                    });
+                    tasks.spawn(async move {
+                        let result = exec.run(&node, crx, deadline_in).await;
+                        let _ = tx.send(Input::NodeFinished {
+                            now: now_ms(),
+                            node_id: node.node_id.clone(),
+                            result,
+                        });
+                    });
+                }
+                Command::Cancel { node_id } => {
+                    if let Some(c) = cancels.remove(&node_id) {
+                        // The task may already have ended; then there is nothing to cancel.
+                        let _ = c.send(true);
+                    }
+                }
+                Command::WakeAt { at } => {
+                    if timers.insert(at) {
+                        let tx = tx.clone();
+                        timer_tasks.spawn(async move {
+                            let wait = (at - now_ms()).max(0) as u64;
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                            let _ = tx.send(Input::Tick {
+                                now: now_ms().max(at),
+                            });
+                        });
+                    }
+                }
+            }
+        }
+        (cfg.observer)(&wf, now_ms());
+        if wf.is_finished() {
+            break;
+        }
+        let first = tokio::select! {
+            i = rx.recv() => match i {
+                Some(i) => i,
+                // `tx` lives in this function, so the channel cannot close while we loop.
+                None => break,
+            },
+            i = outside.recv(), if outside_open => match i {
+                Some(i) => i,
+                None => {
+                    outside_open = false;
+                    continue_with_tick()
+                }
+            },
+        };
+        batch = vec![first];
+        // Let results that finish together arrive together: one engine step for all of them.
+        tokio::task::yield_now().await;
+        while let Ok(i) = rx.try_recv() {
+            batch.push(i);
+        }
+        while let Ok(i) = outside.try_recv() {
+            batch.push(i);
+        }
+        // Ticks are only wake-ups; keep the timer set small.
+        let latest = now_ms();
+        timers.retain(|t| *t > latest);
+    }
+    // Cancelled processes are still being killed; wait for them so none outlives the run.
+    for c in cancels.values() {
+        let _ = c.send(true);
+    }
+    drop(tx);
+    timer_tasks.abort_all();
+    while let Some(joined) = tasks.join_next().await {
+        if joined.is_err() {
+            return Err(DriveError::TaskPanicked);
+        }
+    }
+    Ok(DriveOutcome {
+        workflow: wf,
+        engine_time,
+        engine_steps,
+    })
+}
+
+/// When the outside channel closes, step once with a tick so the loop goes on waiting.
+fn continue_with_tick() -> Input {
+    Input::Tick { now: now_ms() }
+}
