@@ -1,5 +1,17 @@
 //! The controller and the REST API.
 //!
 //! - [`driver`]: drives one workflow (engine ⇄ executor), recording each step in the store.
+//! - [`controller`]: accepts workflows, runs each in a task, forwards resume/stop, and
+//!   recovers unfinished workflows from their history after a restart.
+//! - [`api`]: Argo Server-compatible REST paths on axum.
 
+pub mod api;
+pub mod controller;
 pub mod driver;
+
+pub use controller::{Controller, ControllerConfig};
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, controller: Controller) -> std::io::Result<()> {
+    axum::serve(listener, api::router(controller)).await
+}

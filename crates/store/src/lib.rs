@@ -423,6 +423,132 @@ fn is_busy(e: &StoreError) -> bool {
         || text.contains("UNIQUE constraint failed")
 }
 
+/// A stored WorkflowTemplate or ClusterWorkflowTemplate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateRecord {
+    pub cluster: bool,
+    pub namespace: String,
+    pub name: String,
+    pub body: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+macro_rules! template_row {
+    ($r:expr) => {{
+        let r = $r;
+        let bad = |e: sqlx::Error| StoreError::Corrupt { what: "template row", message: e.to_string() };
+        Ok::<_, StoreError>(TemplateRecord {
+            cluster: r.try_get("cluster").map_err(bad)?,
+            namespace: r.try_get("namespace").map_err(bad)?,
+            name: r.try_get("name").map_err(bad)?,
+            body: r.try_get::<Json<Value>, _>("body").map_err(bad)?.0,
+            created_at: r.try_get("created_at").map_err(bad)?,
+            updated_at: r.try_get("updated_at").map_err(bad)?,
+        })
+    }};
+}
+
+impl Store {
+    /// Workflows that have not finished (for recovery after a restart).
+    pub async fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE finished_at IS NULL ORDER BY created_at, uid"
+            )))
+            .fetch_all(p)
+            .await
+            .map_err(q("listing unfinished workflows"))?;
+            rows.iter().map(|r| workflow_row!(r)).collect()
+        })
+    }
+
+    /// Deletes a workflow with its history and nodes. Returns whether it existed.
+    pub async fn delete_workflow(&self, namespace: &str, name: &str) -> Result<bool> {
+        let n = on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM workflows WHERE namespace = $1 AND name = $2")
+                .bind(namespace)
+                .bind(name)
+                .execute(p)
+                .await
+                .map_err(q("deleting a workflow"))?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Creates (`create = true`, failing if it exists) or replaces a template.
+    pub async fn put_template(&self, t: &TemplateRecord, create: bool) -> Result<()> {
+        let res = on_pool!(&self.pool, |p| {
+            let sql = if create {
+                "INSERT INTO workflow_templates (cluster, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+            } else {
+                "UPDATE workflow_templates SET body = $4, updated_at = $6 WHERE cluster = $1 AND namespace = $2 AND name = $3"
+            };
+            sqlx::query(sql)
+                .bind(t.cluster)
+                .bind(&t.namespace)
+                .bind(&t.name)
+                .bind(Json(&t.body))
+                .bind(t.created_at)
+                .bind(t.updated_at)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        });
+        match res {
+            Ok(0) => Err(StoreError::NotFound { namespace: t.namespace.clone(), name: t.name.clone() }),
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists { namespace: t.namespace.clone(), name: t.name.clone() })
+            }
+            Err(e) => Err(StoreError::Query { op: "storing a template", source: e }),
+        }
+    }
+
+    pub async fn get_template(&self, cluster: bool, namespace: &str, name: &str) -> Result<TemplateRecord> {
+        let row = on_pool!(&self.pool, |p| {
+            sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
+                .bind(cluster)
+                .bind(namespace)
+                .bind(name)
+                .fetch_optional(p)
+                .await
+                .map_err(q("reading a template"))?
+                .map(|r| template_row!(&r))
+                .transpose()?
+        });
+        row.ok_or_else(|| StoreError::NotFound { namespace: namespace.into(), name: name.into() })
+    }
+
+    /// Templates of a namespace (`cluster = false`) or all cluster templates.
+    pub async fn list_templates(&self, cluster: bool, namespace: &str) -> Result<Vec<TemplateRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 ORDER BY name")
+                .bind(cluster)
+                .bind(namespace)
+                .fetch_all(p)
+                .await
+                .map_err(q("listing templates"))?;
+            rows.iter().map(|r| template_row!(r)).collect()
+        })
+    }
+
+    pub async fn delete_template(&self, cluster: bool, namespace: &str, name: &str) -> Result<bool> {
+        let n = on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
+                .bind(cluster)
+                .bind(namespace)
+                .bind(name)
+                .execute(p)
+                .await
+                .map_err(q("deleting a template"))?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+}
+
 /// Hides the password of a database URL for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -1,0 +1,307 @@
+//! The controller: accepts workflows, drives each one in its own task, forwards resume/stop
+//! to running ones, and after a restart continues every unfinished workflow from its history.
+//!
+//! Recovery: the history is folded again; a leaf node that was running when the previous
+//! controller died has lost its process, so it is finished as `Error` ("process lost ...")
+//! in the first new batch, and the engine retries it if its `retryStrategy` allows. Nodes that
+//! had finished are never run again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use engine::{ExecResult, Input, Workflow, WorkflowIdentity};
+use executor::{HostConfig, HostExecutor, ImageTable, Isolation};
+use serde_json::{Value, json};
+use spec::{Library, WorkflowResource};
+use tokio::sync::mpsc;
+
+use crate::driver::{self, DriveConfig, Persist, now_ms};
+
+/// Why a controller operation failed, mapped to Argo's error codes by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("database")]
+    Store(#[source] store::StoreError),
+}
+
+impl From<store::StoreError> for ControlError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::NotFound { .. } => ControlError::NotFound(e.to_string()),
+            store::StoreError::AlreadyExists { .. } => ControlError::AlreadyExists(e.to_string()),
+            other => ControlError::Store(other),
+        }
+    }
+}
+
+/// How the controller runs steps.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    /// Per-workflow run directories (logs, history file) live below this.
+    pub runs_dir: PathBuf,
+    pub images: ImageTable,
+    pub argosay_binary: PathBuf,
+    pub isolation: Isolation,
+}
+
+struct Inner {
+    store: store::Store,
+    config: ControllerConfig,
+    /// Running workflows by uid: where their outside inputs go.
+    running: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
+}
+
+/// Cheap to clone; shared by the API handlers.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+/// Everything the engine is created from; stored so replay and recovery can do it again.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Definition {
+    pub resource: WorkflowResource,
+    pub library: Library,
+    pub identity: WorkflowIdentity,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl Definition {
+    pub fn from_value(v: &Value) -> Result<Definition, ControlError> {
+        serde_json::from_value(v.clone()).map_err(|e| ControlError::Store(store::StoreError::Corrupt { what: "workflow definition", message: e.to_string() }))
+    }
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut buf = [0u8; 5];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        // Falls back to the clock below if the read fails.
+        let _ = f.read_exact(&mut buf);
+    }
+    let t = now_ms() as u64;
+    buf.iter().enumerate().map(|(i, b)| ALPHABET[(*b as usize + (t >> (i * 5)) as usize) % ALPHABET.len()] as char).collect()
+}
+
+fn random_uid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    let t = now_ms() as u128 ^ (std::process::id() as u128) << 64;
+    for (i, x) in b.iter_mut().enumerate() {
+        *x ^= (t >> (i * 8)) as u8;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl Controller {
+    pub fn new(store: store::Store, config: ControllerConfig) -> Controller {
+        Controller { inner: Arc::new(Inner { store, config, running: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn store(&self) -> &store::Store {
+        &self.inner.store
+    }
+
+    fn executor(&self, name: &str) -> (HostExecutor, PathBuf) {
+        let c = &self.inner.config;
+        let run_dir = c.runs_dir.join(name);
+        let exec = HostExecutor::new(HostConfig {
+            run_dir: run_dir.clone(),
+            images: c.images.clone(),
+            argosay_binary: c.argosay_binary.clone(),
+            isolation: c.isolation.clone(),
+            keep_node_dirs: false,
+        });
+        (exec, run_dir)
+    }
+
+    /// The templates in the store, as a library for `templateRef`.
+    pub async fn library(&self, namespace: &str) -> Result<Library, ControlError> {
+        let mut lib = Library::default();
+        for t in self.inner.store.list_templates(false, namespace).await? {
+            if let Ok(r) = serde_json::from_value::<WorkflowResource>(t.body) {
+                lib.templates.insert(t.name, r);
+            }
+        }
+        for t in self.inner.store.list_templates(true, "").await? {
+            if let Ok(r) = serde_json::from_value::<WorkflowResource>(t.body) {
+                lib.cluster_templates.insert(t.name, r);
+            }
+        }
+        Ok(lib)
+    }
+
+    /// Validates, records and starts a workflow. Returns its name.
+    pub async fn submit(&self, mut resource: WorkflowResource, namespace: &str, params: Vec<(String, String)>, actor: &str, source: &str) -> Result<String, ControlError> {
+        let library = self.library(namespace).await?;
+        let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(g)) => format!("{g}{}", random_suffix()),
+            _ => return Err(ControlError::Invalid("metadata.name or metadata.generateName is required".into())),
+        };
+        resource.metadata.name = Some(name.clone());
+        resource.metadata.namespace = Some(namespace.to_string());
+        let identity = WorkflowIdentity { name: name.clone(), namespace: namespace.to_string(), uid: random_uid() };
+        let wf = Workflow::new(resource.clone(), library.clone(), identity.clone(), &params).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let definition = serde_json::to_value(Definition { resource: resource.clone(), library, identity: identity.clone(), parameters: params.clone() })
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let store = &self.inner.store;
+        store
+            .create_workflow(&store::NewWorkflow {
+                uid: identity.uid.clone(),
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                labels: serde_json::to_value(&resource.metadata.labels).unwrap_or(json!({})),
+                created_at: now_ms(),
+                definition,
+            })
+            .await?;
+        let object = format!("workflows/{namespace}/{name}");
+        store
+            .audit_append(&[store::AuditEntry {
+                at: now_ms(),
+                actor: actor.to_string(),
+                action: "workflow.create".into(),
+                object: object.clone(),
+                source: source.to_string(),
+                details: json!({"parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
+            }])
+            .await?;
+        self.spawn(wf, Persist::new(store.clone(), identity.uid.clone(), object), vec![Input::Start { now: now_ms() }]);
+        Ok(name)
+    }
+
+    fn spawn(&self, wf: Workflow, persist: Persist, first_batch: Vec<Input>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let uid = wf.identity().uid.clone();
+        let name = wf.identity().name.clone();
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone(), tx);
+        let (exec, run_dir) = self.executor(&name);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let cfg = DriveConfig { run_dir, observer: Box::new(|_, _| {}), persist: Some(persist), first_batch };
+            if let Err(e) = driver::drive(wf, exec, cfg, rx).await {
+                // The workflow stays unfinished in the store; a restart recovers it.
+                eprintln!("workflow {name}: {e}");
+            }
+            this.inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+        });
+    }
+
+    /// Sends an outside input to a running workflow.
+    pub async fn send(&self, namespace: &str, name: &str, input: Input, actor: &str, source: &str, action: &str) -> Result<(), ControlError> {
+        let rec = self.inner.store.get_workflow(namespace, name).await?;
+        let tx = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.uid).cloned();
+        let Some(tx) = tx else {
+            return Err(ControlError::FailedPrecondition(format!("workflow {namespace}/{name} is not running (phase {})", rec.phase)));
+        };
+        let details = serde_json::to_value(&input).unwrap_or(Value::Null);
+        tx.send(input).map_err(|_| ControlError::FailedPrecondition(format!("workflow {namespace}/{name} has just finished")))?;
+        self.inner
+            .store
+            .audit_append(&[store::AuditEntry {
+                at: now_ms(),
+                actor: actor.to_string(),
+                action: action.to_string(),
+                object: format!("workflows/{namespace}/{name}"),
+                source: source.to_string(),
+                details,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    pub fn is_running(&self, uid: &str) -> bool {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(uid)
+    }
+
+    /// Continues every unfinished workflow from its history. Returns how many.
+    pub async fn recover(&self) -> Result<usize, ControlError> {
+        let store = &self.inner.store;
+        let mut n = 0;
+        for rec in store.unfinished_workflows().await? {
+            if self.is_running(&rec.uid) {
+                continue;
+            }
+            let def = Definition::from_value(&rec.definition)?;
+            let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters).map_err(|e| ControlError::Invalid(e.to_string()))?;
+            let history = store.history(&rec.uid).await?;
+            for (i, batch) in history.iter().enumerate() {
+                let inputs: Vec<Input> = serde_json::from_value(batch.clone())
+                    .map_err(|e| ControlError::Store(store::StoreError::Corrupt { what: "history", message: format!("batch {i}: {e}") }))?;
+                wf.step(&inputs).map_err(|e| ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name)))?;
+            }
+            let now = now_ms();
+            let first_batch: Vec<Input> = if history.is_empty() {
+                vec![Input::Start { now }]
+            } else {
+                let lost: Vec<String> = wf.running_leaf_nodes().map(str::to_string).collect();
+                let mut b: Vec<Input> = lost
+                    .into_iter()
+                    .map(|node_id| Input::NodeFinished {
+                        now,
+                        result: ExecResult::error(format!("process lost: the controller stopped while node {node_id} ran")),
+                        node_id,
+                    })
+                    .collect();
+                b.push(Input::Tick { now });
+                b
+            };
+            // The projection's phases, so transitions after recovery are audited correctly.
+            let mut persist = Persist::new(store.clone(), rec.uid.clone(), format!("workflows/{}/{}", rec.namespace, rec.name));
+            persist.next_seq = rec.history_len;
+            for node in store.nodes(&rec.uid).await? {
+                persist.phases.insert(node.id, node.phase);
+            }
+            wf.take_dirty_nodes();
+            self.spawn(wf, persist, first_batch);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The workflow as Argo's JSON: spec from its definition, status and nodes from the store.
+    pub async fn workflow_json(&self, namespace: &str, name: &str, with_nodes: bool) -> Result<Value, ControlError> {
+        let rec = self.inner.store.get_workflow(namespace, name).await?;
+        let mut status = rec.status.clone();
+        if !status.is_object() || status.as_object().is_some_and(|m| m.is_empty()) {
+            status = json!({"phase": rec.phase});
+        }
+        if with_nodes {
+            let nodes: serde_json::Map<String, Value> = self.inner.store.nodes(&rec.uid).await?.into_iter().map(|n| (n.id, n.status)).collect();
+            status["nodes"] = Value::Object(nodes);
+        }
+        let def = &rec.definition;
+        let mut metadata = def["resource"]["metadata"].clone();
+        if !metadata.is_object() {
+            metadata = json!({});
+        }
+        metadata["name"] = json!(rec.name);
+        metadata["namespace"] = json!(rec.namespace);
+        metadata["uid"] = json!(rec.uid);
+        metadata["creationTimestamp"] = json!(expr::time::rfc3339(rec.created_at));
+        Ok(json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": metadata,
+            "spec": def["resource"]["spec"],
+            "status": status,
+        }))
+    }
+}
