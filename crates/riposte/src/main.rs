@@ -259,7 +259,11 @@ fn main() -> ExitCode {
             namespace,
             db,
         } => report(block_on(replay(name, namespace, db))),
-        Cmd::Server { listen, no_isolation, db } => report(block_on(serve(listen, no_isolation, db))),
+        Cmd::Server {
+            listen,
+            no_isolation,
+            db,
+        } => report(block_on(serve(listen, no_isolation, db))),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
@@ -482,9 +486,11 @@ async fn open_store(db: &DbArgs) -> Result<store::Store> {
 }
 
 async fn serve(listen: String, no_isolation: bool, db: DbArgs) -> Result<ExitCode> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|e| InvalidInput(format!("--listen {listen:?} is not an address like 127.0.0.1:2746: {e}")))?;
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
+        InvalidInput(format!(
+            "--listen {listen:?} is not an address like 127.0.0.1:2746: {e}"
+        ))
+    })?;
     if !addr.ip().is_loopback() {
         bail!(InvalidInput(format!(
             "refusing to listen on {addr}: authentication is not configured, so the server only listens on loopback addresses (use --listen 127.0.0.1:{})",
@@ -492,7 +498,11 @@ async fn serve(listen: String, no_isolation: bool, db: DbArgs) -> Result<ExitCod
         )));
     }
     let store = open_store(&db).await?;
-    let isolation = if no_isolation { Isolation::None("disabled with --no-isolation".into()) } else { Sandbox::probe() };
+    let isolation = if no_isolation {
+        Isolation::None("disabled with --no-isolation".into())
+    } else {
+        Sandbox::probe()
+    };
     if let Isolation::None(why) = &isolation {
         eprintln!("note: steps run without a private root: {why}");
     }
@@ -501,18 +511,29 @@ async fn serve(listen: String, no_isolation: bool, db: DbArgs) -> Result<ExitCod
         server::ControllerConfig {
             runs_dir: riposte_home().join("server").join("runs"),
             images: ImageTable::new(host_python(), BTreeMap::new()),
-            argosay_binary: std::env::current_exe().context("finding the riposte binary for the argosay shim")?,
+            argosay_binary: std::env::current_exe()
+                .context("finding the riposte binary for the argosay shim")?,
             isolation,
         },
     );
-    let recovered = controller.recover().await.context("recovering unfinished workflows")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let recovered = controller
+        .recover()
+        .await
+        .context("recovering unfinished workflows")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     eprintln!(
         "riposte server listening on http://{} ({} database; {recovered} unfinished workflow(s) recovered; no authentication configured, loopback only)",
-        listener.local_addr().map(|a| a.to_string()).unwrap_or(listen),
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(listen),
         store.backend()
     );
-    server::serve(listener, controller).await.context("serving the API")?;
+    server::serve(listener, controller)
+        .await
+        .context("serving the API")?;
     Ok(ExitCode::SUCCESS)
 }
 

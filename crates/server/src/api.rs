@@ -26,7 +26,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: u16, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, 3, message)
@@ -38,7 +42,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }
 
@@ -79,21 +87,52 @@ pub fn router(controller: Controller) -> Router {
         .route("/api/v1/version", get(version))
         .route("/api/v1/info", get(info))
         .route("/api/v1/userinfo", get(userinfo))
-        .route("/api/v1/workflows/{namespace}", post(create_workflow).get(list_workflows))
+        .route(
+            "/api/v1/workflows/{namespace}",
+            post(create_workflow).get(list_workflows),
+        )
         .route("/api/v1/workflows/{namespace}/lint", post(lint_workflow))
-        .route("/api/v1/workflows/{namespace}/submit", post(submit_workflow))
-        .route("/api/v1/workflows/{namespace}/{name}", get(get_workflow).delete(delete_workflow))
-        .route("/api/v1/workflows/{namespace}/{name}/resume", put(resume_workflow))
-        .route("/api/v1/workflows/{namespace}/{name}/set", put(set_workflow))
-        .route("/api/v1/workflows/{namespace}/{name}/stop", put(stop_workflow))
-        .route("/api/v1/workflows/{namespace}/{name}/terminate", put(terminate_workflow))
-        .route("/api/v1/workflow-templates/{namespace}", post(create_template).get(list_templates))
-        .route("/api/v1/workflow-templates/{namespace}/{name}", get(get_template).put(update_template).delete(delete_template))
+        .route(
+            "/api/v1/workflows/{namespace}/submit",
+            post(submit_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}",
+            get(get_workflow).delete(delete_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resume",
+            put(resume_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/set",
+            put(set_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/stop",
+            put(stop_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/terminate",
+            put(terminate_workflow),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}",
+            post(create_template).get(list_templates),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}/{name}",
+            get(get_template)
+                .put(update_template)
+                .delete(delete_template),
+        )
         .with_state(controller)
 }
 
 async fn version() -> Json<Value> {
-    Json(json!({"version": format!("v{}", env!("CARGO_PKG_VERSION")), "platform": "riposte", "compiler": "rustc"}))
+    Json(
+        json!({"version": format!("v{}", env!("CARGO_PKG_VERSION")), "platform": "riposte", "compiler": "rustc"}),
+    )
 }
 
 async fn info() -> Json<Value> {
@@ -108,11 +147,19 @@ fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
     serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
 }
 
-async fn create_workflow(State(c): State<Controller>, Path(namespace): Path<String>, Json(body): Json<Value>) -> ApiResult {
-    let wf = body.get("workflow").ok_or_else(|| ApiError::invalid("request body needs a `workflow`"))?;
+async fn create_workflow(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let wf = body
+        .get("workflow")
+        .ok_or_else(|| ApiError::invalid("request body needs a `workflow`"))?;
     let resource = parse_resource(wf, "workflow")?;
     lint_resource(&c, &namespace, wf).await?;
-    let name = c.submit(resource, &namespace, Vec::new(), ANONYMOUS, "api").await?;
+    let name = c
+        .submit(resource, &namespace, Vec::new(), ANONYMOUS, "api")
+        .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
@@ -125,8 +172,11 @@ async fn lint_resource(c: &Controller, namespace: &str, v: &Value) -> ApiResult<
         library.add(l);
     }
     diags.extend(spec::lint(&loaded, &library));
-    let errors: Vec<String> =
-        diags.iter().filter(|d| d.severity == spec::Severity::Error).map(|d| d.message.clone()).collect();
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.severity == spec::Severity::Error)
+        .map(|d| d.message.clone())
+        .collect();
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors.join("; ")));
     }
@@ -136,33 +186,58 @@ async fn lint_resource(c: &Controller, namespace: &str, v: &Value) -> ApiResult<
     Ok(())
 }
 
-async fn lint_workflow(State(c): State<Controller>, Path(namespace): Path<String>, Json(body): Json<Value>) -> ApiResult {
-    let wf = body.get("workflow").ok_or_else(|| ApiError::invalid("request body needs a `workflow`"))?;
+async fn lint_workflow(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let wf = body
+        .get("workflow")
+        .ok_or_else(|| ApiError::invalid("request body needs a `workflow`"))?;
     lint_resource(&c, &namespace, wf).await?;
     Ok(Json(wf.clone()))
 }
 
 /// `POST /submit`: a Workflow from a WorkflowTemplate or ClusterWorkflowTemplate.
-async fn submit_workflow(State(c): State<Controller>, Path(namespace): Path<String>, Json(body): Json<Value>) -> ApiResult {
+async fn submit_workflow(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
     let kind = body["resourceKind"].as_str().unwrap_or("");
     let cluster = match kind {
         "WorkflowTemplate" | "workflowtemplate" => false,
         "ClusterWorkflowTemplate" | "clusterworkflowtemplate" => true,
-        other => return Err(ApiError::invalid(format!("resourceKind {other:?} cannot be submitted; use WorkflowTemplate or ClusterWorkflowTemplate"))),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "resourceKind {other:?} cannot be submitted; use WorkflowTemplate or ClusterWorkflowTemplate"
+            )));
+        }
     };
-    let template = body["resourceName"].as_str().ok_or_else(|| ApiError::invalid("resourceName is required"))?;
+    let template = body["resourceName"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("resourceName is required"))?;
     // The template must exist; the workflow refers to it like Argo's `submit --from`.
-    c.store().get_template(cluster, if cluster { "" } else { &namespace }, template).await?;
+    c.store()
+        .get_template(cluster, if cluster { "" } else { &namespace }, template)
+        .await?;
     let opts = &body["submitOptions"];
     let mut params = Vec::new();
     for p in opts["parameters"].as_array().into_iter().flatten() {
         let p = p.as_str().unwrap_or("");
         match p.split_once('=') {
             Some((k, v)) => params.push((k.to_string(), v.to_string())),
-            None => return Err(ApiError::invalid(format!("submitOptions.parameters entry {p:?} must look like name=value"))),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "submitOptions.parameters entry {p:?} must look like name=value"
+                )));
+            }
         }
     }
-    let generate_name = opts["generateName"].as_str().map(str::to_string).unwrap_or_else(|| format!("{template}-"));
+    let generate_name = opts["generateName"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{template}-"));
     let mut resource = json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -177,41 +252,88 @@ async fn submit_workflow(State(c): State<Controller>, Path(namespace): Path<Stri
     }
     // Parameters declared by the template: only those may be set.
     let library = c.library(&namespace).await?;
-    let base = library.get(template, cluster).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let declared: Vec<&str> = base.spec.arguments.parameters.iter().map(|p| p.name.as_str()).collect();
+    let base = library
+        .get(template, cluster)
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let declared: Vec<&str> = base
+        .spec
+        .arguments
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     if let Some((k, _)) = params.iter().find(|(k, _)| !declared.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!("parameter {k:?} is not declared by {template} (declared: {})", declared.join(", "))));
+        return Err(ApiError::invalid(format!(
+            "parameter {k:?} is not declared by {template} (declared: {})",
+            declared.join(", ")
+        )));
     }
     let resource = parse_resource(&resource, "workflow")?;
-    let name = c.submit(resource, &namespace, params, ANONYMOUS, "api").await?;
+    let name = c
+        .submit(resource, &namespace, params, ANONYMOUS, "api")
+        .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
-async fn list_workflows(State(c): State<Controller>, Path(namespace): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let limit: i64 = q.get("listOptions.limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(500);
+async fn list_workflows(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let limit: i64 = q
+        .get("listOptions.limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(500);
     let selector: Vec<(String, String)> = q
         .get("listOptions.labelSelector")
-        .map(|s| s.split(',').filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect())
+        .map(|s| {
+            s.split(',')
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    let ns = if namespace.is_empty() { None } else { Some(namespace.as_str()) };
+    let ns = if namespace.is_empty() {
+        None
+    } else {
+        Some(namespace.as_str())
+    };
     let mut items = Vec::new();
     for rec in c.store().list_workflows(ns, limit).await? {
-        if !selector.iter().all(|(k, v)| rec.labels.get(k).and_then(Value::as_str) == Some(v.as_str())) {
+        if !selector
+            .iter()
+            .all(|(k, v)| rec.labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
+        {
             continue;
         }
         items.push(c.workflow_json(&rec.namespace, &rec.name, false).await?);
     }
-    Ok(Json(json!({"metadata": {"resourceVersion": now_ms().to_string()}, "items": items})))
+    Ok(Json(
+        json!({"metadata": {"resourceVersion": now_ms().to_string()}, "items": items}),
+    ))
 }
 
-async fn get_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
+async fn get_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
-async fn delete_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
+async fn delete_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
     let rec = c.store().get_workflow(&namespace, &name).await?;
     if c.is_running(&rec.uid) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, 9, format!("workflow {namespace}/{name} is running; stop or terminate it first")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            9,
+            format!("workflow {namespace}/{name} is running; stop or terminate it first"),
+        ));
     }
     c.store().delete_workflow(&namespace, &name).await?;
     c.store()
@@ -230,41 +352,115 @@ async fn delete_workflow(State(c): State<Controller>, Path((namespace, name)): P
 /// Argo's `nodeFieldSelector`: `displayName=approve`, `name=wf[0].approve` or `id=...`.
 fn node_selector(body: &Value) -> Option<String> {
     let s = body["nodeFieldSelector"].as_str()?;
-    s.split_once('=').map(|(_, v)| v.to_string()).or_else(|| Some(s.to_string())).filter(|v| !v.is_empty())
+    s.split_once('=')
+        .map(|(_, v)| v.to_string())
+        .or_else(|| Some(s.to_string()))
+        .filter(|v| !v.is_empty())
 }
 
-async fn resume_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>, body: Option<Json<Value>>) -> ApiResult {
+async fn resume_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> ApiResult {
     let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
-    let input = Input::Resume { now: now_ms(), node: node_selector(&body), parameters: Default::default() };
-    c.send(&namespace, &name, input, ANONYMOUS, "api", "workflow.resume").await?;
+    let input = Input::Resume {
+        now: now_ms(),
+        node: node_selector(&body),
+        parameters: Default::default(),
+    };
+    c.send(
+        &namespace,
+        &name,
+        input,
+        ANONYMOUS,
+        "api",
+        "workflow.resume",
+    )
+    .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
 /// `set`: supply a suspended node's output parameters (an approval) and resume it.
-async fn set_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>, Json(body): Json<Value>) -> ApiResult {
+async fn set_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult {
     let params: std::collections::BTreeMap<String, String> = match &body["outputParameters"] {
         Value::String(s) if !s.is_empty() => {
-            let v: Value = serde_json::from_str(s).map_err(|e| ApiError::invalid(format!("outputParameters must be a JSON object: {e}")))?;
+            let v: Value = serde_json::from_str(s).map_err(|e| {
+                ApiError::invalid(format!("outputParameters must be a JSON object: {e}"))
+            })?;
             v.as_object()
                 .ok_or_else(|| ApiError::invalid("outputParameters must be a JSON object"))?
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         }
         _ => Default::default(),
     };
-    let input = Input::Resume { now: now_ms(), node: node_selector(&body), parameters: params };
-    c.send(&namespace, &name, input, ANONYMOUS, "api", "workflow.approve").await?;
+    let input = Input::Resume {
+        now: now_ms(),
+        node: node_selector(&body),
+        parameters: params,
+    };
+    c.send(
+        &namespace,
+        &name,
+        input,
+        ANONYMOUS,
+        "api",
+        "workflow.approve",
+    )
+    .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
-async fn stop_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
-    c.send(&namespace, &name, Input::Stop { now: now_ms(), terminate: false, message: None }, ANONYMOUS, "api", "workflow.stop").await?;
+async fn stop_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    c.send(
+        &namespace,
+        &name,
+        Input::Stop {
+            now: now_ms(),
+            terminate: false,
+            message: None,
+        },
+        ANONYMOUS,
+        "api",
+        "workflow.stop",
+    )
+    .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
-async fn terminate_workflow(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
-    c.send(&namespace, &name, Input::Stop { now: now_ms(), terminate: true, message: None }, ANONYMOUS, "api", "workflow.terminate").await?;
+async fn terminate_workflow(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    c.send(
+        &namespace,
+        &name,
+        Input::Stop {
+            now: now_ms(),
+            terminate: true,
+            message: None,
+        },
+        ANONYMOUS,
+        "api",
+        "workflow.terminate",
+    )
+    .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
@@ -275,8 +471,16 @@ fn template_json(t: &store::TemplateRecord) -> Value {
     body
 }
 
-async fn put_template(c: &Controller, namespace: &str, body: &Value, create: bool, name_in_path: Option<&str>) -> ApiResult {
-    let t = body.get("template").ok_or_else(|| ApiError::invalid("request body needs a `template`"))?;
+async fn put_template(
+    c: &Controller,
+    namespace: &str,
+    body: &Value,
+    create: bool,
+    name_in_path: Option<&str>,
+) -> ApiResult {
+    let t = body
+        .get("template")
+        .ok_or_else(|| ApiError::invalid("request body needs a `template`"))?;
     let mut t = t.clone();
     if t["kind"].is_null() {
         t["kind"] = json!("WorkflowTemplate");
@@ -286,48 +490,91 @@ async fn put_template(c: &Controller, namespace: &str, body: &Value, create: boo
     }
     lint_resource(c, namespace, &t).await?;
     let resource = parse_resource(&t, "template")?;
-    let name = resource.metadata.name.clone().ok_or_else(|| ApiError::invalid("template metadata.name is required"))?;
+    let name = resource
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("template metadata.name is required"))?;
     if let Some(p) = name_in_path
         && p != name
     {
-        return Err(ApiError::invalid(format!("name in path ({p}) and body ({name}) differ")));
+        return Err(ApiError::invalid(format!(
+            "name in path ({p}) and body ({name}) differ"
+        )));
     }
     let now = now_ms();
-    let rec = store::TemplateRecord { cluster: false, namespace: namespace.to_string(), name: name.clone(), body: t, created_at: now, updated_at: now };
+    let rec = store::TemplateRecord {
+        cluster: false,
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        body: t,
+        created_at: now,
+        updated_at: now,
+    };
     c.store().put_template(&rec, create).await?;
     c.store()
         .audit_append(&[store::AuditEntry {
             at: now,
             actor: ANONYMOUS.into(),
-            action: if create { "template.create".into() } else { "template.update".into() },
+            action: if create {
+                "template.create".into()
+            } else {
+                "template.update".into()
+            },
             object: format!("workflow-templates/{namespace}/{name}"),
             source: "api".into(),
             details: json!({}),
         }])
         .await?;
-    Ok(Json(template_json(&c.store().get_template(false, namespace, &name).await?)))
+    Ok(Json(template_json(
+        &c.store().get_template(false, namespace, &name).await?,
+    )))
 }
 
-async fn create_template(State(c): State<Controller>, Path(namespace): Path<String>, Json(body): Json<Value>) -> ApiResult {
+async fn create_template(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
     put_template(&c, &namespace, &body, true, None).await
 }
 
-async fn update_template(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>, Json(body): Json<Value>) -> ApiResult {
+async fn update_template(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult {
     put_template(&c, &namespace, &body, false, Some(&name)).await
 }
 
 async fn list_templates(State(c): State<Controller>, Path(namespace): Path<String>) -> ApiResult {
-    let items: Vec<Value> = c.store().list_templates(false, &namespace).await?.iter().map(template_json).collect();
+    let items: Vec<Value> = c
+        .store()
+        .list_templates(false, &namespace)
+        .await?
+        .iter()
+        .map(template_json)
+        .collect();
     Ok(Json(json!({"metadata": {}, "items": items})))
 }
 
-async fn get_template(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
-    Ok(Json(template_json(&c.store().get_template(false, &namespace, &name).await?)))
+async fn get_template(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(template_json(
+        &c.store().get_template(false, &namespace, &name).await?,
+    )))
 }
 
-async fn delete_template(State(c): State<Controller>, Path((namespace, name)): Path<(String, String)>) -> ApiResult {
+async fn delete_template(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
     if !c.store().delete_template(false, &namespace, &name).await? {
-        return Err(ApiError::not_found(format!("workflow template {namespace}/{name} not found")));
+        return Err(ApiError::not_found(format!(
+            "workflow template {namespace}/{name} not found"
+        )));
     }
     Ok(Json(json!({})))
 }

@@ -77,7 +77,12 @@ pub struct Definition {
 
 impl Definition {
     pub fn from_value(v: &Value) -> Result<Definition, ControlError> {
-        serde_json::from_value(v.clone()).map_err(|e| ControlError::Store(store::StoreError::Corrupt { what: "workflow definition", message: e.to_string() }))
+        serde_json::from_value(v.clone()).map_err(|e| {
+            ControlError::Store(store::StoreError::Corrupt {
+                what: "workflow definition",
+                message: e.to_string(),
+            })
+        })
     }
 }
 
@@ -90,7 +95,10 @@ fn random_suffix() -> String {
         let _ = f.read_exact(&mut buf);
     }
     let t = now_ms() as u64;
-    buf.iter().enumerate().map(|(i, b)| ALPHABET[(*b as usize + (t >> (i * 5)) as usize) % ALPHABET.len()] as char).collect()
+    buf.iter()
+        .enumerate()
+        .map(|(i, b)| ALPHABET[(*b as usize + (t >> (i * 5)) as usize) % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn random_uid() -> String {
@@ -106,12 +114,25 @@ fn random_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl Controller {
     pub fn new(store: store::Store, config: ControllerConfig) -> Controller {
-        Controller { inner: Arc::new(Inner { store, config, running: Mutex::new(HashMap::new()) }) }
+        Controller {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     pub fn store(&self) -> &store::Store {
@@ -148,19 +169,40 @@ impl Controller {
     }
 
     /// Validates, records and starts a workflow. Returns its name.
-    pub async fn submit(&self, mut resource: WorkflowResource, namespace: &str, params: Vec<(String, String)>, actor: &str, source: &str) -> Result<String, ControlError> {
+    pub async fn submit(
+        &self,
+        mut resource: WorkflowResource,
+        namespace: &str,
+        params: Vec<(String, String)>,
+        actor: &str,
+        source: &str,
+    ) -> Result<String, ControlError> {
         let library = self.library(namespace).await?;
         let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
             (Some(n), _) if !n.is_empty() => n.clone(),
             (_, Some(g)) => format!("{g}{}", random_suffix()),
-            _ => return Err(ControlError::Invalid("metadata.name or metadata.generateName is required".into())),
+            _ => {
+                return Err(ControlError::Invalid(
+                    "metadata.name or metadata.generateName is required".into(),
+                ));
+            }
         };
         resource.metadata.name = Some(name.clone());
         resource.metadata.namespace = Some(namespace.to_string());
-        let identity = WorkflowIdentity { name: name.clone(), namespace: namespace.to_string(), uid: random_uid() };
-        let wf = Workflow::new(resource.clone(), library.clone(), identity.clone(), &params).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let definition = serde_json::to_value(Definition { resource: resource.clone(), library, identity: identity.clone(), parameters: params.clone() })
+        let identity = WorkflowIdentity {
+            name: name.clone(),
+            namespace: namespace.to_string(),
+            uid: random_uid(),
+        };
+        let wf = Workflow::new(resource.clone(), library.clone(), identity.clone(), &params)
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let definition = serde_json::to_value(Definition {
+            resource: resource.clone(),
+            library,
+            identity: identity.clone(),
+            parameters: params.clone(),
+        })
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let store = &self.inner.store;
         store
             .create_workflow(&store::NewWorkflow {
@@ -183,7 +225,11 @@ impl Controller {
                 details: json!({"parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
             }])
             .await?;
-        self.spawn(wf, Persist::new(store.clone(), identity.uid.clone(), object), vec![Input::Start { now: now_ms() }]);
+        self.spawn(
+            wf,
+            Persist::new(store.clone(), identity.uid.clone(), object),
+            vec![Input::Start { now: now_ms() }],
+        );
         Ok(name)
     }
 
@@ -191,28 +237,62 @@ impl Controller {
         let (tx, rx) = mpsc::unbounded_channel();
         let uid = wf.identity().uid.clone();
         let name = wf.identity().name.clone();
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone(), tx);
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.clone(), tx);
         let (exec, run_dir) = self.executor(&name);
         let this = self.clone();
         tokio::spawn(async move {
-            let cfg = DriveConfig { run_dir, observer: Box::new(|_, _| {}), persist: Some(persist), first_batch };
+            let cfg = DriveConfig {
+                run_dir,
+                observer: Box::new(|_, _| {}),
+                persist: Some(persist),
+                first_batch,
+            };
             if let Err(e) = driver::drive(wf, exec, cfg, rx).await {
                 // The workflow stays unfinished in the store; a restart recovers it.
                 eprintln!("workflow {name}: {e}");
             }
-            this.inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            this.inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
         });
     }
 
     /// Sends an outside input to a running workflow.
-    pub async fn send(&self, namespace: &str, name: &str, input: Input, actor: &str, source: &str, action: &str) -> Result<(), ControlError> {
+    pub async fn send(
+        &self,
+        namespace: &str,
+        name: &str,
+        input: Input,
+        actor: &str,
+        source: &str,
+        action: &str,
+    ) -> Result<(), ControlError> {
         let rec = self.inner.store.get_workflow(namespace, name).await?;
-        let tx = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.uid).cloned();
+        let tx = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&rec.uid)
+            .cloned();
         let Some(tx) = tx else {
-            return Err(ControlError::FailedPrecondition(format!("workflow {namespace}/{name} is not running (phase {})", rec.phase)));
+            return Err(ControlError::FailedPrecondition(format!(
+                "workflow {namespace}/{name} is not running (phase {})",
+                rec.phase
+            )));
         };
         let details = serde_json::to_value(&input).unwrap_or(Value::Null);
-        tx.send(input).map_err(|_| ControlError::FailedPrecondition(format!("workflow {namespace}/{name} has just finished")))?;
+        tx.send(input).map_err(|_| {
+            ControlError::FailedPrecondition(format!(
+                "workflow {namespace}/{name} has just finished"
+            ))
+        })?;
         self.inner
             .store
             .audit_append(&[store::AuditEntry {
@@ -228,7 +308,11 @@ impl Controller {
     }
 
     pub fn is_running(&self, uid: &str) -> bool {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(uid)
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(uid)
     }
 
     /// Continues every unfinished workflow from its history. Returns how many.
@@ -240,12 +324,19 @@ impl Controller {
                 continue;
             }
             let def = Definition::from_value(&rec.definition)?;
-            let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters).map_err(|e| ControlError::Invalid(e.to_string()))?;
+            let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters)
+                .map_err(|e| ControlError::Invalid(e.to_string()))?;
             let history = store.history(&rec.uid).await?;
             for (i, batch) in history.iter().enumerate() {
-                let inputs: Vec<Input> = serde_json::from_value(batch.clone())
-                    .map_err(|e| ControlError::Store(store::StoreError::Corrupt { what: "history", message: format!("batch {i}: {e}") }))?;
-                wf.step(&inputs).map_err(|e| ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name)))?;
+                let inputs: Vec<Input> = serde_json::from_value(batch.clone()).map_err(|e| {
+                    ControlError::Store(store::StoreError::Corrupt {
+                        what: "history",
+                        message: format!("batch {i}: {e}"),
+                    })
+                })?;
+                wf.step(&inputs).map_err(|e| {
+                    ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
+                })?;
             }
             let now = now_ms();
             let first_batch: Vec<Input> = if history.is_empty() {
@@ -256,7 +347,9 @@ impl Controller {
                     .into_iter()
                     .map(|node_id| Input::NodeFinished {
                         now,
-                        result: ExecResult::error(format!("process lost: the controller stopped while node {node_id} ran")),
+                        result: ExecResult::error(format!(
+                            "process lost: the controller stopped while node {node_id} ran"
+                        )),
                         node_id,
                     })
                     .collect();
@@ -264,7 +357,11 @@ impl Controller {
                 b
             };
             // The projection's phases, so transitions after recovery are audited correctly.
-            let mut persist = Persist::new(store.clone(), rec.uid.clone(), format!("workflows/{}/{}", rec.namespace, rec.name));
+            let mut persist = Persist::new(
+                store.clone(),
+                rec.uid.clone(),
+                format!("workflows/{}/{}", rec.namespace, rec.name),
+            );
             persist.next_seq = rec.history_len;
             for node in store.nodes(&rec.uid).await? {
                 persist.phases.insert(node.id, node.phase);
@@ -277,14 +374,26 @@ impl Controller {
     }
 
     /// The workflow as Argo's JSON: spec from its definition, status and nodes from the store.
-    pub async fn workflow_json(&self, namespace: &str, name: &str, with_nodes: bool) -> Result<Value, ControlError> {
+    pub async fn workflow_json(
+        &self,
+        namespace: &str,
+        name: &str,
+        with_nodes: bool,
+    ) -> Result<Value, ControlError> {
         let rec = self.inner.store.get_workflow(namespace, name).await?;
         let mut status = rec.status.clone();
         if !status.is_object() || status.as_object().is_some_and(|m| m.is_empty()) {
             status = json!({"phase": rec.phase});
         }
         if with_nodes {
-            let nodes: serde_json::Map<String, Value> = self.inner.store.nodes(&rec.uid).await?.into_iter().map(|n| (n.id, n.status)).collect();
+            let nodes: serde_json::Map<String, Value> = self
+                .inner
+                .store
+                .nodes(&rec.uid)
+                .await?
+                .into_iter()
+                .map(|n| (n.id, n.status))
+                .collect();
             status["nodes"] = Value::Object(nodes);
         }
         let def = &rec.definition;

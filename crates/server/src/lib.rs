@@ -12,6 +12,9 @@ pub mod driver;
 pub use controller::{Controller, ControllerConfig};
 
 /// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, controller: Controller) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    controller: Controller,
+) -> std::io::Result<()> {
     axum::serve(listener, api::router(controller)).await
 }

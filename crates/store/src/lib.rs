@@ -437,7 +437,10 @@ pub struct TemplateRecord {
 macro_rules! template_row {
     ($r:expr) => {{
         let r = $r;
-        let bad = |e: sqlx::Error| StoreError::Corrupt { what: "template row", message: e.to_string() };
+        let bad = |e: sqlx::Error| StoreError::Corrupt {
+            what: "template row",
+            message: e.to_string(),
+        };
         Ok::<_, StoreError>(TemplateRecord {
             cluster: r.try_get("cluster").map_err(bad)?,
             namespace: r.try_get("namespace").map_err(bad)?,
@@ -497,16 +500,30 @@ impl Store {
                 .map(|r| r.rows_affected())
         });
         match res {
-            Ok(0) => Err(StoreError::NotFound { namespace: t.namespace.clone(), name: t.name.clone() }),
+            Ok(0) => Err(StoreError::NotFound {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+            }),
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists { namespace: t.namespace.clone(), name: t.name.clone() })
+                Err(StoreError::AlreadyExists {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                })
             }
-            Err(e) => Err(StoreError::Query { op: "storing a template", source: e }),
+            Err(e) => Err(StoreError::Query {
+                op: "storing a template",
+                source: e,
+            }),
         }
     }
 
-    pub async fn get_template(&self, cluster: bool, namespace: &str, name: &str) -> Result<TemplateRecord> {
+    pub async fn get_template(
+        &self,
+        cluster: bool,
+        namespace: &str,
+        name: &str,
+    ) -> Result<TemplateRecord> {
         let row = on_pool!(&self.pool, |p| {
             sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
                 .bind(cluster)
@@ -518,11 +535,18 @@ impl Store {
                 .map(|r| template_row!(&r))
                 .transpose()?
         });
-        row.ok_or_else(|| StoreError::NotFound { namespace: namespace.into(), name: name.into() })
+        row.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
     }
 
     /// Templates of a namespace (`cluster = false`) or all cluster templates.
-    pub async fn list_templates(&self, cluster: bool, namespace: &str) -> Result<Vec<TemplateRecord>> {
+    pub async fn list_templates(
+        &self,
+        cluster: bool,
+        namespace: &str,
+    ) -> Result<Vec<TemplateRecord>> {
         on_pool!(&self.pool, |p| {
             let rows = sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 ORDER BY name")
                 .bind(cluster)
@@ -534,7 +558,12 @@ impl Store {
         })
     }
 
-    pub async fn delete_template(&self, cluster: bool, namespace: &str, name: &str) -> Result<bool> {
+    pub async fn delete_template(
+        &self,
+        cluster: bool,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool> {
         let n = on_pool!(&self.pool, |p| {
             sqlx::query("DELETE FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
                 .bind(cluster)

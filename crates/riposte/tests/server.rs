@@ -1,0 +1,376 @@
+//! End-to-end tests of `riposte server`: the REST API with Argo's paths and shapes, approvals,
+//! and recovery after the server is killed with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The test is over; a server that already exited is fine.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server on a free port with its own SQLite database under `home`.
+fn start(home: &Path) -> Server {
+    start_with(home, &[])
+}
+
+fn start_with(home: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RIPOSTE_HOME", home)
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start riposte server");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read server output") > 0,
+            "server exited before listening"
+        );
+        if let Some(rest) = line.strip_prefix("riposte server listening on ") {
+            let base = rest.split_whitespace().next().expect("address").to_string();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            server.base = base;
+            return server;
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let a = agent();
+    let resp = match (method, body) {
+        ("GET", _) => a.get(url).call(),
+        ("DELETE", _) => a.delete(url).call(),
+        ("POST", Some(b)) => a.post(url).send_json(b),
+        ("PUT", Some(b)) => a.put(url).send_json(b),
+        ("PUT", None) => a.put(url).send_empty(),
+        (m, _) => panic!("unsupported {m}"),
+    };
+    let mut resp = resp.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Polls the workflow until `done` holds (a bounded wait on another process).
+fn wait_for(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, wf) = call(
+            "GET",
+            &format!("{base}/api/v1/workflows/default/{name}"),
+            None,
+        );
+        if done(&wf) {
+            return wf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {name}: {wf}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn phase(wf: &Value) -> &str {
+    wf["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn finished(wf: &Value) -> bool {
+    matches!(phase(wf), "Succeeded" | "Failed" | "Error")
+}
+
+#[test]
+fn templates_submit_parameters_and_errors() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let (code, v) = call("GET", &format!("{base}/api/v1/version"), None);
+    assert_eq!(code, 200);
+    assert!(v["version"].as_str().is_some_and(|v| v.starts_with('v')));
+
+    let template = json!({"template": {
+        "metadata": {"name": "greet"},
+        "spec": {
+            "entrypoint": "main",
+            "arguments": {"parameters": [{"name": "who", "value": "world"}]},
+            "templates": [{
+                "name": "main",
+                "inputs": {"parameters": [{"name": "who"}]},
+                "container": {"image": "busybox", "command": ["sh", "-c", "echo hello {{inputs.parameters.who}} | tee /tmp/out"]},
+                "outputs": {"parameters": [{"name": "greeting", "valueFrom": {"path": "/tmp/out"}, "globalName": "greeting"}]}
+            }]
+        }
+    }});
+    let (code, t) = call(
+        "POST",
+        &format!("{base}/api/v1/workflow-templates/default"),
+        Some(template.clone()),
+    );
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(t["metadata"]["name"], "greet");
+    let (code, e) = call(
+        "POST",
+        &format!("{base}/api/v1/workflow-templates/default"),
+        Some(template),
+    );
+    assert_eq!((code, e["code"].as_u64()), (409, Some(6)), "{e}");
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/workflow-templates/default"),
+        None,
+    );
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+
+    let submit = json!({"resourceKind": "WorkflowTemplate", "resourceName": "greet", "submitOptions": {"parameters": ["who=riposte"]}});
+    let (code, wf) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default/submit"),
+        Some(submit),
+    );
+    assert_eq!(code, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().expect("name").to_string();
+    assert!(name.starts_with("greet-"), "{name}");
+    let wf = wait_for(base, &name, finished);
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    assert_eq!(
+        wf["status"]["outputs"]["parameters"][0],
+        json!({"name": "greeting", "value": "hello riposte"})
+    );
+    let node = &wf["status"]["nodes"][&name];
+    assert_eq!(node["outputs"]["result"], "hello riposte");
+
+    let (_, list) = call(
+        "GET",
+        &format!(
+            "{base}/api/v1/workflows/default?listOptions.labelSelector=workflows.argoproj.io/workflow-template%3Dgreet"
+        ),
+        None,
+    );
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    let (code, e) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default/submit"),
+        Some(
+            json!({"resourceKind": "WorkflowTemplate", "resourceName": "greet", "submitOptions": {"parameters": ["nope=1"]}}),
+        ),
+    );
+    assert_eq!((code, e["code"].as_u64()), (400, Some(3)), "{e}");
+    let (code, e) = call(
+        "GET",
+        &format!("{base}/api/v1/workflows/default/missing"),
+        None,
+    );
+    assert_eq!((code, e["code"].as_u64()), (404, Some(5)), "{e}");
+    let bad = json!({"workflow": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "bad"}, "spec": {"entrypoint": "nope", "templates": [{"name": "main", "suspend": {}}]}}});
+    let (code, e) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(bad),
+    );
+    assert_eq!(code, 400);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("entrypoint \"nope\""),
+        "{e}"
+    );
+
+    let (code, _) = call(
+        "DELETE",
+        &format!("{base}/api/v1/workflows/default/{name}"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        "GET",
+        &format!("{base}/api/v1/workflows/default/{name}"),
+        None,
+    );
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn approvals_through_set_and_stop() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let wf = json!({"workflow": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "gate"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [
+                [{"name": "approve", "template": "approve"}],
+                [{"name": "act", "template": "act", "arguments": {"parameters": [{"name": "d", "value": "{{steps.approve.outputs.parameters.decision}}"}]}}]
+            ]},
+            {"name": "approve", "suspend": {}, "outputs": {"parameters": [{"name": "decision", "valueFrom": {"supplied": {}}}]}},
+            {"name": "act", "inputs": {"parameters": [{"name": "d"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.d}}"]}}
+        ]}
+    }});
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_for(base, "gate", |w| {
+        w["status"]["nodes"].as_object().is_some_and(|n| {
+            n.values()
+                .any(|n| n["type"] == "Suspend" && n["phase"] == "Running")
+        })
+    });
+    let set = json!({"nodeFieldSelector": "displayName=approve", "outputParameters": "{\"decision\": \"isolate\"}"});
+    let (code, v) = call(
+        "PUT",
+        &format!("{base}/api/v1/workflows/default/gate/set"),
+        Some(set),
+    );
+    assert_eq!(code, 200, "{v}");
+    let wf = wait_for(base, "gate", finished);
+    assert_eq!(phase(&wf), "Succeeded");
+    let act = wf["status"]["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .find(|n| n["displayName"] == "act")
+        .expect("act")
+        .clone();
+    assert_eq!(act["outputs"]["result"], "isolate");
+    // Finished workflows cannot be resumed.
+    let (code, e) = call(
+        "PUT",
+        &format!("{base}/api/v1/workflows/default/gate/resume"),
+        None,
+    );
+    assert_eq!((code, e["code"].as_u64()), (400, Some(9)), "{e}");
+
+    let long = json!({"workflow": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "long"},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "busybox", "command": ["sleep", "30"]}}]}}});
+    call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(long),
+    );
+    wait_for(base, "long", |w| {
+        w["status"]["nodes"]["long"]["phase"] == "Running"
+    });
+    let (code, _) = call(
+        "PUT",
+        &format!("{base}/api/v1/workflows/default/long/terminate"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let wf = wait_for(base, "long", finished);
+    assert_eq!(
+        (phase(&wf), wf["status"]["message"].as_str()),
+        ("Failed", Some("Stopped with strategy 'Terminate'"))
+    );
+}
+
+#[test]
+fn kill_9_then_restart_continues_without_rerunning_finished_steps() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let marker = home.path().join("runs.txt");
+    let wf = json!({"workflow": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "crash"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [[{"name": "first", "template": "count"}], [{"name": "slow", "template": "slow"}]]},
+            {"name": "count", "container": {"image": "busybox", "command": ["sh", "-c", format!("echo first >> {}", marker.display())]}},
+            {"name": "slow", "retryStrategy": {"limit": 2, "retryPolicy": "Always"}, "container": {"image": "busybox", "command": ["sh", "-c", "sleep 2"]}}
+        ]}
+    }});
+    // Steps share the host filesystem here, so the marker file counts every run of `first`.
+    {
+        let mut s = start_with(home.path(), &["--no-isolation"]);
+        let base = s.base.clone();
+        let (code, v) = call(
+            "POST",
+            &format!("{base}/api/v1/workflows/default"),
+            Some(wf),
+        );
+        assert_eq!(code, 200, "{v}");
+        wait_for(&base, "crash", |w| {
+            w["status"]["nodes"].as_object().is_some_and(|n| {
+                n.values()
+                    .any(|n| n["displayName"] == "slow(0)" && n["phase"] == "Running")
+            })
+        });
+        // SAFETY: SIGKILL to our own child: no cleanup, like a crash.
+        unsafe {
+            libc::kill(s.child.id() as i32, libc::SIGKILL);
+        }
+        s.child.wait().expect("wait for the killed server");
+    }
+    let s = start_with(home.path(), &["--no-isolation"]);
+    let wf = wait_for(&s.base, "crash", finished);
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    let nodes = wf["status"]["nodes"].as_object().expect("nodes");
+    let lost = nodes
+        .values()
+        .find(|n| n["displayName"] == "slow(0)")
+        .expect("first attempt");
+    assert_eq!(lost["phase"], "Error");
+    assert!(
+        lost["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("process lost"),
+        "{lost}"
+    );
+    assert!(
+        nodes
+            .values()
+            .any(|n| n["displayName"] == "slow(1)" && n["phase"] == "Succeeded")
+    );
+    // The step that had finished before the crash ran exactly once.
+    assert_eq!(
+        std::fs::read_to_string(&marker)
+            .expect("marker")
+            .lines()
+            .count(),
+        1
+    );
+    // And the recorded history still replays to the stored state.
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["replay", "crash"])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("replay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
