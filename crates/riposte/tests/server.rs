@@ -49,8 +49,8 @@ fn start_with(home: &Path, extra: &[&str]) -> Server {
             let base = rest.split_whitespace().next().expect("address").to_string();
             // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
-            server.base = base;
-            return server;
+            running.base = base;
+            return running;
         }
     }
 }
