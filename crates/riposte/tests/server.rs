@@ -37,6 +37,11 @@ fn start_with(home: &Path, extra: &[&str]) -> Server {
         .spawn()
         .expect("start riposte server");
     let stderr = child.stderr.take().expect("stderr");
+    // Owned from here on, so the process is killed and reaped whatever happens.
+    let mut running = Server {
+        child,
+        base: String::new(),
+    };
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
     loop {
