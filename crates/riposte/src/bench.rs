@@ -75,6 +75,91 @@ pub fn dag_yaml(shape: Shape, n: usize) -> String {
     s
 }
 
+/// The engine with a no-op executor, recording every step in `store` (history, nodes,
+/// workflow state and audit), as `riposte server` does.
+pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<()> {
+    let text = dag_yaml(shape, tasks);
+    let (mut loaded, _) = spec::load("bench.yaml", &text);
+    anyhow::ensure!(!loaded.is_empty(), "generated workflow is missing");
+    let spec::Resource::Workflow(_, resource) = loaded.swap_remove(0).resource else {
+        anyhow::bail!("generated document is not a Workflow");
+    };
+    let uid = format!("bench-{}", crate::generate_suffix());
+    let id = WorkflowIdentity {
+        name: uid.clone(),
+        namespace: "bench".into(),
+        uid: uid.clone(),
+    };
+    store
+        .create_workflow(&store::NewWorkflow {
+            uid: uid.clone(),
+            namespace: "bench".into(),
+            name: uid.clone(),
+            labels: serde_json::json!({}),
+            created_at: 0,
+            definition: serde_json::json!({}),
+        })
+        .await?;
+    let mut wf = Workflow::new(*resource, Default::default(), id, &[])?;
+    let mut persist =
+        server::driver::Persist::new(store.clone(), uid.clone(), format!("workflows/bench/{uid}"));
+    let start = Instant::now();
+    let mut record_time = std::time::Duration::ZERO;
+    let mut now = 0i64;
+    let mut batch = vec![Input::Start { now }];
+    loop {
+        let commands = wf.step(&batch)?;
+        let t = Instant::now();
+        persist.record(&batch, &mut wf).await?;
+        record_time += t.elapsed();
+        if wf.is_finished() {
+            break;
+        }
+        now += 1;
+        batch = Vec::new();
+        for c in commands {
+            if let Command::Execute(n) = c {
+                batch.push(Input::NodeStarted {
+                    now,
+                    node_id: n.node_id.clone(),
+                });
+                batch.push(Input::NodeFinished {
+                    now,
+                    node_id: n.node_id.clone(),
+                    result: ExecResult::succeeded(0, "x"),
+                });
+            }
+        }
+        anyhow::ensure!(
+            !batch.is_empty(),
+            "no progress possible: the engine issued no work"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let transitions = wf.transitions();
+    let line = serde_json::json!({
+        "workload": "store",
+        "backend": store.backend(),
+        "tasks": tasks,
+        "nodes": wf.nodes().len(),
+        "steps": persist.next_seq,
+        "transitions": transitions,
+        "total_seconds": (secs * 1000.0).round() / 1000.0,
+        "record_seconds": (record_time.as_secs_f64() * 1000.0).round() / 1000.0,
+        "persisted_transitions_per_second": (transitions as f64 / record_time.as_secs_f64()).round(),
+    });
+    writeln!(std::io::stdout(), "{line}")?;
+    let get_start = Instant::now();
+    let nodes = store.nodes(&uid).await?;
+    let get_ms = get_start.elapsed().as_secs_f64() * 1000.0;
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::json!({"workload": "store-read-nodes", "nodes": nodes.len(), "milliseconds": (get_ms * 10.0).round() / 10.0})
+    )?;
+    Ok(())
+}
+
 pub fn engine(shape: Shape, tasks: usize) -> Result<()> {
     let text = dag_yaml(shape, tasks);
     let parse_start = Instant::now();

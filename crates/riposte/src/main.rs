@@ -152,6 +152,15 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10_000)]
         tasks: usize,
     },
+    /// The engine recording every step in the database, as the server does.
+    Store {
+        #[arg(long, value_enum, default_value = "fanout")]
+        shape: bench::Shape,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// The host executor against bare process spawning.
     Host {
         #[arg(long, default_value_t = 1000)]
@@ -268,6 +277,14 @@ fn main() -> ExitCode {
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
         } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
+        Cmd::Bench {
+            workload: BenchCmd::Store { shape, tasks, db },
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            bench::store(shape, tasks, store)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        })),
         Cmd::Bench {
             workload:
                 BenchCmd::Host {

@@ -147,66 +147,92 @@ impl Store {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        on_pool!(&self.pool, |p| {
-            let mut tx = p
-                .begin()
-                .await
-                .map_err(q("starting an audit transaction"))?;
-            if matches!(self.pool, Pool::Pg(_)) {
-                // Appends are serialized; readers are not blocked.
-                sqlx::query("SELECT pg_advisory_xact_lock(7352911)")
-                    .execute(&mut *tx)
+        // Read the head under a lock, hash the new rows in order, insert them (one UNNEST
+        // statement on PostgreSQL, a prepared insert per row on SQLite), move the head.
+        macro_rules! append_tx {
+            ($p:expr, $lock:expr, |$tx:ident, $rows:ident| $insert:expr) => {{
+                let mut $tx = $p.begin().await.map_err(q("starting an audit transaction"))?;
+                sqlx::query($lock).execute(&mut *$tx).await.map_err(q("locking the audit chain"))?;
+                let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&mut *$tx)
                     .await
-                    .map_err(q("locking the audit chain"))?;
-            } else {
-                // Take SQLite's write lock before reading the head.
-                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-                    .execute(&mut *tx)
+                    .map_err(q("reading the audit head"))?;
+                let (mut seq, mut prev): (i64, String) = match head {
+                    Some(r) => (r.try_get("seq").map_err(q("reading the audit head"))?, r.try_get("hash").map_err(q("reading the audit head"))?),
+                    None => (0, GENESIS.to_string()),
+                };
+                let mut $rows: Vec<(i64, &AuditEntry, String, String)> = Vec::with_capacity(entries.len());
+                for e in entries {
+                    seq += 1;
+                    let hash = row_hash(seq, &prev, e);
+                    $rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+                }
+                $insert;
+                sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut *$tx)
                     .await
-                    .map_err(q("locking the audit chain"))?;
-            }
-            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(q("reading the audit head"))?;
-            let (mut seq, mut prev): (i64, String) = match head {
-                Some(r) => (
-                    r.try_get("seq").map_err(q("reading the audit head"))?,
-                    r.try_get("hash").map_err(q("reading the audit head"))?,
-                ),
-                None => (0, GENESIS.to_string()),
-            };
-            let mut out = Vec::with_capacity(entries.len());
-            for e in entries {
-                seq += 1;
-                let hash = row_hash(seq, &prev, e);
+                    .map_err(q("moving the audit head"))?;
+                $tx.commit().await.map_err(q("committing audit entries"))?;
+                Ok($rows.iter().map(|r| r.0).collect())
+            }};
+        }
+        match &self.pool {
+            // Appends are serialized with an advisory lock; readers are not blocked.
+            Pool::Pg(p) => append_tx!(p, "SELECT pg_advisory_xact_lock(7352911)", |tx, rows| {
+                let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let ats: Vec<i64> = rows.iter().map(|r| r.1.at).collect();
+                let actors: Vec<&str> = rows.iter().map(|r| r.1.actor.as_str()).collect();
+                let actions: Vec<&str> = rows.iter().map(|r| r.1.action.as_str()).collect();
+                let objects: Vec<&str> = rows.iter().map(|r| r.1.object.as_str()).collect();
+                let sources: Vec<&str> = rows.iter().map(|r| r.1.source.as_str()).collect();
+                let details: Vec<String> = rows.iter().map(|r| r.1.details.to_string()).collect();
+                let prevs: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+                let hashes: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
                 sqlx::query(
-                    "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) \
+                     SELECT s, a, ac, act, o, so, d::jsonb, p, h FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS t(s, a, ac, act, o, so, d, p, h)",
                 )
-                .bind(seq)
-                .bind(e.at)
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(&e.object)
-                .bind(&e.source)
-                .bind(Json(&e.details))
-                .bind(&prev)
-                .bind(&hash)
+                .bind(&seqs)
+                .bind(&ats)
+                .bind(&actors)
+                .bind(&actions)
+                .bind(&objects)
+                .bind(&sources)
+                .bind(&details)
+                .bind(&prevs)
+                .bind(&hashes)
                 .execute(&mut *tx)
                 .await
                 .map_err(q("appending to the audit log"))?;
-                out.push(seq);
-                prev = hash;
-            }
-            sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
-                .bind(seq)
-                .bind(&prev)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("moving the audit head"))?;
-            tx.commit().await.map_err(q("committing audit entries"))?;
-            Ok(out)
-        })
+            }),
+            // Taking SQLite's write lock before reading the head serializes appends.
+            Pool::Sqlite(p) => append_tx!(
+                p,
+                "UPDATE audit_head SET seq = seq WHERE id = 1",
+                |tx, rows| {
+                    for (seq, e, prev_hash, hash) in &rows {
+                        sqlx::query(
+                        "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(*seq)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.object)
+                    .bind(&e.source)
+                    .bind(Json(&e.details))
+                    .bind(prev_hash)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("appending to the audit log"))?;
+                    }
+                }
+            ),
+        }
     }
 
     /// Recomputes the chain; returns the number of rows checked and every problem found.

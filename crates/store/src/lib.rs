@@ -273,17 +273,65 @@ impl Store {
         nodes: &[NodeRow],
         state: &WorkflowState,
     ) -> Result<()> {
-        on_pool!(&self.pool, |p| {
-            let mut tx = p.begin().await.map_err(q("starting a transaction"))?;
-            sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
+        // The same transaction on both backends; only the node upsert differs (one UNNEST
+        // statement on PostgreSQL, a prepared statement per node on SQLite).
+        macro_rules! step_tx {
+            ($p:expr, |$tx:ident| $upsert:expr) => {{
+                let mut $tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
+                    .bind(uid)
+                    .bind(seq)
+                    .bind(Json(inputs))
+                    .bind(recorded_at)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(q("appending history"))?;
+                $upsert;
+                let updated = sqlx::query(
+                    "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",
+                )
                 .bind(uid)
+                .bind(&state.phase)
+                .bind(&state.message)
+                .bind(state.started_at)
+                .bind(state.finished_at)
+                .bind(Json(&state.status))
+                .bind(seq + 1)
                 .bind(seq)
-                .bind(Json(inputs))
-                .bind(recorded_at)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("updating the workflow"))?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::Corrupt {
+                        what: "history",
+                        message: format!("workflow {uid}: batch {seq} is not the next one (another writer?)"),
+                    });
+                }
+                $tx.commit().await.map_err(q("committing a step"))?;
+                Ok(())
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(p) => step_tx!(p, |tx| if !nodes.is_empty() {
+                let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+                let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+                let phases: Vec<&str> = nodes.iter().map(|n| n.phase.as_str()).collect();
+                let statuses: Vec<Json<&Value>> = nodes.iter().map(|n| Json(&n.status)).collect();
+                sqlx::query(
+                    "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) \
+                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+                     ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status",
+                )
+                .bind(uid)
+                .bind(&ids)
+                .bind(&names)
+                .bind(&phases)
+                .bind(&statuses)
                 .execute(&mut *tx)
                 .await
-                .map_err(q("appending history"))?;
-            for n in nodes {
+                .map_err(q("updating nodes"))?;
+            }),
+            Pool::Sqlite(p) => step_tx!(p, |tx| for n in nodes {
                 sqlx::query(
                     "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status",
@@ -296,32 +344,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(q("updating nodes"))?;
-            }
-            let updated = sqlx::query(
-                "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",
-            )
-            .bind(uid)
-            .bind(&state.phase)
-            .bind(&state.message)
-            .bind(state.started_at)
-            .bind(state.finished_at)
-            .bind(Json(&state.status))
-            .bind(seq + 1)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("updating the workflow"))?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Corrupt {
-                    what: "history",
-                    message: format!(
-                        "workflow {uid}: batch {seq} is not the next one (another writer?)"
-                    ),
-                });
-            }
-            tx.commit().await.map_err(q("committing a step"))?;
-            Ok(())
-        })
+            }),
+        }
     }
 
     pub async fn get_workflow(&self, namespace: &str, name: &str) -> Result<WorkflowRecord> {
