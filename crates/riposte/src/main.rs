@@ -71,8 +71,18 @@ enum Cmd {
         /// Run steps without a private root.
         #[arg(long)]
         no_isolation: bool,
+        /// Identities and roles for bearer-token authentication (see `riposte auth new-token`).
+        /// Without it the server listens on loopback addresses only.
+        #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
+        auth_file: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Authentication helpers: `auth new-token NAME --role NAMESPACE=ROLE` prints a new token
+    /// and the entry to add to the server's --auth-file.
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
     },
     /// Database maintenance: `db migrate` applies the schema migrations.
     Db {
@@ -106,6 +116,18 @@ enum Cmd {
     Argosay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCmd {
+    /// Generate a random token for NAME; only its SHA-256 goes into the auth file.
+    NewToken {
+        name: String,
+        /// NAMESPACE=ROLE with ROLE one of viewer, submitter, approver, admin; `*=viewer`
+        /// applies to every other namespace (repeatable).
+        #[arg(long = "role", value_name = "NAMESPACE=ROLE", required = true)]
+        roles: Vec<String>,
     },
 }
 
@@ -271,8 +293,12 @@ fn main() -> ExitCode {
         Cmd::Server {
             listen,
             no_isolation,
+            auth_file,
             db,
-        } => report(block_on(serve(listen, no_isolation, db))),
+        } => report(block_on(serve(listen, no_isolation, auth_file, db))),
+        Cmd::Auth {
+            cmd: AuthCmd::NewToken { name, roles },
+        } => report(new_token(&name, &roles)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
@@ -502,15 +528,53 @@ async fn open_store(db: &DbArgs) -> Result<store::Store> {
         .with_context(|| format!("opening the database {}", store::redact(&url)))
 }
 
-async fn serve(listen: String, no_isolation: bool, db: DbArgs) -> Result<ExitCode> {
+fn new_token(name: &str, roles: &[String]) -> Result<ExitCode> {
+    let mut entries = Vec::new();
+    for (ns, role) in parse_pairs(roles, "--role")? {
+        if !matches!(role.as_str(), "viewer" | "submitter" | "approver" | "admin") {
+            bail!(InvalidInput(format!(
+                "role {role:?} is not viewer, submitter, approver or admin"
+            )));
+        }
+        entries.push(format!("{ns:?}: {role}"));
+    }
+    let token: String = random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("# token for {name} (give it to the client; it is not stored anywhere):");
+    println!("# {token}");
+    println!("  - name: {name}");
+    println!("    tokenSha256: {}", server::auth::sha256_hex(&token));
+    println!("    roles: {{{}}}", entries.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    listen: String,
+    no_isolation: bool,
+    auth_file: Option<PathBuf>,
+    db: DbArgs,
+) -> Result<ExitCode> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
         InvalidInput(format!(
             "--listen {listen:?} is not an address like 127.0.0.1:2746: {e}"
         ))
     })?;
-    if !addr.ip().is_loopback() {
+    let auth = match &auth_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading auth file {}", p.display()))?;
+            Some(
+                server::auth::Auth::parse(&text)
+                    .map_err(|e| InvalidInput(format!("{}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    if auth.is_none() && !addr.ip().is_loopback() {
         bail!(InvalidInput(format!(
-            "refusing to listen on {addr}: authentication is not configured, so the server only listens on loopback addresses (use --listen 127.0.0.1:{})",
+            "refusing to listen on {addr}: authentication is not configured (--auth-file), so the server only listens on loopback addresses (use --listen 127.0.0.1:{})",
             addr.port()
         )));
     }
@@ -540,15 +604,20 @@ async fn serve(listen: String, no_isolation: bool, db: DbArgs) -> Result<ExitCod
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let auth_note = if auth.is_some() {
+        "bearer-token authentication on"
+    } else {
+        "no authentication configured, loopback only"
+    };
     eprintln!(
-        "riposte server listening on http://{} ({} database; {recovered} unfinished workflow(s) recovered; no authentication configured, loopback only)",
+        "riposte server listening on http://{} ({} database; {recovered} unfinished workflow(s) recovered; {auth_note})",
         listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(listen),
         store.backend()
     );
-    server::serve(listener, controller)
+    server::serve(listener, controller, auth)
         .await
         .context("serving the API")?;
     Ok(ExitCode::SUCCESS)

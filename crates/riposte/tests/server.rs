@@ -379,3 +379,136 @@ fn kill_9_then_restart_continues_without_rerunning_finished_steps() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn call_as(token: Option<&str>, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let a = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let resp = match (method, body) {
+        ("GET", _) => {
+            let r = a.get(url);
+            match &auth {
+                Some(h) => r.header("Authorization", h).call(),
+                None => r.call(),
+            }
+        }
+        ("POST", Some(b)) => {
+            let r = a.post(url);
+            match &auth {
+                Some(h) => r.header("Authorization", h).send_json(b),
+                None => r.send_json(b),
+            }
+        }
+        (m, _) => panic!("unsupported {m}"),
+    };
+    let mut resp = resp.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[test]
+fn bearer_tokens_and_roles() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let token_line = |name: &str, role: &str| -> (String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args([
+                "auth",
+                "new-token",
+                name,
+                "--role",
+                &format!("default={role}"),
+            ])
+            .output()
+            .expect("new-token");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let token = text
+            .lines()
+            .nth(1)
+            .expect("token line")
+            .trim_start_matches("# ")
+            .to_string();
+        let entry: String = text.lines().skip(2).map(|l| format!("{l}\n")).collect();
+        (token, entry)
+    };
+    let (viewer, v_entry) = token_line("val", "viewer");
+    let (submitter, s_entry) = token_line("sam", "submitter");
+    let auth_file = home.path().join("auth.yaml");
+    std::fs::write(&auth_file, format!("identities:\n{v_entry}{s_entry}"))
+        .expect("write auth file");
+    let s = start_with(
+        home.path(),
+        &["--auth-file", auth_file.to_str().expect("utf-8 path")],
+    );
+    let base = &s.base;
+    let (code, e) = call_as(
+        None,
+        "GET",
+        &format!("{base}/api/v1/workflows/default"),
+        None,
+    );
+    assert_eq!((code, e["code"].as_u64()), (401, Some(16)), "{e}");
+    let (code, e) = call_as(
+        Some("wrong"),
+        "GET",
+        &format!("{base}/api/v1/workflows/default"),
+        None,
+    );
+    assert_eq!((code, e["code"].as_u64()), (401, Some(16)), "{e}");
+    let (code, who) = call_as(
+        Some(&viewer),
+        "GET",
+        &format!("{base}/api/v1/userinfo"),
+        None,
+    );
+    assert_eq!((code, who["subject"].as_str()), (200, Some("val")));
+    let wf = json!({"workflow": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "busybox", "command": ["true"]}}]}}});
+    let (code, e) = call_as(
+        Some(&viewer),
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf.clone()),
+    );
+    assert_eq!((code, e["code"].as_u64()), (403, Some(7)), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("val is viewer in namespace default; this needs submitter")
+    );
+    let (code, e) = call_as(
+        Some(&submitter),
+        "POST",
+        &format!("{base}/api/v1/workflows/other"),
+        Some(wf.clone()),
+    );
+    assert_eq!(code, 403, "{e}");
+    let (code, v) = call_as(
+        Some(&submitter),
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    // The audit log names the identity.
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["audit", "list", "--workflow", "w", "--json"])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("audit list");
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("an entry"),
+    )
+    .expect("json");
+    assert_eq!(
+        (first["actor"].as_str(), first["source"].as_str()),
+        (Some("sam"), Some("127.0.0.1"))
+    );
+}

@@ -5,15 +5,20 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use engine::Input;
 use serde_json::{Value, json};
 use spec::WorkflowResource;
 
+use crate::auth::{Auth, Denied, Role};
 use crate::controller::{ControlError, Controller};
 use crate::driver::now_ms;
 
@@ -79,10 +84,82 @@ impl From<store::StoreError> for ApiError {
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
-/// Who is calling and from where (identity comes with auth; until then, the address).
-const ANONYMOUS: &str = "anonymous";
+/// Who is calling (the token's identity, or `anonymous` without authentication) and from
+/// where; recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub source: String,
+}
 
-pub fn router(controller: Controller) -> Router {
+#[derive(Clone)]
+struct AppState {
+    controller: Controller,
+    auth: Option<Arc<Auth>>,
+}
+
+impl FromRef<AppState> for Controller {
+    fn from_ref(s: &AppState) -> Controller {
+        s.controller.clone()
+    }
+}
+
+/// The role an API call needs, and in which namespace.
+fn required(method: &Method, path: &str) -> (Option<String>, Role) {
+    let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    let namespace = parts
+        .get(1)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_string());
+    let role = match (method, parts.as_slice()) {
+        (&Method::GET, _) => Role::Viewer,
+        (&Method::POST, ["workflows", _])
+        | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
+        (&Method::PUT, ["workflows", _, _, "resume" | "set"]) => Role::Approver,
+        _ => Role::Admin,
+    };
+    match parts.first() {
+        Some(&"workflows") | Some(&"workflow-templates") => (namespace, role),
+        _ => (None, role),
+    }
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let source = addr.ip().to_string();
+    let name = match &state.auth {
+        None => "anonymous".to_string(),
+        Some(auth) => {
+            let (namespace, role) = required(req.method(), req.uri().path());
+            let header = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok());
+            match auth.authorize(header, namespace.as_deref(), role) {
+                Ok(name) => name,
+                Err(Denied::Unauthenticated(m)) => {
+                    return ApiError::new(StatusCode::UNAUTHORIZED, 16, m).into_response();
+                }
+                Err(Denied::Forbidden(m)) => {
+                    return ApiError::new(StatusCode::FORBIDDEN, 7, m).into_response();
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(Caller { name, source });
+    next.run(req).await
+}
+
+/// The API; with `auth`, every request needs a bearer token with a sufficient role.
+pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
+    let state = AppState {
+        controller,
+        auth: auth.map(Arc::new),
+    };
     Router::new()
         .route("/api/v1/version", get(version))
         .route("/api/v1/info", get(info))
@@ -126,7 +203,8 @@ pub fn router(controller: Controller) -> Router {
                 .put(update_template)
                 .delete(delete_template),
         )
-        .with_state(controller)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
 }
 
 async fn version() -> Json<Value> {
@@ -139,8 +217,8 @@ async fn info() -> Json<Value> {
     Json(json!({"managedNamespace": "", "links": [], "modals": {}, "navColor": ""}))
 }
 
-async fn userinfo() -> Json<Value> {
-    Json(json!({"subject": ANONYMOUS}))
+async fn userinfo(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({"subject": caller.name}))
 }
 
 fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
@@ -149,6 +227,7 @@ fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
 
 async fn create_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult {
@@ -158,7 +237,13 @@ async fn create_workflow(
     let resource = parse_resource(wf, "workflow")?;
     lint_resource(&c, &namespace, wf).await?;
     let name = c
-        .submit(resource, &namespace, Vec::new(), ANONYMOUS, "api")
+        .submit(
+            resource,
+            &namespace,
+            Vec::new(),
+            &caller.name,
+            &caller.source,
+        )
         .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
@@ -201,6 +286,7 @@ async fn lint_workflow(
 /// `POST /submit`: a Workflow from a WorkflowTemplate or ClusterWorkflowTemplate.
 async fn submit_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult {
@@ -270,7 +356,7 @@ async fn submit_workflow(
     }
     let resource = parse_resource(&resource, "workflow")?;
     let name = c
-        .submit(resource, &namespace, params, ANONYMOUS, "api")
+        .submit(resource, &namespace, params, &caller.name, &caller.source)
         .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
@@ -325,6 +411,7 @@ async fn get_workflow(
 
 async fn delete_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
     let rec = c.store().get_workflow(&namespace, &name).await?;
@@ -339,10 +426,10 @@ async fn delete_workflow(
     c.store()
         .audit_append(&[store::AuditEntry {
             at: now_ms(),
-            actor: ANONYMOUS.into(),
+            actor: caller.name.clone(),
             action: "workflow.delete".into(),
             object: format!("workflows/{namespace}/{name}"),
-            source: "api".into(),
+            source: caller.source.clone(),
             details: json!({}),
         }])
         .await?;
@@ -360,6 +447,7 @@ fn node_selector(body: &Value) -> Option<String> {
 
 async fn resume_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> ApiResult {
@@ -373,8 +461,8 @@ async fn resume_workflow(
         &namespace,
         &name,
         input,
-        ANONYMOUS,
-        "api",
+        &caller.name,
+        &caller.source,
         "workflow.resume",
     )
     .await?;
@@ -384,6 +472,7 @@ async fn resume_workflow(
 /// `set`: supply a suspended node's output parameters (an approval) and resume it.
 async fn set_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> ApiResult {
@@ -416,8 +505,8 @@ async fn set_workflow(
         &namespace,
         &name,
         input,
-        ANONYMOUS,
-        "api",
+        &caller.name,
+        &caller.source,
         "workflow.approve",
     )
     .await?;
@@ -426,6 +515,7 @@ async fn set_workflow(
 
 async fn stop_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
     c.send(
@@ -436,8 +526,8 @@ async fn stop_workflow(
             terminate: false,
             message: None,
         },
-        ANONYMOUS,
-        "api",
+        &caller.name,
+        &caller.source,
         "workflow.stop",
     )
     .await?;
@@ -446,6 +536,7 @@ async fn stop_workflow(
 
 async fn terminate_workflow(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
     c.send(
@@ -456,8 +547,8 @@ async fn terminate_workflow(
             terminate: true,
             message: None,
         },
-        ANONYMOUS,
-        "api",
+        &caller.name,
+        &caller.source,
         "workflow.terminate",
     )
     .await?;
@@ -473,6 +564,7 @@ fn template_json(t: &store::TemplateRecord) -> Value {
 
 async fn put_template(
     c: &Controller,
+    caller: &Caller,
     namespace: &str,
     body: &Value,
     create: bool,
@@ -515,14 +607,14 @@ async fn put_template(
     c.store()
         .audit_append(&[store::AuditEntry {
             at: now,
-            actor: ANONYMOUS.into(),
+            actor: caller.name.clone(),
             action: if create {
                 "template.create".into()
             } else {
                 "template.update".into()
             },
             object: format!("workflow-templates/{namespace}/{name}"),
-            source: "api".into(),
+            source: caller.source.clone(),
             details: json!({}),
         }])
         .await?;
@@ -533,18 +625,20 @@ async fn put_template(
 
 async fn create_template(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult {
-    put_template(&c, &namespace, &body, true, None).await
+    put_template(&c, &caller, &namespace, &body, true, None).await
 }
 
 async fn update_template(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> ApiResult {
-    put_template(&c, &namespace, &body, false, Some(&name)).await
+    put_template(&c, &caller, &namespace, &body, false, Some(&name)).await
 }
 
 async fn list_templates(State(c): State<Controller>, Path(namespace): Path<String>) -> ApiResult {

@@ -3,9 +3,10 @@
 //! - [`driver`]: drives one workflow (engine ⇄ executor), recording each step in the store.
 //! - [`controller`]: accepts workflows, runs each in a task, forwards resume/stop, and
 //!   recovers unfinished workflows from their history after a restart.
-//! - [`api`]: Argo Server-compatible REST paths on axum.
+//! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles.
 
 pub mod api;
+pub mod auth;
 pub mod controller;
 pub mod driver;
 
@@ -15,6 +16,12 @@ pub use controller::{Controller, ControllerConfig};
 pub async fn serve(
     listener: tokio::net::TcpListener,
     controller: Controller,
+    auth: Option<auth::Auth>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::router(controller)).await
+    let app = api::router(controller, auth);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }
