@@ -75,6 +75,9 @@ enum Cmd {
         /// Without it the server listens on loopback addresses only.
         #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
         auth_file: Option<PathBuf>,
+        /// Lease length: when a replica dies, another takes its workflows over after this.
+        #[arg(long, default_value_t = 15.0, value_name = "SECONDS")]
+        lease_seconds: f64,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -294,8 +297,15 @@ fn main() -> ExitCode {
             listen,
             no_isolation,
             auth_file,
+            lease_seconds,
             db,
-        } => report(block_on(serve(listen, no_isolation, auth_file, db))),
+        } => report(block_on(serve(
+            listen,
+            no_isolation,
+            auth_file,
+            lease_seconds,
+            db,
+        ))),
         Cmd::Auth {
             cmd: AuthCmd::NewToken { name, roles },
         } => report(new_token(&name, &roles)),
@@ -550,10 +560,17 @@ fn new_token(name: &str, roles: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "riposte".into())
+}
+
 async fn serve(
     listen: String,
     no_isolation: bool,
     auth_file: Option<PathBuf>,
+    lease_seconds: f64,
     db: DbArgs,
 ) -> Result<ExitCode> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
@@ -595,12 +612,20 @@ async fn serve(
             argosay_binary: std::env::current_exe()
                 .context("finding the riposte binary for the argosay shim")?,
             isolation,
+            holder: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                generate_suffix()
+            ),
+            lease_ttl_ms: (lease_seconds * 1000.0) as i64,
         },
     );
     let recovered = controller
         .recover()
         .await
         .context("recovering unfinished workflows")?;
+    tokio::spawn(controller.clone().lease_loop());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;

@@ -512,3 +512,100 @@ fn bearer_tokens_and_roles() {
         (Some("sam"), Some("127.0.0.1"))
     );
 }
+
+#[test]
+fn two_replicas_share_postgres_and_take_over_after_a_crash() {
+    let db = format!("riposte_replicas_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let home_a = tempfile::tempdir().expect("tempdir");
+    let home_b = tempfile::tempdir().expect("tempdir");
+    let markers = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--no-isolation",
+        "--lease-seconds",
+        "1.5",
+        "--database-url",
+        url.as_str(),
+    ];
+    let mut a = start_with(home_a.path(), &args);
+    let b = start_with(home_b.path(), &args);
+    let names: Vec<String> = (0..4).map(|i| format!("wf{i}")).collect();
+    for name in &names {
+        let marker = markers.path().join(name);
+        let wf = json!({"workflow": {
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+            "spec": {"entrypoint": "main", "templates": [
+                {"name": "main", "steps": [[{"name": "first", "template": "count"}], [{"name": "slow", "template": "slow"}]]},
+                {"name": "count", "container": {"image": "busybox", "command": ["sh", "-c", format!("echo x >> {}", marker.display())]}},
+                {"name": "slow", "retryStrategy": {"limit": 3, "retryPolicy": "Always"}, "container": {"image": "busybox", "command": ["sleep", "2"]}}
+            ]}
+        }});
+        let (code, v) = call(
+            "POST",
+            &format!("{}/api/v1/workflows/default", a.base),
+            Some(wf),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    for name in &names {
+        wait_for(&a.base, name, |w| {
+            w["status"]["nodes"].as_object().is_some_and(|n| {
+                n.values()
+                    .any(|n| n["displayName"] == "slow(0)" && n["phase"] == "Running")
+            })
+        });
+    }
+    // SAFETY: SIGKILL to our own child, like a crashed replica.
+    unsafe {
+        libc::kill(a.child.id() as i32, libc::SIGKILL);
+    }
+    a.child.wait().expect("reap replica A");
+    for name in &names {
+        let wf = wait_for(&b.base, name, finished);
+        assert_eq!(phase(&wf), "Succeeded", "{name}: {wf}");
+        let lost = wf["status"]["nodes"]
+            .as_object()
+            .expect("nodes")
+            .values()
+            .find(|n| n["displayName"] == "slow(0)")
+            .expect("attempt 0")
+            .clone();
+        assert!(
+            lost["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("process lost"),
+            "{lost}"
+        );
+        let runs = std::fs::read_to_string(markers.path().join(name)).expect("marker");
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "{name}: the finished step ran again"
+        );
+    }
+    drop(b);
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}

@@ -51,6 +51,10 @@ pub struct ControllerConfig {
     pub images: ImageTable,
     pub argosay_binary: PathBuf,
     pub isolation: Isolation,
+    /// This replica's name in the lease table.
+    pub holder: String,
+    /// How long a lease lasts without renewal; another replica takes a workflow over after it.
+    pub lease_ttl_ms: i64,
 }
 
 struct Inner {
@@ -315,62 +319,93 @@ impl Controller {
             .contains_key(uid)
     }
 
-    /// Continues every unfinished workflow from its history. Returns how many.
+    /// Claims (or renews) the leases of unfinished workflows and continues, from its
+    /// history, each claimed one that is not already running here. Returns how many started.
     pub async fn recover(&self) -> Result<usize, ControlError> {
         let store = &self.inner.store;
+        let now = now_ms();
+        let claimed = store
+            .claim_workflows(
+                &self.inner.config.holder,
+                now,
+                now + self.inner.config.lease_ttl_ms,
+            )
+            .await?;
         let mut n = 0;
-        for rec in store.unfinished_workflows().await? {
-            if self.is_running(&rec.uid) {
+        for uid in claimed {
+            if self.is_running(&uid) {
                 continue;
             }
-            let def = Definition::from_value(&rec.definition)?;
-            let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters)
-                .map_err(|e| ControlError::Invalid(e.to_string()))?;
-            let history = store.history(&rec.uid).await?;
-            for (i, batch) in history.iter().enumerate() {
-                let inputs: Vec<Input> = serde_json::from_value(batch.clone()).map_err(|e| {
-                    ControlError::Store(store::StoreError::Corrupt {
-                        what: "history",
-                        message: format!("batch {i}: {e}"),
-                    })
-                })?;
-                wf.step(&inputs).map_err(|e| {
-                    ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
-                })?;
+            let rec = store.get_workflow_by_uid(&uid).await?;
+            if let Err(e) = self.recover_one(rec).await {
+                eprintln!("recovering workflow {uid}: {e}");
+                continue;
             }
-            let now = now_ms();
-            let first_batch: Vec<Input> = if history.is_empty() {
-                vec![Input::Start { now }]
-            } else {
-                let lost: Vec<String> = wf.running_leaf_nodes().map(str::to_string).collect();
-                let mut b: Vec<Input> = lost
-                    .into_iter()
-                    .map(|node_id| Input::NodeFinished {
-                        now,
-                        result: ExecResult::error(format!(
-                            "process lost: the controller stopped while node {node_id} ran"
-                        )),
-                        node_id,
-                    })
-                    .collect();
-                b.push(Input::Tick { now });
-                b
-            };
-            // The projection's phases, so transitions after recovery are audited correctly.
-            let mut persist = Persist::new(
-                store.clone(),
-                rec.uid.clone(),
-                format!("workflows/{}/{}", rec.namespace, rec.name),
-            );
-            persist.next_seq = rec.history_len;
-            for node in store.nodes(&rec.uid).await? {
-                persist.phases.insert(node.id, node.phase);
-            }
-            wf.take_dirty_nodes();
-            self.spawn(wf, persist, first_batch);
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Keeps leases renewed and takes over workflows whose lease expired, forever.
+    pub async fn lease_loop(self) {
+        let period =
+            std::time::Duration::from_millis((self.inner.config.lease_ttl_ms / 3).max(100) as u64);
+        loop {
+            tokio::time::sleep(period).await;
+            if let Err(e) = self.recover().await {
+                eprintln!("lease renewal: {e}");
+            }
+        }
+    }
+
+    async fn recover_one(&self, rec: store::WorkflowRecord) -> Result<(), ControlError> {
+        let store = &self.inner.store;
+        let def = Definition::from_value(&rec.definition)?;
+        let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let history = store.history(&rec.uid).await?;
+        for (i, batch) in history.iter().enumerate() {
+            let inputs: Vec<Input> = serde_json::from_value(batch.clone()).map_err(|e| {
+                ControlError::Store(store::StoreError::Corrupt {
+                    what: "history",
+                    message: format!("batch {i}: {e}"),
+                })
+            })?;
+            wf.step(&inputs).map_err(|e| {
+                ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
+            })?;
+        }
+        let now = now_ms();
+        let first_batch: Vec<Input> = if history.is_empty() {
+            vec![Input::Start { now }]
+        } else {
+            let lost: Vec<String> = wf.running_leaf_nodes().map(str::to_string).collect();
+            let mut b: Vec<Input> = lost
+                .into_iter()
+                .map(|node_id| Input::NodeFinished {
+                    now,
+                    result: ExecResult::error(format!(
+                        "process lost: the controller stopped while node {node_id} ran"
+                    )),
+                    node_id,
+                })
+                .collect();
+            b.push(Input::Tick { now });
+            b
+        };
+        // The projection's phases, so transitions after recovery are audited correctly.
+        let mut persist = Persist::new(
+            store.clone(),
+            rec.uid.clone(),
+            format!("workflows/{}/{}", rec.namespace, rec.name),
+        );
+        persist.next_seq = rec.history_len;
+        for node in store.nodes(&rec.uid).await? {
+            persist.phases.insert(node.id, node.phase);
+        }
+        wf.take_dirty_nodes();
+        self.spawn(wf, persist, first_batch);
+        Ok(())
     }
 
     /// The workflow as Argo's JSON: spec from its definition, status and nodes from the store.
