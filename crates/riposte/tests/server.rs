@@ -609,3 +609,80 @@ fn two_replicas_share_postgres_and_take_over_after_a_crash() {
     drop(b);
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
 }
+
+#[test]
+fn postgres_connections_cut_mid_run_lose_nothing() {
+    let db = format!("riposte_cut_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start_with(
+        home.path(),
+        &["--lease-seconds", "1", "--database-url", url.as_str()],
+    );
+    let wf = json!({"workflow": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "cut"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [[{"name": "a", "template": "s"}], [{"name": "b", "template": "s"}], [{"name": "c", "template": "s"}]]},
+            {"name": "s", "container": {"image": "busybox", "command": ["sleep", "0.4"]}}
+        ]}
+    }});
+    let (code, v) = call(
+        "POST",
+        &format!("{}/api/v1/workflows/default", s.base),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    // Cut every connection of the server, several times, while the steps run.
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        ));
+    }
+    let wf = wait_for(&s.base, "cut", finished);
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    let steps: Vec<&str> = wf["status"]["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .filter(|n| n["type"] == "Pod")
+        .map(|n| n["displayName"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    // And what was recorded still replays to the stored state.
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["replay", "cut", "--database-url", &url])
+        .output()
+        .expect("replay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(s);
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}

@@ -98,8 +98,7 @@ impl Persist {
         };
         let inputs = serde_json::to_value(batch).map_err(DriveError::Encode)?;
         let now = now_ms();
-        self.store
-            .append_step(&self.uid, seq, &inputs, now, &nodes, &state)
+        self.append_with_retry(seq, &inputs, now, &nodes, &state)
             .await
             .map_err(fail)?;
         self.next_seq += 1;
@@ -117,8 +116,82 @@ impl Persist {
                 });
             }
         }
-        self.store.audit_append(&entries).await.map_err(fail)?;
+        let mut attempt = 0;
+        loop {
+            match self.store.audit_append(&entries).await {
+                Ok(_) => break,
+                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
         Ok(())
+    }
+
+    /// Appends a step, retrying while the database connection is being re-established (a
+    /// restarted PostgreSQL, a cut connection). The step is one transaction, so a retry
+    /// either finds it absent and appends it, or finds it committed and stops.
+    async fn append_with_retry(
+        &self,
+        seq: i64,
+        inputs: &serde_json::Value,
+        now: i64,
+        nodes: &[store::NodeRow],
+        state: &store::WorkflowState,
+    ) -> Result<(), store::StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .store
+                .append_step(&self.uid, seq, inputs, now, nodes, state)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                // The commit reached the database but its acknowledgement did not reach us.
+                Err(e @ store::StoreError::Corrupt { .. }) if attempt > 0 => {
+                    match self.store.get_workflow_by_uid(&self.uid).await {
+                        Ok(w) if w.history_len == seq + 1 => return Ok(()),
+                        _ => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How often a database operation is retried before the driver gives up (the lease then
+/// lets this or another replica recover the workflow from its history).
+const RETRIES: u32 = 20;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50 * u64::from(attempt.min(20)))
+}
+
+/// A database error that a retry can cure: the connection, not the statement, failed.
+fn is_transient(e: &store::StoreError) -> bool {
+    match e {
+        store::StoreError::Query { source, .. } => {
+            matches!(
+                source,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ) || source.as_database_error().is_some_and(|d| {
+                // 57P01 admin_shutdown (pg_terminate_backend), 57P02/57P03, 08xxx connection errors.
+                d.code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            })
+        }
+        _ => false,
     }
 }
 
