@@ -2,6 +2,7 @@
 
 mod argosay;
 mod bench;
+mod client;
 mod files;
 mod run;
 mod ui;
@@ -87,6 +88,72 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuthCmd,
     },
+    /// Submit a workflow to the server (RIPOSTE_SERVER): a file, or --from workflowtemplate/NAME.
+    Submit {
+        /// The workflow file (linted locally first).
+        file: Option<PathBuf>,
+        /// Submit from a stored template: workflowtemplate/NAME or clusterworkflowtemplate/NAME.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// Wait until the workflow finishes; exit 0 if it Succeeded, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List workflows on the server.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a workflow and its nodes (`-o json` for Argo's object; `--watch` until it ends).
+    Get {
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resume a suspended workflow (all suspended nodes, or --node NAME), optionally supplying
+    /// output parameters: `--set decision=yes` (an approval).
+    Resume {
+        name: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a workflow: running steps are failed, exit handlers still run.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Terminate a workflow: running steps are failed, exit handlers do not run.
+    Terminate {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a finished workflow from the server.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// WorkflowTemplates on the server: create FILE, list, get NAME, delete NAME.
+    Template {
+        #[command(subcommand)]
+        cmd: TemplateCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Database maintenance: `db migrate` applies the schema migrations.
     Db {
         #[command(subcommand)]
@@ -119,6 +186,44 @@ enum Cmd {
     Argosay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct Remote {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "RIPOSTE_SERVER",
+        default_value = "http://127.0.0.1:2746",
+        global = true
+    )]
+    server: String,
+    /// Bearer token (when the server has --auth-file).
+    #[arg(long, env = "RIPOSTE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[arg(short = 'n', long, default_value = "default", global = true)]
+    namespace: String,
+}
+
+impl Remote {
+    fn client(&self) -> client::Client {
+        client::Client::new(&self.server, self.token.clone())
+    }
+}
+
+#[derive(Subcommand)]
+enum TemplateCmd {
+    /// Create the WorkflowTemplates in FILE (linted locally first).
+    Create {
+        file: PathBuf,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
     },
 }
 
@@ -309,6 +414,67 @@ fn main() -> ExitCode {
         Cmd::Auth {
             cmd: AuthCmd::NewToken { name, roles },
         } => report(new_token(&name, &roles)),
+        Cmd::Submit {
+            file,
+            from,
+            parameters,
+            wait,
+            remote,
+        } => report(submit_cmd(file, from, parameters, wait, &remote)),
+        Cmd::List { remote } => report((|| {
+            let v = remote.client().call(
+                "GET",
+                &format!("/api/v1/workflows/{}", remote.namespace),
+                None,
+            )?;
+            client::print_list(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))?;
+            Ok(ExitCode::SUCCESS)
+        })()),
+        Cmd::Get {
+            name,
+            output,
+            watch,
+            remote,
+        } => report(get_cmd(&name, output, watch, &remote)),
+        Cmd::Resume {
+            name,
+            node,
+            set,
+            remote,
+        } => report((|| {
+            let c = remote.client();
+            let path = format!("/api/v1/workflows/{}/{name}", remote.namespace);
+            let selector = node.map(|n| format!("displayName={n}"));
+            if set.is_empty() {
+                c.call(
+                    "PUT",
+                    &format!("{path}/resume"),
+                    Some(&serde_json::json!({"nodeFieldSelector": selector})),
+                )?;
+            } else {
+                let outputs: serde_json::Map<String, serde_json::Value> =
+                    parse_pairs(&set, "--set")?
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v)))
+                        .collect();
+                let body = serde_json::json!({"nodeFieldSelector": selector, "outputParameters": serde_json::Value::Object(outputs).to_string()});
+                c.call("PUT", &format!("{path}/set"), Some(&body))?;
+            }
+            println!("workflow {name} resumed");
+            Ok(ExitCode::SUCCESS)
+        })()),
+        Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
+        Cmd::Terminate { name, remote } => report(simple_put(&remote, &name, "terminate")),
+        Cmd::Delete { name, remote } => report((|| {
+            remote.client().call(
+                "DELETE",
+                &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+                None,
+            )?;
+            println!("workflow {name} deleted");
+            Ok(ExitCode::SUCCESS)
+        })()),
+        Cmd::Template { cmd, remote } => report(template_cmd(cmd, &remote)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
@@ -536,6 +702,145 @@ async fn open_store(db: &DbArgs) -> Result<store::Store> {
     store::Store::open(&url)
         .await
         .with_context(|| format!("opening the database {}", store::redact(&url)))
+}
+
+fn simple_put(remote: &Remote, name: &str, action: &str) -> Result<ExitCode> {
+    remote.client().call(
+        "PUT",
+        &format!("/api/v1/workflows/{}/{name}/{action}", remote.namespace),
+        None,
+    )?;
+    println!("workflow {name}: {action} requested");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn submit_cmd(
+    file: Option<PathBuf>,
+    from: Option<String>,
+    parameters: Vec<String>,
+    wait: bool,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let params = parse_pairs(&parameters, "parameter")?;
+    let c = remote.client();
+    let wf = match (file, from) {
+        (Some(f), None) => client::submit(&c, &f, &remote.namespace, &params)?,
+        (None, Some(from)) => client::submit_from(&c, &from, &remote.namespace, &params)?,
+        _ => bail!(InvalidInput(
+            "give either a FILE or --from workflowtemplate/NAME".into()
+        )),
+    };
+    let name = wf["metadata"]["name"].as_str().unwrap_or("").to_string();
+    println!("{name}");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = wait_until_finished(&c, &remote.namespace, &name)?;
+    client::print_workflow(&w)?;
+    Ok(if w["status"]["phase"] == "Succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn wait_until_finished(
+    c: &client::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<serde_json::Value> {
+    loop {
+        let w = c.call(
+            "GET",
+            &format!("/api/v1/workflows/{namespace}/{name}"),
+            None,
+        )?;
+        if matches!(
+            w["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ) {
+            return Ok(w);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn get_cmd(
+    name: &str,
+    output: Option<OutputFormat>,
+    watch: bool,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let c = remote.client();
+    let w = if watch {
+        wait_until_finished(&c, &remote.namespace, name)?
+    } else {
+        c.call(
+            "GET",
+            &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+            None,
+        )?
+    };
+    match output {
+        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&w)?),
+        Some(OutputFormat::Yaml) => print!("{}", yaml_out::to_yaml(&w)),
+        None => client::print_workflow(&w)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn template_cmd(cmd: TemplateCmd, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    let base = format!("/api/v1/workflow-templates/{}", remote.namespace);
+    match cmd {
+        TemplateCmd::Create { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let docs = spec::yaml::load_documents(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: {}",
+                    file.display(),
+                    e.position.line,
+                    e.position.col,
+                    e.message
+                )
+            })?;
+            let mut n = 0;
+            for d in docs
+                .into_iter()
+                .filter(|d| d.value["kind"] == "WorkflowTemplate")
+            {
+                let t = c.call(
+                    "POST",
+                    &base,
+                    Some(&serde_json::json!({"namespace": remote.namespace, "template": d.value})),
+                )?;
+                println!("created {}", t["metadata"]["name"].as_str().unwrap_or(""));
+                n += 1;
+            }
+            if n == 0 {
+                bail!(InvalidInput(format!(
+                    "{} contains no WorkflowTemplate",
+                    file.display()
+                )));
+            }
+        }
+        TemplateCmd::List => {
+            let v = c.call("GET", &base, None)?;
+            for t in v["items"].as_array().into_iter().flatten() {
+                println!("{}", t["metadata"]["name"].as_str().unwrap_or(""));
+            }
+        }
+        TemplateCmd::Get { name } => print!(
+            "{}",
+            yaml_out::to_yaml(&c.call("GET", &format!("{base}/{name}"), None)?)
+        ),
+        TemplateCmd::Delete { name } => {
+            c.call("DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new_token(name: &str, roles: &[String]) -> Result<ExitCode> {

@@ -686,3 +686,66 @@ fn postgres_connections_cut_mid_run_lose_nothing() {
     drop(s);
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
 }
+
+#[test]
+fn client_commands_drive_the_server() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(args)
+            .env("RIPOSTE_SERVER", &s.base)
+            .env("RIPOSTE_HOME", home.path())
+            .output()
+            .expect("riposte client")
+    };
+    let file = home.path().join("t.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: isolate}\nspec:\n  entrypoint: main\n  arguments: {parameters: [{name: pod, value: none}]}\n  templates:\n  - name: main\n    inputs: {parameters: [{name: pod}]}\n    container: {image: busybox, command: [echo, 'isolating {{inputs.parameters.pod}}']}\n",
+    )
+    .expect("write template");
+    let out = cli(&["template", "create", file.to_str().expect("path")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["template", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "isolate");
+    let out = cli(&[
+        "submit",
+        "--from",
+        "workflowtemplate/isolate",
+        "-p",
+        "pod=web-1",
+        "--wait",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = text.lines().next().expect("name").to_string();
+    assert!(text.contains("Status:      Succeeded"), "{text}");
+    let out = cli(&["get", &name, "-o", "json"]);
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        wf["status"]["nodes"][&name]["outputs"]["result"],
+        "isolating web-1"
+    );
+    let out = cli(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+    let out = cli(&["submit", "--from", "workflowtemplate/nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["delete", &name]);
+    assert_eq!(out.status.code(), Some(0));
+}
