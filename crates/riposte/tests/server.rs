@@ -749,3 +749,31 @@ fn client_commands_drive_the_server() {
     let out = cli(&["delete", &name]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Hera, the Python SDK for Argo Workflows, unmodified against `riposte server`.
+#[test]
+fn hera_sdk_creates_submits_and_reads_outputs() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hera/e2e.py");
+    let probe = Command::new("python3")
+        .args(["-c", "import hera"])
+        .output()
+        .expect("python3");
+    assert!(
+        probe.status.success(),
+        "hera is not installed: run scripts/test (it installs hera from PyPI) or pip install hera==7.1.0"
+    );
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&s.base)
+        .output()
+        .expect("run the hera script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hera e2e ok"), "{text}");
+}
