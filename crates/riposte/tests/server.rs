@@ -777,3 +777,68 @@ fn hera_sdk_creates_submits_and_reads_outputs() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("hera e2e ok"), "{text}");
 }
+
+#[test]
+fn watch_stream_and_logs() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = s.base.clone();
+    // Subscribe first, then submit: every recorded step arrives as a MODIFIED event.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watch_url = format!(
+        "{base}/api/v1/workflow-events/default?listOptions.fieldSelector=metadata.name=logged"
+    );
+    let watcher = std::thread::spawn(move || {
+        let mut resp = agent().get(&watch_url).call().expect("watch");
+        ready_tx.send(()).expect("signal");
+        let reader = BufReader::new(resp.body_mut().as_reader());
+        let mut phases = Vec::new();
+        for line in reader.lines() {
+            let v: Value = serde_json::from_str(&line.expect("line")).expect("ndjson");
+            assert_eq!(v["result"]["type"], "MODIFIED");
+            let p = v["result"]["object"]["status"]["phase"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let done = p == "Succeeded";
+            phases.push(p);
+            if done {
+                break;
+            }
+        }
+        phases
+    });
+    ready_rx.recv().expect("watch started");
+    let wf = json!({"workflow": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "logged"},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "busybox", "command": ["sh", "-c", "echo one; echo two >&2; echo three"]}}]}}});
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    let phases = watcher.join().expect("watcher");
+    assert_eq!(
+        phases.first().map(String::as_str),
+        Some("Running"),
+        "{phases:?}"
+    );
+    assert_eq!(phases.last().map(String::as_str), Some("Succeeded"));
+    let mut resp = agent()
+        .get(&format!("{base}/api/v1/workflows/default/logged/log"))
+        .call()
+        .expect("log");
+    let text = resp.body_mut().read_to_string().expect("body");
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("ndjson")["result"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["one", "three", "two"], "{text}");
+}

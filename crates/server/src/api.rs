@@ -194,6 +194,11 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
             put(terminate_workflow),
         )
         .route(
+            "/api/v1/workflows/{namespace}/{name}/log",
+            get(workflow_logs),
+        )
+        .route("/api/v1/workflow-events/{namespace}", get(watch_workflows))
+        .route(
             "/api/v1/workflow-templates/{namespace}",
             post(create_template).get(list_templates),
         )
@@ -671,4 +676,88 @@ async fn delete_template(
         )));
     }
     Ok(Json(json!({})))
+}
+
+/// `GET .../log`: every node's log lines as NDJSON `{"result": {"content", "podName"}}`
+/// (`podName` may name one node by id or pod name).
+async fn workflow_logs(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let rec = c.store().get_workflow(&namespace, &name).await?;
+    let only = q.get("podName").filter(|p| !p.is_empty());
+    let dir = c.logs_dir(&name);
+    let mut out = String::new();
+    let mut nodes = c.store().nodes(&rec.uid).await?;
+    nodes.sort_by(|a, b| {
+        a.status["startedAt"]
+            .as_str()
+            .cmp(&b.status["startedAt"].as_str())
+            .then(a.name.cmp(&b.name))
+    });
+    for n in nodes {
+        let template = n.status["templateName"].as_str().unwrap_or("");
+        let pod = engine::pod_name(&name, &n.name, template);
+        if only.is_some_and(|p| p != &pod && p != &n.id) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.log", n.id))) else {
+            continue;
+        };
+        for line in text.lines() {
+            out.push_str(&json!({"result": {"content": line, "podName": pod}}).to_string());
+            out.push('\n');
+        }
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/workflow-events/{ns}`: an NDJSON stream of `{"result": {"type", "object"}}`,
+/// one event per recorded step of a workflow in the namespace (optionally one workflow:
+/// `listOptions.fieldSelector=metadata.name=NAME`).
+async fn watch_workflows(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let only = q
+        .get("listOptions.fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .map(str::to_string);
+    let rx = c.subscribe();
+    let stream = futures_util::stream::unfold(
+        (rx, c, namespace, only),
+        |(mut rx, c, ns, only)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok((wns, wname)) => {
+                        if wns != ns || only.as_ref().is_some_and(|o| o != &wname) {
+                            continue;
+                        }
+                        let Ok(obj) = c.workflow_json(&wns, &wname, true).await else {
+                            continue;
+                        };
+                        let line = format!(
+                            "{}\n",
+                            json!({"result": {"type": "MODIFIED", "object": obj}})
+                        );
+                        return Some((Ok::<_, std::convert::Infallible>(line), (rx, c, ns, only)));
+                    }
+                    // A slow reader skips ahead; the next event carries the whole state anyway.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -62,6 +62,8 @@ struct Inner {
     config: ControllerConfig,
     /// Running workflows by uid: where their outside inputs go.
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
+    /// `(namespace, name)` of every workflow after each recorded step, for watchers.
+    changes: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 /// Cheap to clone; shared by the API handlers.
@@ -130,11 +132,13 @@ fn random_uid() -> String {
 
 impl Controller {
     pub fn new(store: store::Store, config: ControllerConfig) -> Controller {
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
         Controller {
             inner: Arc::new(Inner {
                 store,
                 config,
                 running: Mutex::new(HashMap::new()),
+                changes,
             }),
         }
     }
@@ -251,7 +255,14 @@ impl Controller {
         tokio::spawn(async move {
             let cfg = DriveConfig {
                 run_dir,
-                observer: Box::new(|_, _| {}),
+                observer: {
+                    let changes = this.inner.changes.clone();
+                    Box::new(move |wf: &Workflow, _| {
+                        // Nobody watching is fine.
+                        let _ = changes
+                            .send((wf.identity().namespace.clone(), wf.identity().name.clone()));
+                    })
+                },
                 persist: Some(persist),
                 first_batch,
             };
@@ -309,6 +320,16 @@ impl Controller {
             }])
             .await?;
         Ok(())
+    }
+
+    /// Notifications of workflow changes, for watch streams.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Where a workflow's node logs are kept.
+    pub fn logs_dir(&self, name: &str) -> PathBuf {
+        self.inner.config.runs_dir.join(name).join("logs")
     }
 
     pub fn is_running(&self, uid: &str) -> bool {
