@@ -375,8 +375,9 @@ async fn list_workflows(
         .get("listOptions.limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0)
-        .unwrap_or(500);
-    let selector: Vec<(String, String)> = q
+        .unwrap_or(500)
+        .min(5000);
+    let labels: Vec<(String, String)> = q
         .get("listOptions.labelSelector")
         .map(|s| {
             s.split(',')
@@ -387,23 +388,46 @@ async fn list_workflows(
                 .collect()
         })
         .unwrap_or_default();
-    let ns = if namespace.is_empty() {
-        None
-    } else {
-        Some(namespace.as_str())
-    };
-    let mut items = Vec::new();
-    for rec in c.store().list_workflows(ns, limit).await? {
-        if !selector
-            .iter()
-            .all(|(k, v)| rec.labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
-        {
-            continue;
+    // `continue` is `<created_at>:<uid>` of the last item of the previous page.
+    let after = match q.get("listOptions.continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => {
+            let (t, u) = token.split_once(':').ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "listOptions.continue {token:?} is not a token from a previous page"
+                ))
+            })?;
+            Some((
+                t.parse::<i64>().map_err(|_| {
+                    ApiError::invalid("listOptions.continue is not a token from a previous page")
+                })?,
+                u.to_string(),
+            ))
         }
-        items.push(c.workflow_json(&rec.namespace, &rec.name, false).await?);
-    }
+    };
+    let phase = q.get("phase").cloned();
+    let lq = store::ListQuery {
+        namespace: (!namespace.is_empty()).then_some(namespace),
+        phase,
+        labels,
+        after,
+        limit,
+    };
+    let records = c.store().list_workflows_page(&lq).await?;
+    let continue_token = if records.len() as i64 == limit {
+        records
+            .last()
+            .map(|r| format!("{}:{}", r.created_at, r.uid))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let items: Vec<Value> = records
+        .iter()
+        .map(|r| crate::controller::workflow_json(r, None))
+        .collect();
     Ok(Json(
-        json!({"metadata": {"resourceVersion": now_ms().to_string()}, "items": items}),
+        json!({"metadata": {"resourceVersion": now_ms().to_string(), "continue": continue_token}, "items": items}),
     ))
 }
 

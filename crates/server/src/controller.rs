@@ -437,19 +437,25 @@ impl Controller {
         with_nodes: bool,
     ) -> Result<Value, ControlError> {
         let rec = self.inner.store.get_workflow(namespace, name).await?;
+        let nodes = if with_nodes {
+            Some(self.inner.store.nodes(&rec.uid).await?)
+        } else {
+            None
+        };
+        Ok(workflow_json(&rec, nodes))
+    }
+}
+
+/// Argo's Workflow object from a stored record (and its nodes, for `get`).
+pub fn workflow_json(rec: &store::WorkflowRecord, nodes: Option<Vec<store::NodeRow>>) -> Value {
+    {
         let mut status = rec.status.clone();
         if !status.is_object() || status.as_object().is_some_and(|m| m.is_empty()) {
             status = json!({"phase": rec.phase});
         }
-        if with_nodes {
-            let nodes: serde_json::Map<String, Value> = self
-                .inner
-                .store
-                .nodes(&rec.uid)
-                .await?
-                .into_iter()
-                .map(|n| (n.id, n.status))
-                .collect();
+        if let Some(nodes) = nodes {
+            let nodes: serde_json::Map<String, Value> =
+                nodes.into_iter().map(|n| (n.id, n.status)).collect();
             status["nodes"] = Value::Object(nodes);
         }
         let def = &rec.definition;
@@ -461,12 +467,12 @@ impl Controller {
         metadata["namespace"] = json!(rec.namespace);
         metadata["uid"] = json!(rec.uid);
         metadata["creationTimestamp"] = json!(expr::time::rfc3339(rec.created_at));
-        Ok(json!({
+        json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
             "metadata": metadata,
             "spec": def["resource"]["spec"],
             "status": status,
-        }))
+        })
     }
 }

@@ -334,3 +334,84 @@ async fn bad_urls_are_explained() {
         "postgres://u:***@h/db"
     );
 }
+
+async fn listing(store: &Store) {
+    for i in 0..7 {
+        let mut w = workflow(&format!("w{i}"), 100 + i);
+        w.labels = json!({"team": if i % 2 == 0 { "red" } else { "blue" }, "app": "x"});
+        store.create_workflow(&w).await.expect("create");
+    }
+    store
+        .append_step("uid-w3", 0, &json!([]), 1, &[], &state("Succeeded"))
+        .await
+        .expect("step");
+    let page = |after: Option<(i64, String)>, labels: Vec<(&str, &str)>, phase: Option<&str>| {
+        riposte_store::ListQuery {
+            namespace: Some("ns".into()),
+            phase: phase.map(str::to_string),
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            after,
+            limit: 3,
+        }
+    };
+    let names =
+        |v: Vec<riposte_store::WorkflowRecord>| v.into_iter().map(|w| w.name).collect::<Vec<_>>();
+    let first = store
+        .list_workflows_page(&page(None, vec![], None))
+        .await
+        .expect("page 1");
+    let last = first.last().map(|w| (w.created_at, w.uid.clone()));
+    assert_eq!(names(first), vec!["w6", "w5", "w4"]);
+    assert_eq!(
+        names(
+            store
+                .list_workflows_page(&page(last, vec![], None))
+                .await
+                .expect("page 2")
+        ),
+        vec!["w3", "w2", "w1"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_workflows_page(&page(None, vec![("team", "blue")], None))
+                .await
+                .expect("blue")
+        ),
+        vec!["w5", "w3", "w1"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_workflows_page(&page(None, vec![("team", "red"), ("app", "x")], None))
+                .await
+                .expect("red")
+        ),
+        vec!["w6", "w4", "w2"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_workflows_page(&page(None, vec![], Some("Succeeded")))
+                .await
+                .expect("phase")
+        ),
+        vec!["w3"]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_listing_filters_and_pages() {
+    let (store, _dir) = sqlite().await;
+    listing(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_listing_filters_and_pages() {
+    let (store, db) = fresh_pg().await;
+    listing(&store).await;
+    drop_pg(store, db).await;
+}
