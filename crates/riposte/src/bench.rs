@@ -77,7 +77,7 @@ pub fn dag_yaml(shape: Shape, n: usize) -> String {
 
 /// The engine with a no-op executor, recording every step in `store` (history, nodes,
 /// workflow state and audit), as `riposte server` does.
-pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<()> {
+pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<String> {
     let text = dag_yaml(shape, tasks);
     let (mut loaded, _) = spec::load("bench.yaml", &text);
     anyhow::ensure!(!loaded.is_empty(), "generated workflow is missing");
@@ -157,6 +157,84 @@ pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<()
         "{}",
         serde_json::json!({"workload": "store-read-nodes", "nodes": nodes.len(), "milliseconds": (get_ms * 10.0).round() / 10.0})
     )?;
+    Ok(uid)
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    (v[v.len() / 2] * 10.0).round() / 10.0
+}
+
+/// The REST API over HTTP on loopback: `get` of a 10,000-node workflow, and a page of the
+/// `bench-list` namespace (fill it first; `scripts/bench` inserts 100,000 rows).
+pub async fn api(store: store::Store, config: server::ControllerConfig) -> Result<()> {
+    let uid = self::store(Shape::Fanout, 10_000, store.clone()).await?;
+    let controller = server::Controller::new(store.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(server::serve(listener, controller, None));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let timed = |url: String| {
+        let agent = agent.clone();
+        async move {
+            tokio::task::spawn_blocking(move || -> Result<(f64, serde_json::Value)> {
+                let t = Instant::now();
+                let mut resp = agent.get(&url).call()?;
+                let body = resp.body_mut().read_to_string()?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                Ok((ms, serde_json::from_str(&body)?))
+            })
+            .await?
+        }
+    };
+    let mut get_ms = Vec::new();
+    let mut n_nodes = 0;
+    for _ in 0..7 {
+        let (ms, v) = timed(format!("{base}/api/v1/workflows/bench/{uid}")).await?;
+        n_nodes = v["status"]["nodes"]
+            .as_object()
+            .map(|m| m.len())
+            .unwrap_or(0);
+        get_ms.push(ms);
+    }
+    let mut list_ms = Vec::new();
+    let mut token = String::new();
+    for _ in 0..7 {
+        let (ms, v) = timed(format!(
+            "{base}/api/v1/workflows/bench-list?listOptions.limit=50"
+        ))
+        .await?;
+        token = v["metadata"]["continue"].as_str().unwrap_or("").to_string();
+        list_ms.push(ms);
+    }
+    // A page deep in the list: continue from a much older position.
+    let (t, u) = token.split_once(':').unwrap_or(("0", ""));
+    let old = t.parse::<i64>().unwrap_or(0) - 90_000;
+    let mut deep_ms = Vec::new();
+    for _ in 0..7 {
+        let (ms, _) = timed(format!(
+            "{base}/api/v1/workflows/bench-list?listOptions.limit=50&listOptions.continue={old}:{u}"
+        ))
+        .await?;
+        deep_ms.push(ms);
+    }
+    let total = store
+        .list_workflows(Some("bench-list"), 1_000_000)
+        .await?
+        .len();
+    let line = serde_json::json!({
+        "workload": "api",
+        "backend": store.backend(),
+        "get_nodes": n_nodes,
+        "get_ms_median": median_ms(get_ms),
+        "list_rows_in_namespace": total,
+        "list_page_ms_median": median_ms(list_ms),
+        "list_deep_page_ms_median": median_ms(deep_ms),
+    });
+    writeln!(std::io::stdout(), "{line}")?;
     Ok(())
 }
 

@@ -291,6 +291,12 @@ enum BenchCmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// The REST API: get of a 10,000-node workflow, list pages of the `bench-list`
+    /// namespace (scripts/bench fills it with 100,000 workflows).
+    Api {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// The host executor against bare process spawning.
     Host {
         #[arg(long, default_value_t = 1000)]
@@ -480,12 +486,26 @@ fn main() -> ExitCode {
             workload: BenchCmd::Engine { shape, tasks },
         } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
         Cmd::Bench {
+            workload: BenchCmd::Api { db },
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            let config = server::ControllerConfig {
+                runs_dir: std::env::temp_dir().join("riposte-bench-api"),
+                images: ImageTable::new(host_python(), BTreeMap::new()),
+                argosay_binary: std::env::current_exe()?,
+                isolation: Isolation::None("benchmark".into()),
+                holder: "bench".into(),
+                lease_ttl_ms: 15_000,
+            };
+            bench::api(store, config).await.map(|()| ExitCode::SUCCESS)
+        })),
+        Cmd::Bench {
             workload: BenchCmd::Store { shape, tasks, db },
         } => report(block_on(async move {
             let store = open_store(&db).await?;
             bench::store(shape, tasks, store)
                 .await
-                .map(|()| ExitCode::SUCCESS)
+                .map(|_| ExitCode::SUCCESS)
         })),
         Cmd::Bench {
             workload:

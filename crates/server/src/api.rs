@@ -434,8 +434,13 @@ async fn list_workflows(
 async fn get_workflow(
     State(c): State<Controller>,
     Path((namespace, name)): Path<(String, String)>,
-) -> ApiResult {
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+) -> Result<Response, ApiError> {
+    let body = c.workflow_json_text(&namespace, &name).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn delete_workflow(

@@ -430,6 +430,47 @@ impl Controller {
     }
 
     /// The workflow as Argo's JSON: spec from its definition, status and nodes from the store.
+    /// The workflow with its nodes as JSON text: the stored node JSON is spliced in as is.
+    pub async fn workflow_json_text(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, ControlError> {
+        let rec = self.inner.store.get_workflow(namespace, name).await?;
+        let nodes = self.inner.store.nodes_raw(&rec.uid).await?;
+        let mut wf = workflow_json(&rec, None);
+        wf["status"]["nodes"] = json!("__NODES__");
+        let text = wf.to_string();
+        let mut raw = String::with_capacity(
+            nodes
+                .iter()
+                .map(|(id, s)| id.len() + s.len() + 4)
+                .sum::<usize>()
+                + 2,
+        );
+        raw.push('{');
+        for (i, (id, status)) in nodes.iter().enumerate() {
+            if i > 0 {
+                raw.push(',');
+            }
+            raw.push_str(&Value::String(id.clone()).to_string());
+            raw.push(':');
+            raw.push_str(status);
+        }
+        raw.push('}');
+        // `nodes` is the last member of the last object, so its placeholder is the last match
+        // (a user's parameter could contain the same text earlier).
+        let placeholder = "\"__NODES__\"";
+        match text.rfind(placeholder) {
+            Some(at) => Ok(format!(
+                "{}{raw}{}",
+                &text[..at],
+                &text[at + placeholder.len()..]
+            )),
+            None => Ok(text),
+        }
+    }
+
     pub async fn workflow_json(
         &self,
         namespace: &str,

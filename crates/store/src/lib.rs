@@ -481,6 +481,38 @@ impl Store {
         })
     }
 
+    /// The node projection as raw JSON text per node, for responses that only pass it on
+    /// (no parse and re-serialize of 10,000 objects).
+    pub async fn nodes_raw(&self, uid: &str) -> Result<Vec<(String, String)>> {
+        let sql = match self.pool {
+            Pool::Pg(_) => {
+                "SELECT node_id, status::text AS status FROM nodes WHERE workflow_uid = $1 ORDER BY node_id"
+            }
+            Pool::Sqlite(_) => {
+                "SELECT node_id, status FROM nodes WHERE workflow_uid = $1 ORDER BY node_id"
+            }
+        };
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(sql)
+                .bind(uid)
+                .fetch_all(p)
+                .await
+                .map_err(q("reading nodes"))?;
+            rows.iter()
+                .map(|r| -> Result<(String, String)> {
+                    let bad = |e: sqlx::Error| StoreError::Corrupt {
+                        what: "node row",
+                        message: e.to_string(),
+                    };
+                    Ok((
+                        r.try_get("node_id").map_err(bad)?,
+                        r.try_get("status").map_err(bad)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// The node projection, by node id.
     pub async fn nodes(&self, uid: &str) -> Result<Vec<NodeRow>> {
         on_pool!(&self.pool, |p| {
