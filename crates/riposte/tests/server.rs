@@ -842,3 +842,85 @@ fn watch_stream_and_logs() {
     sorted.sort();
     assert_eq!(sorted, vec!["one", "three", "two"], "{text}");
 }
+
+#[test]
+fn cluster_templates_resubmit_and_archive() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let cwt = json!({"template": {"metadata": {"name": "notify"}, "spec": {"entrypoint": "main", "arguments": {"parameters": [{"name": "msg", "value": "x"}]},
+        "templates": [{"name": "main", "inputs": {"parameters": [{"name": "msg"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.msg}}"]}}]}}});
+    let (code, t) = call(
+        "POST",
+        &format!("{base}/api/v1/cluster-workflow-templates"),
+        Some(cwt),
+    );
+    assert_eq!(
+        (code, t["kind"].as_str()),
+        (200, Some("ClusterWorkflowTemplate")),
+        "{t}"
+    );
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/cluster-workflow-templates"),
+        None,
+    );
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    let submit = json!({"resourceKind": "ClusterWorkflowTemplate", "resourceName": "notify", "submitOptions": {"parameters": ["msg=hi"]}});
+    let (code, wf) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default/submit"),
+        Some(submit),
+    );
+    assert_eq!(code, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().expect("name").to_string();
+    let first = wait_for(base, &name, finished);
+    assert_eq!(phase(&first), "Succeeded");
+    let (code, again) = call(
+        "PUT",
+        &format!("{base}/api/v1/workflows/default/{name}/resubmit"),
+        Some(json!({})),
+    );
+    assert_eq!(code, 200, "{again}");
+    let again_name = again["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    assert!(again_name.starts_with(&format!("{name}-")), "{again_name}");
+    let second = wait_for(base, &again_name, finished);
+    assert_eq!(
+        second["status"]["nodes"][&again_name]["outputs"]["result"],
+        "hi"
+    );
+    let uid = first["metadata"]["uid"].as_str().expect("uid").to_string();
+    let (_, archived) = call(
+        "GET",
+        &format!("{base}/api/v1/archived-workflows?namespace=default"),
+        None,
+    );
+    assert!(
+        archived["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|w| w["metadata"]["uid"] == uid.as_str())
+    );
+    let (code, one) = call(
+        "GET",
+        &format!("{base}/api/v1/archived-workflows/{uid}"),
+        None,
+    );
+    assert_eq!((code, phase(&one)), (200, "Succeeded"));
+    let (code, _) = call(
+        "DELETE",
+        &format!("{base}/api/v1/archived-workflows/{uid}"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        "GET",
+        &format!("{base}/api/v1/workflows/default/{name}"),
+        None,
+    );
+    assert_eq!(code, 404);
+}

@@ -115,11 +115,18 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::GET, _) => Role::Viewer,
         (&Method::POST, ["workflows", _])
         | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
+        (&Method::PUT, ["workflows", _, _, "resubmit"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resume" | "set"]) => Role::Approver,
         _ => Role::Admin,
     };
     match parts.first() {
-        Some(&"workflows") | Some(&"workflow-templates") => (namespace, role),
+        Some(&"workflows") | Some(&"workflow-templates") | Some(&"workflow-events") => {
+            (namespace, role)
+        }
+        // Cluster-wide objects need the role for every namespace (`"*"`).
+        Some(&"cluster-workflow-templates") | Some(&"archived-workflows") => {
+            (Some("*".to_string()), role)
+        }
         _ => (None, role),
     }
 }
@@ -198,6 +205,25 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
             get(workflow_logs),
         )
         .route("/api/v1/workflow-events/{namespace}", get(watch_workflows))
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resubmit",
+            put(resubmit_workflow),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates",
+            post(create_cluster_template).get(list_cluster_templates),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/{name}",
+            get(get_cluster_template)
+                .put(update_cluster_template)
+                .delete(delete_cluster_template),
+        )
+        .route("/api/v1/archived-workflows", get(list_archived))
+        .route(
+            "/api/v1/archived-workflows/{uid}",
+            get(get_archived).delete(delete_archived),
+        )
         .route(
             "/api/v1/workflow-templates/{namespace}",
             post(create_template).get(list_templates),
@@ -596,6 +622,8 @@ fn template_json(t: &store::TemplateRecord) -> Value {
     body
 }
 
+/// Creates or replaces a WorkflowTemplate (`cluster = false`, in `namespace`) or a
+/// ClusterWorkflowTemplate (`cluster = true`, `namespace` is "").
 async fn put_template(
     c: &Controller,
     caller: &Caller,
@@ -603,13 +631,18 @@ async fn put_template(
     body: &Value,
     create: bool,
     name_in_path: Option<&str>,
+    cluster: bool,
 ) -> ApiResult {
     let t = body
         .get("template")
         .ok_or_else(|| ApiError::invalid("request body needs a `template`"))?;
     let mut t = t.clone();
     if t["kind"].is_null() {
-        t["kind"] = json!("WorkflowTemplate");
+        t["kind"] = json!(if cluster {
+            "ClusterWorkflowTemplate"
+        } else {
+            "WorkflowTemplate"
+        });
     }
     if t["apiVersion"].is_null() {
         t["apiVersion"] = json!("argoproj.io/v1alpha1");
@@ -630,7 +663,7 @@ async fn put_template(
     }
     let now = now_ms();
     let rec = store::TemplateRecord {
-        cluster: false,
+        cluster,
         namespace: namespace.to_string(),
         name: name.clone(),
         body: t,
@@ -647,13 +680,17 @@ async fn put_template(
             } else {
                 "template.update".into()
             },
-            object: format!("workflow-templates/{namespace}/{name}"),
+            object: if cluster {
+                format!("cluster-workflow-templates/{name}")
+            } else {
+                format!("workflow-templates/{namespace}/{name}")
+            },
             source: caller.source.clone(),
             details: json!({}),
         }])
         .await?;
     Ok(Json(template_json(
-        &c.store().get_template(false, namespace, &name).await?,
+        &c.store().get_template(cluster, namespace, &name).await?,
     )))
 }
 
@@ -663,7 +700,7 @@ async fn create_template(
     Path(namespace): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult {
-    put_template(&c, &caller, &namespace, &body, true, None).await
+    put_template(&c, &caller, &namespace, &body, true, None, false).await
 }
 
 async fn update_template(
@@ -672,7 +709,7 @@ async fn update_template(
     Path((namespace, name)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> ApiResult {
-    put_template(&c, &caller, &namespace, &body, false, Some(&name)).await
+    put_template(&c, &caller, &namespace, &body, false, Some(&name), false).await
 }
 
 async fn list_templates(State(c): State<Controller>, Path(namespace): Path<String>) -> ApiResult {
@@ -789,4 +826,143 @@ async fn watch_workflows(
         axum::body::Body::from_stream(stream),
     )
         .into_response()
+}
+
+async fn create_cluster_template(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    put_template(&c, &caller, "", &body, true, None, true).await
+}
+
+async fn update_cluster_template(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    put_template(&c, &caller, "", &body, false, Some(&name), true).await
+}
+
+async fn list_cluster_templates(State(c): State<Controller>) -> ApiResult {
+    let items: Vec<Value> = c
+        .store()
+        .list_templates(true, "")
+        .await?
+        .iter()
+        .map(template_json)
+        .collect();
+    Ok(Json(json!({"metadata": {}, "items": items})))
+}
+
+async fn get_cluster_template(State(c): State<Controller>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(template_json(
+        &c.store().get_template(true, "", &name).await?,
+    )))
+}
+
+async fn delete_cluster_template(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    if !c.store().delete_template(true, "", &name).await? {
+        return Err(ApiError::not_found(format!(
+            "cluster workflow template {name} not found"
+        )));
+    }
+    Ok(Json(json!({})))
+}
+
+/// `resubmit`: a new workflow from the same spec and parameters (`memoized` is ignored).
+async fn resubmit_workflow(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    let rec = c.store().get_workflow(&namespace, &name).await?;
+    let def = crate::controller::Definition::from_value(&rec.definition)?;
+    let mut resource = def.resource;
+    resource.metadata.name = None;
+    resource.metadata.generate_name = Some(format!("{name}-"));
+    resource.metadata.labels.insert(
+        "workflows.argoproj.io/resubmitted-from-workflow".into(),
+        spec::AnyString(name.clone()),
+    );
+    let new_name = c
+        .submit(
+            resource,
+            &namespace,
+            def.parameters,
+            &caller.name,
+            &caller.source,
+        )
+        .await?;
+    Ok(Json(c.workflow_json(&namespace, &new_name, true).await?))
+}
+
+/// Archived workflows: every finished workflow stays queryable (by uid).
+async fn list_archived(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let limit: i64 = q
+        .get("listOptions.limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(500)
+        .min(5000);
+    let namespace = q.get("namespace").filter(|n| !n.is_empty()).cloned();
+    let lq = store::ListQuery {
+        namespace,
+        limit,
+        ..Default::default()
+    };
+    let items: Vec<Value> = c
+        .store()
+        .list_workflows_page(&lq)
+        .await?
+        .iter()
+        .filter(|r| r.finished_at.is_some())
+        .map(|r| crate::controller::workflow_json(r, None))
+        .collect();
+    Ok(Json(json!({"metadata": {}, "items": items})))
+}
+
+async fn get_archived(State(c): State<Controller>, Path(uid): Path<String>) -> ApiResult {
+    let rec = c.store().get_workflow_by_uid(&uid).await?;
+    if rec.finished_at.is_none() {
+        return Err(ApiError::not_found(format!(
+            "archived workflow {uid} not found: it has not finished"
+        )));
+    }
+    let nodes = c.store().nodes(&uid).await?;
+    Ok(Json(crate::controller::workflow_json(&rec, Some(nodes))))
+}
+
+async fn delete_archived(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path(uid): Path<String>,
+) -> ApiResult {
+    let rec = c.store().get_workflow_by_uid(&uid).await?;
+    if rec.finished_at.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            9,
+            format!("workflow {uid} has not finished"),
+        ));
+    }
+    c.store().delete_workflow(&rec.namespace, &rec.name).await?;
+    c.store()
+        .audit_append(&[store::AuditEntry {
+            at: now_ms(),
+            actor: caller.name.clone(),
+            action: "workflow.delete".into(),
+            object: format!("workflows/{}/{}", rec.namespace, rec.name),
+            source: caller.source.clone(),
+            details: json!({"archived": true}),
+        }])
+        .await?;
+    Ok(Json(json!({})))
 }
