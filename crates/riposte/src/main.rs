@@ -51,6 +51,8 @@ enum Cmd {
     /// `{{inputs.parameters.x}}`, invalid expressions, and warns about every field Riposte
     /// does not implement. Exits 1 when there are errors.
     Lint(LintArgs),
+    /// Print the REST API's OpenAPI document (also served at /api/v1/openapi.json).
+    Openapi,
     /// Run a documented performance workload and print one JSON line of measurements.
     ///
     /// `engine` drives the engine alone with a no-op executor; `host` runs N parallel
@@ -391,6 +393,10 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Lint(a) => report(lint(a)),
+        Cmd::Openapi => report((|| {
+            println!("{}", serde_json::to_string_pretty(&server::api::openapi())?);
+            Ok(ExitCode::SUCCESS)
+        })()),
         Cmd::Db {
             cmd: DbCmd::Migrate,
             db,

@@ -161,6 +161,227 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// Every operation: method, path, operation id, summary. The OpenAPI document is built from
+/// this table and a test checks that the router serves exactly these.
+pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "get",
+        "/api/v1/version",
+        "InfoService_GetVersion",
+        "Server version",
+    ),
+    (
+        "get",
+        "/api/v1/info",
+        "InfoService_GetInfo",
+        "Server information",
+    ),
+    (
+        "get",
+        "/api/v1/userinfo",
+        "InfoService_GetUserInfo",
+        "The caller's identity",
+    ),
+    ("get", "/api/v1/openapi.json", "OpenAPI", "This document"),
+    (
+        "post",
+        "/api/v1/workflows/{namespace}",
+        "WorkflowService_CreateWorkflow",
+        "Create and start a workflow ({workflow})",
+    ),
+    (
+        "get",
+        "/api/v1/workflows/{namespace}",
+        "WorkflowService_ListWorkflows",
+        "List workflows (listOptions.labelSelector, listOptions.limit, listOptions.continue, phase)",
+    ),
+    (
+        "post",
+        "/api/v1/workflows/{namespace}/lint",
+        "WorkflowService_LintWorkflow",
+        "Lint a workflow ({workflow})",
+    ),
+    (
+        "post",
+        "/api/v1/workflows/{namespace}/submit",
+        "WorkflowService_SubmitWorkflow",
+        "Submit a workflow from a (Cluster)WorkflowTemplate ({resourceKind, resourceName, submitOptions})",
+    ),
+    (
+        "get",
+        "/api/v1/workflows/{namespace}/{name}",
+        "WorkflowService_GetWorkflow",
+        "A workflow with status.nodes",
+    ),
+    (
+        "delete",
+        "/api/v1/workflows/{namespace}/{name}",
+        "WorkflowService_DeleteWorkflow",
+        "Delete a finished workflow",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/resume",
+        "WorkflowService_ResumeWorkflow",
+        "Resume suspended nodes ({nodeFieldSelector})",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/set",
+        "WorkflowService_SetWorkflow",
+        "Supply a suspended node's outputs and resume it ({nodeFieldSelector, outputParameters})",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/stop",
+        "WorkflowService_StopWorkflow",
+        "Stop: fail running steps, run exit handlers",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/terminate",
+        "WorkflowService_TerminateWorkflow",
+        "Terminate: fail running steps, no exit handlers",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/resubmit",
+        "WorkflowService_ResubmitWorkflow",
+        "A new workflow from the same spec and parameters",
+    ),
+    (
+        "get",
+        "/api/v1/workflows/{namespace}/{name}/log",
+        "WorkflowService_WorkflowLogs",
+        "Node logs as NDJSON (podName)",
+    ),
+    (
+        "get",
+        "/api/v1/workflow-events/{namespace}",
+        "WorkflowService_WatchWorkflows",
+        "NDJSON stream of workflow changes (listOptions.fieldSelector=metadata.name=NAME)",
+    ),
+    (
+        "post",
+        "/api/v1/workflow-templates/{namespace}",
+        "WorkflowTemplateService_CreateWorkflowTemplate",
+        "Create a WorkflowTemplate ({template})",
+    ),
+    (
+        "get",
+        "/api/v1/workflow-templates/{namespace}",
+        "WorkflowTemplateService_ListWorkflowTemplates",
+        "List WorkflowTemplates",
+    ),
+    (
+        "get",
+        "/api/v1/workflow-templates/{namespace}/{name}",
+        "WorkflowTemplateService_GetWorkflowTemplate",
+        "A WorkflowTemplate",
+    ),
+    (
+        "put",
+        "/api/v1/workflow-templates/{namespace}/{name}",
+        "WorkflowTemplateService_UpdateWorkflowTemplate",
+        "Replace a WorkflowTemplate ({template})",
+    ),
+    (
+        "delete",
+        "/api/v1/workflow-templates/{namespace}/{name}",
+        "WorkflowTemplateService_DeleteWorkflowTemplate",
+        "Delete a WorkflowTemplate",
+    ),
+    (
+        "post",
+        "/api/v1/cluster-workflow-templates",
+        "ClusterWorkflowTemplateService_CreateClusterWorkflowTemplate",
+        "Create a ClusterWorkflowTemplate ({template})",
+    ),
+    (
+        "get",
+        "/api/v1/cluster-workflow-templates",
+        "ClusterWorkflowTemplateService_ListClusterWorkflowTemplates",
+        "List ClusterWorkflowTemplates",
+    ),
+    (
+        "get",
+        "/api/v1/cluster-workflow-templates/{name}",
+        "ClusterWorkflowTemplateService_GetClusterWorkflowTemplate",
+        "A ClusterWorkflowTemplate",
+    ),
+    (
+        "put",
+        "/api/v1/cluster-workflow-templates/{name}",
+        "ClusterWorkflowTemplateService_UpdateClusterWorkflowTemplate",
+        "Replace a ClusterWorkflowTemplate ({template})",
+    ),
+    (
+        "delete",
+        "/api/v1/cluster-workflow-templates/{name}",
+        "ClusterWorkflowTemplateService_DeleteClusterWorkflowTemplate",
+        "Delete a ClusterWorkflowTemplate",
+    ),
+    (
+        "get",
+        "/api/v1/archived-workflows",
+        "ArchivedWorkflowService_ListArchivedWorkflows",
+        "Finished workflows (namespace, listOptions.limit)",
+    ),
+    (
+        "get",
+        "/api/v1/archived-workflows/{uid}",
+        "ArchivedWorkflowService_GetArchivedWorkflow",
+        "A finished workflow by uid",
+    ),
+    (
+        "delete",
+        "/api/v1/archived-workflows/{uid}",
+        "ArchivedWorkflowService_DeleteArchivedWorkflow",
+        "Delete a finished workflow by uid",
+    ),
+];
+
+/// The OpenAPI 3 document of [`OPERATIONS`].
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, id, summary) in OPERATIONS {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "operationId": id,
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            },
+        });
+        if matches!(*method, "post" | "put") {
+            op["requestBody"] =
+                json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Riposte API (Argo Server-compatible)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": Value::Object(paths),
+        "components": {
+            "schemas": {"Error": {"type": "object", "properties": {"code": {"type": "integer", "description": "gRPC status code"}, "message": {"type": "string"}}}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+    })
+}
+
+async fn openapi_doc() -> Json<Value> {
+    Json(openapi())
+}
+
 /// The API; with `auth`, every request needs a bearer token with a sufficient role.
 pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
     let state = AppState {
@@ -169,6 +390,7 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
     };
     Router::new()
         .route("/api/v1/version", get(version))
+        .route("/api/v1/openapi.json", get(openapi_doc))
         .route("/api/v1/info", get(info))
         .route("/api/v1/userinfo", get(userinfo))
         .route(
@@ -965,4 +1187,40 @@ async fn delete_archived(
         }])
         .await?;
     Ok(Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in `api/openapi.json` is the generated document: regenerate it with
+    /// `cargo run -p riposte -- openapi > api/openapi.json` when the API changes.
+    #[test]
+    fn checked_in_openapi_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../api/openapi.json");
+        let text = std::fs::read_to_string(&path).expect("api/openapi.json is checked in");
+        let checked_in: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(
+            checked_in == openapi(),
+            "api/openapi.json is stale: run `cargo run -p riposte -- openapi > api/openapi.json`"
+        );
+    }
+
+    /// Every documented operation is routed, and nothing routed is undocumented.
+    #[test]
+    fn router_serves_exactly_the_documented_operations() {
+        let source = include_str!("api.rs");
+        let routed: std::collections::BTreeSet<&str> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|r| {
+                r.trim_start()
+                    .strip_prefix('"')
+                    .and_then(|r| r.split('"').next())
+            })
+            .filter(|p| p.starts_with("/api/"))
+            .collect();
+        let documented: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.1).collect();
+        assert_eq!(routed, documented);
+    }
 }
