@@ -957,6 +957,7 @@ async fn serve(
         .await
         .context("recovering unfinished workflows")?;
     tokio::spawn(controller.clone().lease_loop());
+    tokio::spawn(controller.clone().cron_loop());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;

@@ -924,3 +924,84 @@ fn cluster_templates_resubmit_and_archive() {
     );
     assert_eq!(code, 404);
 }
+
+#[test]
+fn cron_workflows_fire_on_schedule_and_respect_policy_and_suspend() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let cron = |name: &str, policy: &str, cmd: &[&str]| {
+        json!({"cronWorkflow": {"metadata": {"name": name}, "spec": {
+            "schedule": "@every 1s", "concurrencyPolicy": policy,
+            "workflowSpec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "busybox", "command": cmd}}]}
+        }}})
+    };
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/cron-workflows/default"),
+        Some(cron("tick", "Allow", &["true"])),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (code, e) = call(
+        "POST",
+        &format!("{base}/api/v1/cron-workflows/default"),
+        Some(
+            json!({"cronWorkflow": {"metadata": {"name": "bad"}, "spec": {"schedule": "* * *", "workflowSpec": {"entrypoint": "main", "templates": [{"name": "main", "suspend": {}}]}}}}),
+        ),
+    );
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("must have 5 fields"),
+        "{e}"
+    );
+    // Forbid: a slow run blocks the next ones.
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/cron-workflows/default"),
+        Some(cron("slow", "Forbid", &["sleep", "3"])),
+    );
+    assert_eq!(code, 200, "{v}");
+    let count = |label: &str| {
+        let (_, list) = call(
+            "GET",
+            &format!(
+                "{base}/api/v1/workflows/default?listOptions.labelSelector=workflows.argoproj.io/cron-workflow%3D{label}"
+            ),
+            None,
+        );
+        list["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|w| w["status"]["phase"] != "Pending")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("tick") < 2 {
+        assert!(Instant::now() < deadline, "the cron did not fire twice");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, c) = call(
+        "GET",
+        &format!("{base}/api/v1/cron-workflows/default/tick"),
+        None,
+    );
+    assert!(c["status"]["lastScheduledTime"].as_str().is_some(), "{c}");
+    assert_eq!(count("slow"), 1, "Forbid allows one run at a time");
+    // Suspended: no more runs.
+    let (code, _) = call(
+        "PUT",
+        &format!("{base}/api/v1/cron-workflows/default/tick/suspend"),
+        None,
+    );
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = count("tick");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count("tick"), before, "a suspended cron fired");
+}

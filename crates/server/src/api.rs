@@ -322,6 +322,48 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Delete a ClusterWorkflowTemplate",
     ),
     (
+        "post",
+        "/api/v1/cron-workflows/{namespace}",
+        "CronWorkflowService_CreateCronWorkflow",
+        "Create a CronWorkflow ({cronWorkflow})",
+    ),
+    (
+        "get",
+        "/api/v1/cron-workflows/{namespace}",
+        "CronWorkflowService_ListCronWorkflows",
+        "List CronWorkflows",
+    ),
+    (
+        "get",
+        "/api/v1/cron-workflows/{namespace}/{name}",
+        "CronWorkflowService_GetCronWorkflow",
+        "A CronWorkflow with its last scheduled time",
+    ),
+    (
+        "put",
+        "/api/v1/cron-workflows/{namespace}/{name}",
+        "CronWorkflowService_UpdateCronWorkflow",
+        "Replace a CronWorkflow ({cronWorkflow})",
+    ),
+    (
+        "delete",
+        "/api/v1/cron-workflows/{namespace}/{name}",
+        "CronWorkflowService_DeleteCronWorkflow",
+        "Delete a CronWorkflow",
+    ),
+    (
+        "put",
+        "/api/v1/cron-workflows/{namespace}/{name}/suspend",
+        "CronWorkflowService_SuspendCronWorkflow",
+        "Stop scheduling",
+    ),
+    (
+        "put",
+        "/api/v1/cron-workflows/{namespace}/{name}/resume",
+        "CronWorkflowService_ResumeCronWorkflow",
+        "Resume scheduling",
+    ),
+    (
         "get",
         "/api/v1/archived-workflows",
         "ArchivedWorkflowService_ListArchivedWorkflows",
@@ -440,6 +482,22 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
             get(get_cluster_template)
                 .put(update_cluster_template)
                 .delete(delete_cluster_template),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}",
+            post(create_cron).get(list_crons),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}",
+            get(get_cron).put(update_cron).delete(delete_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/suspend",
+            put(suspend_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/resume",
+            put(resume_cron),
         )
         .route("/api/v1/archived-workflows", get(list_archived))
         .route(
@@ -1223,4 +1281,146 @@ mod tests {
         let documented: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.1).collect();
         assert_eq!(routed, documented);
     }
+}
+
+fn cron_json(r: &store::CronRecord) -> Value {
+    let mut body = r.body.clone();
+    body["metadata"]["namespace"] = json!(r.namespace);
+    body["metadata"]["creationTimestamp"] = json!(expr::time::rfc3339(r.created_at));
+    body["spec"]["suspend"] = json!(r.suspended);
+    if let Some(t) = r.last_scheduled_at {
+        body["status"] = json!({"lastScheduledTime": expr::time::rfc3339(t)});
+    }
+    body
+}
+
+async fn put_cron(
+    c: &Controller,
+    caller: &Caller,
+    namespace: &str,
+    body: &Value,
+    create: bool,
+    name_in_path: Option<&str>,
+) -> ApiResult {
+    let mut cw = body
+        .get("cronWorkflow")
+        .cloned()
+        .ok_or_else(|| ApiError::invalid("request body needs a `cronWorkflow`"))?;
+    if cw["kind"].is_null() {
+        cw["kind"] = json!("CronWorkflow");
+    }
+    if cw["apiVersion"].is_null() {
+        cw["apiVersion"] = json!("argoproj.io/v1alpha1");
+    }
+    lint_resource(c, namespace, &cw).await?;
+    let parsed: spec::CronWorkflow = serde_json::from_value(cw.clone())
+        .map_err(|e| ApiError::invalid(format!("cronWorkflow: {e}")))?;
+    crate::cron::validate(&parsed).map_err(ApiError::invalid)?;
+    let name = parsed
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("cronWorkflow metadata.name is required"))?;
+    if let Some(p) = name_in_path
+        && p != name
+    {
+        return Err(ApiError::invalid(format!(
+            "name in path ({p}) and body ({name}) differ"
+        )));
+    }
+    let now = now_ms();
+    c.store()
+        .put_cron(namespace, &name, &cw, now, create)
+        .await?;
+    c.store()
+        .audit_append(&[store::AuditEntry {
+            at: now,
+            actor: caller.name.clone(),
+            action: if create {
+                "cron.create".into()
+            } else {
+                "cron.update".into()
+            },
+            object: format!("cron-workflows/{namespace}/{name}"),
+            source: caller.source.clone(),
+            details: json!({}),
+        }])
+        .await?;
+    Ok(Json(cron_json(
+        &c.store().get_cron(namespace, &name).await?,
+    )))
+}
+
+async fn create_cron(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    put_cron(&c, &caller, &namespace, &body, true, None).await
+}
+
+async fn update_cron(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    put_cron(&c, &caller, &namespace, &body, false, Some(&name)).await
+}
+
+async fn list_crons(State(c): State<Controller>, Path(namespace): Path<String>) -> ApiResult {
+    let items: Vec<Value> = c
+        .store()
+        .list_crons(Some(&namespace))
+        .await?
+        .iter()
+        .map(cron_json)
+        .collect();
+    Ok(Json(json!({"metadata": {}, "items": items})))
+}
+
+async fn get_cron(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(cron_json(
+        &c.store().get_cron(&namespace, &name).await?,
+    )))
+}
+
+async fn delete_cron(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    if !c.store().delete_cron(&namespace, &name).await? {
+        return Err(ApiError::not_found(format!(
+            "cron workflow {namespace}/{name} not found"
+        )));
+    }
+    Ok(Json(json!({})))
+}
+
+async fn suspend_cron(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    c.store()
+        .set_cron_suspended(&namespace, &name, true, now_ms())
+        .await?;
+    Ok(Json(cron_json(
+        &c.store().get_cron(&namespace, &name).await?,
+    )))
+}
+
+async fn resume_cron(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    c.store()
+        .set_cron_suspended(&namespace, &name, false, now_ms())
+        .await?;
+    Ok(Json(cron_json(
+        &c.store().get_cron(&namespace, &name).await?,
+    )))
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod controller;
+pub mod cron;
 pub mod driver;
 
 pub use controller::{Controller, ControllerConfig};

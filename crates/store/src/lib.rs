@@ -551,6 +551,178 @@ fn is_busy(e: &StoreError) -> bool {
         || text.contains("UNIQUE constraint failed")
 }
 
+/// A stored CronWorkflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronRecord {
+    pub namespace: String,
+    pub name: String,
+    pub body: Value,
+    pub suspended: bool,
+    pub last_scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+macro_rules! cron_row {
+    ($r:expr) => {{
+        let r = $r;
+        let bad = |e: sqlx::Error| StoreError::Corrupt {
+            what: "cron row",
+            message: e.to_string(),
+        };
+        Ok::<_, StoreError>(CronRecord {
+            namespace: r.try_get("namespace").map_err(bad)?,
+            name: r.try_get("name").map_err(bad)?,
+            body: r.try_get::<Json<Value>, _>("body").map_err(bad)?.0,
+            suspended: r.try_get("suspended").map_err(bad)?,
+            last_scheduled_at: r.try_get("last_scheduled_at").map_err(bad)?,
+            created_at: r.try_get("created_at").map_err(bad)?,
+            updated_at: r.try_get("updated_at").map_err(bad)?,
+        })
+    }};
+}
+
+const CRON_COLUMNS: &str =
+    "namespace, name, body, suspended, last_scheduled_at, created_at, updated_at";
+
+impl Store {
+    /// Creates (`create`, failing if it exists) or replaces a CronWorkflow's body.
+    pub async fn put_cron(
+        &self,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        now: i64,
+        create: bool,
+    ) -> Result<()> {
+        let res = on_pool!(&self.pool, |p| {
+            let sql = if create {
+                "INSERT INTO cron_workflows (namespace, name, body, suspended, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
+            } else {
+                "UPDATE cron_workflows SET body = $3, suspended = $4, updated_at = $5 WHERE namespace = $1 AND name = $2"
+            };
+            let suspended = body["spec"]["suspend"].as_bool().unwrap_or(false);
+            sqlx::query(sql)
+                .bind(namespace)
+                .bind(name)
+                .bind(Json(body))
+                .bind(suspended)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        });
+        match res {
+            Ok(0) => Err(StoreError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
+            Err(e) => Err(StoreError::Query {
+                op: "storing a cron workflow",
+                source: e,
+            }),
+        }
+    }
+
+    pub async fn get_cron(&self, namespace: &str, name: &str) -> Result<CronRecord> {
+        let row = on_pool!(&self.pool, |p| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {CRON_COLUMNS} FROM cron_workflows WHERE namespace = $1 AND name = $2"
+            )))
+            .bind(namespace)
+            .bind(name)
+            .fetch_optional(p)
+            .await
+            .map_err(q("reading a cron workflow"))?
+            .map(|r| cron_row!(&r))
+            .transpose()?
+        });
+        row.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    /// CronWorkflows of a namespace, or of all namespaces.
+    pub async fn list_crons(&self, namespace: Option<&str>) -> Result<Vec<CronRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {CRON_COLUMNS} FROM cron_workflows WHERE ($1 IS NULL OR namespace = $1) ORDER BY namespace, name"
+            )))
+            .bind(namespace)
+            .fetch_all(p)
+            .await
+            .map_err(q("listing cron workflows"))?;
+            rows.iter().map(|r| cron_row!(r)).collect()
+        })
+    }
+
+    pub async fn delete_cron(&self, namespace: &str, name: &str) -> Result<bool> {
+        let n = on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM cron_workflows WHERE namespace = $1 AND name = $2")
+                .bind(namespace)
+                .bind(name)
+                .execute(p)
+                .await
+                .map_err(q("deleting a cron workflow"))?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    pub async fn set_cron_suspended(
+        &self,
+        namespace: &str,
+        name: &str,
+        suspended: bool,
+        now: i64,
+    ) -> Result<()> {
+        let n = on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE cron_workflows SET suspended = $3, updated_at = $4 WHERE namespace = $1 AND name = $2")
+                .bind(namespace)
+                .bind(name)
+                .bind(suspended)
+                .bind(now)
+                .execute(p)
+                .await
+                .map_err(q("suspending a cron workflow"))?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Claims the firing at `at`: true for exactly one caller per scheduled time.
+    pub async fn claim_cron_firing(&self, namespace: &str, name: &str, at: i64) -> Result<bool> {
+        let n = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE cron_workflows SET last_scheduled_at = $3 WHERE namespace = $1 AND name = $2 \
+                 AND (last_scheduled_at IS NULL OR last_scheduled_at < $3)",
+            )
+            .bind(namespace)
+            .bind(name)
+            .bind(at)
+            .execute(p)
+            .await
+            .map_err(q("claiming a cron firing"))?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
+
 /// What to list; see [`Store::list_workflows_page`].
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
