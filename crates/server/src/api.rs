@@ -1247,42 +1247,6 @@ async fn delete_archived(
     Ok(Json(json!({})))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The checked-in `api/openapi.json` is the generated document: regenerate it with
-    /// `cargo run -p riposte -- openapi > api/openapi.json` when the API changes.
-    #[test]
-    fn checked_in_openapi_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../api/openapi.json");
-        let text = std::fs::read_to_string(&path).expect("api/openapi.json is checked in");
-        let checked_in: Value = serde_json::from_str(&text).expect("valid JSON");
-        assert!(
-            checked_in == openapi(),
-            "api/openapi.json is stale: run `cargo run -p riposte -- openapi > api/openapi.json`"
-        );
-    }
-
-    /// Every documented operation is routed, and nothing routed is undocumented.
-    #[test]
-    fn router_serves_exactly_the_documented_operations() {
-        let source = include_str!("api.rs");
-        let routed: std::collections::BTreeSet<&str> = source
-            .split(".route(")
-            .skip(1)
-            .filter_map(|r| {
-                r.trim_start()
-                    .strip_prefix('"')
-                    .and_then(|r| r.split('"').next())
-            })
-            .filter(|p| p.starts_with("/api/"))
-            .collect();
-        let documented: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.1).collect();
-        assert_eq!(routed, documented);
-    }
-}
-
 fn cron_json(r: &store::CronRecord) -> Value {
     let mut body = r.body.clone();
     body["metadata"]["namespace"] = json!(r.namespace);
@@ -1423,4 +1387,40 @@ async fn resume_cron(
     Ok(Json(cron_json(
         &c.store().get_cron(&namespace, &name).await?,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in `api/openapi.json` is the generated document: regenerate it with
+    /// `cargo run -p riposte -- openapi > api/openapi.json` when the API changes.
+    #[test]
+    fn checked_in_openapi_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../api/openapi.json");
+        let text = std::fs::read_to_string(&path).expect("api/openapi.json is checked in");
+        let checked_in: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(
+            checked_in == openapi(),
+            "api/openapi.json is stale: run `cargo run -p riposte -- openapi > api/openapi.json`"
+        );
+    }
+
+    /// Every documented operation is routed, and nothing routed is undocumented.
+    #[test]
+    fn router_serves_exactly_the_documented_operations() {
+        let source = include_str!("api.rs");
+        let routed: std::collections::BTreeSet<&str> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|r| {
+                r.trim_start()
+                    .strip_prefix('"')
+                    .and_then(|r| r.split('"').next())
+            })
+            .filter(|p| p.starts_with("/api/"))
+            .collect();
+        let documented: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.1).collect();
+        assert_eq!(routed, documented);
+    }
 }

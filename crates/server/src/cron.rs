@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn schedules_table() {
-        let cases: &[(&str, Option<&str>, &str, Result<&str, &str>)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
             (
                 "*/5 * * * *",
                 None,
@@ -254,7 +255,7 @@ mod tests {
             ),
         ];
         for (schedule, tz, after, want) in cases {
-            let got = next_fire(schedule, *tz, at(after)).map(|ms| expr::time::rfc3339(ms));
+            let got = next_fire(schedule, *tz, at(after)).map(expr::time::rfc3339);
             match want {
                 Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{schedule}"),
                 Err(m) => assert!(
