@@ -128,6 +128,16 @@ pub enum Input {
         terminate: bool,
         message: Option<String>,
     },
+    /// Argo's `retry` of a finished workflow: failed, errored and omitted nodes are removed
+    /// (and, with `restart_successful`, succeeded ones matching `node_selector`), their
+    /// parents reset to Running, the exit handler cleared, and the workflow runs again with
+    /// `parameters` overriding workflow parameters.
+    Retry {
+        now: i64,
+        restart_successful: bool,
+        node_selector: Option<String>,
+        parameters: Vec<(String, String)>,
+    },
 }
 
 impl Input {
@@ -138,7 +148,8 @@ impl Input {
             | Input::NodeFinished { now, .. }
             | Input::Tick { now }
             | Input::Resume { now, .. }
-            | Input::Stop { now, .. } => *now,
+            | Input::Stop { now, .. }
+            | Input::Retry { now, .. } => *now,
         }
     }
 }
@@ -245,6 +256,8 @@ pub struct Workflow {
     pub(crate) group_cache: HashMap<String, operator::GroupPlan>,
     /// Nodes created or changed since the last `take_dirty_nodes`.
     pub(crate) dirty: BTreeSet<String>,
+    /// Nodes removed since the last `take_deleted_nodes`.
+    pub(crate) deleted: BTreeSet<String>,
 }
 
 impl Workflow {
@@ -414,6 +427,7 @@ impl Workflow {
             dag_cache: HashMap::new(),
             group_cache: HashMap::new(),
             dirty: BTreeSet::new(),
+            deleted: BTreeSet::new(),
         })
     }
 
@@ -429,6 +443,11 @@ impl Workflow {
     pub fn nodes(&self) -> &Nodes {
         &self.nodes
     }
+    /// The ids of nodes removed (by `Retry`) since the last call.
+    pub fn take_deleted_nodes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.deleted).into_iter().collect()
+    }
+
     /// The ids of nodes created or changed since the last call, for incremental persistence.
     pub fn take_dirty_nodes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dirty).into_iter().collect()

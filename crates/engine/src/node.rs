@@ -185,6 +185,12 @@ impl Nodes {
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Node> {
         self.by_id.get_mut(id)
     }
+    pub fn remove(&mut self, id: &str) -> Option<Node> {
+        self.by_id.remove(id)
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.by_id.values_mut()
+    }
     pub fn insert(&mut self, node: Node) {
         self.by_id.insert(node.id.clone(), node);
     }

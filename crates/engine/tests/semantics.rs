@@ -724,3 +724,58 @@ fn parameters_must_be_declared_and_enums_respected() {
         "{err}"
     );
 }
+
+#[test]
+fn retry_reruns_failed_nodes_only_and_reopens_parents() {
+    let body = r#"
+  entrypoint: main
+  onExit: bye
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: ok}
+    - - {name: b, template: flaky}
+    - - {name: c, template: ok}
+  - name: ok
+    container: {image: busybox, command: [sh, -c, "exit 0"]}
+  - name: flaky
+    container: {image: busybox, command: [sh, -c, "flaky"]}
+  - name: bye
+    container: {image: busybox, command: [sh, -c, "exit 0"]}
+"#;
+    let wf = workflow(&format!("{HEAD}{body}"), &[]);
+    let fail_flaky = std::rc::Rc::new(std::cell::Cell::new(true));
+    let fail = fail_flaky.clone();
+    let behave = move |n: &riposte_engine::ExecuteNode| {
+        let flaky = n.node_name.ends_with(".b");
+        if flaky && fail.get() {
+            ExecResult::exited(1, "")
+        } else {
+            ExecResult::succeeded(0, "")
+        }
+    };
+    let first = simulate(wf, &behave, 1000, Vec::new());
+    assert_eq!(first.wf.phase(), Phase::Failed);
+    assert!(!nodes(&first.wf).contains_key("wf[2].c"));
+    fail_flaky.set(false);
+    let mut wf = first.wf;
+    let _ = wf.take_deleted_nodes();
+    let retry = Input::Retry {
+        now: 5_000_000,
+        restart_successful: false,
+        node_selector: None,
+        parameters: Vec::new(),
+    };
+    let second = support::simulate_from(wf, vec![retry], &behave, 1000, Vec::new());
+    let got = nodes(&second.wf);
+    assert_eq!(second.wf.phase(), Phase::Succeeded, "{got:#?}");
+    assert_eq!(got["wf[1].b"].0, Phase::Succeeded);
+    assert_eq!(got["wf[2].c"].0, Phase::Succeeded);
+    // `a` succeeded before: it did not run again; the exit handler ran again.
+    let ran: Vec<&str> = second
+        .executed
+        .iter()
+        .map(|e| e.node_name.as_str())
+        .collect();
+    assert_eq!(ran, vec!["wf[1].b", "wf[2].c", "wf.onExit"]);
+}

@@ -131,6 +131,26 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Retry a finished workflow that did not succeed: its failed nodes run again.
+    Retry {
+        name: String,
+        /// Also run again the succeeded nodes matching --node-field-selector.
+        #[arg(long)]
+        restart_successful: bool,
+        /// A node name, display name, id or template name.
+        #[arg(long)]
+        node_field_selector: Option<String>,
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resubmit: a new workflow from the same spec and parameters.
+    Resubmit {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop a workflow: running steps are failed, exit handlers still run.
     Stop {
         name: String,
@@ -476,6 +496,35 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })()),
         Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
+        Cmd::Retry {
+            name,
+            restart_successful,
+            node_field_selector,
+            parameters,
+            remote,
+        } => report((|| {
+            let body = serde_json::json!({
+                "restartSuccessful": restart_successful,
+                "nodeFieldSelector": node_field_selector.map(|s| format!("name={s}")),
+                "parameters": parameters,
+            });
+            remote.client().call(
+                "PUT",
+                &format!("/api/v1/workflows/{}/{name}/retry", remote.namespace),
+                Some(&body),
+            )?;
+            println!("workflow {name}: retrying");
+            Ok(ExitCode::SUCCESS)
+        })()),
+        Cmd::Resubmit { name, remote } => report((|| {
+            let v = remote.client().call(
+                "PUT",
+                &format!("/api/v1/workflows/{}/{name}/resubmit", remote.namespace),
+                Some(&serde_json::json!({})),
+            )?;
+            println!("{}", v["metadata"]["name"].as_str().unwrap_or(""));
+            Ok(ExitCode::SUCCESS)
+        })()),
         Cmd::Terminate { name, remote } => report(simple_put(&remote, &name, "terminate")),
         Cmd::Delete { name, remote } => report((|| {
             remote.client().call(

@@ -1005,3 +1005,72 @@ fn cron_workflows_fire_on_schedule_and_respect_policy_and_suspend() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(count("tick"), before, "a suspended cron fired");
 }
+
+#[test]
+fn retry_reruns_only_what_failed() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start_with(home.path(), &["--no-isolation"]);
+    let base = &s.base;
+    let ready = home.path().join("ready");
+    let count = home.path().join("count");
+    let wf = json!({"workflow": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "flaky"},
+    "spec": {"entrypoint": "main", "templates": [
+        {"name": "main", "steps": [[{"name": "first", "template": "first"}], [{"name": "gate", "template": "gate"}]]},
+        {"name": "first", "container": {"image": "busybox", "command": ["sh", "-c", format!("echo x >> {}", count.display())]}},
+        {"name": "gate", "container": {"image": "busybox", "command": ["sh", "-c", format!("test -e {}", ready.display())]}}
+    ]}}});
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(phase(&wait_for(base, "flaky", finished)), "Failed");
+    std::fs::write(&ready, "").expect("marker");
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["retry", "flaky"])
+        .env("RIPOSTE_SERVER", base)
+        .output()
+        .expect("riposte retry");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wf = wait_for(base, "flaky", |w| {
+        phase(w) == "Succeeded" || phase(w) == "Error"
+    });
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    assert_eq!(
+        std::fs::read_to_string(&count)
+            .expect("count")
+            .lines()
+            .count(),
+        1,
+        "the succeeded step ran again"
+    );
+    let (code, e) = call(
+        "PUT",
+        &format!("{base}/api/v1/workflows/default/flaky/retry"),
+        Some(json!({})),
+    );
+    assert_eq!(
+        (code, e["code"].as_u64()),
+        (400, Some(9)),
+        "a succeeded workflow is not retried: {e}"
+    );
+    // The history, retry included, still replays to the stored state.
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["replay", "flaky"])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("replay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use spec::WorkflowResource;
 
 use crate::auth::{Auth, Denied, Role};
-use crate::controller::{ControlError, Controller};
+use crate::controller::{ControlError, Controller, RetryRequest};
 use crate::driver::now_ms;
 
 /// An API error in Argo's shape.
@@ -115,7 +115,7 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::GET, _) => Role::Viewer,
         (&Method::POST, ["workflows", _])
         | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
-        (&Method::PUT, ["workflows", _, _, "resubmit"]) => Role::Submitter,
+        (&Method::PUT, ["workflows", _, _, "resubmit" | "retry"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resume" | "set"]) => Role::Approver,
         _ => Role::Admin,
     };
@@ -242,6 +242,24 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/workflows/{namespace}/{name}/terminate",
         "WorkflowService_TerminateWorkflow",
         "Terminate: fail running steps, no exit handlers",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/retry",
+        "WorkflowService_RetryWorkflow",
+        "Run failed nodes again ({restartSuccessful, nodeFieldSelector, parameters})",
+    ),
+    (
+        "put",
+        "/api/v1/archived-workflows/{uid}/retry",
+        "ArchivedWorkflowService_RetryArchivedWorkflow",
+        "Retry a finished workflow by uid",
+    ),
+    (
+        "put",
+        "/api/v1/archived-workflows/{uid}/resubmit",
+        "ArchivedWorkflowService_ResubmitArchivedWorkflow",
+        "Resubmit a finished workflow by uid",
     ),
     (
         "put",
@@ -498,6 +516,18 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
         .route(
             "/api/v1/cron-workflows/{namespace}/{name}/resume",
             put(resume_cron),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/retry",
+            put(retry_workflow),
+        )
+        .route(
+            "/api/v1/archived-workflows/{uid}/retry",
+            put(retry_archived),
+        )
+        .route(
+            "/api/v1/archived-workflows/{uid}/resubmit",
+            put(resubmit_archived),
         )
         .route("/api/v1/archived-workflows", get(list_archived))
         .route(
@@ -1387,6 +1417,61 @@ async fn resume_cron(
     Ok(Json(cron_json(
         &c.store().get_cron(&namespace, &name).await?,
     )))
+}
+
+fn retry_args(body: &Value) -> ApiResult<RetryRequest> {
+    let restart = body["restartSuccessful"].as_bool().unwrap_or(false);
+    let mut params = Vec::new();
+    for p in body["parameters"].as_array().into_iter().flatten() {
+        let p = p.as_str().unwrap_or("");
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            ApiError::invalid(format!("parameters entry {p:?} must look like name=value"))
+        })?;
+        params.push((k.to_string(), v.to_string()));
+    }
+    Ok(RetryRequest {
+        restart_successful: restart,
+        node_selector: node_selector(body),
+        parameters: params,
+    })
+}
+
+async fn retry_workflow(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> ApiResult {
+    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    let req = retry_args(&body)?;
+    c.retry(&namespace, &name, req, &caller.name, &caller.source)
+        .await?;
+    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+}
+
+async fn retry_archived(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path(uid): Path<String>,
+    body: Option<Json<Value>>,
+) -> ApiResult {
+    let rec = c.store().get_workflow_by_uid(&uid).await?;
+    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    let req = retry_args(&body)?;
+    c.retry(&rec.namespace, &rec.name, req, &caller.name, &caller.source)
+        .await?;
+    Ok(Json(
+        c.workflow_json(&rec.namespace, &rec.name, true).await?,
+    ))
+}
+
+async fn resubmit_archived(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path(uid): Path<String>,
+) -> ApiResult {
+    let rec = c.store().get_workflow_by_uid(&uid).await?;
+    resubmit_workflow(State(c), Extension(caller), Path((rec.namespace, rec.name))).await
 }
 
 #[cfg(test)]

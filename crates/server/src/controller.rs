@@ -43,6 +43,16 @@ impl From<store::StoreError> for ControlError {
     }
 }
 
+/// What to run again in a `retry`.
+#[derive(Debug, Clone, Default)]
+pub struct RetryRequest {
+    pub restart_successful: bool,
+    /// A node name, display name, id or template name (with `restart_successful`).
+    pub node_selector: Option<String>,
+    /// Workflow parameters to change.
+    pub parameters: Vec<(String, String)>,
+}
+
 /// How the controller runs steps.
 #[derive(Clone)]
 pub struct ControllerConfig {
@@ -338,6 +348,109 @@ impl Controller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(uid)
+    }
+
+    /// Argo's `retry`: a finished, unsuccessful workflow runs again from its history; its
+    /// failed nodes (and, with `restart_successful`, succeeded ones matching the selector)
+    /// run again, nothing else does.
+    pub async fn retry(
+        &self,
+        namespace: &str,
+        name: &str,
+        req: RetryRequest,
+        actor: &str,
+        source: &str,
+    ) -> Result<(), ControlError> {
+        let RetryRequest {
+            restart_successful,
+            node_selector,
+            parameters,
+        } = req;
+        let store = &self.inner.store;
+        let rec = store.get_workflow(namespace, name).await?;
+        if rec.finished_at.is_none() || self.is_running(&rec.uid) {
+            return Err(ControlError::FailedPrecondition(format!(
+                "workflow {namespace}/{name} is still running; only finished workflows can be retried"
+            )));
+        }
+        if rec.phase == "Succeeded" && !restart_successful {
+            return Err(ControlError::FailedPrecondition(format!(
+                "workflow {namespace}/{name} succeeded; use restartSuccessful to run nodes again"
+            )));
+        }
+        let (mut wf, persist) = self.rebuild(&rec).await?;
+        let now = now_ms();
+        let retry = Input::Retry {
+            now,
+            restart_successful,
+            node_selector,
+            parameters,
+        };
+        // Check it applies before recording anything.
+        let mut probe = wf.clone();
+        probe
+            .step(std::slice::from_ref(&retry))
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        wf.take_dirty_nodes();
+        if !store
+            .claim_workflow(
+                &rec.uid,
+                &self.inner.config.holder,
+                now,
+                now + self.inner.config.lease_ttl_ms,
+            )
+            .await?
+        {
+            return Err(ControlError::FailedPrecondition(format!(
+                "workflow {namespace}/{name} is driven by another replica"
+            )));
+        }
+        store
+            .audit_append(&[store::AuditEntry {
+                at: now,
+                actor: actor.to_string(),
+                action: "workflow.retry".into(),
+                object: format!("workflows/{namespace}/{name}"),
+                source: source.to_string(),
+                details: serde_json::to_value(&retry).unwrap_or(Value::Null),
+            }])
+            .await?;
+        self.spawn(wf, persist, vec![retry]);
+        Ok(())
+    }
+
+    /// Folds a workflow's history into a fresh engine and prepares its persistence.
+    async fn rebuild(
+        &self,
+        rec: &store::WorkflowRecord,
+    ) -> Result<(Workflow, Persist), ControlError> {
+        let store = &self.inner.store;
+        let def = Definition::from_value(&rec.definition)?;
+        let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        for (i, batch) in store.history(&rec.uid).await?.iter().enumerate() {
+            let inputs: Vec<Input> = serde_json::from_value(batch.clone()).map_err(|e| {
+                ControlError::Store(store::StoreError::Corrupt {
+                    what: "history",
+                    message: format!("batch {i}: {e}"),
+                })
+            })?;
+            wf.step(&inputs).map_err(|e| {
+                ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
+            })?;
+        }
+        let mut persist = Persist::new(
+            store.clone(),
+            rec.uid.clone(),
+            format!("workflows/{}/{}", rec.namespace, rec.name),
+        );
+        persist.next_seq = rec.history_len;
+        for node in store.nodes(&rec.uid).await? {
+            persist.phases.insert(node.id, node.phase);
+        }
+        wf.take_dirty_nodes();
+        wf.take_deleted_nodes();
+        Ok((wf, persist))
     }
 
     /// Claims (or renews) the leases of unfinished workflows and continues, from its

@@ -79,6 +79,7 @@ impl Persist {
             source,
         };
         let dirty = wf.take_dirty_nodes();
+        let removed = wf.take_deleted_nodes();
         let nodes: Vec<store::NodeRow> = wf
             .nodes_json(&dirty)
             .into_iter()
@@ -98,7 +99,7 @@ impl Persist {
         };
         let inputs = serde_json::to_value(batch).map_err(DriveError::Encode)?;
         let now = now_ms();
-        self.append_with_retry(seq, &inputs, now, &nodes, &state)
+        self.append_with_retry(seq, &inputs, now, &nodes, &removed, &state)
             .await
             .map_err(fail)?;
         self.next_seq += 1;
@@ -139,13 +140,14 @@ impl Persist {
         inputs: &serde_json::Value,
         now: i64,
         nodes: &[store::NodeRow],
+        removed: &[String],
         state: &store::WorkflowState,
     ) -> Result<(), store::StoreError> {
         let mut attempt = 0;
         loop {
             match self
                 .store
-                .append_step(&self.uid, seq, inputs, now, nodes, state)
+                .append_step_with_removals(&self.uid, seq, inputs, now, nodes, removed, state)
                 .await
             {
                 Ok(()) => return Ok(()),

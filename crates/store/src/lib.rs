@@ -273,6 +273,22 @@ impl Store {
         nodes: &[NodeRow],
         state: &WorkflowState,
     ) -> Result<()> {
+        self.append_step_with_removals(uid, seq, inputs, recorded_at, nodes, &[], state)
+            .await
+    }
+
+    /// [`Store::append_step`] that also removes nodes from the projection (a retry).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_step_with_removals(
+        &self,
+        uid: &str,
+        seq: i64,
+        inputs: &Value,
+        recorded_at: i64,
+        nodes: &[NodeRow],
+        removed: &[String],
+        state: &WorkflowState,
+    ) -> Result<()> {
         // The same transaction on both backends; only the node upsert differs (one UNNEST
         // statement on PostgreSQL, a prepared statement per node on SQLite).
         macro_rules! step_tx {
@@ -286,6 +302,14 @@ impl Store {
                     .execute(&mut *$tx)
                     .await
                     .map_err(q("appending history"))?;
+                for id in removed {
+                    sqlx::query("DELETE FROM nodes WHERE workflow_uid = $1 AND node_id = $2")
+                        .bind(uid)
+                        .bind(id)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(q("removing retried nodes"))?;
+                }
                 $upsert;
                 let updated = sqlx::query(
                     "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",

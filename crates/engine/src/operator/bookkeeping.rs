@@ -104,6 +104,21 @@ impl Workflow {
         }
     }
 
+    /// Recomputes the running-node counters from the nodes (after `Retry` removed some).
+    pub(crate) fn recount_active(&mut self) {
+        self.active_pods = 0;
+        self.active_by_boundary.clear();
+        let active: Vec<(NodeType, Option<String>)> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.phase.fulfilled())
+            .map(|n| (n.node_type, n.boundary_id.clone()))
+            .collect();
+        for (t, b) in active {
+            self.track_active(t, &b, 1);
+        }
+    }
+
     /// Links a child; callers link each pair once, when the child is created.
     pub(crate) fn add_child(&mut self, parent_id: &str, child_id: &str) {
         if let Some(p) = self.nodes.get_mut(parent_id)

@@ -1,10 +1,10 @@
 //! Applying inputs: results, resumes, stops. Only bookkeeping here; decisions happen in the walk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use spec::Parameter;
 
-use crate::node::{NodeOutputs, NodeType, Phase};
+use crate::node::{Node, NodeOutputs, NodeType, Phase};
 use crate::{Command, EngineError, ExecResult, Input, Pending, Shutdown, Workflow};
 
 impl Workflow {
@@ -69,6 +69,21 @@ impl Workflow {
                     self.resume_suspend(&id, parameters);
                 }
             }
+            Input::Retry {
+                restart_successful,
+                node_selector,
+                parameters,
+                ..
+            } => {
+                self.require_started("Retry")?;
+                if !self.is_finished() || self.phase == Phase::Succeeded && !restart_successful {
+                    return Err(EngineError::Invalid(format!(
+                        "only a finished workflow that did not succeed can be retried (phase {})",
+                        self.phase.as_str()
+                    )));
+                }
+                self.retry(*restart_successful, node_selector.as_deref(), parameters)?;
+            }
             Input::Stop {
                 terminate, message, ..
             } => {
@@ -87,6 +102,146 @@ impl Workflow {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Removes what must run again and reopens everything above it (see `Input::Retry`).
+    fn retry(
+        &mut self,
+        restart_successful: bool,
+        selector: Option<&str>,
+        parameters: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        for (name, value) in parameters {
+            if !self
+                .resource
+                .spec
+                .arguments
+                .parameters
+                .iter()
+                .any(|p| &p.name == name)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "parameter {name:?} is not declared in spec.arguments.parameters"
+                )));
+            }
+            self.globals
+                .insert(format!("workflow.parameters.{name}"), value.clone());
+            if let Some(p) = self
+                .resource
+                .spec
+                .arguments
+                .parameters
+                .iter_mut()
+                .find(|p| &p.name == name)
+            {
+                p.value = Some(spec::AnyString(value.clone()));
+            }
+        }
+        let grouping = |t: NodeType| {
+            matches!(
+                t,
+                NodeType::Steps
+                    | NodeType::DAG
+                    | NodeType::StepGroup
+                    | NodeType::TaskGroup
+                    | NodeType::Retry
+            )
+        };
+        let matches_selector = |n: &Node| {
+            selector.is_none_or(|s| {
+                n.name == s
+                    || n.display_name == s
+                    || n.id == s
+                    || n.template_name.as_deref() == Some(s)
+            })
+        };
+        let exit_prefix = format!("{}.onExit", self.id.name);
+        let mut remove: BTreeSet<String> = BTreeSet::new();
+        for n in self.nodes.iter() {
+            let in_exit_handler = n.name == exit_prefix
+                || n.name.starts_with(&format!("{exit_prefix}."))
+                || n.name.starts_with(&format!("{exit_prefix}["));
+            let failed_leaf = !grouping(n.node_type)
+                && matches!(n.phase, Phase::Failed | Phase::Error | Phase::Omitted);
+            let restarted = restart_successful
+                && !grouping(n.node_type)
+                && n.phase == Phase::Succeeded
+                && matches_selector(n);
+            if in_exit_handler || failed_leaf || restarted {
+                remove.insert(n.id.clone());
+            }
+        }
+        // Whatever lives inside a removed node's boundary goes too.
+        loop {
+            let more: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| {
+                    !remove.contains(&n.id)
+                        && n.boundary_id.as_ref().is_some_and(|b| remove.contains(b))
+                })
+                .map(|n| n.id.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            remove.extend(more);
+        }
+        // Reopen: grouping nodes that did not succeed, those that lose a child, and every
+        // boundary above a reopened or removed node.
+        let mut reopen: BTreeSet<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !remove.contains(&n.id))
+            .filter(|n| {
+                grouping(n.node_type)
+                    && (n.phase != Phase::Succeeded
+                        || n.children.iter().any(|c| remove.contains(c)))
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        let mut frontier: Vec<Option<String>> = remove
+            .iter()
+            .chain(reopen.iter())
+            .map(|id| self.nodes.get(id).and_then(|n| n.boundary_id.clone()))
+            .collect();
+        while let Some(b) = frontier.pop() {
+            if let Some(b) = b
+                && !remove.contains(&b)
+                && reopen.insert(b.clone())
+            {
+                frontier.push(self.nodes.get(&b).and_then(|n| n.boundary_id.clone()));
+            }
+        }
+        for id in &remove {
+            self.nodes.remove(id);
+            self.pending.remove(id);
+            self.dirty.remove(id);
+            self.deleted.insert(id.clone());
+        }
+        for n in self.nodes.iter_mut() {
+            n.children.retain(|c| !remove.contains(c));
+            n.outbound_nodes.retain(|c| !remove.contains(c));
+            if reopen.contains(&n.id) {
+                n.phase = Phase::Running;
+                n.finished_at = None;
+                n.message.clear();
+                self.dirty.insert(n.id.clone());
+            }
+        }
+        self.recount_active();
+        self.dag_cache.clear();
+        self.group_cache.clear();
+        self.pending_exit_hooks.clear();
+        self.phase = Phase::Running;
+        self.message.clear();
+        self.finished_at = None;
+        self.shutdown = None;
+        self.globals
+            .insert("workflow.status".into(), "Running".into());
+        self.globals.remove("workflow.failures");
+        self.mutations += 1;
         Ok(())
     }
 

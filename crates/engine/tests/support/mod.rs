@@ -91,13 +91,30 @@ pub struct Run {
 /// wake-ups advance the clock. `interventions` are extra inputs delivered when the clock
 /// reaches their time (resume, stop).
 pub fn simulate(
+    wf: Workflow,
+    behaviour: &Behaviour,
+    step_ms: i64,
+    interventions: Vec<Input>,
+) -> Run {
+    simulate_from(
+        wf,
+        vec![Input::Start { now: 1_000_000 }],
+        behaviour,
+        step_ms,
+        interventions,
+    )
+}
+
+/// Like [`simulate`], starting with `first` (e.g. a `Retry` of a finished workflow).
+pub fn simulate_from(
     mut wf: Workflow,
+    first: Vec<Input>,
     behaviour: &Behaviour,
     step_ms: i64,
     mut interventions: Vec<Input>,
 ) -> Run {
-    let mut now = 1_000_000;
-    let mut history = vec![vec![Input::Start { now }]];
+    let mut now = first.iter().map(Input::now).max().unwrap_or(1_000_000);
+    let mut history = vec![first];
     let mut commands = wf.step(&history[0]).expect("start");
     let mut running: Vec<(i64, ExecuteNode)> = Vec::new();
     let mut executed = Vec::new();
