@@ -62,6 +62,47 @@ impl Client {
     }
 }
 
+impl Client {
+    fn request(&self, method: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(())
+            .with_context(|| format!("building a request to {url}"))?;
+        let resp = self.agent.run(req).with_context(|| {
+            format!("{method} {url}: is `riposte server` running there? (set RIPOSTE_SERVER)")
+        })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let mut resp = resp;
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            bail!("{method} {path}: HTTP {status}: {body}");
+        }
+        Ok(resp)
+    }
+
+    /// A plain-text answer (NDJSON logs).
+    pub fn call_text(&self, method: &str, path: &str) -> Result<String> {
+        let mut resp = self.request(method, path)?;
+        resp.body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading {path}"))
+    }
+
+    /// The lines of a streaming answer, as they arrive.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+    ) -> Result<impl Iterator<Item = std::io::Result<String>>> {
+        use std::io::BufRead;
+        let resp = self.request("GET", path)?;
+        Ok(std::io::BufReader::new(resp.into_body().into_reader()).lines())
+    }
+}
+
 /// `riposte submit FILE`: lint locally, then create the workflow on the server.
 pub fn submit(
     c: &Client,

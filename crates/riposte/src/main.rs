@@ -151,6 +151,28 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Follow a workflow's changes as they happen (the workflow-events stream) until it ends.
+    Watch {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a workflow's step logs (all nodes, or --node NODE_ID_OR_POD_NAME).
+    Logs {
+        name: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// CronWorkflows on the server: create FILE, list, get NAME, delete NAME, suspend NAME,
+    /// resume NAME.
+    Cron {
+        #[command(subcommand)]
+        cmd: CronCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop a workflow: running steps are failed, exit handlers still run.
     Stop {
         name: String,
@@ -232,6 +254,27 @@ impl Remote {
     fn client(&self) -> client::Client {
         client::Client::new(&self.server, self.token.clone())
     }
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Create the CronWorkflows in FILE.
+    Create {
+        file: PathBuf,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Suspend {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -496,6 +539,27 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })()),
         Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
+        Cmd::Watch { name, remote } => report(watch_cmd(&name, &remote)),
+        Cmd::Logs { name, node, remote } => report((|| {
+            let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);
+            if let Some(n) = node {
+                path.push_str(&format!("?podName={n}"));
+            }
+            let text = remote.client().call_text("GET", &path)?;
+            let mut out = std::io::stdout().lock();
+            for line in text.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).context("reading the log stream")?;
+                writeln!(
+                    out,
+                    "{}: {}",
+                    v["result"]["podName"].as_str().unwrap_or(""),
+                    v["result"]["content"].as_str().unwrap_or("")
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        })()),
+        Cmd::Cron { cmd, remote } => report(cron_cmd(cmd, &remote)),
         Cmd::Retry {
             name,
             restart_successful,
@@ -777,6 +841,125 @@ async fn open_store(db: &DbArgs) -> Result<store::Store> {
     store::Store::open(&url)
         .await
         .with_context(|| format!("opening the database {}", store::redact(&url)))
+}
+
+fn watch_cmd(name: &str, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    // Print the current state first, then every change.
+    let mut last = String::new();
+    let mut show = |w: &serde_json::Value| -> Result<bool> {
+        let line = format!(
+            "{}  {:<10} {:<7} {}",
+            w["metadata"]["name"].as_str().unwrap_or(""),
+            w["status"]["phase"].as_str().unwrap_or(""),
+            w["status"]["progress"].as_str().unwrap_or(""),
+            w["status"]["message"].as_str().unwrap_or("")
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        Ok(matches!(
+            w["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ))
+    };
+    let w = c.call(
+        "GET",
+        &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+        None,
+    )?;
+    if show(&w)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = format!(
+        "/api/v1/workflow-events/{}?listOptions.fieldSelector=metadata.name={name}",
+        remote.namespace
+    );
+    for line in c.stream_lines(&path)? {
+        let v: serde_json::Value =
+            serde_json::from_str(&line?).context("reading the event stream")?;
+        if show(&v["result"]["object"])? {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cron_cmd(cmd: CronCmd, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    let base = format!("/api/v1/cron-workflows/{}", remote.namespace);
+    match cmd {
+        CronCmd::Create { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let docs = spec::yaml::load_documents(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: {}",
+                    file.display(),
+                    e.position.line,
+                    e.position.col,
+                    e.message
+                )
+            })?;
+            let mut n = 0;
+            for d in docs
+                .into_iter()
+                .filter(|d| d.value["kind"] == "CronWorkflow")
+            {
+                let v = c.call("POST", &base, Some(&serde_json::json!({"namespace": remote.namespace, "cronWorkflow": d.value})))?;
+                println!("created {}", v["metadata"]["name"].as_str().unwrap_or(""));
+                n += 1;
+            }
+            if n == 0 {
+                bail!(InvalidInput(format!(
+                    "{} contains no CronWorkflow",
+                    file.display()
+                )));
+            }
+        }
+        CronCmd::List => {
+            let v = c.call("GET", &base, None)?;
+            println!(
+                "{:<32} {:<24} {:<10} LAST RUN",
+                "NAME", "SCHEDULE", "SUSPENDED"
+            );
+            for cw in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<24} {:<10} {}",
+                    cw["metadata"]["name"].as_str().unwrap_or(""),
+                    cw["spec"]["schedule"].as_str().unwrap_or(""),
+                    cw["spec"]["suspend"].as_bool().unwrap_or(false),
+                    cw["status"]["lastScheduledTime"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        CronCmd::Get { name } => print!(
+            "{}",
+            yaml_out::to_yaml(&c.call("GET", &format!("{base}/{name}"), None)?)
+        ),
+        CronCmd::Delete { name } => {
+            c.call("DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted {name}");
+        }
+        CronCmd::Suspend { name } => {
+            c.call(
+                "PUT",
+                &format!("{base}/{name}/suspend"),
+                Some(&serde_json::json!({})),
+            )?;
+            println!("suspended {name}");
+        }
+        CronCmd::Resume { name } => {
+            c.call(
+                "PUT",
+                &format!("{base}/{name}/resume"),
+                Some(&serde_json::json!({})),
+            )?;
+            println!("resumed {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn simple_put(remote: &Remote, name: &str, action: &str) -> Result<ExitCode> {

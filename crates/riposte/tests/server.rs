@@ -1074,3 +1074,55 @@ fn retry_reruns_only_what_failed() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn watch_logs_and_cron_commands() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(args)
+            .env("RIPOSTE_SERVER", &s.base)
+            .output()
+            .expect("riposte client")
+    };
+    let wf = home.path().join("wf.yaml");
+    std::fs::write(&wf, "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: busybox, command: [sh, -c, 'sleep 0.5; echo done-here']}\n").expect("write");
+    let out = cli(&["submit", wf.to_str().expect("path")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["watch", "w"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines().last().is_some_and(|l| l.contains("Succeeded")),
+        "{text}"
+    );
+    let out = cli(&["logs", "w"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": done-here"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let cron = home.path().join("cron.yaml");
+    std::fs::write(&cron, "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata: {name: nightly}\nspec:\n  schedule: '0 3 * * *'\n  timezone: Europe/Berlin\n  workflowSpec:\n    entrypoint: main\n    templates:\n    - name: main\n      container: {image: busybox, command: ['true']}\n").expect("write");
+    assert_eq!(
+        cli(&["cron", "create", cron.to_str().expect("path")])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(cli(&["cron", "suspend", "nightly"]).status.code(), Some(0));
+    let out = cli(&["cron", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("nightly") && l.contains("0 3 * * *") && l.contains("true")),
+        "{text}"
+    );
+    assert_eq!(cli(&["cron", "delete", "nightly"]).status.code(), Some(0));
+}

@@ -1100,15 +1100,21 @@ async fn watch_workflows(
     State(c): State<Controller>,
     Path(namespace): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // Server-sent events when asked for, NDJSON otherwise.
+    let sse = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
     let only = q
         .get("listOptions.fieldSelector")
         .and_then(|f| f.strip_prefix("metadata.name="))
         .map(str::to_string);
     let rx = c.subscribe();
     let stream = futures_util::stream::unfold(
-        (rx, c, namespace, only),
-        |(mut rx, c, ns, only)| async move {
+        (rx, c, namespace, only, sse),
+        |(mut rx, c, ns, only, sse)| async move {
             loop {
                 match rx.recv().await {
                     Ok((wns, wname)) => {
@@ -1118,11 +1124,16 @@ async fn watch_workflows(
                         let Ok(obj) = c.workflow_json(&wns, &wname, true).await else {
                             continue;
                         };
-                        let line = format!(
-                            "{}\n",
-                            json!({"result": {"type": "MODIFIED", "object": obj}})
-                        );
-                        return Some((Ok::<_, std::convert::Infallible>(line), (rx, c, ns, only)));
+                        let event = json!({"result": {"type": "MODIFIED", "object": obj}});
+                        let line = if sse {
+                            format!("data: {event}\n\n")
+                        } else {
+                            format!("{event}\n")
+                        };
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(line),
+                            (rx, c, ns, only, sse),
+                        ));
                     }
                     // A slow reader skips ahead; the next event carries the whole state anyway.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -1131,8 +1142,13 @@ async fn watch_workflows(
             }
         },
     );
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
     (
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        [(axum::http::header::CONTENT_TYPE, content_type)],
         axum::body::Body::from_stream(stream),
     )
         .into_response()
