@@ -128,6 +128,10 @@ pub enum Input {
         terminate: bool,
         message: Option<String>,
     },
+    /// Argo's `suspend` of a whole workflow: nothing new starts until a `Resume`.
+    Suspend {
+        now: i64,
+    },
     /// Argo's `retry` of a finished workflow: failed, errored and omitted nodes are removed
     /// (and, with `restart_successful`, succeeded ones matching `node_selector`), their
     /// parents reset to Running, the exit handler cleared, and the workflow runs again with
@@ -149,7 +153,8 @@ impl Input {
             | Input::Tick { now }
             | Input::Resume { now, .. }
             | Input::Stop { now, .. }
-            | Input::Retry { now, .. } => *now,
+            | Input::Retry { now, .. }
+            | Input::Suspend { now } => *now,
         }
     }
 }
@@ -240,6 +245,8 @@ pub struct Workflow {
     pub(crate) shutdown: Option<Shutdown>,
     /// While evaluating exit handlers, shutdown does not block new nodes.
     pub(crate) in_exit_handler: bool,
+    /// `suspend`ed (or `spec.suspend: true`): no new nodes start until resumed.
+    pub(crate) suspended: bool,
     pub(crate) pending: BTreeMap<String, Pending>,
     pub(crate) active_pods: usize,
     pub(crate) active_by_boundary: HashMap<String, usize>,
@@ -416,6 +423,7 @@ impl Workflow {
             now: 0,
             shutdown: None,
             in_exit_handler: false,
+            suspended: false,
             pending: BTreeMap::new(),
             active_pods: 0,
             active_by_boundary: HashMap::new(),
@@ -433,6 +441,10 @@ impl Workflow {
 
     pub fn identity(&self) -> &WorkflowIdentity {
         &self.id
+    }
+    /// Whether the whole workflow is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
     }
     pub fn phase(&self) -> Phase {
         self.phase

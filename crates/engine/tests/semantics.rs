@@ -779,3 +779,36 @@ fn retry_reruns_failed_nodes_only_and_reopens_parents() {
         .collect();
     assert_eq!(ran, vec!["wf[1].b", "wf[2].c", "wf.onExit"]);
 }
+
+#[test]
+fn suspending_the_workflow_holds_new_steps_until_resumed() {
+    let body = r#"
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: ok}
+    - - {name: b, template: ok}
+  - name: ok
+    container: {image: busybox, command: [sh, -c, "exit 0"]}
+"#;
+    let wf = workflow(&format!("{HEAD}{body}"), &[]);
+    // Suspended while `a` runs (it finishes at +10s); resumed at +60s.
+    let interventions = vec![
+        Input::Suspend { now: 1_005_000 },
+        Input::Resume {
+            now: 1_060_000,
+            node: None,
+            parameters: Default::default(),
+        },
+    ];
+    let run = simulate(wf, &shell_like(BTreeMap::new()), 10_000, interventions);
+    assert_eq!(run.wf.phase(), Phase::Succeeded);
+    let b = run
+        .wf
+        .nodes()
+        .iter()
+        .find(|n| n.name == "wf[1].b")
+        .expect("b ran");
+    assert_eq!(b.started_at, 1_060_000, "b started only when resumed");
+}

@@ -173,6 +173,12 @@ enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Suspend a workflow: running steps finish, nothing new starts until `resume`.
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop a workflow: running steps are failed, exit handlers still run.
     Stop {
         name: String,
@@ -539,6 +545,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })()),
         Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
+        Cmd::Suspend { name, remote } => report(simple_put(&remote, &name, "suspend")),
         Cmd::Watch { name, remote } => report(watch_cmd(&name, &remote)),
         Cmd::Logs { name, node, remote } => report((|| {
             let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);

@@ -1102,6 +1102,8 @@ fn watch_logs_and_cron_commands() {
         text.lines().last().is_some_and(|l| l.contains("Succeeded")),
         "{text}"
     );
+    // Logs of finished steps are served from the database, not from the replica's files.
+    std::fs::remove_dir_all(home.path().join("server/runs/w/logs")).expect("remove log files");
     let out = cli(&["logs", "w"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(": done-here"),
@@ -1125,4 +1127,41 @@ fn watch_logs_and_cron_commands() {
         "{text}"
     );
     assert_eq!(cli(&["cron", "delete", "nightly"]).status.code(), Some(0));
+}
+
+#[test]
+fn suspend_holds_new_steps_until_resume() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(args)
+            .env("RIPOSTE_SERVER", &s.base)
+            .output()
+            .expect("riposte client")
+    };
+    let two = home.path().join("two.yaml");
+    std::fs::write(&two, "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: two}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: s}\n    - - {name: b, template: s}\n  - name: s\n    container: {image: busybox, command: [sleep, '0.5']}\n").expect("write");
+    assert_eq!(
+        cli(&["submit", two.to_str().expect("path")]).status.code(),
+        Some(0)
+    );
+    assert_eq!(cli(&["suspend", "two"]).status.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, w) = call(
+        "GET",
+        &format!("{}/api/v1/workflows/default/two", s.base),
+        None,
+    );
+    assert_eq!(phase(&w), "Running", "{w}");
+    assert!(
+        !w["status"]["nodes"]
+            .as_object()
+            .expect("nodes")
+            .values()
+            .any(|n| n["displayName"] == "b"),
+        "b started while suspended"
+    );
+    assert_eq!(cli(&["resume", "two"]).status.code(), Some(0));
+    assert_eq!(phase(&wait_for(&s.base, "two", finished)), "Succeeded");
 }

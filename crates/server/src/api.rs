@@ -116,7 +116,7 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::POST, ["workflows", _])
         | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resubmit" | "retry"]) => Role::Submitter,
-        (&Method::PUT, ["workflows", _, _, "resume" | "set"]) => Role::Approver,
+        (&Method::PUT, ["workflows", _, _, "resume" | "set" | "suspend"]) => Role::Approver,
         _ => Role::Admin,
     };
     match parts.first() {
@@ -260,6 +260,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/archived-workflows/{uid}/resubmit",
         "ArchivedWorkflowService_ResubmitArchivedWorkflow",
         "Resubmit a finished workflow by uid",
+    ),
+    (
+        "put",
+        "/api/v1/workflows/{namespace}/{name}/suspend",
+        "WorkflowService_SuspendWorkflow",
+        "Suspend the workflow: nothing new starts until resume",
     ),
     (
         "put",
@@ -516,6 +522,10 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
         .route(
             "/api/v1/cron-workflows/{namespace}/{name}/resume",
             put(resume_cron),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/suspend",
+            put(suspend_workflow),
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/retry",
@@ -1063,25 +1073,56 @@ async fn workflow_logs(
 ) -> Result<Response, ApiError> {
     let rec = c.store().get_workflow(&namespace, &name).await?;
     let only = q.get("podName").filter(|p| !p.is_empty());
+    let nodes: HashMap<String, store::NodeRow> = c
+        .store()
+        .nodes(&rec.uid)
+        .await?
+        .into_iter()
+        .map(|n| (n.id.clone(), n))
+        .collect();
+    let pod_of = |id: &str| -> String {
+        nodes
+            .get(id)
+            .map(|n| {
+                engine::pod_name(
+                    &name,
+                    &n.name,
+                    n.status["templateName"].as_str().unwrap_or(""),
+                )
+            })
+            .unwrap_or_else(|| id.to_string())
+    };
+    // Finished nodes' logs are in the database (any replica can serve them); running nodes'
+    // logs are read from this replica's files.
+    let mut by_node: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (id, line) in c.store().node_logs(&rec.uid).await? {
+        by_node.entry(id).or_default().push(line);
+    }
     let dir = c.logs_dir(&name);
-    let mut out = String::new();
-    let mut nodes = c.store().nodes(&rec.uid).await?;
-    nodes.sort_by(|a, b| {
-        a.status["startedAt"]
-            .as_str()
-            .cmp(&b.status["startedAt"].as_str())
-            .then(a.name.cmp(&b.name))
+    for id in nodes.keys() {
+        if !by_node.contains_key(id)
+            && let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.log")))
+        {
+            by_node.insert(id.clone(), text.lines().map(str::to_string).collect());
+        }
+    }
+    let mut order: Vec<&String> = by_node.keys().collect();
+    order.sort_by_key(|id| {
+        nodes.get(*id).map(|n| {
+            (
+                n.status["startedAt"].as_str().unwrap_or("").to_string(),
+                n.name.clone(),
+            )
+        })
     });
-    for n in nodes {
-        let template = n.status["templateName"].as_str().unwrap_or("");
-        let pod = engine::pod_name(&name, &n.name, template);
-        if only.is_some_and(|p| p != &pod && p != &n.id) {
+    let mut out = String::new();
+    for id in order {
+        let pod = pod_of(id);
+        if only.is_some_and(|p| p != &pod && p != id) {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.log", n.id))) else {
-            continue;
-        };
-        for line in text.lines() {
+        for line in &by_node[id] {
             out.push_str(&json!({"result": {"content": line, "podName": pod}}).to_string());
             out.push('\n');
         }
@@ -1488,6 +1529,23 @@ async fn resubmit_archived(
 ) -> ApiResult {
     let rec = c.store().get_workflow_by_uid(&uid).await?;
     resubmit_workflow(State(c), Extension(caller), Path((rec.namespace, rec.name))).await
+}
+
+async fn suspend_workflow(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult {
+    c.send(
+        &namespace,
+        &name,
+        Input::Suspend { now: now_ms() },
+        &caller.name,
+        &caller.source,
+        "workflow.suspend",
+    )
+    .await?;
+    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl Controller {
         Ok(name)
     }
 
-    fn spawn(&self, wf: Workflow, persist: Persist, first_batch: Vec<Input>) {
+    fn spawn(&self, wf: Workflow, mut persist: Persist, first_batch: Vec<Input>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let uid = wf.identity().uid.clone();
         let name = wf.identity().name.clone();
@@ -261,6 +261,7 @@ impl Controller {
             .unwrap_or_else(|p| p.into_inner())
             .insert(uid.clone(), tx);
         let (exec, run_dir) = self.executor(&name);
+        persist.logs_dir = Some(run_dir.join("logs"));
         let this = self.clone();
         tokio::spawn(async move {
             let cfg = DriveConfig {

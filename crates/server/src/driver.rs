@@ -49,6 +49,8 @@ pub enum DriveError {
 /// A store and the workflow's row in it.
 pub struct Persist {
     pub store: store::Store,
+    /// Where the executor writes node logs; finished nodes' logs are copied into the store.
+    pub logs_dir: Option<PathBuf>,
     pub uid: String,
     /// `workflows/<namespace>/<name>`, the audit object.
     pub object: String,
@@ -66,6 +68,7 @@ impl Persist {
             object,
             phases: HashMap::new(),
             next_seq: 0,
+            logs_dir: None,
         }
     }
 
@@ -115,6 +118,20 @@ impl Persist {
                     source: "local".into(),
                     details: serde_json::json!({"name": n.name, "from": before, "to": n.phase, "message": n.status["message"]}),
                 });
+            }
+        }
+        // Logs of nodes that finished in this batch outlive this machine: into the store.
+        if let Some(dir) = &self.logs_dir {
+            for input in batch {
+                if let Input::NodeFinished { node_id, .. } = input
+                    && let Ok(text) = std::fs::read_to_string(dir.join(format!("{node_id}.log")))
+                {
+                    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                    self.store
+                        .append_node_logs(&self.uid, node_id, now, &lines)
+                        .await
+                        .map_err(fail)?;
+                }
             }
         }
         let mut attempt = 0;

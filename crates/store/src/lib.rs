@@ -505,6 +505,67 @@ impl Store {
         })
     }
 
+    /// Stores a finished node's log lines (appended after any already stored).
+    pub async fn append_node_logs(
+        &self,
+        uid: &str,
+        node_id: &str,
+        at: i64,
+        lines: &[String],
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(q("starting a transaction"))?;
+            let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM node_logs WHERE workflow_uid = $1 AND node_id = $2")
+                .bind(uid)
+                .bind(node_id)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get("next"))
+                .map_err(q("reading node logs"))?;
+            for (i, line) in lines.iter().enumerate() {
+                sqlx::query("INSERT INTO node_logs (workflow_uid, node_id, seq, at, line) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(uid)
+                    .bind(node_id)
+                    .bind(start + i as i64)
+                    .bind(at)
+                    .bind(line)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("storing node logs"))?;
+            }
+            tx.commit().await.map_err(q("committing node logs"))?;
+            Ok(())
+        })
+    }
+
+    /// A workflow's stored log lines: (node id, line), by node then line order.
+    pub async fn node_logs(&self, uid: &str) -> Result<Vec<(String, String)>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT node_id, line FROM node_logs WHERE workflow_uid = $1 ORDER BY node_id, seq",
+            )
+            .bind(uid)
+            .fetch_all(p)
+            .await
+            .map_err(q("reading node logs"))?;
+            rows.iter()
+                .map(|r| -> Result<(String, String)> {
+                    let bad = |e: sqlx::Error| StoreError::Corrupt {
+                        what: "log row",
+                        message: e.to_string(),
+                    };
+                    Ok((
+                        r.try_get("node_id").map_err(bad)?,
+                        r.try_get("line").map_err(bad)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// The node projection as raw JSON text per node, for responses that only pass it on
     /// (no parse and re-serialize of 10,000 objects).
     pub async fn nodes_raw(&self, uid: &str) -> Result<Vec<(String, String)>> {

@@ -14,6 +14,7 @@ impl Workflow {
                 if self.started_at.is_none() {
                     self.started_at = Some(*now);
                     self.phase = Phase::Running;
+                    self.suspended = self.resource.spec.suspend.unwrap_or(false);
                     if let Some(ads) = self.resource.spec.active_deadline_seconds {
                         let at = now + ads * 1000;
                         self.deadline = Some(at);
@@ -54,6 +55,10 @@ impl Workflow {
                 node, parameters, ..
             } => {
                 self.require_started("Resume")?;
+                // Resuming the workflow (no node named) lifts a whole-workflow suspend.
+                if node.is_none() {
+                    self.suspended = false;
+                }
                 let ids: Vec<String> = self
                     .nodes
                     .iter()
@@ -68,6 +73,10 @@ impl Workflow {
                 for id in ids {
                     self.resume_suspend(&id, parameters);
                 }
+            }
+            Input::Suspend { .. } => {
+                self.require_started("Suspend")?;
+                self.suspended = true;
             }
             Input::Retry {
                 restart_successful,

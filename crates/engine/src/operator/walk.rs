@@ -389,7 +389,9 @@ impl Workflow {
             Ok(x) => x,
             Err(msg) => return self.error_node(&inv, msg),
         };
-        if existing.is_none() && self.blocked_by_shutdown() {
+        if existing.is_none()
+            && (self.blocked_by_shutdown() || (self.suspended && !self.in_exit_handler))
+        {
             return Outcome::NotStarted;
         }
         let inputs = match self.process_inputs(&tmpl, &inv.args) {
