@@ -1165,3 +1165,58 @@ fn suspend_holds_new_steps_until_resume() {
     assert_eq!(cli(&["resume", "two"]).status.code(), Some(0));
     assert_eq!(phase(&wait_for(&s.base, "two", finished)), "Succeeded");
 }
+
+#[test]
+fn lint_endpoints_fields_and_submit_from_cron() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let bad = json!({"template": {"metadata": {"name": "t"}, "spec": {"templates": [{"name": "main", "dag": {"tasks": [{"name": "a", "template": "nope"}]}}]}}});
+    let (code, e) = call(
+        "POST",
+        &format!("{base}/api/v1/workflow-templates/default/lint"),
+        Some(bad),
+    );
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("template \"nope\" not found"),
+        "{e}"
+    );
+    let cron = json!({"cronWorkflow": {"metadata": {"name": "c"}, "spec": {"schedule": "0 * * * *",
+        "workflowSpec": {"entrypoint": "main", "arguments": {"parameters": [{"name": "m", "value": "x"}]},
+            "templates": [{"name": "main", "inputs": {"parameters": [{"name": "m"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.m}}"]}}]}}}});
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/cron-workflows/default/lint"),
+        Some(cron.clone()),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/cron-workflows/default"),
+        Some(cron),
+    );
+    assert_eq!(code, 200, "{v}");
+    let submit = json!({"resourceKind": "CronWorkflow", "resourceName": "c", "submitOptions": {"parameters": ["m=now"]}});
+    let (code, wf) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default/submit"),
+        Some(submit),
+    );
+    assert_eq!(code, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().expect("name").to_string();
+    let done = wait_for(base, &name, finished);
+    assert_eq!(done["status"]["nodes"][&name]["outputs"]["result"], "now");
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/v1/workflows/default?fields=items.metadata.name,items.status.phase"),
+        None,
+    );
+    assert_eq!(
+        list["items"][0],
+        json!({"metadata": {"name": name}, "status": {"phase": "Succeeded"}})
+    );
+}

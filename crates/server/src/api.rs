@@ -116,6 +116,8 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::POST, ["workflows", _])
         | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resubmit" | "retry"]) => Role::Submitter,
+        (&Method::POST, [_, _, "lint"])
+        | (&Method::POST, ["cluster-workflow-templates", "lint"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resume" | "set" | "suspend"]) => Role::Approver,
         _ => Role::Admin,
     };
@@ -266,6 +268,24 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/workflows/{namespace}/{name}/suspend",
         "WorkflowService_SuspendWorkflow",
         "Suspend the workflow: nothing new starts until resume",
+    ),
+    (
+        "post",
+        "/api/v1/workflow-templates/{namespace}/lint",
+        "WorkflowTemplateService_LintWorkflowTemplate",
+        "Lint a WorkflowTemplate ({template})",
+    ),
+    (
+        "post",
+        "/api/v1/cluster-workflow-templates/lint",
+        "ClusterWorkflowTemplateService_LintClusterWorkflowTemplate",
+        "Lint a ClusterWorkflowTemplate ({template})",
+    ),
+    (
+        "post",
+        "/api/v1/cron-workflows/{namespace}/lint",
+        "CronWorkflowService_LintCronWorkflow",
+        "Lint a CronWorkflow ({cronWorkflow})",
     ),
     (
         "put",
@@ -528,6 +548,15 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
             put(suspend_workflow),
         )
         .route(
+            "/api/v1/workflow-templates/{namespace}/lint",
+            post(lint_template),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/lint",
+            post(lint_cluster_template),
+        )
+        .route("/api/v1/cron-workflows/{namespace}/lint", post(lint_cron))
+        .route(
             "/api/v1/workflows/{namespace}/{name}/retry",
             put(retry_workflow),
         )
@@ -642,6 +671,9 @@ async fn submit_workflow(
     Json(body): Json<Value>,
 ) -> ApiResult {
     let kind = body["resourceKind"].as_str().unwrap_or("");
+    if matches!(kind, "CronWorkflow" | "cronworkflow" | "cronwf") {
+        return submit_from_cron(&c, &caller, &namespace, &body).await;
+    }
     let cluster = match kind {
         "WorkflowTemplate" | "workflowtemplate" => false,
         "ClusterWorkflowTemplate" | "clusterworkflowtemplate" => true,
@@ -659,18 +691,7 @@ async fn submit_workflow(
         .get_template(cluster, if cluster { "" } else { &namespace }, template)
         .await?;
     let opts = &body["submitOptions"];
-    let mut params = Vec::new();
-    for p in opts["parameters"].as_array().into_iter().flatten() {
-        let p = p.as_str().unwrap_or("");
-        match p.split_once('=') {
-            Some((k, v)) => params.push((k.to_string(), v.to_string())),
-            None => {
-                return Err(ApiError::invalid(format!(
-                    "submitOptions.parameters entry {p:?} must look like name=value"
-                )));
-            }
-        }
-    }
+    let params = submit_params(opts)?;
     let generate_name = opts["generateName"]
         .as_str()
         .map(str::to_string)
@@ -768,9 +789,26 @@ async fn list_workflows(
     } else {
         String::new()
     };
+    // `fields=items.metadata.name,items.status.phase`: only these paths of each item.
+    let fields: Vec<Vec<String>> = q
+        .get("fields")
+        .map(|f| {
+            f.split(',')
+                .filter_map(|p| p.trim().strip_prefix("items."))
+                .map(|p| p.split('.').map(str::to_string).collect())
+                .collect()
+        })
+        .unwrap_or_default();
     let items: Vec<Value> = records
         .iter()
         .map(|r| crate::controller::workflow_json(r, None))
+        .map(|w| {
+            if fields.is_empty() {
+                w
+            } else {
+                select_fields(&w, &fields)
+            }
+        })
         .collect();
     Ok(Json(
         json!({"metadata": {"resourceVersion": now_ms().to_string(), "continue": continue_token}, "items": items}),
@@ -1546,6 +1584,128 @@ async fn suspend_workflow(
     )
     .await?;
     Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+}
+
+/// `submitOptions.parameters`: `["name=value", ...]`.
+fn submit_params(opts: &Value) -> ApiResult<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    for p in opts["parameters"].as_array().into_iter().flatten() {
+        let p = p.as_str().unwrap_or("");
+        match p.split_once('=') {
+            Some((k, v)) => params.push((k.to_string(), v.to_string())),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "submitOptions.parameters entry {p:?} must look like name=value"
+                )));
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// `submit` with `resourceKind: CronWorkflow`: one run now, like a scheduled one.
+async fn submit_from_cron(
+    c: &Controller,
+    caller: &Caller,
+    namespace: &str,
+    body: &Value,
+) -> ApiResult {
+    let name = body["resourceName"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("resourceName is required"))?;
+    let rec = c.store().get_cron(namespace, name).await?;
+    let params = submit_params(&body["submitOptions"])?;
+    let resource = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": format!("{name}-"), "labels": {crate::cron::CRON_LABEL: name}},
+        "spec": rec.body["spec"]["workflowSpec"],
+    });
+    let resource = parse_resource(&resource, "workflow")?;
+    let wf_name = c
+        .submit(resource, namespace, params, &caller.name, &caller.source)
+        .await?;
+    Ok(Json(c.workflow_json(namespace, &wf_name, true).await?))
+}
+
+/// `POST .../lint` for templates and cron workflows: lint errors are one InvalidArgument.
+async fn lint_object(
+    c: &Controller,
+    namespace: &str,
+    body: &Value,
+    key: &str,
+    kind: &str,
+) -> ApiResult {
+    let mut obj = body
+        .get(key)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid(format!("request body needs a `{key}`")))?;
+    if obj["kind"].is_null() {
+        obj["kind"] = json!(kind);
+    }
+    if obj["apiVersion"].is_null() {
+        obj["apiVersion"] = json!("argoproj.io/v1alpha1");
+    }
+    lint_resource(c, namespace, &obj).await?;
+    Ok(Json(obj))
+}
+
+async fn lint_template(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    lint_object(&c, &namespace, &body, "template", "WorkflowTemplate").await
+}
+
+async fn lint_cluster_template(State(c): State<Controller>, Json(body): Json<Value>) -> ApiResult {
+    lint_object(&c, "", &body, "template", "ClusterWorkflowTemplate").await
+}
+
+async fn lint_cron(
+    State(c): State<Controller>,
+    Path(namespace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let obj = lint_object(&c, &namespace, &body, "cronWorkflow", "CronWorkflow").await?;
+    let parsed: spec::CronWorkflow = serde_json::from_value(obj.0.clone())
+        .map_err(|e| ApiError::invalid(format!("cronWorkflow: {e}")))?;
+    crate::cron::validate(&parsed).map_err(ApiError::invalid)?;
+    Ok(obj)
+}
+
+/// Argo's `fields` selection for lists: `items.metadata.name,items.status.phase` keeps only
+/// those paths of each item.
+fn select_fields(item: &Value, fields: &[Vec<String>]) -> Value {
+    let mut out = json!({});
+    for path in fields {
+        let mut src = item;
+        let mut ok = true;
+        for seg in path {
+            match src.get(seg) {
+                Some(v) => src = v,
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut dst = &mut out;
+        for (i, seg) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                dst[seg.as_str()] = src.clone();
+            } else {
+                if !dst[seg.as_str()].is_object() {
+                    dst[seg.as_str()] = json!({});
+                }
+                dst = &mut dst[seg.as_str()];
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
