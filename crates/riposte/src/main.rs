@@ -1037,7 +1037,32 @@ fn get_cmd(
     remote: &Remote,
 ) -> Result<ExitCode> {
     let c = remote.client();
-    let w = if watch {
+    let w = if watch && output.is_none() {
+        // The live node tree: redrawn on a terminal as the workflow changes.
+        let tty = std::io::stdout().is_terminal();
+        let path = format!("/api/v1/workflows/{}/{name}", remote.namespace);
+        let mut last = serde_json::Value::Null;
+        loop {
+            let w = c.call("GET", &path, None)?;
+            if w["status"] != last["status"] {
+                if tty {
+                    print!("\x1b[H\x1b[2J");
+                }
+                client::print_workflow(&w)?;
+                if !tty {
+                    println!();
+                }
+            }
+            if matches!(
+                w["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Error")
+            ) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            last = w;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    } else if watch {
         wait_until_finished(&c, &remote.namespace, name)?
     } else {
         c.call(
