@@ -110,21 +110,7 @@ pub fn submit(
     namespace: &str,
     params: &[(String, String)],
 ) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let docs = spec::yaml::load_documents(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}:{}:{}: {}",
-            file.display(),
-            e.position.line,
-            e.position.col,
-            e.message
-        )
-    })?;
-    let Some(doc) = docs.into_iter().find(|d| d.value["kind"] == "Workflow") else {
-        bail!("{} contains no Workflow", file.display());
-    };
-    let mut wf = doc.value;
+    let mut wf = documents_of_kind(file, "Workflow")?.swap_remove(0);
     if !params.is_empty() {
         let list = wf["spec"]["arguments"]["parameters"]
             .as_array()
@@ -144,6 +130,58 @@ pub fn submit(
         &format!("/api/v1/workflows/{namespace}"),
         Some(&json!({"namespace": namespace, "workflow": wf})),
     )
+}
+
+/// The documents of `kind` in a YAML file; an error (with file:line:col for bad YAML)
+/// when there are none.
+fn documents_of_kind(file: &std::path::Path, kind: &str) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let docs = spec::yaml::load_documents(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: {}",
+            file.display(),
+            e.position.line,
+            e.position.col,
+            e.message
+        )
+    })?;
+    let found: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| d.value["kind"] == kind)
+        .map(|d| d.value)
+        .collect();
+    if found.is_empty() {
+        bail!(crate::InvalidInput(format!(
+            "{} contains no {kind}",
+            file.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// `riposte template create` / `riposte cron create`: POSTs every document of `kind`
+/// in `file` to `collection` as `{"namespace": .., body_key: doc}`.
+pub fn create_from_file(
+    c: &Client,
+    file: &std::path::Path,
+    kind: &str,
+    body_key: &str,
+    collection: &str,
+    namespace: &str,
+) -> Result<()> {
+    for doc in documents_of_kind(file, kind)? {
+        let created = c.call(
+            "POST",
+            collection,
+            Some(&json!({"namespace": namespace, body_key: doc})),
+        )?;
+        println!(
+            "created {}",
+            created["metadata"]["name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 /// `riposte submit --from workflowtemplate/NAME`.

@@ -677,7 +677,7 @@ fn main() -> ExitCode {
 
 /// An error the user caused: exit 2 instead of 1.
 #[derive(Debug)]
-struct InvalidInput(String);
+pub(crate) struct InvalidInput(pub(crate) String);
 
 impl std::fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -748,43 +748,8 @@ fn lint(a: LintArgs) -> Result<ExitCode> {
     })
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return buf;
-        }
-    }
-    // Without /dev/urandom, fall back to the clock; names need only be unlikely to collide.
-    let t = run::now_ms() as u128 * 6_364_136_223_846_793_005;
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (t >> ((i % 16) * 8)) as u8;
-    }
-    buf
-}
-
 fn generate_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    random_bytes::<5>()
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
-fn generate_uid() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    server::ids::name_suffix()
 }
 
 fn riposte_home() -> PathBuf {
@@ -897,34 +862,14 @@ fn cron_cmd(cmd: CronCmd, remote: &Remote) -> Result<ExitCode> {
     let c = remote.client();
     let base = format!("/api/v1/cron-workflows/{}", remote.namespace);
     match cmd {
-        CronCmd::Create { file } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let docs = spec::yaml::load_documents(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}:{}: {}",
-                    file.display(),
-                    e.position.line,
-                    e.position.col,
-                    e.message
-                )
-            })?;
-            let mut n = 0;
-            for d in docs
-                .into_iter()
-                .filter(|d| d.value["kind"] == "CronWorkflow")
-            {
-                let v = c.call("POST", &base, Some(&serde_json::json!({"namespace": remote.namespace, "cronWorkflow": d.value})))?;
-                println!("created {}", v["metadata"]["name"].as_str().unwrap_or(""));
-                n += 1;
-            }
-            if n == 0 {
-                bail!(InvalidInput(format!(
-                    "{} contains no CronWorkflow",
-                    file.display()
-                )));
-            }
-        }
+        CronCmd::Create { file } => client::create_from_file(
+            &c,
+            &file,
+            "CronWorkflow",
+            "cronWorkflow",
+            &base,
+            &remote.namespace,
+        )?,
         CronCmd::List => {
             let v = c.call("GET", &base, None)?;
             println!(
@@ -1083,38 +1028,14 @@ fn template_cmd(cmd: TemplateCmd, remote: &Remote) -> Result<ExitCode> {
     let c = remote.client();
     let base = format!("/api/v1/workflow-templates/{}", remote.namespace);
     match cmd {
-        TemplateCmd::Create { file } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let docs = spec::yaml::load_documents(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}:{}: {}",
-                    file.display(),
-                    e.position.line,
-                    e.position.col,
-                    e.message
-                )
-            })?;
-            let mut n = 0;
-            for d in docs
-                .into_iter()
-                .filter(|d| d.value["kind"] == "WorkflowTemplate")
-            {
-                let t = c.call(
-                    "POST",
-                    &base,
-                    Some(&serde_json::json!({"namespace": remote.namespace, "template": d.value})),
-                )?;
-                println!("created {}", t["metadata"]["name"].as_str().unwrap_or(""));
-                n += 1;
-            }
-            if n == 0 {
-                bail!(InvalidInput(format!(
-                    "{} contains no WorkflowTemplate",
-                    file.display()
-                )));
-            }
-        }
+        TemplateCmd::Create { file } => client::create_from_file(
+            &c,
+            &file,
+            "WorkflowTemplate",
+            "template",
+            &base,
+            &remote.namespace,
+        )?,
         TemplateCmd::List => {
             let v = c.call("GET", &base, None)?;
             for t in v["items"].as_array().into_iter().flatten() {
@@ -1143,7 +1064,7 @@ fn new_token(name: &str, roles: &[String]) -> Result<ExitCode> {
         }
         entries.push(format!("{ns:?}: {role}"));
     }
-    let token: String = random_bytes::<32>()
+    let token: String = server::ids::random_bytes::<32>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -1483,7 +1404,7 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
     let id = WorkflowIdentity {
         name: name.clone(),
         namespace: a.namespace.clone(),
-        uid: generate_uid(),
+        uid: server::ids::new_uid(),
     };
     // Everything the engine is created from, so that `riposte replay` can do it again.
     let definition = serde_json::json!({

@@ -102,44 +102,6 @@ impl Definition {
     }
 }
 
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut buf = [0u8; 5];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        // Falls back to the clock below if the read fails.
-        let _ = f.read_exact(&mut buf);
-    }
-    let t = now_ms() as u64;
-    buf.iter()
-        .enumerate()
-        .map(|(i, b)| ALPHABET[(*b as usize + (t >> (i * 5)) as usize) % ALPHABET.len()] as char)
-        .collect()
-}
-
-fn random_uid() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    let t = now_ms() as u128 ^ (std::process::id() as u128) << 64;
-    for (i, x) in b.iter_mut().enumerate() {
-        *x ^= (t >> (i * 8)) as u8;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 impl Controller {
     pub fn new(store: store::Store, config: ControllerConfig) -> Controller {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
@@ -198,7 +160,7 @@ impl Controller {
         let library = self.library(namespace).await?;
         let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
             (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(g)) => format!("{g}{}", random_suffix()),
+            (_, Some(g)) => format!("{g}{}", crate::ids::name_suffix()),
             _ => {
                 return Err(ControlError::Invalid(
                     "metadata.name or metadata.generateName is required".into(),
@@ -210,7 +172,7 @@ impl Controller {
         let identity = WorkflowIdentity {
             name: name.clone(),
             namespace: namespace.to_string(),
-            uid: random_uid(),
+            uid: crate::ids::new_uid(),
         };
         let wf = Workflow::new(resource.clone(), library.clone(), identity.clone(), &params)
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
@@ -494,51 +456,25 @@ impl Controller {
     }
 
     async fn recover_one(&self, rec: store::WorkflowRecord) -> Result<(), ControlError> {
-        let store = &self.inner.store;
-        let def = Definition::from_value(&rec.definition)?;
-        let mut wf = Workflow::new(def.resource, def.library, def.identity, &def.parameters)
-            .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let history = store.history(&rec.uid).await?;
-        for (i, batch) in history.iter().enumerate() {
-            let inputs: Vec<Input> = serde_json::from_value(batch.clone()).map_err(|e| {
-                ControlError::Store(store::StoreError::Corrupt {
-                    what: "history",
-                    message: format!("batch {i}: {e}"),
-                })
-            })?;
-            wf.step(&inputs).map_err(|e| {
-                ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
-            })?;
-        }
+        let (wf, persist) = self.rebuild(&rec).await?;
         let now = now_ms();
-        let first_batch: Vec<Input> = if history.is_empty() {
+        let first_batch: Vec<Input> = if rec.history_len == 0 {
             vec![Input::Start { now }]
         } else {
-            let lost: Vec<String> = wf.running_leaf_nodes().map(str::to_string).collect();
-            let mut b: Vec<Input> = lost
-                .into_iter()
+            // The processes of the leaf nodes that were running died with their controller.
+            let mut b: Vec<Input> = wf
+                .running_leaf_nodes()
                 .map(|node_id| Input::NodeFinished {
                     now,
                     result: ExecResult::error(format!(
                         "process lost: the controller stopped while node {node_id} ran"
                     )),
-                    node_id,
+                    node_id: node_id.to_string(),
                 })
                 .collect();
             b.push(Input::Tick { now });
             b
         };
-        // The projection's phases, so transitions after recovery are audited correctly.
-        let mut persist = Persist::new(
-            store.clone(),
-            rec.uid.clone(),
-            format!("workflows/{}/{}", rec.namespace, rec.name),
-        );
-        persist.next_seq = rec.history_len;
-        for node in store.nodes(&rec.uid).await? {
-            persist.phases.insert(node.id, node.phase);
-        }
-        wf.take_dirty_nodes();
         self.spawn(wf, persist, first_batch);
         Ok(())
     }

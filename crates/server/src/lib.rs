@@ -10,6 +10,7 @@ pub mod auth;
 pub mod controller;
 pub mod cron;
 pub mod driver;
+pub mod ids;
 
 pub use controller::{Controller, ControllerConfig};
 
