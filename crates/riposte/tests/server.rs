@@ -182,6 +182,18 @@ fn templates_submit_parameters_and_errors() {
         None,
     );
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    // `argo list --status` filters with the phase label, which maps onto the phase column.
+    for (phase, expected) in [("Succeeded", 1), ("Failed", 0)] {
+        let (_, list) = call(
+            "GET",
+            &format!(
+                "{base}/api/v1/workflows/default?listOptions.labelSelector=workflows.argoproj.io/phase%3D{phase}"
+            ),
+            None,
+        );
+        let n = list["items"].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(n, expected, "phase {phase}: {list}");
+    }
 
     let (code, e) = call(
         "POST",

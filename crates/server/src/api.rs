@@ -772,7 +772,15 @@ async fn list_workflows(
             ))
         }
     };
-    let phase = q.get("phase").cloned();
+    // Argo labels every workflow with its phase and `argo list --status` filters on that
+    // label; here the phase is a column, so the label selector maps onto it.
+    let (phase_labels, labels): (Vec<_>, Vec<_>) = labels
+        .into_iter()
+        .partition(|(k, _)| k == "workflows.argoproj.io/phase");
+    let phase = q
+        .get("phase")
+        .cloned()
+        .or_else(|| phase_labels.into_iter().next().map(|(_, v)| v));
     let lq = store::ListQuery {
         namespace: (!namespace.is_empty()).then_some(namespace),
         phase,
