@@ -363,7 +363,7 @@ enum BenchCmd {
         db: DbArgs,
     },
     /// The REST API: get of a 10,000-node workflow, list pages of the `bench-list`
-    /// namespace (scripts/bench fills it with 100,000 workflows).
+    /// namespace (scripts/bench fills it with 1,000,000 workflows).
     Api {
         #[command(flatten)]
         db: DbArgs,
