@@ -160,6 +160,7 @@ enum Cmd {
     /// Print a workflow's step logs (all nodes, or --node NODE_ID_OR_POD_NAME).
     Logs {
         name: String,
+        /// Only this node's log (node id or pod name).
         #[arg(long)]
         node: Option<String>,
         #[command(flatten)]
@@ -264,38 +265,30 @@ impl Remote {
 
 #[derive(Subcommand)]
 enum CronCmd {
-    /// Create the CronWorkflows in FILE.
-    Create {
-        file: PathBuf,
-    },
+    /// Create the CronWorkflows in FILE; the server lints them and starts their schedules.
+    Create { file: PathBuf },
+    /// A table of CronWorkflows: schedule, suspended, last run.
     List,
-    Get {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
-    Suspend {
-        name: String,
-    },
-    Resume {
-        name: String,
-    },
+    /// Print one CronWorkflow as YAML.
+    Get { name: String },
+    /// Delete a CronWorkflow (workflows it already started are kept).
+    Delete { name: String },
+    /// Stop a CronWorkflow from firing until it is resumed.
+    Suspend { name: String },
+    /// Let a suspended CronWorkflow fire again from its next scheduled time.
+    Resume { name: String },
 }
 
 #[derive(Subcommand)]
 enum TemplateCmd {
-    /// Create the WorkflowTemplates in FILE (linted locally first).
-    Create {
-        file: PathBuf,
-    },
+    /// Create the WorkflowTemplates in FILE; the server lints them and answers with errors.
+    Create { file: PathBuf },
+    /// A table of the namespace's WorkflowTemplates.
     List,
-    Get {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// Print one WorkflowTemplate as YAML.
+    Get { name: String },
+    /// Delete a WorkflowTemplate.
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]

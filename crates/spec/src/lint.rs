@@ -56,6 +56,17 @@ const STEP: &[&str] = &[
     "onExit",
     "hooks",
 ];
+/// The CronWorkflow fields the scheduler honours; the others (`startingDeadlineSeconds`,
+/// history limits, `when`, `stopStrategy`) are warned about.
+const CRON_SPEC: &[&str] = &[
+    "schedule",
+    "schedules",
+    "timezone",
+    "concurrencyPolicy",
+    "suspend",
+    "workflowSpec",
+    "workflowMetadata",
+];
 const TASK_EXTRA: &[&str] = &["dependencies", "depends"];
 const CONTAINER: &[&str] = &["image", "command", "args", "env", "workingDir", "name"];
 const SCRIPT_EXTRA: &[&str] = &["source"];
@@ -166,6 +177,7 @@ pub fn lint(loaded: &[Loaded], library: &Library) -> Vec<Diagnostic> {
                 if c.spec.schedule.is_none() && c.spec.schedules.is_empty() {
                     cx.error("spec", "CronWorkflow needs `schedule` or `schedules`");
                 }
+                cx.unimplemented("spec", &[CRON_SPEC]);
                 lint_workflow(
                     &mut cx,
                     Kind::CronWorkflow,
@@ -807,6 +819,21 @@ mod tests {
         assert!(
             msgs.iter()
                 .any(|m| m.contains("`spec.templates[0].container.resources`")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn unimplemented_cron_fields_warn() {
+        let (loaded, _) = crate::load(
+            "cron.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata: {name: c}\nspec:\n  schedule: '* * * * *'\n  timezone: UTC\n  startingDeadlineSeconds: 10\n  workflowSpec:\n    entrypoint: main\n    templates:\n    - name: main\n      suspend: {}\n",
+        );
+        let d = lint(&loaded, &Library::default());
+        let msgs: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("cron.yaml:7:28: warning: field `spec.startingDeadlineSeconds`"),
             "{msgs:?}"
         );
     }
