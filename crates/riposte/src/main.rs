@@ -411,9 +411,17 @@ struct RunArgs {
     /// Keep each node's private root directory after it ends (for debugging).
     #[arg(long)]
     keep: bool,
-    /// Executor for steps. Only `host` is available in this build.
+    /// Executor for steps: `host` (local processes), or `kubernetes` with --dry-run (prints
+    /// the batch/v1 Jobs the first steps would create; running on a cluster is not built yet).
     #[arg(long, default_value = "host")]
     executor: String,
+    /// With --executor kubernetes: print the Jobs of the steps that would start first (as
+    /// YAML documents, or a JSON list with -o json) and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: the Riposte image whose init container provides the step wrapper.
+    #[arg(long, default_value = "ghcr.io/riposte/riposte:latest")]
+    riposte_image: String,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -1324,12 +1332,68 @@ fn host_executor(
     }))
 }
 
+/// `riposte run --executor kubernetes --dry-run`: the Jobs of the steps the engine starts
+/// first. Steps that are not pods (suspend, http, resource) are listed on stderr.
+fn print_first_jobs(
+    mut workflow: Workflow,
+    id: &WorkflowIdentity,
+    a: &RunArgs,
+) -> Result<ExitCode> {
+    let now = run::now_ms();
+    let commands = workflow
+        .step(&[engine::Input::Start { now }])
+        .map_err(|e| InvalidInput(e.to_string()))?;
+    let opts = executor::job::JobOptions {
+        riposte_image: a.riposte_image.clone(),
+        ttl_seconds_after_finished: 3600,
+        namespace: None,
+        workflow_uid: id.uid.clone(),
+        now_ms: now,
+    };
+    let mut jobs = Vec::new();
+    for c in commands {
+        let engine::Command::Execute(node) = c else {
+            continue;
+        };
+        match executor::job::job_manifest(&node, &opts) {
+            Ok(job) => jobs.push(job),
+            Err(executor::job::JobError::NotAPod { .. }) => {
+                eprintln!("{}: not a pod (runs in the controller)", node.node_name)
+            }
+            Err(e) => bail!(InvalidInput(e.to_string())),
+        }
+    }
+    if jobs.is_empty() {
+        eprintln!("no step starts as a Job");
+    }
+    match a.output {
+        Some(OutputFormat::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": jobs})
+            )?
+        ),
+        _ => {
+            for job in &jobs {
+                print!("---\n{}", yaml_out::to_yaml(job));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(a: RunArgs) -> Result<ExitCode> {
-    if a.executor != "host" {
-        bail!(InvalidInput(format!(
-            "executor {:?} is not available in this build; use --executor host",
-            a.executor
-        )));
+    match (a.executor.as_str(), a.dry_run) {
+        ("host", false) | ("kubernetes", true) => {}
+        ("kubernetes", false) => bail!(InvalidInput(
+            "--executor kubernetes only supports --dry-run in this build (it prints the Jobs); run locally with --executor host".into()
+        )),
+        ("host", true) => bail!(InvalidInput(
+            "--dry-run shows Kubernetes Jobs; use it with --executor kubernetes".into()
+        )),
+        (other, _) => bail!(InvalidInput(format!(
+            "executor {other:?} is unknown; use --executor host or --executor kubernetes --dry-run"
+        ))),
     }
     let params = parse_pairs(&a.parameters, "parameter")?;
     let image_map: BTreeMap<String, String> =
@@ -1408,6 +1472,9 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
     });
     let workflow = Workflow::new(resource.clone(), library, id.clone(), &params)
         .map_err(|e| InvalidInput(e.to_string()))?;
+    if a.dry_run {
+        return print_first_jobs(workflow, &id, &a);
+    }
     let persist = match a.db.database_url.as_deref() {
         Some("none") => None,
         _ => {

@@ -483,3 +483,79 @@ fn postgres_run_is_recorded_replayed_and_audited() {
     persisted_run_replays_and_audits(&url, &tamper);
     psql(&format!("DROP DATABASE {db}"));
 }
+
+/// `run --executor kubernetes --dry-run` on Argo's examples and ours: every Job it prints
+/// must pass the official Kubernetes 1.31 schemas (strict: no unknown fields).
+#[test]
+fn kubernetes_dry_run_jobs_pass_the_official_schemas() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [
+        "tests/conformance/argo-workflows/examples",
+        "workflows/examples",
+    ] {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .expect("example directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        entries.sort();
+        files.extend(entries);
+    }
+    let mut manifests = Vec::new();
+    for file in &files {
+        let o = riposte()
+            .args([
+                "run",
+                "--executor",
+                "kubernetes",
+                "--dry-run",
+                "--database-url",
+                "none",
+            ])
+            .arg(file)
+            .output()
+            .expect("riposte runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        // Files that are not runnable Workflows (templates needing --templates, CronWorkflows,
+        // lint errors by design) must fail cleanly, never crash.
+        assert!(
+            o.status.success() || o.status.code() == Some(2),
+            "{}: {:?}\n{stderr}",
+            file.display(),
+            o.status
+        );
+        if o.status.success() && !o.stdout.is_empty() {
+            let name = file.file_name().expect("file name");
+            let path = out.join(name);
+            std::fs::write(&path, &o.stdout).expect("write manifest");
+            manifests.push(path);
+        }
+    }
+    assert!(
+        manifests.len() >= 60,
+        "only {} example files produced Jobs",
+        manifests.len()
+    );
+    let validator = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.31.0"])
+        .args(&manifests)
+        .output();
+    match validator {
+        Ok(v) => assert!(
+            v.status.success(),
+            "kubernetes-validate rejected Jobs:\n{}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        ),
+        Err(e) if std::env::var_os("RIPOSTE_REQUIRE_K8S_VALIDATE").is_some() => {
+            panic!("kubernetes-validate is required (pip install kubernetes-validate): {e}")
+        }
+        Err(e) => eprintln!(
+            "skipping schema validation of {} manifests: kubernetes-validate not found ({e}); scripts/test installs it",
+            manifests.len()
+        ),
+    }
+}
