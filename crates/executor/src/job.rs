@@ -5,8 +5,9 @@
 //! runs the user command, captures `result`, the exit code and the `valueFrom.path` files,
 //! and reports them. The engine owns retries, so `backoffLimit` is 0.
 //!
-//! Only the manifest is built here; creating and watching Jobs is the Kubernetes executor's
-//! job (not built yet).
+//! The wrapper is `riposte exec` and the init container runs `riposte install-wrapper`
+//! (both in the `riposte` binary). Only the manifest is built here; creating and watching
+//! Jobs and receiving the callback is the Kubernetes executor's job (not built yet).
 
 use std::collections::BTreeMap;
 

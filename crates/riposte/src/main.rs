@@ -3,6 +3,7 @@
 mod argosay;
 mod bench;
 mod client;
+mod exec;
 mod files;
 mod run;
 mod ui;
@@ -232,6 +233,13 @@ enum Cmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// The wrapper a step's container runs on Kubernetes: runs the command, reports result,
+    /// exit code and output files (termination message, and RIPOSTE_CALLBACK_URL if set).
+    #[command(hide = true)]
+    Exec(exec::ExecArgs),
+    /// Copy this binary into DIR (the init container of a step's pod runs this).
+    #[command(hide = true)]
+    InstallWrapper { dir: PathBuf },
     /// The argosay shim (used by steps that run the argoproj/argosay image).
     #[command(hide = true)]
     Argosay {
@@ -462,6 +470,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
+        Cmd::Exec(a) => report(exec::main(a)),
+        Cmd::InstallWrapper { dir } => report(exec::install_wrapper(&dir)),
         Cmd::Lint(a) => report(lint(a)),
         Cmd::Openapi => report((|| {
             println!("{}", serde_json::to_string_pretty(&server::api::openapi())?);

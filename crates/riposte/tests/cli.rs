@@ -559,3 +559,71 @@ fn kubernetes_dry_run_jobs_pass_the_official_schemas() {
         ),
     }
 }
+
+/// `riposte exec` (the in-pod wrapper): exit code, result, output files and a missing one
+/// reach both the termination message and the callback, with the node's token.
+#[test]
+fn exec_wrapper_reports_through_termination_message_and_callback() {
+    use std::net::TcpListener;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/api/v1/nodes/report",
+        listener.local_addr().expect("addr")
+    );
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().expect("length");
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .expect("answer");
+        (head, String::from_utf8(body).expect("utf-8"))
+    });
+    let log = dir.path().join("termination-log");
+    let verdict = dir.path().join("verdict");
+    let o = riposte()
+        .env("RIPOSTE_CALLBACK_URL", &url)
+        .env("RIPOSTE_NODE_TOKEN", "node-secret")
+        .env("RIPOSTE_NODE_ID", "wf-42")
+        .arg("exec")
+        .arg(format!("--termination-log={}", log.display()))
+        .arg(format!("--output=verdict={}", verdict.display()))
+        .arg("--output=gone=/nonexistent/riposte-output")
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo scanned; echo isolate > {}; exit 3",
+            verdict.display()
+        ))
+        .output()
+        .expect("riposte exec runs");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "scanned\n");
+    let (head, body) = server.join().expect("callback server");
+    assert!(head.starts_with("POST /api/v1/nodes/report "), "{head}");
+    assert!(head.contains("Bearer node-secret"), "{head}");
+    let termination: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&log).expect("termination log"))
+            .expect("json");
+    let called: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    for report in [&termination, &called] {
+        assert_eq!(report["exitCode"], 3, "{report}");
+        assert_eq!(report["result"], "scanned");
+        assert_eq!(report["nodeId"], "wf-42");
+        assert_eq!(report["outputs"]["verdict"], "isolate");
+        assert_eq!(report["missingOutputs"][0]["name"], "gone");
+    }
+}

@@ -1,0 +1,208 @@
+//! `riposte exec`: the wrapper a step's container runs on Kubernetes (like Argo's emissary).
+//!
+//! It runs the user command, passes its stdout through (so pod logs stay useful) while keeping
+//! up to [`executor::RESULT_LIMIT`] bytes as `result`, reads the `valueFrom.path` output files,
+//! writes a report to the termination message (Kubernetes keeps 4096 bytes of it, so the
+//! result is cut there) and, when `RIPOSTE_CALLBACK_URL` is set, POSTs the whole report with
+//! the node's token. It exits with the command's exit code so the Job's status agrees.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value, json};
+
+/// Kubernetes truncates a termination message to 4096 bytes.
+const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// An output parameter to collect: NAME=PATH (repeatable).
+    #[arg(long = "output", value_name = "NAME=PATH")]
+    outputs: Vec<String>,
+    /// Write the environment variable's content (a script template's source) to a file and
+    /// append its path to the command.
+    #[arg(long, value_name = "VAR")]
+    script_from_env: Option<String>,
+    /// Where the report goes for the kubelet to keep as the termination message.
+    #[arg(long, default_value = "/dev/termination-log")]
+    termination_log: PathBuf,
+    /// The command to run and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn main(a: ExecArgs) -> Result<ExitCode> {
+    let mut argv = a.command.clone();
+    if let Some(var) = &a.script_from_env {
+        let source = std::env::var(var)
+            .with_context(|| format!("--script-from-env {var}: the variable is not set"))?;
+        // The pod is the step's alone, so a fixed name per process cannot collide.
+        let path = std::env::temp_dir().join(format!("riposte-script-{}", std::process::id()));
+        std::fs::write(&path, source)
+            .with_context(|| format!("writing the script to {}", path.display()))?;
+        argv.push(path.display().to_string());
+    }
+    let outputs: Vec<(String, PathBuf)> = a
+        .outputs
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), p.into())),
+            _ => bail!("--output {o:?} must be NAME=PATH"),
+        })
+        .collect::<Result<_>>()?;
+
+    let (program, args) = argv.split_first().context("no command given")?;
+    let spawned = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            // Like a shell: 127 when the program is missing, 126 when it cannot run.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let mut report = build_report(b"", i32::from(code), &[]);
+            report["error"] = json!(format!("cannot start {program:?}: {e}"));
+            deliver(&a.termination_log, &report);
+            eprintln!("error: cannot start {program:?}: {e}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let mut result = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout().lock();
+        loop {
+            let n = match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading the command's stdout"),
+            };
+            // Logs are best effort; a closed stdout must not kill the step.
+            let _ = stdout.write_all(&buf[..n]);
+            let room = executor::RESULT_LIMIT.saturating_sub(result.len());
+            result.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+    let status = child.wait().context("waiting for the command")?;
+    let exit_code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    let report = build_report(&result, exit_code, &outputs);
+    deliver(&a.termination_log, &report);
+    Ok(ExitCode::from(exit_code.clamp(0, 255) as u8))
+}
+
+/// Writes the termination message and, when configured, calls back the server.
+fn deliver(termination_log: &Path, report: &Value) {
+    if let Err(e) = std::fs::write(termination_log, termination_message(report)) {
+        eprintln!(
+            "riposte exec: cannot write the termination message to {}: {e}",
+            termination_log.display()
+        );
+    }
+    if let Ok(url) = std::env::var("RIPOSTE_CALLBACK_URL") {
+        let token = std::env::var("RIPOSTE_NODE_TOKEN").unwrap_or_default();
+        if let Err(e) = post_report(&url, &token, report) {
+            // The termination message is the fallback the executor reads instead.
+            eprintln!("riposte exec: reporting to {url} failed: {e}");
+        }
+    }
+}
+
+/// What the executor needs from a finished step.
+fn build_report(stdout: &[u8], exit_code: i32, outputs: &[(String, PathBuf)]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    let result = text.strip_suffix('\n').unwrap_or(&text);
+    let mut values = Map::new();
+    let mut missing = Vec::new();
+    for (name, path) in outputs {
+        match std::fs::read_to_string(path) {
+            Ok(v) => {
+                values.insert(name.clone(), json!(v.trim_end_matches('\n')));
+            }
+            Err(e) => missing.push(json!({"name": name, "path": path, "error": e.to_string()})),
+        }
+    }
+    json!({
+        "exitCode": exit_code,
+        "result": result,
+        "outputs": values,
+        "missingOutputs": missing,
+        "nodeId": std::env::var("RIPOSTE_NODE_ID").unwrap_or_default(),
+    })
+}
+
+/// The report cut to fit: the result is shortened (and marked) before anything else.
+fn termination_message(report: &Value) -> String {
+    let full = report.to_string();
+    if full.len() <= TERMINATION_MESSAGE_LIMIT {
+        return full;
+    }
+    let mut cut = report.clone();
+    let result = report["result"].as_str().unwrap_or("");
+    let over = full.len() - TERMINATION_MESSAGE_LIMIT;
+    let mut keep = result.len().saturating_sub(over + 64);
+    while !result.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    cut["result"] = json!(&result[..keep]);
+    cut["resultTruncated"] = json!(true);
+    let text = cut.to_string();
+    if text.len() <= TERMINATION_MESSAGE_LIMIT {
+        text
+    } else {
+        // Outputs alone are too large: keep what says how the step ended.
+        json!({"exitCode": report["exitCode"], "nodeId": report["nodeId"], "truncated": true})
+            .to_string()
+    }
+}
+
+fn post_report(url: &str, token: &str, report: &Value) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .post(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(report.to_string())?;
+    Ok(())
+}
+
+/// `riposte install-wrapper DIR`: what the init container runs to put this binary where the
+/// step's container can exec it.
+pub fn install_wrapper(dir: &Path) -> Result<ExitCode> {
+    let me = std::env::current_exe().context("finding the riposte binary")?;
+    let target = dir.join("riposte");
+    std::fs::copy(&me, &target)
+        .with_context(|| format!("copying {} to {}", me.display(), target.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_message_fits_and_says_when_it_was_cut() {
+        let small = build_report(b"ok\n", 0, &[]);
+        assert_eq!(termination_message(&small), small.to_string());
+        let big = build_report("x".repeat(100_000).as_bytes(), 2, &[]);
+        let cut: Value = serde_json::from_str(&termination_message(&big)).expect("json");
+        assert!(termination_message(&big).len() <= TERMINATION_MESSAGE_LIMIT);
+        assert_eq!(cut["exitCode"], 2);
+        assert_eq!(cut["resultTruncated"], true);
+        assert!(cut["result"].as_str().expect("result").len() > 3000);
+    }
+}
