@@ -4,11 +4,13 @@
 //! - [`host::HostExecutor`]: the embedded default. Runs `container` and `script` templates as
 //!   local processes in a private root ([`sandbox`]), `http` templates as HTTP requests
 //!   ([`http`]); images map to host programs through [`image::ImageTable`].
+//! - [`condition`]: resource templates' `successCondition`/`failureCondition` (pure).
 //! - [`job`]: the `batch/v1` Job manifest a step becomes on Kubernetes (pure; the executor
 //!   that creates and watches Jobs is not built yet).
 //!
 //! Executors never decide what runs next; that is the engine's job.
 
+pub mod condition;
 pub mod host;
 pub mod http;
 pub mod image;
