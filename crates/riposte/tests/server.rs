@@ -462,6 +462,15 @@ fn bearer_tokens_and_roles() {
         None,
     );
     assert_eq!((code, e["code"].as_u64()), (401, Some(16)), "{e}");
+    // Kubelet probes carry no token.
+    for probe in ["healthz", "readyz"] {
+        let mut r = agent()
+            .get(&format!("{base}/{probe}"))
+            .call()
+            .expect("probe");
+        assert_eq!(r.status().as_u16(), 200, "{probe}");
+        assert_eq!(r.body_mut().read_to_string().expect("body"), "ok");
+    }
     let (code, e) = call_as(
         Some("wrong"),
         "GET",

@@ -584,7 +584,22 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
                 .delete(delete_template),
         )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Kubelet probes carry no token: these two are outside authentication and say
+        // nothing beyond "alive" and "the database answers".
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+async fn readyz(State(c): State<Controller>) -> Response {
+    match c.store().ping().await {
+        Ok(()) => "ok".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not reachable: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn version() -> Json<Value> {

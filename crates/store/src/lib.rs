@@ -749,6 +749,18 @@ impl Store {
         })
     }
 
+    /// Whether the database answers a trivial query (the server's readiness probe).
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("SELECT 1")
+                .execute(p)
+                .await
+                .map_err(q("pinging the database"))?
+                .rows_affected()
+        });
+        Ok(())
+    }
+
     pub async fn delete_cron(&self, namespace: &str, name: &str) -> Result<bool> {
         let n = on_pool!(&self.pool, |p| {
             sqlx::query("DELETE FROM cron_workflows WHERE namespace = $1 AND name = $2")
