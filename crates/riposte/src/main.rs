@@ -80,7 +80,12 @@ enum Cmd {
         #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
         auth_file: Option<PathBuf>,
         /// Lease length: when a replica dies, another takes its workflows over after this.
-        #[arg(long, default_value_t = 15.0, value_name = "SECONDS")]
+        #[arg(
+            long,
+            env = "RIPOSTE_LEASE_SECONDS",
+            default_value_t = 15.0,
+            value_name = "SECONDS"
+        )]
         lease_seconds: f64,
         #[command(flatten)]
         db: DbArgs,

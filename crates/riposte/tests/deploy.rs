@@ -1,0 +1,105 @@
+//! `deploy/`: every manifest passes the official Kubernetes schemas, the kustomizations name
+//! files that exist, and the server Deployment keeps its hardening.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("deploy dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read manifest");
+    spec::yaml::load_documents(&text)
+        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message))
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+#[test]
+fn manifests_pass_the_official_schemas() {
+    let manifests: Vec<PathBuf> = yaml_files(&deploy_dir())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .collect();
+    assert!(manifests.len() >= 7, "{manifests:?}");
+    match Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.31.0"])
+        .args(&manifests)
+        .output()
+    {
+        Ok(v) => assert!(
+            v.status.success(),
+            "kubernetes-validate rejected deploy/:\n{}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        ),
+        Err(e) if std::env::var_os("RIPOSTE_REQUIRE_K8S_VALIDATE").is_some() => {
+            panic!("kubernetes-validate is required (pip install kubernetes-validate): {e}")
+        }
+        Err(e) => eprintln!("skipping schema validation: kubernetes-validate not found ({e})"),
+    }
+}
+
+#[test]
+fn kustomizations_name_existing_files() {
+    for k in yaml_files(&deploy_dir())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "kustomization.yaml"))
+    {
+        let doc = &documents(&k)[0];
+        let base = k.parent().expect("parent");
+        for r in doc["resources"].as_array().expect("resources") {
+            let target = base.join(r.as_str().expect("resource path"));
+            assert!(
+                target.exists(),
+                "{}: {} does not exist",
+                k.display(),
+                target.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn server_deployment_is_hardened_and_probed() {
+    let d = &documents(&deploy_dir().join("deployment.yaml"))[0];
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The server refuses non-loopback addresses without an auth file.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.iter().any(|a| a.starts_with("--auth-file=")),
+        "{args:?}"
+    );
+}
