@@ -5,6 +5,7 @@
 //!   local processes in a private root ([`sandbox`]), `http` templates as HTTP requests
 //!   ([`http`]); images map to host programs through [`image::ImageTable`].
 //! - [`condition`]: resource templates' `successCondition`/`failureCondition` (pure).
+//! - [`kubectl_jsonpath`]: resource outputs' `valueFrom.jsonPath` (kubectl templates, pure).
 //! - [`job`]: the `batch/v1` Job manifest a step becomes on Kubernetes (pure; the executor
 //!   that creates and watches Jobs is not built yet).
 //!
@@ -15,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod image;
 pub mod job;
+pub mod kubectl_jsonpath;
 pub mod sandbox;
 
 pub use host::{HostConfig, HostExecutor, RESULT_LIMIT, log_path};
