@@ -6,6 +6,7 @@
 //!   ([`http`]); images map to host programs through [`image::ImageTable`].
 //! - [`condition`]: resource templates' `successCondition`/`failureCondition` (pure).
 //! - [`kubectl_jsonpath`]: resource outputs' `valueFrom.jsonPath` (kubectl templates, pure).
+//! - [`jq`]: resource outputs' `valueFrom.jqFilter` (jaq, printed like `jq -rc`, pure).
 //! - [`job`]: the `batch/v1` Job manifest a step becomes on Kubernetes (pure; the executor
 //!   that creates and watches Jobs is not built yet).
 //!
@@ -16,6 +17,7 @@ pub mod host;
 pub mod http;
 pub mod image;
 pub mod job;
+pub mod jq;
 pub mod kubectl_jsonpath;
 pub mod sandbox;
 

@@ -1,0 +1,103 @@
+//! `valueFrom.jqFilter` of resource templates (pure), with jaq.
+//!
+//! Argo runs `kubectl get ... -o json | jq -rc '<filter>'`: every output on its own line,
+//! strings raw, everything else as compact JSON. The same here, without a process.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
+use jaq_json::Val;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("jqFilter {filter:?}: {message}")]
+pub struct JqError {
+    pub filter: String,
+    pub message: String,
+}
+
+/// Runs `filter` over `obj` and prints its outputs like `jq -rc`.
+pub fn run(obj: &Value, filter: &str) -> Result<String, JqError> {
+    let err = |message: String| JqError {
+        filter: filter.to_string(),
+        message,
+    };
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs());
+    let loader = Loader::new(defs);
+    let arena = Arena::default();
+    let modules = loader
+        .load(
+            &arena,
+            File {
+                code: filter,
+                path: (),
+            },
+        )
+        .map_err(|errs| err(format!("does not parse ({} error(s))", errs.len())))?;
+    let compiled = Compiler::default()
+        .with_funs(funs)
+        .compile(modules)
+        .map_err(|errs| {
+            let names: Vec<String> = errs
+                .iter()
+                .flat_map(|(_, es)| es.iter().map(|(name, _)| name.to_string()))
+                .collect();
+            err(format!("does not compile: undefined {}", names.join(", ")))
+        })?;
+    let input = jaq_json::read::parse_single(obj.to_string().as_bytes())
+        .map_err(|e| err(format!("the object is not JSON: {e}")))?;
+    let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new([]));
+    let mut lines = Vec::new();
+    for out in compiled.id.run((ctx, input)).map(unwrap_valr) {
+        let v = out.map_err(|e| err(format!("failed: {e}")))?;
+        lines.push(match &v {
+            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+            other => other.to_string(),
+        });
+    }
+    Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn filters_table() {
+        let obj = json!({
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},
+            "spec": {"replicas": 3, "containers": [{"name": "main"}, {"name": "proxy"}]}
+        });
+        let cases = [
+            (".metadata.name", "web"),
+            (".spec.replicas", "3"),
+            (".spec.containers[].name", "main\nproxy"),
+            ("[.spec.containers[].name]", r#"["main","proxy"]"#),
+            (".metadata.labels | keys", r#"["app","tier"]"#),
+            (".spec.containers | map(.name) | join(\",\")", "main,proxy"),
+            (".missing", "null"),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(
+                run(&obj, filter).unwrap_or_else(|e| panic!("{e}")),
+                expected,
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_filters_are_errors() {
+        let obj = json!({"a": 1});
+        for filter in [".a |", "nosuchfunction(1)", ".a | keys"] {
+            let e = run(&obj, filter).expect_err(filter);
+            assert!(e.to_string().starts_with("jqFilter"), "{e}");
+        }
+    }
+}
