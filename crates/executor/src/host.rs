@@ -29,7 +29,7 @@ pub struct HostConfig {
     /// Per-run directory: node roots and logs live below it.
     pub run_dir: PathBuf,
     pub images: ImageTable,
-    /// The binary that implements `argosay` (this binary, with `argosay` as argv[1]).
+    /// The binary that implements `argosay` (this binary, with `argosay` as `argv[1]`).
     pub argosay_binary: PathBuf,
     pub isolation: Isolation,
     /// Keep node root directories after the node ends (for debugging).
