@@ -15,8 +15,35 @@ pub struct JqError {
     pub message: String,
 }
 
+/// Parses and compiles `filter` without running it (for lint).
+pub fn check(filter: &str) -> Result<(), JqError> {
+    compile_and(filter, |_| Ok(String::new())).map(drop)
+}
+
 /// Runs `filter` over `obj` and prints its outputs like `jq -rc`.
 pub fn run(obj: &Value, filter: &str) -> Result<String, JqError> {
+    compile_and(filter, |compiled| {
+        let input = jaq_json::read::parse_single(obj.to_string().as_bytes())
+            .map_err(|e| format!("the object is not JSON: {e}"))?;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new([]));
+        let mut lines = Vec::new();
+        for out in compiled.id.run((ctx, input)).map(unwrap_valr) {
+            let v = out.map_err(|e| format!("failed: {e}"))?;
+            lines.push(match &v {
+                Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                other => other.to_string(),
+            });
+        }
+        Ok(lines.join("\n"))
+    })
+}
+
+fn compile_and(
+    filter: &str,
+    then: impl FnOnce(
+        &jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>,
+    ) -> Result<String, String>,
+) -> Result<String, JqError> {
     let err = |message: String| JqError {
         filter: filter.to_string(),
         message,
@@ -48,18 +75,7 @@ pub fn run(obj: &Value, filter: &str) -> Result<String, JqError> {
                 .collect();
             err(format!("does not compile: undefined {}", names.join(", ")))
         })?;
-    let input = jaq_json::read::parse_single(obj.to_string().as_bytes())
-        .map_err(|e| err(format!("the object is not JSON: {e}")))?;
-    let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new([]));
-    let mut lines = Vec::new();
-    for out in compiled.id.run((ctx, input)).map(unwrap_valr) {
-        let v = out.map_err(|e| err(format!("failed: {e}")))?;
-        lines.push(match &v {
-            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
-            other => other.to_string(),
-        });
-    }
-    Ok(lines.join("\n"))
+    then(&compiled).map_err(err)
 }
 
 #[cfg(test)]
@@ -99,5 +115,9 @@ mod tests {
             let e = run(&obj, filter).expect_err(filter);
             assert!(e.to_string().starts_with("jqFilter"), "{e}");
         }
+        assert!(check(".a |").is_err());
+        assert!(check("nosuchfunction(1)").is_err());
+        // Valid filters that fail only at run time pass the check.
+        assert!(check(".a | keys").is_ok());
     }
 }

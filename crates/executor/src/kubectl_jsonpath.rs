@@ -37,6 +37,14 @@ pub fn render(obj: &Value, template: &str) -> Result<String, JsonPathError> {
     Ok(out)
 }
 
+/// Checks a template's syntax without an object (for lint).
+pub fn check(template: &str) -> Result<(), JsonPathError> {
+    match render(&Value::Null, template) {
+        Err(e) if e.message.ends_with("is not found in the object") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
 fn evaluate(obj: &Value, expr: &str) -> Result<String, String> {
     if expr.starts_with("range") || expr == "end" {
         return Err("`range`/`end` blocks are not supported; use a path or jqFilter".into());
@@ -158,5 +166,7 @@ mod tests {
             let e = render(&obj, template).expect_err(template);
             assert!(e.to_string().contains(fragment), "{template}: {e}");
         }
+        assert!(check("{.metadata.uid}").is_ok());
+        assert!(check("{.metadata.name").is_err());
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod exec;
 mod files;
+mod resource_lint;
 mod run;
 mod ui;
 mod yaml_out;
@@ -739,6 +740,7 @@ fn lint(a: LintArgs) -> Result<ExitCode> {
         library.add(l);
     }
     diags.extend(spec::lint(&loaded, &library));
+    diags.extend(resource_lint::lint(&loaded));
     diags.sort_by(|x, y| (&x.file, x.position).cmp(&(&y.file, y.position)));
     let errors = diags
         .iter()
@@ -1428,6 +1430,7 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         library.add(l);
     }
     diags.extend(spec::lint(&loaded, &library));
+    diags.extend(resource_lint::lint(&loaded));
     let errors: Vec<_> = diags
         .iter()
         .filter(|d| d.severity == Severity::Error)

@@ -627,3 +627,63 @@ fn exec_wrapper_reports_through_termination_message_and_callback() {
         assert_eq!(report["missingOutputs"][0]["name"], "gone");
     }
 }
+
+/// Resource conditions, jsonPath and jqFilter are linted with positions; `{{...}}` waits.
+#[test]
+fn lint_checks_resource_conditions_and_output_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "isolate.yaml",
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: isolate
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    inputs:
+      parameters: [{name: n, value: "1"}]
+    resource:
+      action: get
+      successCondition: status.succeeded > many
+      failureCondition: status.failed > {{inputs.parameters.n}}
+      manifest: |
+        apiVersion: batch/v1
+        kind: Job
+        metadata: {name: scan}
+    outputs:
+      parameters:
+      - name: name
+        valueFrom: {jsonPath: "{.metadata.name"}
+      - name: labels
+        valueFrom: {jqFilter: ".metadata.labels |"}
+      - name: ok
+        valueFrom: {jqFilter: ".metadata.labels | keys"}
+"#,
+    );
+    let o = riposte()
+        .arg("lint")
+        .arg(&file)
+        .output()
+        .expect("lint runs");
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("isolate.yaml:13:25: error: condition \"status.succeeded > many\""),
+        "{text}"
+    );
+    assert!(text.contains("isolate.yaml:22:"), "{text}");
+    assert!(
+        text.contains("jsonPath \"{.metadata.name\": unclosed"),
+        "{text}"
+    );
+    assert!(text.contains("isolate.yaml:24:"), "{text}");
+    assert!(
+        text.contains("3 error(s), 0 warning(s)")
+            && text.contains("jqFilter \".metadata.labels |\": does not parse"),
+        "{text}"
+    );
+    assert!(!text.contains("failureCondition"), "{text}");
+}
