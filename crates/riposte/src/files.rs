@@ -60,3 +60,26 @@ pub fn library_of(loaded: &[Loaded]) -> Library {
     }
     lib
 }
+
+/// Lints `loaded` (spec rules and resource-template languages) against a library of its own
+/// templates plus those under `template_paths`, appending to `diags`; returns the library
+/// that `templateRef`s resolve against. `riposte lint` and `riposte run` share it.
+pub fn lint_with_templates(
+    loaded: &[Loaded],
+    template_paths: &[PathBuf],
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Library> {
+    let (extra, extra_diags, _) = if template_paths.is_empty() {
+        Default::default()
+    } else {
+        load_all(template_paths)?
+    };
+    diags.extend(extra_diags);
+    let mut library = library_of(&extra);
+    for l in loaded {
+        library.add(l);
+    }
+    diags.extend(spec::lint(loaded, &library));
+    diags.extend(crate::resource_lint::lint(loaded));
+    Ok(library)
+}

@@ -729,18 +729,7 @@ fn report(r: Result<ExitCode>) -> ExitCode {
 
 fn lint(a: LintArgs) -> Result<ExitCode> {
     let (loaded, mut diags, n_files) = files::load_all(&a.paths)?;
-    let (extra, extra_diags, _) = if a.templates.is_empty() {
-        Default::default()
-    } else {
-        files::load_all(&a.templates)?
-    };
-    diags.extend(extra_diags);
-    let mut library = files::library_of(&extra);
-    for l in &loaded {
-        library.add(l);
-    }
-    diags.extend(spec::lint(&loaded, &library));
-    diags.extend(resource_lint::lint(&loaded));
+    files::lint_with_templates(&loaded, &a.templates, &mut diags)?;
     diags.sort_by(|x, y| (&x.file, x.position).cmp(&(&y.file, y.position)));
     let errors = diags
         .iter()
@@ -1419,18 +1408,7 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", a.file.display()))?;
     let file_name = a.file.display().to_string();
     let (loaded, mut diags) = spec::load(&file_name, &text);
-    let (extra, extra_diags, _) = if a.templates.is_empty() {
-        Default::default()
-    } else {
-        files::load_all(&a.templates)?
-    };
-    diags.extend(extra_diags);
-    let mut library = files::library_of(&extra);
-    for l in &loaded {
-        library.add(l);
-    }
-    diags.extend(spec::lint(&loaded, &library));
-    diags.extend(resource_lint::lint(&loaded));
+    let library = files::lint_with_templates(&loaded, &a.templates, &mut diags)?;
     let errors: Vec<_> = diags
         .iter()
         .filter(|d| d.severity == Severity::Error)
