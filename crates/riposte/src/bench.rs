@@ -116,24 +116,7 @@ pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<St
             break;
         }
         now += 1;
-        batch = Vec::new();
-        for c in commands {
-            if let Command::Execute(n) = c {
-                batch.push(Input::NodeStarted {
-                    now,
-                    node_id: n.node_id.clone(),
-                });
-                batch.push(Input::NodeFinished {
-                    now,
-                    node_id: n.node_id.clone(),
-                    result: ExecResult::succeeded(0, "x"),
-                });
-            }
-        }
-        anyhow::ensure!(
-            !batch.is_empty(),
-            "no progress possible: the engine issued no work"
-        );
+        batch = noop_executor(commands, now)?;
     }
     let secs = start.elapsed().as_secs_f64();
     let transitions = wf.transitions();
@@ -284,24 +267,7 @@ pub fn engine(shape: Shape, tasks: usize) -> Result<()> {
     let mut commands = wf.step(&[Input::Start { now }])?;
     while !wf.is_finished() {
         now += 1;
-        let mut batch = Vec::new();
-        for c in commands.drain(..) {
-            if let Command::Execute(n) = c {
-                batch.push(Input::NodeStarted {
-                    now,
-                    node_id: n.node_id.clone(),
-                });
-                batch.push(Input::NodeFinished {
-                    now,
-                    node_id: n.node_id.clone(),
-                    result: ExecResult::succeeded(0, "x"),
-                });
-            }
-        }
-        anyhow::ensure!(
-            !batch.is_empty(),
-            "no progress possible: the engine issued no work"
-        );
+        let batch = noop_executor(commands, now)?;
         commands = wf.step(&batch)?;
         steps += 1;
     }
@@ -417,4 +383,28 @@ pub async fn host(
     });
     writeln!(std::io::stdout(), "{line}")?;
     Ok(())
+}
+
+/// The benchmarks' no-op executor: every node the engine asks for starts and succeeds at
+/// `now`. An empty answer means the engine is stuck, which a benchmark must not hide.
+fn noop_executor(commands: Vec<Command>, now: i64) -> Result<Vec<Input>> {
+    let mut batch = Vec::new();
+    for c in commands {
+        if let Command::Execute(n) = c {
+            batch.push(Input::NodeStarted {
+                now,
+                node_id: n.node_id.clone(),
+            });
+            batch.push(Input::NodeFinished {
+                now,
+                node_id: n.node_id.clone(),
+                result: ExecResult::succeeded(0, "x"),
+            });
+        }
+    }
+    anyhow::ensure!(
+        !batch.is_empty(),
+        "no progress possible: the engine issued no work"
+    );
+    Ok(batch)
 }
