@@ -959,20 +959,7 @@ async fn stop_workflow(
     Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
-    c.send(
-        &namespace,
-        &name,
-        Input::Stop {
-            now: now_ms(),
-            terminate: false,
-            message: None,
-        },
-        &caller.name,
-        &caller.source,
-        "workflow.stop",
-    )
-    .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    shut_down(&c, &caller, &namespace, &name, false).await
 }
 
 async fn terminate_workflow(
@@ -980,20 +967,30 @@ async fn terminate_workflow(
     Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
-    c.send(
-        &namespace,
-        &name,
-        Input::Stop {
-            now: now_ms(),
-            terminate: true,
-            message: None,
-        },
-        &caller.name,
-        &caller.source,
-        "workflow.terminate",
-    )
-    .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    shut_down(&c, &caller, &namespace, &name, true).await
+}
+
+/// `stop` (exit handlers still run) or `terminate` (they do not), audited as such.
+async fn shut_down(
+    c: &Controller,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    terminate: bool,
+) -> ApiResult {
+    let input = Input::Stop {
+        now: now_ms(),
+        terminate,
+        message: None,
+    };
+    let action = if terminate {
+        "workflow.terminate"
+    } else {
+        "workflow.stop"
+    };
+    c.send(namespace, name, input, &caller.name, &caller.source, action)
+        .await?;
+    Ok(Json(c.workflow_json(namespace, name, true).await?))
 }
 
 fn template_json(t: &store::TemplateRecord) -> Value {
