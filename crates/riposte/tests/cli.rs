@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 fn riposte() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
     c.env(
@@ -539,25 +541,7 @@ fn kubernetes_dry_run_jobs_pass_the_official_schemas() {
         "only {} example files produced Jobs",
         manifests.len()
     );
-    let validator = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet", "-k", "1.31.0"])
-        .args(&manifests)
-        .output();
-    match validator {
-        Ok(v) => assert!(
-            v.status.success(),
-            "kubernetes-validate rejected Jobs:\n{}{}",
-            String::from_utf8_lossy(&v.stdout),
-            String::from_utf8_lossy(&v.stderr)
-        ),
-        Err(e) if std::env::var_os("RIPOSTE_REQUIRE_K8S_VALIDATE").is_some() => {
-            panic!("kubernetes-validate is required (pip install kubernetes-validate): {e}")
-        }
-        Err(e) => eprintln!(
-            "skipping schema validation of {} manifests: kubernetes-validate not found ({e}); scripts/test installs it",
-            manifests.len()
-        ),
-    }
+    common::validate_kubernetes_manifests(&manifests, "Jobs");
 }
 
 /// `riposte exec` (the in-pod wrapper): exit code, result, output files and a missing one

@@ -2,9 +2,10 @@
 //! files that exist, and the server Deployment keeps its hardening.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+
+mod common;
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
@@ -40,22 +41,7 @@ fn manifests_pass_the_official_schemas() {
         .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
         .collect();
     assert!(manifests.len() >= 7, "{manifests:?}");
-    match Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet", "-k", "1.31.0"])
-        .args(&manifests)
-        .output()
-    {
-        Ok(v) => assert!(
-            v.status.success(),
-            "kubernetes-validate rejected deploy/:\n{}{}",
-            String::from_utf8_lossy(&v.stdout),
-            String::from_utf8_lossy(&v.stderr)
-        ),
-        Err(e) if std::env::var_os("RIPOSTE_REQUIRE_K8S_VALIDATE").is_some() => {
-            panic!("kubernetes-validate is required (pip install kubernetes-validate): {e}")
-        }
-        Err(e) => eprintln!("skipping schema validation: kubernetes-validate not found ({e})"),
-    }
+    common::validate_kubernetes_manifests(&manifests, "deploy/ manifests");
 }
 
 #[test]
