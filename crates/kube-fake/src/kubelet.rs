@@ -1,0 +1,179 @@
+//! [`HostKubelet`]: plays the kubelet by running each new pod's `main` container command as a
+//! host process. Images are ignored (the host's programs run), init containers are skipped
+//! (the Riposte wrapper the init container would install is given as a host path), and the
+//! termination message is the file the container wrote, as the real kubelet reads
+//! `terminationMessagePath`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::FakeApiServer;
+
+pub struct HostKubelet {
+    pub fake: FakeApiServer,
+    /// Replaces the in-pod wrapper path (`/var/run/riposte/riposte`) in commands.
+    pub wrapper: PathBuf,
+    /// Where pods' termination logs and working directories go.
+    pub work_dir: PathBuf,
+    /// Extra environment for every container (e.g. a callback URL reachable from the host).
+    pub extra_env: Vec<(String, String)>,
+}
+
+const IN_POD_WRAPPER: &str = "/var/run/riposte/riposte";
+
+impl HostKubelet {
+    /// Runs forever (until the runtime ends): every pod that appears `Pending` is started.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut started: BTreeSet<(String, String)> = BTreeSet::new();
+            let mut changed = self.fake.changed.subscribe();
+            loop {
+                for pod in self.fake.list("pods", "") {
+                    let ns = pod["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let name = pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if pod["status"]["phase"] != "Pending"
+                        || !started.insert((ns.clone(), name.clone()))
+                    {
+                        continue;
+                    }
+                    let fake = self.fake.clone();
+                    let wrapper = self.wrapper.clone();
+                    let work = self.work_dir.join(&name);
+                    let extra = self.extra_env.clone();
+                    tokio::spawn(async move {
+                        run_pod(fake, pod, ns, name, wrapper, work, extra).await;
+                    });
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+async fn run_pod(
+    fake: FakeApiServer,
+    pod: Value,
+    ns: String,
+    name: String,
+    wrapper: PathBuf,
+    work: PathBuf,
+    extra_env: Vec<(String, String)>,
+) {
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let Some(main) = containers
+        .iter()
+        .find(|c| c["name"] == "main")
+        .or(containers.first())
+        .cloned()
+    else {
+        let _ = fake.finish_pod(&ns, &name, 128, "no containers");
+        return;
+    };
+    let mut argv: Vec<String> = main["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(main["args"].as_array().into_iter().flatten())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    for a in argv.iter_mut() {
+        if a == IN_POD_WRAPPER {
+            *a = wrapper.display().to_string();
+        }
+    }
+    if std::fs::create_dir_all(&work).is_err() || argv.is_empty() {
+        let _ = fake.finish_pod(&ns, &name, 128, "cannot start the container");
+        return;
+    }
+    let term_log = work.join("termination-log");
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(&work)
+        .env("RIPOSTE_TERMINATION_LOG", &term_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for e in main["env"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in &extra_env {
+        cmd.env(k, v);
+    }
+    let _ = fake.start_pod(&ns, &name);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = fake.finish_pod(
+                &ns,
+                &name,
+                128,
+                &format!("failed to start {}: {e}", argv[0]),
+            );
+            return;
+        }
+    };
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(
+            fake.clone(),
+            ns.clone(),
+            name.clone(),
+            BufReader::new(out),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(
+            fake.clone(),
+            ns.clone(),
+            name.clone(),
+            BufReader::new(err),
+        )));
+    }
+    // A deleted pod (its Job deleted with propagation) is killed, as the kubelet would.
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s.ok().and_then(|s| s.code()).unwrap_or(137),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                if fake.get("pods", &ns, &name).is_none() {
+                    let _ = child.kill().await;
+                    return;
+                }
+            }
+        }
+    };
+    for p in pumps {
+        let _ = p.await;
+    }
+    let message = std::fs::read_to_string(&term_log).unwrap_or_default();
+    let _ = fake.finish_pod(&ns, &name, status, &message);
+}
+
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    fake: FakeApiServer,
+    ns: String,
+    pod: String,
+    r: BufReader<R>,
+) {
+    let mut lines = r.lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        fake.append_log(&ns, &pod, &format!("{l}\n"));
+    }
+}

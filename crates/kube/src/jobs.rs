@@ -1,0 +1,372 @@
+//! A `container`/`script` node as a `batch/v1` Job: create it (or re-attach to it), wait for
+//! the wrapper's report, follow the pod's log into the node's log file, delete it on cancel.
+//!
+//! The report arrives by callback when the server has a callback URL; otherwise (and as a
+//! fallback) it is read from the pod's termination message once the Job has finished.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use engine::{ExecResult, ExecuteNode, Phase};
+use executor::job::{JobOptions, job_manifest};
+use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use crate::{KubeExecutor, Report, api_status, cancelled, describe, node_token};
+
+/// Label a Job carries with its workflow's uid (set by `executor::job`).
+pub const WORKFLOW_UID_LABEL: &str = "riposte.dev/workflow-uid";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The callback URL for a node, below the server's base URL.
+pub fn callback_url(base: &str, workflow_uid: &str, node_id: &str) -> String {
+    format!(
+        "{}/api/v1/riposte/callbacks/{workflow_uid}/{node_id}",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The Job for a node with this installation's settings, including the callback.
+pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, String> {
+    let opts = exec.cluster.options();
+    let namespace = opts
+        .job_namespace
+        .clone()
+        .unwrap_or_else(|| node.namespace.clone());
+    let mut job = job_manifest(
+        node,
+        &JobOptions {
+            riposte_image: opts.riposte_image.clone(),
+            ttl_seconds_after_finished: opts.ttl_seconds_after_finished,
+            namespace: Some(namespace),
+            workflow_uid: exec.workflow_uid.clone(),
+            now_ms: now_ms(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(base) = &opts.callback_url {
+        let env = &mut job["spec"]["template"]["spec"]["containers"][0]["env"];
+        if let Some(env) = env.as_array_mut() {
+            env.push(json!({"name": "RIPOSTE_CALLBACK_URL",
+                "value": callback_url(base, &exec.workflow_uid, &node.node_id)}));
+            env.push(json!({"name": "RIPOSTE_NODE_TOKEN",
+                "value": node_token(&opts.callback_secret, &exec.workflow_uid, &node.node_id)}));
+        }
+    }
+    Ok(job)
+}
+
+enum End {
+    Reported(Report),
+    JobFinished(Box<Result<DynamicObject, String>>),
+    Cancelled,
+    Deadline,
+}
+
+pub(crate) async fn run(
+    exec: &KubeExecutor,
+    node: &ExecuteNode,
+    mut cancel: watch::Receiver<bool>,
+    deadline_in: Option<Duration>,
+    reattach: bool,
+) -> ExecResult {
+    let manifest = match manifest_for(exec, node) {
+        Ok(m) => m,
+        Err(e) => return ExecResult::error(e),
+    };
+    let name = node.pod_name.clone();
+    let namespace = manifest["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(&node.namespace)
+        .to_string();
+    let client = exec.cluster.client().clone();
+    let jobs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &ApiResource::erase::<Job>(&()));
+    // Registered before the Job exists, so an early callback cannot be missed.
+    let reported = exec.cluster.register(&exec.workflow_uid, &node.node_id);
+    let attached = attach_or_create(&jobs, &name, manifest, &exec.workflow_uid, reattach).await;
+    if let Err(e) = attached {
+        exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+        return ExecResult::error(e);
+    }
+    let log_task = exec.logs_dir.as_ref().map(|dir| {
+        tokio::spawn(follow_logs(
+            client.clone(),
+            namespace.clone(),
+            name.clone(),
+            dir.join(format!("{}.log", node.node_id)),
+        ))
+    });
+    let deadline = async {
+        match deadline_in {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        r = reported => match r {
+            Ok(report) => End::Reported(report),
+            // The sender went away (another node replaced it): wait for the Job instead.
+            Err(_) => End::JobFinished(Box::new(wait_finished(&jobs, &name).await)),
+        },
+        j = wait_finished(&jobs, &name) => End::JobFinished(Box::new(j)),
+        _ = cancelled(&mut cancel) => End::Cancelled,
+        _ = deadline => End::Deadline,
+    };
+    exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+    let result = match end {
+        End::Reported(report) => report.into_exec_result(),
+        End::JobFinished(finished) => match *finished {
+            Ok(job) => from_finished_job(&client, &namespace, &job).await,
+            Err(e) => ExecResult::error(e),
+        },
+        End::Cancelled => {
+            delete_job(&jobs, &name).await;
+            ExecResult::error("cancelled")
+        }
+        End::Deadline => {
+            delete_job(&jobs, &name).await;
+            ExecResult {
+                phase: Phase::Failed,
+                message: "Pod was active on the node longer than the specified deadline".into(),
+                ..ExecResult::error("")
+            }
+        }
+    };
+    if let Some(t) = log_task {
+        // The log ends with the container; give the stream a moment to deliver its tail.
+        if result.phase == Phase::Error && result.message == "cancelled" {
+            t.abort();
+        } else if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            // Still streaming (a slow API server); what was written is kept.
+        }
+    }
+    result
+}
+
+/// Creates the node's Job, or finds the one an earlier controller created for this node.
+async fn attach_or_create(
+    jobs: &Api<DynamicObject>,
+    name: &str,
+    manifest: Value,
+    workflow_uid: &str,
+    reattach: bool,
+) -> Result<DynamicObject, String> {
+    let belongs = |job: &DynamicObject| {
+        job.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(WORKFLOW_UID_LABEL))
+            .is_some_and(|u| u == workflow_uid)
+    };
+    if reattach {
+        return match jobs.get_opt(name).await {
+            Ok(Some(job)) if belongs(&job) => Ok(job),
+            Ok(Some(_)) => Err(format!(
+                "Job {name} belongs to another workflow; cannot re-attach to it"
+            )),
+            Ok(None) => Err(format!(
+                "process lost: Job {name} no longer exists (deleted, or removed by ttlSecondsAfterFinished while no controller ran)"
+            )),
+            Err(e) => Err(format!("looking up Job {name}: {}", describe(&e))),
+        };
+    }
+    let obj: DynamicObject = serde_json::from_value(manifest)
+        .map_err(|e| format!("the Job manifest is not a Kubernetes object: {e}"))?;
+    match jobs.create(&PostParams::default(), &obj).await {
+        Ok(job) => Ok(job),
+        Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => match jobs.get(name).await {
+            Ok(job) if belongs(&job) => Ok(job),
+            Ok(_) => Err(format!(
+                "a Job named {name} already exists and belongs to another workflow; delete it or rename the workflow"
+            )),
+            Err(e) => Err(format!(
+                "looking up the existing Job {name}: {}",
+                describe(&e)
+            )),
+        },
+        Err(e) => Err(format!("creating Job {name}: {}", describe(&e))),
+    }
+}
+
+fn condition_true(job: &DynamicObject, kind: &str) -> Option<Value> {
+    job.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+        .cloned()
+}
+
+/// Waits (watching, not polling) until the Job has a `Complete` or `Failed` condition.
+async fn wait_finished(jobs: &Api<DynamicObject>, name: &str) -> Result<DynamicObject, String> {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(jobs.clone(), cfg).default_backoff().boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => {
+                if condition_true(&job, "Complete").is_some()
+                    || condition_true(&job, "Failed").is_some()
+                {
+                    return Ok(job);
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                return Err(format!("Job {name} was deleted before it finished"));
+            }
+            Ok(_) => {}
+            // The backoff retries; a persistent error shows up in the log, not as a failure.
+            Err(e) => eprintln!("watching Job {name}: {e}"),
+        }
+    }
+    Err(format!("the watch of Job {name} ended"))
+}
+
+/// The node's result from its finished Job: the wrapper's report in the termination message.
+async fn from_finished_job(
+    client: &kube::Client,
+    namespace: &str,
+    job: &DynamicObject,
+) -> ExecResult {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await;
+    let terminated = listed.ok().and_then(|l| {
+        l.items.into_iter().find_map(|p| {
+            let statuses = p.status?.container_statuses?;
+            let main = statuses.into_iter().find(|s| s.name == "main")?;
+            main.state?.terminated
+        })
+    });
+    let failed = condition_true(job, "Failed");
+    if let Some(c) = &failed
+        && c["reason"] == "DeadlineExceeded"
+    {
+        return ExecResult {
+            phase: Phase::Failed,
+            message: "Pod was active on the node longer than the specified deadline".into(),
+            ..ExecResult::error("")
+        };
+    }
+    match terminated {
+        Some(t) => {
+            let report = t
+                .message
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
+                .and_then(|v| Report::from_json(&v));
+            match report {
+                Some(r) => r.into_exec_result(),
+                None => {
+                    // Not the wrapper's report: the wrapper never ran (init container or image
+                    // problem) or something else wrote the message.
+                    let mut r = ExecResult::exited(t.exit_code, "");
+                    let detail = t.message.unwrap_or_default();
+                    if t.exit_code == 0 {
+                        r.message = String::new();
+                    } else if !detail.is_empty() {
+                        r.message = format!("{}: {}", r.message, detail.trim());
+                    }
+                    r
+                }
+            }
+        }
+        None => ExecResult::error(match failed {
+            Some(c) => format!(
+                "Job {name} failed: {}",
+                c["message"].as_str().unwrap_or("no message")
+            ),
+            None => format!("Job {name} finished but its pod is gone; no result"),
+        }),
+    }
+}
+
+async fn delete_job(jobs: &Api<DynamicObject>, name: &str) {
+    // Background propagation: the pod goes too (the API's default for Jobs orphans it).
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
+        Err(e) => eprintln!("deleting Job {name}: {}", describe(&e)),
+    }
+}
+
+/// Appends the Job's pod's `main` log to `path` as it is written, until the container ends.
+async fn follow_logs(client: kube::Client, namespace: String, job: String, path: PathBuf) {
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let cfg = watcher::Config::default().labels(&format!("job-name={job}"));
+    let mut events = watcher(pods.clone(), cfg)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let pod = loop {
+        match events.next().await {
+            Some(Ok(p)) => {
+                let phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default();
+                if phase != "Pending" && !phase.is_empty() {
+                    break p;
+                }
+            }
+            Some(Err(_)) => continue,
+            None => return,
+        }
+    };
+    drop(events);
+    let Some(pod_name) = pod.metadata.name else {
+        return;
+    };
+    let params = LogParams {
+        follow: true,
+        container: Some("main".into()),
+        ..LogParams::default()
+    };
+    let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
+        return;
+    };
+    if let Err(e) = write_lines(stream, &path).await {
+        eprintln!(
+            "writing the log of pod {pod_name} to {}: {e}",
+            path.display()
+        );
+    }
+}
+
+async fn write_lines(
+    stream: impl futures_util::AsyncBufRead + Unpin,
+    path: &Path,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    let mut lines = stream.lines();
+    while let Some(line) = lines.try_next().await? {
+        file.write_all(line.as_bytes()).await?;
+        file.write_all(b"\n").await?;
+        file.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The Kubernetes executor: `container`/`script` steps as `batch/v1` Jobs, `resource` steps as
+//! API calls made by the controller, `http` steps as requests from the controller.
+//!
+//! # Brief overview
+//! - [`Cluster`]: the connection (in-cluster config or `KUBECONFIG`) and what every workflow
+//!   shares: Job settings, the callback secret, the nodes waiting for a callback.
+//! - [`KubeExecutor`]: one workflow's executor; `run` carries out one `Execute` command.
+//! - [`jobs`]: create (or re-attach to) a node's Job, wait for the wrapper's report (callback
+//!   first, pod termination message as fallback), follow the pod's log, delete on cancel.
+//! - [`resource`]: the resource template's actions on any kind ([`kube::api::DynamicObject`]).
+//! - [`report`]: the `riposte exec` report and the callback token.
+//!
+//! Completion is watched (kube-runtime watchers), never polled.
+
+pub mod jobs;
+pub mod report;
+pub mod resource;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::{ExecResult, ExecuteNode};
+use spec::TemplateType;
+use tokio::sync::{oneshot, watch};
+
+pub use report::{Report, node_token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "no Kubernetes configuration: not running in a cluster and no usable KUBECONFIG or ~/.kube/config ({0}); set KUBECONFIG to a kubeconfig file"
+    )]
+    Config(String),
+    #[error("building the Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// Installation settings of the Kubernetes executor.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The Riposte image whose init container installs `riposte exec` into step pods.
+    pub riposte_image: String,
+    /// `ttlSecondsAfterFinished` of step Jobs.
+    pub ttl_seconds_after_finished: i64,
+    /// Run every Job in this namespace instead of the workflow's own.
+    pub job_namespace: Option<String>,
+    /// Base URL of this server as seen from pods (`http://riposte.riposte.svc:2746`); when
+    /// set, the wrapper reports there and the termination message is only the fallback.
+    pub callback_url: Option<String>,
+    /// Key of the per-node callback tokens. Replicas that share it accept each other's callbacks.
+    pub callback_secret: Vec<u8>,
+}
+
+/// Nodes waiting for their wrapper's callback, keyed by `(workflow uid, node id)`.
+type Waiters = HashMap<(String, String), oneshot::Sender<Report>>;
+
+/// A connection to a cluster, shared by every workflow.
+#[derive(Clone)]
+pub struct Cluster {
+    client: kube::Client,
+    options: Arc<ClusterOptions>,
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+impl Cluster {
+    /// Connects with in-cluster configuration or `KUBECONFIG` (kube's inference order).
+    pub async fn connect(options: ClusterOptions) -> Result<Cluster, KubeError> {
+        // kube and sqlx both use ring; say so once so rustls never has to guess.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::Config(e.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))?;
+        Ok(Cluster::with_client(client, options))
+    }
+
+    pub fn with_client(client: kube::Client, options: ClusterOptions) -> Cluster {
+        Cluster {
+            client,
+            options: Arc::new(options),
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// The executor for one workflow. `logs_dir` receives `<node id>.log` for each step.
+    pub fn executor(&self, workflow_uid: &str, logs_dir: Option<PathBuf>) -> KubeExecutor {
+        KubeExecutor {
+            cluster: self.clone(),
+            workflow_uid: workflow_uid.to_string(),
+            logs_dir,
+        }
+    }
+
+    /// Hands a callback to the node waiting for it. `false` when no node waits (it already
+    /// finished, or this replica does not run it); the termination message then serves.
+    pub fn deliver(&self, workflow_uid: &str, node_id: &str, report: Report) -> bool {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(workflow_uid.to_string(), node_id.to_string()));
+        waiter.is_some_and(|w| w.send(report).is_ok())
+    }
+
+    /// Checks a callback's bearer token (constant time).
+    pub fn token_is_valid(&self, workflow_uid: &str, node_id: &str, token: &str) -> bool {
+        let want = node_token(&self.options.callback_secret, workflow_uid, node_id);
+        want.len() == token.len()
+            && want
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    fn register(&self, workflow_uid: &str, node_id: &str) -> oneshot::Receiver<Report> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((workflow_uid.to_string(), node_id.to_string()), tx);
+        rx
+    }
+
+    fn unregister(&self, workflow_uid: &str, node_id: &str) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(workflow_uid.to_string(), node_id.to_string()));
+    }
+}
+
+/// One workflow's Kubernetes executor. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeExecutor {
+    cluster: Cluster,
+    workflow_uid: String,
+    logs_dir: Option<PathBuf>,
+}
+
+impl KubeExecutor {
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Runs the node to completion, or until `cancel` turns true or its deadline passes.
+    /// With `reattach`, the node was started by an earlier controller: its Job is looked up
+    /// and never created again.
+    pub async fn run(
+        &self,
+        node: &ExecuteNode,
+        mut cancel: watch::Receiver<bool>,
+        deadline_in: Option<Duration>,
+        reattach: bool,
+    ) -> ExecResult {
+        let t = &node.template;
+        match t.template_type() {
+            Some(TemplateType::Container) | Some(TemplateType::Script) => {
+                jobs::run(self, node, cancel, deadline_in, reattach).await
+            }
+            Some(TemplateType::Resource) => {
+                let fut = resource::run(&self.cluster, node, &self.workflow_uid);
+                let deadline = async {
+                    match deadline_in {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = fut => r,
+                    _ = cancelled(&mut cancel) => ExecResult::error("cancelled"),
+                    _ = deadline => ExecResult {
+                        phase: engine::Phase::Failed,
+                        message: "Step exceeded its deadline".into(),
+                        ..ExecResult::error("")
+                    },
+                }
+            }
+            Some(TemplateType::Http) => {
+                let http = t.http.clone().unwrap_or_default();
+                tokio::select! {
+                    r = executor::http::run(http) => r,
+                    _ = cancelled(&mut cancel) => ExecResult::error("cancelled"),
+                }
+            }
+            other => ExecResult::error(format!(
+                "the Kubernetes executor cannot run template type {other:?}"
+            )),
+        }
+    }
+}
+
+/// Resolves once `cancel` turns true. (A helper so that the guard `wait_for` returns is
+/// dropped inside, keeping callers' futures `Send`.)
+pub(crate) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    // A closed channel means nobody can cancel any more: wait forever.
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `Status` reason and code of a Kubernetes API error.
+pub(crate) fn api_status(e: &kube::Error) -> Option<(u16, &str)> {
+    match e {
+        kube::Error::Api(s) => Some((s.code, s.reason.as_str())),
+        _ => None,
+    }
+}
+
+/// A Kubernetes error as users should read it: the API server's own message when there is one.
+pub(crate) fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            format!("{} ({} {})", s.message, s.code, s.reason)
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,518 @@
+//! The resource template, run by the controller (no pod): `get`, `create`, `apply`
+//! (server-side apply), `replace`, `patch` (`strategic`, `merge`, `json`) and `delete` on any
+//! kind, found by discovery and handled as [`DynamicObject`]s; then `successCondition` /
+//! `failureCondition` watched over the object, and outputs by `jsonPath` / `jqFilter`.
+//!
+//! A patch never creates: the API answers 404 for a missing object and the node fails.
+
+use engine::{ExecResult, ExecuteNode, Phase};
+use executor::condition::{self, Verdict};
+use futures_util::StreamExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::discovery::{self, Scope};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use crate::{Cluster, api_status, describe};
+
+/// The field manager Riposte's server-side applies and patches are recorded under.
+pub const FIELD_MANAGER: &str = "riposte";
+
+pub(crate) async fn run(cluster: &Cluster, node: &ExecuteNode, workflow_uid: &str) -> ExecResult {
+    match run_inner(cluster, node, workflow_uid).await {
+        Ok(r) => r,
+        Err(msg) => ExecResult::error(msg),
+    }
+}
+
+/// The resource template's `flags`, the subset of `kubectl` flags Riposte understands.
+#[derive(Debug, Default, PartialEq)]
+pub struct Flags {
+    /// `TYPE NAME` positional arguments (`[pod, my-pod]`), naming the target.
+    pub target: Vec<String>,
+    pub namespace: Option<String>,
+    pub selector: Option<String>,
+    pub field_manager: Option<String>,
+    pub force_conflicts: bool,
+}
+
+impl Flags {
+    pub fn parse(flags: &[String]) -> Result<Flags, String> {
+        let mut f = Flags::default();
+        let mut it = flags.iter().map(|s| s.trim());
+        while let Some(flag) = it.next() {
+            let (key, inline) = match flag.split_once('=') {
+                Some((k, v)) if k.starts_with('-') => (k, Some(v.to_string())),
+                _ => (flag, None),
+            };
+            let mut value = |what: &str| -> Result<String, String> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => it
+                        .next()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("flag {key} needs {what}")),
+                }
+            };
+            match key {
+                "-n" | "--namespace" => f.namespace = Some(value("a namespace")?),
+                "-l" | "--selector" => f.selector = Some(value("a label selector")?),
+                "--field-manager" => f.field_manager = Some(value("a name")?),
+                "--force-conflicts" => f.force_conflicts = inline.as_deref() != Some("false"),
+                // Accepted and without effect here: the API server validates, deletes of
+                // missing objects are already ignored, apply is always server-side.
+                "--validate" | "--ignore-not-found" | "--server-side" | "--wait" => {}
+                k if k.starts_with('-') => {
+                    return Err(format!(
+                        "flag {k} is not supported by Riposte's resource template; supported: --namespace/-n, --selector/-l, --field-manager, --force-conflicts, --validate, --ignore-not-found, --server-side, and TYPE NAME"
+                    ));
+                }
+                positional => f.target.push(positional.to_string()),
+            }
+        }
+        if f.target.len() > 2 {
+            return Err(format!(
+                "flags name more than TYPE and NAME: {:?}",
+                f.target
+            ));
+        }
+        Ok(f)
+    }
+}
+
+/// kubectl's names for common kinds: `pod`, `pods`, `po`, ...
+fn kind_for_type(t: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    let t = t.to_ascii_lowercase();
+    type Gvk = (&'static str, &'static str, &'static str);
+    let table: &[(&[&str], Gvk)] = &[
+        (&["pod", "pods", "po"], ("", "v1", "Pod")),
+        (&["configmap", "configmaps", "cm"], ("", "v1", "ConfigMap")),
+        (&["secret", "secrets"], ("", "v1", "Secret")),
+        (&["service", "services", "svc"], ("", "v1", "Service")),
+        (
+            &["serviceaccount", "serviceaccounts", "sa"],
+            ("", "v1", "ServiceAccount"),
+        ),
+        (&["namespace", "namespaces", "ns"], ("", "v1", "Namespace")),
+        (
+            &["deployment", "deployments", "deploy"],
+            ("apps", "v1", "Deployment"),
+        ),
+        (
+            &["daemonset", "daemonsets", "ds"],
+            ("apps", "v1", "DaemonSet"),
+        ),
+        (
+            &["statefulset", "statefulsets", "sts"],
+            ("apps", "v1", "StatefulSet"),
+        ),
+        (
+            &["replicaset", "replicasets", "rs"],
+            ("apps", "v1", "ReplicaSet"),
+        ),
+        (&["job", "jobs"], ("batch", "v1", "Job")),
+        (&["cronjob", "cronjobs", "cj"], ("batch", "v1", "CronJob")),
+        (
+            &["networkpolicy", "networkpolicies", "netpol"],
+            ("networking.k8s.io", "v1", "NetworkPolicy"),
+        ),
+        (
+            &["policyreport", "policyreports", "polr"],
+            ("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
+        ),
+    ];
+    table
+        .iter()
+        .find(|(names, _)| names.contains(&t.as_str()))
+        .map(|(_, gvk)| *gvk)
+}
+
+fn parse_manifest(text: &str) -> Result<Value, String> {
+    let docs = spec::yaml::load_documents(text).map_err(|e| {
+        format!(
+            "manifest line {}, column {}: {}",
+            e.position.line, e.position.col, e.message
+        )
+    })?;
+    match docs.len() {
+        1 => Ok(docs
+            .into_iter()
+            .next()
+            .map(|d| d.value)
+            .unwrap_or(Value::Null)),
+        0 => Err("the manifest is empty".into()),
+        n => Err(format!(
+            "the manifest holds {n} documents; a resource template takes one"
+        )),
+    }
+}
+
+/// What the action works on.
+struct Target {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    name: Option<String>,
+}
+
+async fn target(
+    cluster: &Cluster,
+    node: &ExecuteNode,
+    flags: &Flags,
+    manifest: &Value,
+) -> Result<Target, String> {
+    let (gvk, name) = match flags.target.as_slice() {
+        [t, rest @ ..] => {
+            let (g, v, k) = kind_for_type(t).ok_or_else(|| {
+                format!("flags name the resource type {t:?}, which Riposte does not know; name the object in the manifest (apiVersion, kind, metadata.name) instead")
+            })?;
+            (GroupVersionKind::gvk(g, v, k), rest.first().cloned())
+        }
+        [] => {
+            let api_version = manifest["apiVersion"]
+                .as_str()
+                .ok_or("the manifest has no apiVersion")?;
+            let kind = manifest["kind"]
+                .as_str()
+                .ok_or("the manifest has no kind")?;
+            let (g, v) = match api_version.split_once('/') {
+                Some((g, v)) => (g, v),
+                None => ("", api_version),
+            };
+            (
+                GroupVersionKind::gvk(g, v, kind),
+                manifest["metadata"]["name"].as_str().map(str::to_string),
+            )
+        }
+    };
+    let (resource, caps) = discovery::pinned_kind(cluster.client(), &gvk)
+        .await
+        .map_err(|e| {
+            format!(
+                "the cluster does not serve {}/{} {} (is the CRD installed?): {}",
+                gvk.group,
+                gvk.version,
+                gvk.kind,
+                describe(&e)
+            )
+        })?;
+    let api = match caps.scope {
+        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
+        Scope::Namespaced => {
+            let ns = flags
+                .namespace
+                .clone()
+                .or_else(|| {
+                    manifest["metadata"]["namespace"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| node.namespace.clone());
+            Api::namespaced_with(cluster.client().clone(), &ns, &resource)
+        }
+    };
+    Ok(Target {
+        api,
+        resource,
+        name,
+    })
+}
+
+async fn run_inner(
+    cluster: &Cluster,
+    node: &ExecuteNode,
+    workflow_uid: &str,
+) -> Result<ExecResult, String> {
+    let r = node
+        .template
+        .resource
+        .as_ref()
+        .ok_or("not a resource template")?;
+    let flags = Flags::parse(&r.flags)?;
+    let manifest = match &r.manifest {
+        Some(text) => parse_manifest(text)?,
+        None if r.manifest_from.is_some() => {
+            return Err(
+                "manifestFrom (an artifact) is not supported by Riposte; put the manifest inline"
+                    .into(),
+            );
+        }
+        None => Value::Null,
+    };
+    let strategy = r.merge_strategy.as_deref().unwrap_or("strategic");
+    let json_patch = r.action == "patch" && strategy == "json";
+    if json_patch && flags.target.len() != 2 {
+        return Err("a json patch's manifest is the list of operations, so the target goes in flags: [TYPE, NAME] (e.g. [pod, \"{{pod.name}}\"])".into());
+    }
+    let target_from = if json_patch { &Value::Null } else { &manifest };
+    let t = target(cluster, node, &flags, target_from).await?;
+    let what = |name: &str| format!("{}/{name}", t.resource.kind.to_lowercase());
+    let need_name = || {
+        t.name.clone().ok_or_else(|| {
+            format!(
+                "action {:?} needs the object's name (metadata.name, or flags TYPE NAME)",
+                r.action
+            )
+        })
+    };
+    let mut body = manifest.clone();
+    if r.set_owner_reference == Some(true) && matches!(r.action.as_str(), "create" | "apply") {
+        set_owner_labels(&mut body, &node.workflow_name, workflow_uid);
+    }
+    let object_of = |v: &Value| -> Result<DynamicObject, String> {
+        serde_json::from_value(v.clone())
+            .map_err(|e| format!("the manifest is not a Kubernetes object: {e}"))
+    };
+    let obj: Option<DynamicObject> = match r.action.as_str() {
+        "get" => {
+            let name = need_name()?;
+            Some(
+                t.api
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("get {}: {}", what(&name), describe(&e)))?,
+            )
+        }
+        "create" => {
+            let o = object_of(&body)?;
+            Some(
+                t.api
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "create {}: {}",
+                            what(t.name.as_deref().unwrap_or("(generated)")),
+                            describe(&e)
+                        )
+                    })?,
+            )
+        }
+        "apply" => {
+            let name = need_name()?;
+            let mut pp =
+                PatchParams::apply(flags.field_manager.as_deref().unwrap_or(FIELD_MANAGER));
+            // A responder must win over whoever set the field before (e.g. a `kubectl apply`).
+            pp.force = true;
+            let _ = flags.force_conflicts;
+            Some(
+                t.api
+                    .patch(&name, &pp, &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| format!("apply {}: {}", what(&name), describe(&e)))?,
+            )
+        }
+        "replace" => {
+            let name = need_name()?;
+            let current = t
+                .api
+                .get(&name)
+                .await
+                .map_err(|e| format!("replace {}: {}", what(&name), describe(&e)))?;
+            let mut o = object_of(&body)?;
+            o.metadata.resource_version = current.metadata.resource_version;
+            Some(
+                t.api
+                    .replace(&name, &PostParams::default(), &o)
+                    .await
+                    .map_err(|e| format!("replace {}: {}", what(&name), describe(&e)))?,
+            )
+        }
+        "patch" => {
+            let name = need_name()?;
+            let pp = PatchParams {
+                field_manager: Some(
+                    flags
+                        .field_manager
+                        .clone()
+                        .unwrap_or_else(|| FIELD_MANAGER.into()),
+                ),
+                ..PatchParams::default()
+            };
+            let patch = match strategy {
+                "strategic" => Patch::Strategic(body.clone()),
+                "merge" => Patch::Merge(body.clone()),
+                "json" => Patch::Json(
+                    serde_json::from_value::<json_patch::Patch>(manifest.clone())
+                        .map_err(|e| format!("the json patch is not a list of operations: {e}"))?,
+                ),
+                other => {
+                    return Err(format!(
+                        "mergeStrategy {other:?} is not one of strategic, merge, json"
+                    ));
+                }
+            };
+            Some(t.api.patch(&name, &pp, &patch).await.map_err(|e| {
+                if api_status(&e).is_some_and(|(c, _)| c == 404) {
+                    format!(
+                        "patch {}: the object does not exist, and a patch never creates it ({})",
+                        what(&name),
+                        describe(&e)
+                    )
+                } else {
+                    format!("patch {}: {}", what(&name), describe(&e))
+                }
+            })?)
+        }
+        "delete" => {
+            let names: Vec<String> = match (&t.name, &flags.selector) {
+                (Some(n), _) => vec![n.clone()],
+                (None, Some(sel)) => t
+                    .api
+                    .list(&ListParams::default().labels(sel))
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "listing {} with selector {sel:?}: {}",
+                            t.resource.plural,
+                            describe(&e)
+                        )
+                    })?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| o.metadata.name)
+                    .collect(),
+                (None, None) => {
+                    return Err(
+                        "action \"delete\" needs metadata.name, flags TYPE NAME, or --selector"
+                            .into(),
+                    );
+                }
+            };
+            for name in &names {
+                match t.api.delete(name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    // Argo deletes with --ignore-not-found.
+                    Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
+                    Err(e) => return Err(format!("delete {}: {}", what(name), describe(&e))),
+                }
+            }
+            None
+        }
+        other => {
+            return Err(format!(
+                "action {other:?} is not one of get, create, apply, replace, patch, delete"
+            ));
+        }
+    };
+    let Some(mut obj) = obj else {
+        return Ok(ExecResult::succeeded(0, ""));
+    };
+    let success = condition::parse(r.success_condition.as_deref().unwrap_or(""))
+        .map_err(|e| format!("successCondition: {e}"))?;
+    let failure = condition::parse(r.failure_condition.as_deref().unwrap_or(""))
+        .map_err(|e| format!("failureCondition: {e}"))?;
+    if !success.is_empty() || !failure.is_empty() {
+        match wait_verdict(&t.api, &obj, &success, &failure).await? {
+            (Verdict::Failed(msg), _) => {
+                return Ok(ExecResult {
+                    phase: Phase::Failed,
+                    message: msg,
+                    ..ExecResult::error("")
+                });
+            }
+            (_, latest) => obj = latest,
+        }
+    }
+    let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
+    let mut result = ExecResult::succeeded(0, "");
+    result.result = None;
+    for p in &node.template.outputs.parameters {
+        let Some(vf) = &p.value_from else { continue };
+        let v = if let Some(path) = &vf.json_path {
+            executor::kubectl_jsonpath::render(&value, path)
+                .map_err(|e| format!("output {}: jsonPath {path:?}: {e}", p.name))?
+        } else if let Some(filter) = &vf.jq_filter {
+            executor::jq::run(&value, filter)
+                .map_err(|e| format!("output {}: jqFilter {filter:?}: {e}", p.name))?
+        } else {
+            continue;
+        };
+        result.parameters.insert(p.name.clone(), Some(v));
+    }
+    result.message = format!(
+        "{} {}",
+        r.action,
+        what(obj.metadata.name.as_deref().unwrap_or_default())
+    );
+    Ok(result)
+}
+
+/// `setOwnerReference`: the object is labelled with its workflow. Riposte workflows are not
+/// objects in the cluster, so there is no owner to reference; the labels find them again.
+fn set_owner_labels(body: &mut Value, workflow: &str, uid: &str) {
+    if !body["metadata"]["labels"].is_object() {
+        body["metadata"]["labels"] = json!({});
+    }
+    body["metadata"]["labels"]["workflows.argoproj.io/workflow"] = json!(workflow);
+    body["metadata"]["labels"]["riposte.dev/workflow-uid"] = json!(uid);
+}
+
+/// Watches the object until a condition decides. Returns the verdict and the object it was
+/// taken on.
+async fn wait_verdict(
+    api: &Api<DynamicObject>,
+    first: &DynamicObject,
+    success: &[condition::Requirement],
+    failure: &[condition::Requirement],
+) -> Result<(Verdict, DynamicObject), String> {
+    let judge = |o: &DynamicObject| -> Result<Verdict, String> {
+        let v = serde_json::to_value(o).map_err(|e| e.to_string())?;
+        Ok(condition::judge(&v, success, failure))
+    };
+    match judge(first)? {
+        Verdict::Waiting => {}
+        v => return Ok((v, first.clone())),
+    }
+    let name = first.metadata.name.clone().unwrap_or_default();
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), cfg).default_backoff().boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => match judge(&o)? {
+                Verdict::Waiting => {}
+                v => return Ok((v, o)),
+            },
+            Ok(watcher::Event::Delete(_)) => {
+                return Err(format!(
+                    "{name} was deleted while waiting for its condition"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("watching {name}: {e}"),
+        }
+    }
+    Err(format!(
+        "the watch of {name} ended before a condition was met"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_parse_the_kubectl_subset() {
+        let f = Flags::parse(&s(&["configmap", "--selector", "cleanup=true", "-n=prod"]))
+            .expect("flags");
+        assert_eq!(f.target, s(&["configmap"]));
+        assert_eq!(f.selector.as_deref(), Some("cleanup=true"));
+        assert_eq!(f.namespace.as_deref(), Some("prod"));
+        let f = Flags::parse(&s(&["pod", "web-1", "--validate=false"])).expect("flags");
+        assert_eq!(f.target, s(&["pod", "web-1"]));
+        let e = Flags::parse(&s(&["--dry-run=client"])).expect_err("unsupported");
+        assert!(e.contains("--dry-run"), "{e}");
+        assert!(Flags::parse(&s(&["--selector"])).is_err());
+        assert_eq!(
+            kind_for_type("netpol"),
+            Some(("networking.k8s.io", "v1", "NetworkPolicy"))
+        );
+        assert_eq!(kind_for_type("Pods"), Some(("", "v1", "Pod")));
+    }
+}
