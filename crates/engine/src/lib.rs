@@ -220,6 +220,9 @@ impl Shutdown {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Pending {
     pub outputs: Vec<Parameter>,
+    /// The command that started a leaf node, kept so that a restarted controller can
+    /// re-attach to the work it describes (e.g. an existing Kubernetes Job).
+    pub execute: Option<Box<ExecuteNode>>,
 }
 
 /// The state of one workflow. See the crate docs.
@@ -494,6 +497,14 @@ impl Workflow {
             .keys()
             .map(String::as_str)
             .filter(|id| self.nodes.get(id).is_some_and(|n| n.node_type.is_leaf()))
+    }
+
+    /// The `Execute` commands of the leaf nodes that are still running, for an executor that
+    /// can re-attach to them after a restart instead of declaring them lost.
+    pub fn running_leaf_executes(&self) -> Vec<ExecuteNode> {
+        self.running_leaf_nodes()
+            .filter_map(|id| self.pending.get(id)?.execute.as_deref().cloned())
+            .collect()
     }
 
     /// Applies a batch of inputs and re-evaluates the workflow. Returns the commands to run.

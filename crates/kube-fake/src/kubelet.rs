@@ -21,6 +21,9 @@ pub struct HostKubelet {
     pub work_dir: PathBuf,
     /// Extra environment for every container (e.g. a callback URL reachable from the host).
     pub extra_env: Vec<(String, String)>,
+    /// Keep the file the container wrote as the termination message. `false` plays a pod
+    /// whose message is lost, so results must arrive another way (the callback).
+    pub termination_messages: bool,
 }
 
 const IN_POD_WRAPPER: &str = "/var/run/riposte/riposte";
@@ -50,8 +53,9 @@ impl HostKubelet {
                     let wrapper = self.wrapper.clone();
                     let work = self.work_dir.join(&name);
                     let extra = self.extra_env.clone();
+                    let keep = self.termination_messages;
                     tokio::spawn(async move {
-                        run_pod(fake, pod, ns, name, wrapper, work, extra).await;
+                        run_pod(fake, pod, ns, name, wrapper, work, extra, keep).await;
                     });
                 }
                 if changed.changed().await.is_err() {
@@ -62,6 +66,7 @@ impl HostKubelet {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_pod(
     fake: FakeApiServer,
     pod: Value,
@@ -70,6 +75,7 @@ async fn run_pod(
     wrapper: PathBuf,
     work: PathBuf,
     extra_env: Vec<(String, String)>,
+    keep_message: bool,
 ) {
     let containers = pod["spec"]["containers"]
         .as_array()
@@ -162,7 +168,11 @@ async fn run_pod(
     for p in pumps {
         let _ = p.await;
     }
-    let message = std::fs::read_to_string(&term_log).unwrap_or_default();
+    let message = if keep_message {
+        std::fs::read_to_string(&term_log).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let _ = fake.finish_pod(&ns, &name, status, &message);
 }
 

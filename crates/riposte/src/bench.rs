@@ -360,7 +360,7 @@ pub async fn host(
     let start = Instant::now();
     let outcome = crate::run::run_workflow(
         wf,
-        exec,
+        server::driver::StepExecutor::Host(exec),
         crate::run::RunConfig {
             run_dir,
             progress: crate::ui::Progress::silent(),

@@ -26,7 +26,11 @@ pub struct ExecArgs {
     #[arg(long, value_name = "VAR")]
     script_from_env: Option<String>,
     /// Where the report goes for the kubelet to keep as the termination message.
-    #[arg(long, default_value = "/dev/termination-log")]
+    #[arg(
+        long,
+        env = "RIPOSTE_TERMINATION_LOG",
+        default_value = "/dev/termination-log"
+    )]
     termination_log: PathBuf,
     /// The command to run and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]

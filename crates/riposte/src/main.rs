@@ -10,6 +10,7 @@ mod run;
 mod ui;
 mod yaml_out;
 
+use server::driver::StepExecutor;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,9 @@ enum Cmd {
     /// Steps run as local processes (the host executor): busybox/alpine/debian/ubuntu images
     /// run with the host's shell tools, python images with the host's python3, and
     /// argoproj/argosay with a built-in shim. Each step gets a private root filesystem with its
-    /// own /tmp where the OS permits (root with mount namespaces). Exit code: 0 when the
+    /// own /tmp where the OS permits (root with mount namespaces). With `--executor
+    /// kubernetes` steps run as Jobs on the cluster KUBECONFIG names (results from the pods'
+    /// termination messages) and resource steps act on that cluster. Exit code: 0 when the
     /// workflow Succeeded, 1 when it Failed or Errored, 2 for invalid input.
     Run(RunArgs),
     /// Check workflow files for errors, printing `file:line:col: error|warning: message`.
@@ -66,8 +69,9 @@ enum Cmd {
     },
     /// Run the controller and the Argo-compatible REST API.
     ///
-    /// Workflows submitted through the API run on this machine with the host executor; every
-    /// step is recorded in the database, and unfinished workflows continue after a restart.
+    /// Workflows submitted through the API run on this machine with the host executor, or on
+    /// a cluster with `--executor kubernetes` (Jobs, re-attached after a restart); every step
+    /// is recorded in the database, and unfinished workflows continue after a restart.
     /// Without authentication configured, the server only listens on loopback addresses.
     Server {
         /// Address to listen on.
@@ -88,6 +92,17 @@ enum Cmd {
             value_name = "SECONDS"
         )]
         lease_seconds: f64,
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// Kubernetes: this server's URL as step pods reach it (e.g.
+        /// http://riposte.riposte.svc:2746). Step wrappers then report results there at once;
+        /// without it the executor reads each pod's termination message when its Job ends.
+        #[arg(long, env = "RIPOSTE_CALLBACK_BASE_URL", value_name = "URL")]
+        callback_url: Option<String>,
+        /// Kubernetes: file holding the key of per-node callback tokens. Give every replica
+        /// the same key; without it each process picks a random one.
+        #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
+        callback_secret_file: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -425,19 +440,72 @@ struct RunArgs {
     /// Keep each node's private root directory after it ends (for debugging).
     #[arg(long)]
     keep: bool,
-    /// Executor for steps: `host` (local processes), or `kubernetes` with --dry-run (prints
-    /// the batch/v1 Jobs the first steps would create; running on a cluster is not built yet).
-    #[arg(long, default_value = "host")]
-    executor: String,
     /// With --executor kubernetes: print the Jobs of the steps that would start first (as
     /// YAML documents, or a JSON list with -o json) and run nothing.
     #[arg(long)]
     dry_run: bool,
-    /// With --dry-run: the Riposte image whose init container provides the step wrapper.
-    #[arg(long, default_value = "ghcr.io/riposte/riposte:latest")]
-    riposte_image: String,
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(flatten)]
     db: DbArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct KubeArgs {
+    /// Executor for steps: `host` (local processes) or `kubernetes` (each container/script
+    /// step a batch/v1 Job, resource steps API calls; the cluster comes from the in-cluster
+    /// service account or KUBECONFIG).
+    #[arg(
+        long,
+        env = "RIPOSTE_EXECUTOR",
+        default_value = "host",
+        value_name = "host|kubernetes"
+    )]
+    executor: String,
+    /// Kubernetes: the Riposte image whose init container installs the step wrapper
+    /// (`riposte exec`) into each step's pod.
+    #[arg(
+        long,
+        env = "RIPOSTE_IMAGE",
+        default_value = "ghcr.io/riposte/riposte:latest"
+    )]
+    riposte_image: String,
+    /// Kubernetes: create every Job in this namespace instead of the workflow's own.
+    #[arg(long, env = "RIPOSTE_JOB_NAMESPACE", value_name = "NAMESPACE")]
+    job_namespace: Option<String>,
+    /// Kubernetes: `ttlSecondsAfterFinished` of step Jobs. A Job removed while no controller
+    /// ran cannot be re-attached to, so keep this longer than a restart takes.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    job_ttl_seconds: i64,
+}
+
+impl KubeArgs {
+    fn check(&self) -> Result<bool> {
+        match self.executor.as_str() {
+            "host" => Ok(false),
+            "kubernetes" => Ok(true),
+            other => bail!(InvalidInput(format!(
+                "--executor {other:?} is unknown; use host or kubernetes"
+            ))),
+        }
+    }
+
+    /// Connects to the cluster (in-cluster config or KUBECONFIG).
+    async fn connect(
+        &self,
+        callback_url: Option<String>,
+        callback_secret: Vec<u8>,
+    ) -> Result<riposte_kube::Cluster> {
+        let cluster = riposte_kube::Cluster::connect(riposte_kube::ClusterOptions {
+            riposte_image: self.riposte_image.clone(),
+            ttl_seconds_after_finished: self.job_ttl_seconds,
+            job_namespace: self.job_namespace.clone(),
+            callback_url,
+            callback_secret,
+        })
+        .await?;
+        Ok(cluster)
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -501,14 +569,20 @@ fn main() -> ExitCode {
             no_isolation,
             auth_file,
             lease_seconds,
+            kube,
+            callback_url,
+            callback_secret_file,
             db,
-        } => report(block_on(serve(
+        } => report(block_on(serve(ServeArgs {
             listen,
             no_isolation,
             auth_file,
             lease_seconds,
+            kube,
+            callback_url,
+            callback_secret_file,
             db,
-        ))),
+        }))),
         Cmd::Auth {
             cmd: AuthCmd::NewToken { name, roles },
         } => report(new_token(&name, &roles)),
@@ -639,6 +713,7 @@ fn main() -> ExitCode {
                 isolation: Isolation::None("benchmark".into()),
                 holder: "bench".into(),
                 lease_ttl_ms: 15_000,
+                cluster: None,
             };
             bench::api(store, config).await.map(|()| ExitCode::SUCCESS)
         })),
@@ -1089,13 +1164,71 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "riposte".into())
 }
 
-async fn serve(
+struct ServeArgs {
     listen: String,
     no_isolation: bool,
     auth_file: Option<PathBuf>,
     lease_seconds: f64,
+    kube: KubeArgs,
+    callback_url: Option<String>,
+    callback_secret_file: Option<PathBuf>,
     db: DbArgs,
-) -> Result<ExitCode> {
+}
+
+/// The callback token key: from the file, or 32 random bytes for this process.
+fn callback_secret(file: Option<&Path>) -> Result<Vec<u8>> {
+    match file {
+        Some(p) => {
+            let key = std::fs::read(p)
+                .with_context(|| format!("reading the callback secret {}", p.display()))?;
+            if key.len() < 16 {
+                bail!(InvalidInput(format!(
+                    "{}: the callback secret has {} bytes; use at least 16 (e.g. `head -c 32 /dev/urandom > FILE`)",
+                    p.display(),
+                    key.len()
+                )));
+            }
+            Ok(key)
+        }
+        None => {
+            let mut key = vec![0u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+                &mut key,
+            )
+            .context("reading /dev/urandom")?;
+            Ok(key)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let ServeArgs {
+        listen,
+        no_isolation,
+        auth_file,
+        lease_seconds,
+        kube,
+        callback_url,
+        callback_secret_file,
+        db,
+    } = args;
+    let cluster = if kube.check()? {
+        let secret = callback_secret(callback_secret_file.as_deref())?;
+        let c = kube.connect(callback_url.clone(), secret).await?;
+        eprintln!(
+            "steps run as Kubernetes Jobs ({})",
+            match &callback_url {
+                Some(u) => format!("wrappers report to {u}"),
+                None =>
+                    "results from pod termination messages; set --callback-url for faster reports"
+                        .into(),
+            }
+        );
+        Some(c)
+    } else {
+        None
+    };
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
         InvalidInput(format!(
             "--listen {listen:?} is not an address like 127.0.0.1:2746: {e}"
@@ -1142,6 +1275,7 @@ async fn serve(
                 generate_suffix()
             ),
             lease_ttl_ms: (lease_seconds * 1000.0) as i64,
+            cluster,
         },
     );
     let recovered = controller
@@ -1350,9 +1484,9 @@ fn print_first_jobs(
         .step(&[engine::Input::Start { now }])
         .map_err(|e| InvalidInput(e.to_string()))?;
     let opts = executor::job::JobOptions {
-        riposte_image: a.riposte_image.clone(),
-        ttl_seconds_after_finished: 3600,
-        namespace: None,
+        riposte_image: a.kube.riposte_image.clone(),
+        ttl_seconds_after_finished: a.kube.job_ttl_seconds,
+        namespace: a.kube.job_namespace.clone(),
         workflow_uid: id.uid.clone(),
         now_ms: now,
     };
@@ -1389,17 +1523,11 @@ fn print_first_jobs(
 }
 
 async fn run(a: RunArgs) -> Result<ExitCode> {
-    match (a.executor.as_str(), a.dry_run) {
-        ("host", false) | ("kubernetes", true) => {}
-        ("kubernetes", false) => bail!(InvalidInput(
-            "--executor kubernetes only supports --dry-run in this build (it prints the Jobs); run locally with --executor host".into()
-        )),
-        ("host", true) => bail!(InvalidInput(
+    let on_kubernetes = a.kube.check()?;
+    if a.dry_run && !on_kubernetes {
+        bail!(InvalidInput(
             "--dry-run shows Kubernetes Jobs; use it with --executor kubernetes".into()
-        )),
-        (other, _) => bail!(InvalidInput(format!(
-            "executor {other:?} is unknown; use --executor host or --executor kubernetes --dry-run"
-        ))),
+        ));
     }
     let params = parse_pairs(&a.parameters, "parameter")?;
     let image_map: BTreeMap<String, String> =
@@ -1511,7 +1639,18 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         .run_dir
         .clone()
         .unwrap_or_else(|| riposte_home().join("runs").join(&name));
-    let exec = host_executor(run_dir.clone(), image_map, a.no_isolation, a.keep)?;
+    let exec = if on_kubernetes {
+        // No server to call back: results come from the pods' termination messages.
+        let cluster = a.kube.connect(None, Vec::new()).await?;
+        StepExecutor::Kubernetes(cluster.executor(&id.uid, Some(run_dir.join("logs"))))
+    } else {
+        StepExecutor::Host(host_executor(
+            run_dir.clone(),
+            image_map,
+            a.no_isolation,
+            a.keep,
+        )?)
+    };
     let tty = std::io::stderr().is_terminal();
     eprintln!("running {name} (run directory {})", run_dir.display());
     let outcome = run::run_workflow(

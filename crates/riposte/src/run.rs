@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use engine::{Input, Workflow};
-use executor::HostExecutor;
-use server::driver::{self, DriveConfig, Persist};
+use server::driver::{self, DriveConfig, Persist, StepExecutor};
 use tokio::sync::mpsc;
 
 use crate::ui::Progress;
@@ -35,7 +34,7 @@ pub struct RunOutcome {
 
 /// Runs `wf` until it finishes. The first Ctrl-C terminates it (processes are killed and the
 /// workflow ends Failed); a second one exits at once.
-pub async fn run_workflow(wf: Workflow, exec: HostExecutor, cfg: RunConfig) -> Result<RunOutcome> {
+pub async fn run_workflow(wf: Workflow, exec: StepExecutor, cfg: RunConfig) -> Result<RunOutcome> {
     let (outside_tx, outside_rx) = mpsc::unbounded_channel();
     let interrupted = Arc::new(AtomicBool::new(false));
     // Registered before the first step, so a Ctrl-C at any point after start is ours.
@@ -66,6 +65,7 @@ pub async fn run_workflow(wf: Workflow, exec: HostExecutor, cfg: RunConfig) -> R
             observer: Box::new(move |wf, now| progress.update(wf, now, wf.is_finished())),
             persist: cfg.persist,
             first_batch: vec![Input::Start { now: now_ms() }],
+            reattach: Vec::new(),
         },
         outside_rx,
     )

@@ -425,6 +425,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "ArchivedWorkflowService_DeleteArchivedWorkflow",
         "Delete a finished workflow by uid",
     ),
+    (
+        "post",
+        "/api/v1/riposte/callbacks/{uid}/{nodeId}",
+        "Riposte_NodeCallback",
+        "A step's wrapper (`riposte exec`) reports its result; bearer: that node's token, not a user token",
+    ),
 ];
 
 /// The OpenAPI 3 document of [`OPERATIONS`].
@@ -588,6 +594,11 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
         // nothing beyond "alive" and "the database answers".
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Step pods authenticate with their node's token, checked by the handler.
+        .route(
+            "/api/v1/riposte/callbacks/{uid}/{nodeId}",
+            post(node_callback),
+        )
         .with_state(state)
 }
 
@@ -600,6 +611,38 @@ async fn readyz(State(c): State<Controller>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// A step's report, delivered to the node waiting for it.
+async fn node_callback(
+    State(c): State<Controller>,
+    Path((uid, node_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let cluster = c.cluster().ok_or_else(|| {
+        ApiError::not_found("callbacks are served only when steps run with --executor kubernetes")
+    })?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !cluster.token_is_valid(&uid, &node_id, token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "the token is not this node's callback token",
+        ));
+    }
+    let report = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| riposte_kube::Report::from_json(&v))
+        .ok_or_else(|| {
+            ApiError::invalid("the body is not a `riposte exec` report (exitCode, result, outputs)")
+        })?;
+    let delivered = cluster.deliver(&uid, &node_id, report);
+    Ok(Json(json!({"delivered": delivered})))
 }
 
 async fn version() -> Json<Value> {

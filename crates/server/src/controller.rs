@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use spec::{Library, WorkflowResource};
 use tokio::sync::mpsc;
 
-use crate::driver::{self, DriveConfig, Persist, now_ms};
+use crate::driver::{self, DriveConfig, Persist, StepExecutor, now_ms};
 
 /// Why a controller operation failed, mapped to Argo's error codes by the API.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,8 @@ pub struct ControllerConfig {
     pub holder: String,
     /// How long a lease lasts without renewal; another replica takes a workflow over after it.
     pub lease_ttl_ms: i64,
+    /// Run steps on this cluster (the Kubernetes executor) instead of as local processes.
+    pub cluster: Option<riposte_kube::Cluster>,
 }
 
 struct Inner {
@@ -119,9 +121,14 @@ impl Controller {
         &self.inner.store
     }
 
-    fn executor(&self, name: &str) -> (HostExecutor, PathBuf) {
+    /// The executor for a workflow, and its run directory (logs, history file).
+    fn executor(&self, name: &str, uid: &str) -> (StepExecutor, PathBuf) {
         let c = &self.inner.config;
         let run_dir = c.runs_dir.join(name);
+        if let Some(cluster) = &c.cluster {
+            let exec = cluster.executor(uid, Some(run_dir.join("logs")));
+            return (StepExecutor::Kubernetes(exec), run_dir);
+        }
         let exec = HostExecutor::new(HostConfig {
             run_dir: run_dir.clone(),
             images: c.images.clone(),
@@ -129,7 +136,12 @@ impl Controller {
             isolation: c.isolation.clone(),
             keep_node_dirs: false,
         });
-        (exec, run_dir)
+        (StepExecutor::Host(exec), run_dir)
+    }
+
+    /// The cluster steps run on, when the Kubernetes executor is in use.
+    pub fn cluster(&self) -> Option<&riposte_kube::Cluster> {
+        self.inner.config.cluster.as_ref()
     }
 
     /// The templates in the store, as a library for `templateRef`.
@@ -209,11 +221,18 @@ impl Controller {
             wf,
             Persist::new(store.clone(), identity.uid.clone(), object),
             vec![Input::Start { now: now_ms() }],
+            Vec::new(),
         );
         Ok(name)
     }
 
-    fn spawn(&self, wf: Workflow, mut persist: Persist, first_batch: Vec<Input>) {
+    fn spawn(
+        &self,
+        wf: Workflow,
+        mut persist: Persist,
+        first_batch: Vec<Input>,
+        reattach: Vec<engine::ExecuteNode>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let uid = wf.identity().uid.clone();
         let name = wf.identity().name.clone();
@@ -222,7 +241,7 @@ impl Controller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(uid.clone(), tx);
-        let (exec, run_dir) = self.executor(&name);
+        let (exec, run_dir) = self.executor(&name, &uid);
         persist.logs_dir = Some(run_dir.join("logs"));
         let this = self.clone();
         tokio::spawn(async move {
@@ -238,6 +257,7 @@ impl Controller {
                 },
                 persist: Some(persist),
                 first_batch,
+                reattach,
             };
             if let Err(e) = driver::drive(wf, exec, cfg, rx).await {
                 // The workflow stays unfinished in the store; a restart recovers it.
@@ -378,7 +398,7 @@ impl Controller {
                 details: serde_json::to_value(&retry).unwrap_or(Value::Null),
             }])
             .await?;
-        self.spawn(wf, persist, vec![retry]);
+        self.spawn(wf, persist, vec![retry], Vec::new());
         Ok(())
     }
 
@@ -458,8 +478,12 @@ impl Controller {
     async fn recover_one(&self, rec: store::WorkflowRecord) -> Result<(), ControlError> {
         let (wf, persist) = self.rebuild(&rec).await?;
         let now = now_ms();
-        let first_batch: Vec<Input> = if rec.history_len == 0 {
-            vec![Input::Start { now }]
+        let can_reattach = self.inner.config.cluster.is_some();
+        let (first_batch, reattach) = if rec.history_len == 0 {
+            (vec![Input::Start { now }], Vec::new())
+        } else if can_reattach {
+            // Jobs outlive their controller: wait for the running ones again.
+            (vec![Input::Tick { now }], wf.running_leaf_executes())
         } else {
             // The processes of the leaf nodes that were running died with their controller.
             let mut b: Vec<Input> = wf
@@ -473,9 +497,9 @@ impl Controller {
                 })
                 .collect();
             b.push(Input::Tick { now });
-            b
+            (b, Vec::new())
         };
-        self.spawn(wf, persist, first_batch);
+        self.spawn(wf, persist, first_batch, reattach);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine::{Command, Input, Workflow};
+use engine::{Command, ExecResult, ExecuteNode, Input, Workflow};
 use executor::HostExecutor;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -214,6 +214,36 @@ fn is_transient(e: &store::StoreError) -> bool {
     }
 }
 
+/// What carries out a workflow's leaf nodes.
+#[derive(Clone)]
+pub enum StepExecutor {
+    /// Local processes (the embedded default).
+    Host(HostExecutor),
+    /// Kubernetes Jobs and API calls.
+    Kubernetes(riposte_kube::KubeExecutor),
+}
+
+impl StepExecutor {
+    /// Runs a node. `reattach`: an earlier controller started it; find its work again.
+    pub async fn run(
+        &self,
+        node: &ExecuteNode,
+        cancel: watch::Receiver<bool>,
+        deadline_in: Option<Duration>,
+        reattach: bool,
+    ) -> ExecResult {
+        match self {
+            StepExecutor::Host(h) => h.run(node, cancel, deadline_in).await,
+            StepExecutor::Kubernetes(k) => k.run(node, cancel, deadline_in, reattach).await,
+        }
+    }
+
+    /// Whether a node's work outlives its controller (a Job does, a local process does not).
+    pub fn can_reattach(&self) -> bool {
+        matches!(self, StepExecutor::Kubernetes(_))
+    }
+}
+
 /// Called after every step with the workflow and the time (progress display, notifications).
 pub type Observer = Box<dyn FnMut(&Workflow, i64) + Send>;
 
@@ -224,6 +254,9 @@ pub struct DriveConfig {
     /// The first batch: `Start` for a new workflow; for a recovered one, the inputs that
     /// account for what was lost while no controller ran.
     pub first_batch: Vec<Input>,
+    /// Nodes an earlier controller started whose work still runs (see
+    /// [`StepExecutor::can_reattach`]): waited for again, never started again.
+    pub reattach: Vec<ExecuteNode>,
 }
 
 /// What happened to the run.
@@ -238,7 +271,7 @@ pub struct DriveOutcome {
 /// Runs `wf` until it finishes. `outside` carries inputs from elsewhere (resume, stop, Ctrl-C).
 pub async fn drive(
     mut wf: Workflow,
-    exec: HostExecutor,
+    exec: StepExecutor,
     mut cfg: DriveConfig,
     mut outside: mpsc::UnboundedReceiver<Input>,
 ) -> Result<DriveOutcome, DriveError> {
@@ -264,6 +297,23 @@ pub async fn drive(
     let mut engine_steps = 0usize;
     let mut outside_open = true;
     let mut batch = std::mem::take(&mut cfg.first_batch);
+    for node in std::mem::take(&mut cfg.reattach) {
+        let (ctx, crx) = watch::channel(false);
+        cancels.insert(node.node_id.clone(), ctx);
+        let tx = tx.clone();
+        let exec = exec.clone();
+        let deadline_in = node
+            .deadline
+            .map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
+        tasks.spawn(async move {
+            let result = exec.run(&node, crx, deadline_in, true).await;
+            let _ = tx.send(Input::NodeFinished {
+                now: now_ms(),
+                node_id: node.node_id.clone(),
+                result,
+            });
+        });
+    }
     loop {
         serde_json::to_writer(&mut history, &batch).map_err(DriveError::Encode)?;
         history.write_all(b"\n").map_err(io)?;
@@ -293,7 +343,7 @@ pub async fn drive(
                         node_id: node.node_id.clone(),
                     });
                     tasks.spawn(async move {
-                        let result = exec.run(&node, crx, deadline_in).await;
+                        let result = exec.run(&node, crx, deadline_in, false).await;
                         let _ = tx.send(Input::NodeFinished {
                             now: now_ms(),
                             node_id: node.node_id.clone(),

@@ -47,6 +47,7 @@ impl Workflow {
                 }
                 let pending = self.pending.remove(node_id).unwrap_or(Pending {
                     outputs: Vec::new(),
+                    execute: None,
                 });
                 self.finish_leaf(node_id, result, &pending.outputs);
             }
@@ -299,9 +300,14 @@ impl Workflow {
                     }
                     continue;
                 };
-                if vf.path.is_none() {
-                    continue;
-                }
+                // Values the executor reads: a file (`path`) or, for resource templates, the
+                // object (`jsonPath`, `jqFilter`).
+                let source = match (&vf.path, &vf.json_path, &vf.jq_filter) {
+                    (Some(path), _, _) => format!("{path}: no such file"),
+                    (None, Some(jp), _) => format!("jsonPath {jp}"),
+                    (None, None, Some(jq)) => format!("jqFilter {jq}"),
+                    (None, None, None) => continue,
+                };
                 match result.parameters.get(&p.name).cloned().flatten() {
                     Some(v) => out.parameters.push((p.name.clone(), v)),
                     None => match &vf.default {
@@ -309,9 +315,8 @@ impl Workflow {
                         None => {
                             phase = Phase::Error;
                             message = format!(
-                                "failed to read output parameter {:?} from {}: no such file; give it a valueFrom.default",
+                                "failed to read output parameter {:?} from {source}; give it a valueFrom.default",
                                 p.name,
-                                vf.path.as_deref().unwrap_or("")
                             );
                         }
                     },

@@ -569,22 +569,24 @@ impl Workflow {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.pod_name = Some(pod.clone());
         }
-        self.pending.insert(
-            id.clone(),
-            Pending {
-                outputs: substituted.outputs.parameters.clone(),
-            },
-        );
-        self.commands.push(Command::Execute(Box::new(ExecuteNode {
+        let execute = Box::new(ExecuteNode {
             node_id: id.clone(),
             node_name: node_name.to_string(),
             pod_name: pod,
             workflow_name: self.id.name.clone(),
             namespace: self.id.namespace.clone(),
-            template: substituted,
+            template: substituted.clone(),
             deadline,
             output_paths,
-        })));
+        });
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                outputs: substituted.outputs.parameters.clone(),
+                execute: Some(execute.clone()),
+            },
+        );
+        self.commands.push(Command::Execute(execute));
         Outcome::Node(id)
     }
 
@@ -611,6 +613,7 @@ impl Workflow {
                 id.clone(),
                 Pending {
                     outputs: tmpl.outputs.parameters.clone(),
+                    execute: None,
                 },
             );
             let siblings = Siblings::None;

@@ -1,0 +1,239 @@
+//! `riposte run` and `riposte server` with `--executor kubernetes`, end to end against the
+//! FAKE API server (`riposte-kube-fake`, real HTTP). The test plays the kubelet with
+//! `HostKubelet`: each Job's pod runs its main container command on this machine, with
+//! this build's `riposte exec` as the wrapper. No cluster is involved.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube_fake::{FakeApiServer, HostKubelet, ResourceType};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../workflows/examples")
+        .join(name)
+}
+
+/// A fake cluster with the objects the isolate-pod playbook acts on.
+async fn cluster_with_victim(dir: &Path, termination_messages: bool) -> (FakeApiServer, PathBuf) {
+    let fake = FakeApiServer::start().await.expect("fake api server");
+    fake.create(
+        &ResourceType::new("", "v1", "Pod", "pods", true),
+        "default",
+        json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+               "spec": {"containers": [{"name": "web", "image": "nginx"}]}}),
+    )
+    .expect("pod");
+    fake.create(
+        &ResourceType::new("apps", "v1", "Deployment", "deployments", true),
+        "default",
+        json!({"metadata": {"name": "web"},
+               "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}),
+    )
+    .expect("deployment");
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    HostKubelet {
+        fake: fake.clone(),
+        wrapper: PathBuf::from(env!("CARGO_BIN_EXE_riposte")),
+        work_dir: dir.join("kubelet"),
+        extra_env: vec![(
+            "RIPOSTE_FLAKY_MARKER".into(),
+            dir.join("flaky-marker").display().to_string(),
+        )],
+        termination_messages,
+    }
+    .spawn();
+    (fake, kubeconfig)
+}
+
+fn assert_isolated(fake: &FakeApiServer) {
+    let pod = fake.get("pods", "default", "web-1").expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["riposte.dev/quarantine"], "true");
+    let np = fake
+        .get("networkpolicies", "default", "quarantine-deny-all")
+        .expect("network policy");
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let d = fake
+        .get("deployments", "default", "web")
+        .expect("deployment");
+    assert_eq!(d["spec"]["template"]["spec"]["runtimeClassName"], "gvisor");
+    // triage, notify and notify's retry: three Jobs, each created once.
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /apis/batch/v1/namespaces/default/jobs"))
+        .count();
+    assert_eq!(creates, 3, "{:#?}", fake.requests());
+    for job in fake.list("jobs", "default") {
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_on_kubernetes_executes_the_playbook_dag_with_retries_and_parameters() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "run",
+            "--executor",
+            "kubernetes",
+            "-o",
+            "json",
+            "--database-url",
+            "none",
+        ])
+        .arg(example("isolate-pod.yaml"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RIPOSTE_HOME", tmp.path())
+        .output()
+        .await
+        .expect("riposte runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{stderr}");
+    let pod_uid = fake
+        .get("networkpolicies", "default", "quarantine-deny-all")
+        .expect("np")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let summary = wf["status"]["outputs"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "summary"))
+        .expect("global output summary")["value"]
+        .clone();
+    assert_eq!(
+        summary,
+        json!(format!("isolated web-1 behind policy {pod_uid}"))
+    );
+    let nodes = wf["status"]["nodes"].as_object().expect("nodes");
+    let failed_attempts = nodes
+        .values()
+        .filter(|n| n["phase"] == "Failed" && n["type"] == "Pod")
+        .count();
+    assert_eq!(
+        failed_attempts, 1,
+        "one notify attempt failed and was retried"
+    );
+    assert_isolated(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The kubelet drops termination messages: every result must arrive by callback.
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), false).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--executor", "kubernetes", "--callback-url", &base])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RIPOSTE_HOME", tmp.path())
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("server starts in time")
+            .expect("read")
+            .expect("server exited before listening");
+        if line.starts_with("riposte server listening on") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let text = std::fs::read_to_string(example("isolate-pod.yaml")).expect("example");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["submit", "--wait"])
+        .arg(example("isolate-pod.yaml"))
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .await
+        .expect("submit");
+    assert!(!text.is_empty());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_isolated(&fake);
+
+    // The name of the workflow, then its nodes and a step's log through the API.
+    let client = reqwest_get(&format!("{base}/api/v1/workflows/default")).await;
+    let wf = &client["items"][0];
+    let name = wf["metadata"]["name"].as_str().expect("name").to_string();
+    let full = reqwest_get(&format!("{base}/api/v1/workflows/default/{name}")).await;
+    let triage = full["status"]["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .find(|n| n["displayName"] == "triage")
+        .expect("triage node")
+        .clone();
+    assert_eq!(triage["outputs"]["result"], "web-1");
+    let logs = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["logs", &name, "--node"])
+        .arg(triage["id"].as_str().expect("id"))
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .await
+        .expect("logs");
+    let log_text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        log_text.contains("web-1"),
+        "{log_text}\n{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // A wrong token is refused.
+    let uid = full["metadata"]["uid"].as_str().expect("uid");
+    let status = tokio::task::spawn_blocking({
+        let url = format!(
+            "{base}/api/v1/riposte/callbacks/{uid}/{}",
+            triage["id"].as_str().unwrap_or_default()
+        );
+        move || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+                .post(&url)
+                .header("Authorization", "Bearer forged")
+                .send_json(json!({"exitCode": 0, "result": "evil"}))
+                .map(|r| r.status().as_u16())
+        }
+    })
+    .await
+    .expect("join")
+    .expect("request");
+    assert_eq!(status, 401);
+    let _ = server.kill().await;
+}
+
+async fn reqwest_get(url: &str) -> Value {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_json::<Value>()
+            .expect("json")
+    })
+    .await
+    .expect("join")
+}
