@@ -497,6 +497,7 @@ fn kubernetes_dry_run_jobs_pass_the_official_schemas() {
     for dir in [
         "tests/conformance/argo-workflows/examples",
         "workflows/examples",
+        "tests/live",
     ] {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .expect("example directory")

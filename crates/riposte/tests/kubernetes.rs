@@ -224,6 +224,110 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
     let _ = server.kill().await;
 }
 
+async fn start_server(home: &Path, kubeconfig: &Path, port: u16) -> tokio::process::Child {
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--lease-seconds",
+            "1",
+        ])
+        .args(["--executor", "kubernetes", "--callback-url", &base])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RIPOSTE_HOME", home)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("server starts in time")
+            .expect("read")
+            .expect("server exited before listening");
+        if line.starts_with("riposte server listening on") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    server
+}
+
+/// The server is killed (SIGKILL) while a step's Job runs; the next server re-attaches to
+/// that Job instead of creating it again, and takes its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_server_reattaches_to_running_jobs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut first = start_server(tmp.path(), &kubeconfig, port).await;
+    let wf = tmp.path().join("slow.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: slow-step}\nspec:\n  entrypoint: slow\n  templates:\n  - name: slow\n    container: {image: alpine:3.20, command: [sh, -c], args: [\"sleep 3; echo survived\"]}\n",
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .arg("submit")
+        .arg(&wf)
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .await
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await
+    .expect("the step's pod runs");
+    first.kill().await.expect("SIGKILL the server");
+    let _second = start_server(tmp.path(), &kubeconfig, port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let wf = loop {
+        let wf = reqwest_get(&format!("{base}/api/v1/workflows/default/slow-step")).await;
+        if wf["status"]["phase"] == "Succeeded"
+            || wf["status"]["phase"] == "Failed"
+            || wf["status"]["phase"] == "Error"
+        {
+            break wf;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {}",
+            wf["status"]["phase"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let node = wf["status"]["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .find(|n| n["type"] == "Pod")
+        .expect("pod node")
+        .clone();
+    assert_eq!(node["outputs"]["result"], "survived");
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /apis/batch/v1/namespaces/default/jobs"))
+        .count();
+    assert_eq!(creates, 1, "re-attached, not created again");
+}
+
 async fn reqwest_get(url: &str) -> Value {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
