@@ -113,6 +113,64 @@ impl Cluster {
         waiter.is_some_and(|w| w.send(report).is_ok())
     }
 
+    /// Deletes what a deleted workflow leaves in the cluster: its Jobs (with their pods) and
+    /// its owner anchors, whose deletion lets the garbage collector remove the objects it
+    /// created with `setOwnerReference`. Returns how many objects were deleted.
+    pub async fn delete_workflow_objects(&self, workflow_uid: &str) -> Result<usize, String> {
+        use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+        let kinds = [
+            (
+                ApiResource::erase::<k8s_openapi::api::batch::v1::Job>(&()),
+                format!(
+                    "{}={workflow_uid},app.kubernetes.io/managed-by=riposte",
+                    jobs::WORKFLOW_UID_LABEL
+                ),
+            ),
+            (
+                ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+                format!("{}={workflow_uid}", resource::OWNER_ANCHOR_LABEL),
+            ),
+        ];
+        let mut deleted = 0;
+        for (ar, selector) in kinds {
+            let all: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+            let found = match all.list(&ListParams::default().labels(&selector)).await {
+                Ok(f) => f,
+                // Without the responder role there can be no owner anchors to delete.
+                Err(e)
+                    if ar.kind == "ConfigMap" && api_status(&e).is_some_and(|(c, _)| c == 403) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "listing {} with {selector}: {}",
+                        ar.plural,
+                        describe(&e)
+                    ));
+                }
+            };
+            for o in found.items {
+                let (Some(ns), Some(name)) = (o.metadata.namespace, o.metadata.name) else {
+                    continue;
+                };
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &ar);
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => deleted += 1,
+                    Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "deleting {} {ns}/{name}: {}",
+                            ar.kind,
+                            describe(&e)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Checks a callback's bearer token (constant time).
     pub fn token_is_valid(&self, workflow_uid: &str, node_id: &str, token: &str) -> bool {
         let want = node_token(&self.options.callback_secret, workflow_uid, node_id);

@@ -258,8 +258,28 @@ async fn run_inner(
         })
     };
     let mut body = manifest.clone();
-    if r.set_owner_reference == Some(true) && matches!(r.action.as_str(), "create" | "apply") {
+    if r.set_owner_reference == Some(true)
+        && matches!(r.action.as_str(), "create" | "apply" | "replace")
+    {
         set_owner_labels(&mut body, &node.workflow_name, workflow_uid);
+        match t.api.namespace() {
+            Some(ns) => {
+                let owner = owner_reference(cluster, ns, &node.workflow_name, workflow_uid).await?;
+                let refs = &mut body["metadata"]["ownerReferences"];
+                if !refs.is_array() {
+                    *refs = json!([]);
+                }
+                if let Some(a) = refs.as_array_mut() {
+                    a.push(owner);
+                }
+            }
+            None => {
+                return Err(format!(
+                    "setOwnerReference on the cluster-scoped {}: a namespaced owner cannot own it; drop setOwnerReference",
+                    t.resource.kind
+                ));
+            }
+        }
     }
     let object_of = |v: &Value| -> Result<DynamicObject, String> {
         serde_json::from_value(v.clone())
@@ -440,14 +460,71 @@ async fn run_inner(
     Ok(result)
 }
 
-/// `setOwnerReference`: the object is labelled with its workflow. Riposte workflows are not
-/// objects in the cluster, so there is no owner to reference; the labels find them again.
+/// Label of the ConfigMap that stands in for a workflow as the owner of the objects it
+/// created with `setOwnerReference` (value: the workflow's uid).
+pub const OWNER_ANCHOR_LABEL: &str = "riposte.dev/owner-anchor-for";
+
+/// Labels an object with its workflow (`setOwnerReference` and any created object).
 fn set_owner_labels(body: &mut Value, workflow: &str, uid: &str) {
     if !body["metadata"]["labels"].is_object() {
         body["metadata"]["labels"] = json!({});
     }
     body["metadata"]["labels"]["workflows.argoproj.io/workflow"] = json!(workflow);
     body["metadata"]["labels"]["riposte.dev/workflow-uid"] = json!(uid);
+}
+
+/// `setOwnerReference`. A Riposte workflow is a database row, not a cluster object, so it
+/// cannot own anything itself: a ConfigMap in the object's namespace stands in for it (the
+/// owner anchor), and deleting the workflow deletes the anchor, after which Kubernetes'
+/// garbage collector deletes what it owns (see [`Cluster::delete_workflow_objects`]).
+async fn owner_reference(
+    cluster: &Cluster,
+    namespace: &str,
+    workflow: &str,
+    uid: &str,
+) -> Result<Value, String> {
+    let cms: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().clone(),
+        namespace,
+        &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+    );
+    let name = format!("riposte-owner-{uid}");
+    let anchor = match cms.get_opt(&name).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            let a: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "labels": {
+                    OWNER_ANCHOR_LABEL: uid,
+                    "workflows.argoproj.io/workflow": workflow,
+                    "app.kubernetes.io/managed-by": "riposte",
+                }},
+                "data": {"workflow": workflow, "why": "stands in for the Riposte workflow as the owner of the objects it created with setOwnerReference; deleted with the workflow"},
+            }))
+            .map_err(|e| e.to_string())?;
+            match cms.create(&PostParams::default(), &a).await {
+                Ok(a) => a,
+                // Two steps of one workflow raced to create it.
+                Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => cms
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("reading owner anchor {name}: {}", describe(&e)))?,
+                Err(e) => {
+                    return Err(format!(
+                        "creating owner anchor ConfigMap {name}: {}",
+                        describe(&e)
+                    ));
+                }
+            }
+        }
+        Err(e) => return Err(format!("reading owner anchor {name}: {}", describe(&e))),
+    };
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": name,
+        "uid": anchor.metadata.uid.unwrap_or_default(),
+    }))
 }
 
 /// Watches the object until a condition decides. Returns the verdict and the object it was

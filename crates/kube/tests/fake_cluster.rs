@@ -603,3 +603,82 @@ async fn cancel_deletes_the_job_with_its_pod_and_reattach_never_creates_twice() 
     assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("no longer exists"), "{}", r.message);
 }
+
+#[tokio::test]
+async fn set_owner_reference_ties_objects_to_the_workflow_until_it_is_deleted() {
+    let (fake, cluster) = setup().await;
+    let exec = cluster.executor("uid-7", None);
+    let mut t = resource(
+        "create",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: owned-eg-\ndata:\n  some: value\n",
+    );
+    t["resource"]["setOwnerReference"] = json!(true);
+    let r = run(&exec, &node("owned", t)).await;
+    assert_eq!(r.phase, Phase::Succeeded, "{r:?}");
+    let owned = fake
+        .list("configmaps", "team-a")
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("owned-eg-"))
+        })
+        .expect("created");
+    let anchor = fake
+        .get("configmaps", "team-a", "riposte-owner-uid-7")
+        .expect("owner anchor");
+    assert_eq!(
+        owned["metadata"]["ownerReferences"][0]["uid"],
+        anchor["metadata"]["uid"]
+    );
+    assert_eq!(
+        owned["metadata"]["labels"]["riposte.dev/workflow-uid"],
+        "uid-7"
+    );
+
+    // A second owned object reuses the anchor.
+    let mut t = resource(
+        "apply",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned-too}\n",
+    );
+    t["resource"]["setOwnerReference"] = json!(true);
+    assert_eq!(run(&exec, &node("owned2", t)).await.phase, Phase::Succeeded);
+    assert_eq!(
+        fake.list("configmaps", "team-a")
+            .iter()
+            .filter(|c| c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("riposte-owner-")))
+            .count(),
+        1
+    );
+
+    // Cluster-scoped objects cannot have a namespaced owner: said plainly.
+    let mut t = resource(
+        "create",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: quarantine}\n",
+    );
+    t["resource"]["setOwnerReference"] = json!(true);
+    let r = run(&exec, &node("ns", t)).await;
+    assert!(r.message.contains("cluster-scoped"), "{}", r.message);
+
+    // Deleting the workflow: the anchor goes, the garbage collector takes what it owned.
+    let deleted = cluster
+        .delete_workflow_objects("uid-7")
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+    assert!(
+        fake.get("configmaps", "team-a", "riposte-owner-uid-7")
+            .is_none()
+    );
+    assert!(fake.get("configmaps", "team-a", "owned-too").is_none());
+    assert!(
+        fake.get(
+            "configmaps",
+            "team-a",
+            owned["metadata"]["name"].as_str().unwrap_or_default()
+        )
+        .is_none()
+    );
+}

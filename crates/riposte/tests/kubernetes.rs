@@ -221,6 +221,21 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
     .expect("join")
     .expect("request");
     assert_eq!(status, 401);
+
+    // Deleting the workflow deletes its Jobs (and their pods) from the cluster.
+    assert_eq!(fake.list("jobs", "default").len(), 3);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["delete", &name])
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .await
+        .expect("delete");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fake.list("jobs", "default").is_empty());
+    assert!(
+        fake.list("pods", "default").iter().all(|p| p["metadata"]["name"] == "web-1"),
+        "only the victim pod is left"
+    );
     let _ = server.kill().await;
 }
 

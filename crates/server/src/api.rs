@@ -906,6 +906,21 @@ async fn delete_workflow(
             format!("workflow {namespace}/{name} is running; stop or terminate it first"),
         ));
     }
+    // The cluster first: if that fails the workflow stays, and deleting again retries.
+    let mut details = json!({});
+    if let Some(cluster) = c.cluster() {
+        let n = cluster
+            .delete_workflow_objects(&rec.uid)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    14,
+                    format!("deleting the workflow's Kubernetes objects failed, so the workflow is kept; try again: {e}"),
+                )
+            })?;
+        details = json!({"kubernetesObjectsDeleted": n});
+    }
     c.store().delete_workflow(&namespace, &name).await?;
     c.store()
         .audit_append(&[store::AuditEntry {
@@ -914,7 +929,7 @@ async fn delete_workflow(
             action: "workflow.delete".into(),
             object: format!("workflows/{namespace}/{name}"),
             source: caller.source.clone(),
-            details: json!({}),
+            details,
         }])
         .await?;
     Ok(Json(json!({})))
