@@ -230,10 +230,16 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
         .output()
         .await
         .expect("delete");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(fake.list("jobs", "default").is_empty());
     assert!(
-        fake.list("pods", "default").iter().all(|p| p["metadata"]["name"] == "web-1"),
+        fake.list("pods", "default")
+            .iter()
+            .all(|p| p["metadata"]["name"] == "web-1"),
         "only the victim pod is left"
     );
     let _ = server.kill().await;

@@ -116,6 +116,17 @@ impl Ctx<'_> {
 
     /// Warns about keys of the raw object at `path` that are not in `known`.
     fn unimplemented(&mut self, path: &str, known: &[&[&str]]) {
+        self.unimplemented_on_host(path, known, &|_| false);
+    }
+
+    /// Like `unimplemented`, but keys for which `on_kubernetes` holds are passed to the step's
+    /// pod by the Kubernetes executor, so the warning says the host executor ignores them.
+    fn unimplemented_on_host(
+        &mut self,
+        path: &str,
+        known: &[&[&str]],
+        on_kubernetes: &dyn Fn(&str) -> bool,
+    ) {
         let Some(Value::Object(map)) = lookup(&self.loaded.document.value, path) else {
             return;
         };
@@ -123,10 +134,14 @@ impl Ctx<'_> {
         for k in keys {
             if !known.iter().any(|set| set.contains(&k.as_str())) {
                 let p = join(path, &k);
-                self.warn(
-                    &p,
-                    format!("field `{p}` is not implemented by Riposte and is ignored"),
-                );
+                let msg = if on_kubernetes(&k) {
+                    format!(
+                        "field `{p}` is ignored by the host executor; `--executor kubernetes` passes it to the step's pod"
+                    )
+                } else {
+                    format!("field `{p}` is not implemented by Riposte and is ignored")
+                };
+                self.warn(&p, msg);
             }
         }
     }
@@ -339,7 +354,20 @@ fn lint_template(
     has_template: &dyn Fn(&str) -> bool,
     global: &BTreeSet<&str>,
 ) {
-    cx.unimplemented(path, &[TEMPLATE]);
+    // The pod fields the Kubernetes executor copies into a step's Job (executor::job).
+    let pod_field = |k: &str| {
+        (t.container.is_some() || t.script.is_some())
+            && matches!(
+                k,
+                "volumes"
+                    | "tolerations"
+                    | "affinity"
+                    | "securityContext"
+                    | "priorityClassName"
+                    | "runtimeClassName"
+            )
+    };
+    cx.unimplemented_on_host(path, &[TEMPLATE], &pod_field);
     if t.name.is_empty() && !path.ends_with(".inline") {
         cx.error(path, "template has no `name`");
     }
@@ -382,13 +410,18 @@ fn lint_template(
         }
     }
     if let Some(c) = &t.container {
-        cx.unimplemented(&format!("{path}.container"), &[CONTAINER]);
+        // Every other container field is copied into the Job's container verbatim.
+        cx.unimplemented_on_host(&format!("{path}.container"), &[CONTAINER], &|_| true);
         if c.image.is_empty() {
             cx.error(&format!("{path}.container"), "container has no `image`");
         }
     }
     if let Some(s) = &t.script {
-        cx.unimplemented(&format!("{path}.script"), &[CONTAINER, SCRIPT_EXTRA]);
+        cx.unimplemented_on_host(
+            &format!("{path}.script"),
+            &[CONTAINER, SCRIPT_EXTRA],
+            &|_| true,
+        );
         if s.container.image.is_empty() {
             cx.error(&format!("{path}.script"), "script has no `image`");
         }
