@@ -1105,9 +1105,11 @@ fn watch_response(fake: &FakeApiServer, t: &Target, q: &BTreeMap<String, String>
         loop {
             let events: Vec<Event> = {
                 let c = fake.lock();
-                c.events
+                // Events are in resourceVersion order: start after the last one sent.
+                let start = c.events.partition_point(|e| e.rv <= last);
+                c.events[start..]
                     .iter()
-                    .filter(|e| e.rv > last && e.resource == target.rt.qualified())
+                    .filter(|e| e.resource == target.rt.qualified())
                     .cloned()
                     .collect()
             };
