@@ -4,14 +4,24 @@
 //!
 //! Each test works in a namespace of its own (`riposte-live-*`), deleted at the end. The
 //! workflows are in `tests/live/`.
+//!
+//! A control plane without nodes (kube-apiserver + kube-controller-manager, no kubelet, as
+//! `scripts/live-control-plane` starts) has nobody to run pods: with
+//! `RIPOSTE_LIVE_PLAY_KUBELET=1` the test plays the kubelet through the real API: it runs
+//! each pod's main command on this machine (this build's `riposte exec` as the wrapper) and
+//! writes the pod's status (Running, then terminated with exit code and termination
+//! message), as a kubelet would. Jobs, garbage collection and everything else are the real
+//! controllers'. `RIPOSTE_LIVE_IMAGE` is then only written into the Jobs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 struct Live {
@@ -55,12 +65,119 @@ fn live(test: &str) -> Option<Live> {
     runtime
         .block_on(api.create(&PostParams::default(), &ns))
         .expect("create the test namespace");
+    if std::env::var("RIPOSTE_LIVE_PLAY_KUBELET").as_deref() == Ok("1") {
+        runtime.spawn(play_kubelet(client.clone(), namespace.clone()));
+    }
     Some(Live {
         image,
         namespace,
         client,
         runtime,
     })
+}
+
+fn now() -> String {
+    // RFC 3339 from the system clock via `date`, to need no date crate in a test.
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn set_status(pods: &Api<Pod>, name: &str, status: Value) {
+    let patch = json!({"status": status});
+    if let Err(e) = pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        eprintln!("playing the kubelet: status of pod {name}: {e}");
+    }
+}
+
+/// Plays the kubelet for the pods of `namespace` (see the module doc).
+async fn play_kubelet(client: kube::Client, namespace: String) {
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut started = std::collections::BTreeSet::new();
+    let mut events = watcher(pods.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(pod)) = events.next().await {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if !(phase.is_empty() || phase == "Pending") || !started.insert(name.clone()) {
+            continue;
+        }
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let v = serde_json::to_value(&pod).unwrap_or_default();
+            let main = v["spec"]["containers"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["name"] == "main").cloned())
+                .unwrap_or_default();
+            let argv: Vec<String> = main["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(main["args"].as_array().into_iter().flatten())
+                .filter_map(|a| a.as_str())
+                .map(|a| {
+                    if a == "/var/run/riposte/riposte" {
+                        env!("CARGO_BIN_EXE_riposte").to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect();
+            let dir = std::env::temp_dir().join(format!("riposte-live-kubelet-{name}"));
+            let _ = std::fs::create_dir_all(&dir);
+            let term = dir.join("termination-log");
+            set_status(&pods, &name, json!({"phase": "Running", "startTime": now(), "containerStatuses": [
+                {"name": "main", "image": main["image"], "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {"startedAt": now()}}}]}))
+            .await;
+            let Some((program, args)) = argv.split_first() else {
+                return;
+            };
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .current_dir(&dir)
+                .env("RIPOSTE_TERMINATION_LOG", &term)
+                .kill_on_drop(true);
+            for e in main["env"].as_array().into_iter().flatten() {
+                if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+                    cmd.env(k, v);
+                }
+            }
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            // A pod deleted (its Job cancelled) is killed, as the kubelet would.
+            let code = loop {
+                tokio::select! {
+                    s = child.wait() => break s.ok().and_then(|s| s.code()).unwrap_or(137),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if pods.get_opt(&name).await.ok().flatten().is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+                            let _ = child.kill().await;
+                            return;
+                        }
+                    }
+                }
+            };
+            let message = std::fs::read_to_string(&term).unwrap_or_default();
+            set_status(&pods, &name, json!({"phase": if code == 0 { "Succeeded" } else { "Failed" }, "containerStatuses": [
+                {"name": "main", "image": main["image"], "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                   "message": message, "startedAt": now(), "finishedAt": now()}}}]}))
+            .await;
+        });
+    }
 }
 
 fn live_file(name: &str) -> PathBuf {
