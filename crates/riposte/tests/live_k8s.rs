@@ -145,7 +145,10 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
                 return;
             };
             let mut cmd = tokio::process::Command::new(program);
+            // Pod logs need a real kubelet; nothing here serves them.
             cmd.args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .current_dir(&dir)
                 .env("RIPOSTE_TERMINATION_LOG", &term)
                 .kill_on_drop(true);
@@ -254,4 +257,190 @@ fn live_resource_actions() {
     let Some(l) = live("resources") else { return };
     let wf = run(&l, "resource-actions.yaml");
     assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+}
+
+#[test]
+fn live_isolate_pod_playbook() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let Some(l) = live("isolate") else { return };
+    let pods: Api<Pod> = Api::namespaced(l.client.clone(), &l.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(l.client.clone(), &l.namespace);
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}),
+    )
+    .expect("pod");
+    let deployment: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}, {"name": "sidecar", "image": "envoy:1.30"}]}}}}))
+    .expect("deployment");
+    l.runtime.block_on(async {
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("victim pod");
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("deployment");
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "run",
+            "--executor",
+            "kubernetes",
+            "--database-url",
+            "none",
+            "-o",
+            "json",
+        ])
+        .args(["--riposte-image", &l.image, "-n", &l.namespace])
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples/isolate-pod.yaml"),
+        )
+        .output()
+        .expect("riposte runs");
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        wf["status"]["phase"],
+        "Succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policies: Api<NetworkPolicy> = Api::namespaced(l.client.clone(), &l.namespace);
+    let (pod, d, np) = l.runtime.block_on(async {
+        (
+            pods.get("web-1").await.expect("pod"),
+            deployments.get("web").await.expect("deployment"),
+            policies.get("quarantine-deny-all").await.expect("policy"),
+        )
+    });
+    assert_eq!(
+        pod.metadata
+            .labels
+            .unwrap_or_default()
+            .get("riposte.dev/quarantine")
+            .map(String::as_str),
+        Some("true")
+    );
+    let spec = d.spec.and_then(|s| s.template.spec).expect("pod template");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(spec.containers.len(), 2, "strategic merge kept the sidecar");
+    assert!(np.spec.is_some());
+}
+
+/// `riposte server --executor kubernetes`: results by callback, and a server killed while a
+/// Job runs re-attaches to it after a restart (the Job is created once).
+#[test]
+fn live_server_callbacks_and_reattach_after_sigkill() {
+    use std::io::{BufRead, BufReader};
+    let Some(l) = live("server") else { return };
+    let home = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--lease-seconds",
+                "1",
+            ])
+            .args([
+                "--executor",
+                "kubernetes",
+                "--callback-url",
+                &base,
+                "--riposte-image",
+                &l.image,
+            ])
+            .env("RIPOSTE_HOME", home.path())
+            .env_remove("DATABASE_URL")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("server");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        for line in lines.by_ref() {
+            if line
+                .expect("read")
+                .starts_with("riposte server listening on")
+            {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        child
+    };
+    let mut first = start();
+    let wf = home.path().join("slow.yaml");
+    std::fs::write(
+        &wf,
+        format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: slow, namespace: {ns}}}\nspec:\n  entrypoint: slow\n  templates:\n  - name: slow\n    container: {{image: busybox:1.36, command: [sh, -c], args: [\"sleep 4; echo survived\"]}}\n", ns = l.namespace),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["submit", "-n", &l.namespace])
+        .arg(&wf)
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Api<Job> = Api::namespaced(l.client.clone(), &l.namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l
+        .runtime
+        .block_on(jobs.list(&ListParams::default()))
+        .map(|j| j.items.len())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no Job created");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    let mut second = start();
+    let url = format!("{base}/api/v1/workflows/{}/slow", l.namespace);
+    let wf = loop {
+        let wf: Value = ureq::get(&url)
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_json()
+            .expect("json");
+        if matches!(
+            wf["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "still {}", wf["status"]["phase"]);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let node = wf["status"]["nodes"]
+        .as_object()
+        .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
+        .expect("pod node");
+    assert_eq!(node["outputs"]["result"], "survived");
+    let n = l
+        .runtime
+        .block_on(jobs.list(&ListParams::default()))
+        .map(|j| j.items.len())
+        .expect("jobs");
+    assert_eq!(
+        n, 1,
+        "the restarted server re-attached instead of creating a second Job"
+    );
 }
