@@ -134,29 +134,7 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
         .expect("free port")
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--executor", "kubernetes", "--callback-url", &base])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RIPOSTE_HOME", tmp.path())
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("server starts in time")
-            .expect("read")
-            .expect("server exited before listening");
-        if line.starts_with("riposte server listening on") {
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut server = start_server(tmp.path(), &kubeconfig, port).await;
 
     let text = std::fs::read_to_string(example("isolate-pod.yaml")).expect("example");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))

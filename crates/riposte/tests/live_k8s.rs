@@ -190,18 +190,22 @@ fn live_file(name: &str) -> PathBuf {
 }
 
 fn run(l: &Live, file: &str) -> Value {
+    run_path(l, &live_file(file))
+}
+
+/// `riposte run --executor kubernetes` in the test's namespace; the workflow as JSON.
+fn run_path(l: &Live, path: &Path) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["run", "--executor", "kubernetes", "--database-url", "none"])
         .args([
-            "run",
-            "--executor",
-            "kubernetes",
-            "--database-url",
-            "none",
             "-o",
             "json",
+            "--riposte-image",
+            &l.image,
+            "-n",
+            &l.namespace,
         ])
-        .args(["--riposte-image", &l.image, "-n", &l.namespace])
-        .arg(live_file(file))
+        .arg(path)
         .output()
         .expect("riposte runs");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
@@ -284,29 +288,10 @@ fn live_isolate_pod_playbook() {
             .await
             .expect("deployment");
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args([
-            "run",
-            "--executor",
-            "kubernetes",
-            "--database-url",
-            "none",
-            "-o",
-            "json",
-        ])
-        .args(["--riposte-image", &l.image, "-n", &l.namespace])
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples/isolate-pod.yaml"),
-        )
-        .output()
-        .expect("riposte runs");
-    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(
-        wf["status"]["phase"],
-        "Succeeded",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let isolate =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples/isolate-pod.yaml");
+    let wf = run_path(&l, &isolate);
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
     let policies: Api<NetworkPolicy> = Api::namespaced(l.client.clone(), &l.namespace);
     let (pod, d, np) = l.runtime.block_on(async {
         (
