@@ -371,6 +371,12 @@ async fn run_inner(
                         what(&name),
                         describe(&e)
                     )
+                } else if api_status(&e).is_some_and(|(c, _)| c == 415) && strategy == "strategic" {
+                    format!(
+                        "patch {}: custom resources do not support strategic merge patch (the default); set mergeStrategy: merge ({})",
+                        what(&name),
+                        describe(&e)
+                    )
                 } else {
                     format!("patch {}: {}", what(&name), describe(&e))
                 }

@@ -339,6 +339,18 @@ async fn resource_conditions_are_watched_until_they_decide() {
     let r = run(&exec, &node("vuln", t)).await;
     assert_eq!(r.phase, Phase::Failed);
     assert!(r.message.contains("criticalCount"), "{}", r.message);
+
+    // Strategic merge (the default) on a custom resource: the API refuses; we say what to do.
+    let t = resource(
+        "patch",
+        "apiVersion: aquasecurity.github.io/v1alpha1\nkind: VulnerabilityReport\nmetadata: {name: web, labels: {triaged: \"true\"}}\n",
+    );
+    let r = run(&exec, &node("vuln-label", t)).await;
+    assert!(
+        r.message.contains("set mergeStrategy: merge"),
+        "{}",
+        r.message
+    );
 }
 
 /// The kubelet's part for one Job: the pod ran and the wrapper left `report`.
