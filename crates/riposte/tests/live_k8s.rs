@@ -429,3 +429,158 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
         "the restarted server re-attached instead of creating a second Job"
     );
 }
+
+/// The `deploy/` RBAC is enough, and no more than needed: the isolate-pod playbook runs as
+/// the `riposte` ServiceAccount bound to exactly `riposte-executor` + `riposte-responder`,
+/// and something those roles do not grant (reading Secrets) is refused.
+#[test]
+fn live_deploy_rbac_is_exactly_enough_for_the_playbook() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    let Some(l) = live("rbac") else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifests = [
+        "deploy/namespace.yaml",
+        "deploy/serviceaccount.yaml",
+        "deploy/rbac-base.yaml",
+        "deploy/responder/rbac-responder.yaml",
+    ];
+    l.runtime.block_on(async {
+        for file in manifests {
+            let text = std::fs::read_to_string(root.join(file)).expect("manifest");
+            for doc in spec::yaml::load_documents(&text).expect("yaml") {
+                apply(&l.client, doc.value).await;
+            }
+        }
+    });
+    // The token controller gives the ServiceAccount a token Secret.
+    let sas: Api<ServiceAccount> = Api::namespaced(l.client.clone(), "riposte");
+    let secrets: Api<Secret> = Api::namespaced(l.client.clone(), "riposte");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let sa = l
+            .runtime
+            .block_on(sas.get("riposte"))
+            .expect("service account");
+        let name = sa
+            .secrets
+            .unwrap_or_default()
+            .first()
+            .and_then(|s| s.name.clone());
+        if let Some(name) = name {
+            let secret = l
+                .runtime
+                .block_on(secrets.get(&name))
+                .expect("token secret");
+            if let Some(t) = secret.data.and_then(|d| d.get("token").cloned()) {
+                break String::from_utf8(t.0).expect("utf-8 token");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no token for the riposte ServiceAccount"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // The admin kubeconfig with the ServiceAccount's token instead of the admin's.
+    let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+        .expect("kubeconfig");
+    let as_sa: String = admin
+        .lines()
+        .map(
+            |line| match line.trim_start().strip_prefix("user: {token:") {
+                Some(_) => format!("  user: {{token: {token}}}"),
+                None => line.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        as_sa.contains(&token),
+        "the kubeconfig this test rewrites has `user: {{token: ...}}`"
+    );
+    let home = tempfile::tempdir().expect("tmp");
+    let kubeconfig = home.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, as_sa).expect("write kubeconfig");
+
+    let pods: Api<Pod> = Api::namespaced(l.client.clone(), &l.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(l.client.clone(), &l.namespace);
+    l.runtime.block_on(async {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-1"},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})).expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("pod");
+        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})).expect("deployment");
+        deployments.create(&PostParams::default(), &d).await.expect("deployment");
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["run", "--executor", "kubernetes", "--database-url", "none"])
+        .args([
+            "-o",
+            "json",
+            "--riposte-image",
+            &l.image,
+            "-n",
+            &l.namespace,
+        ])
+        .arg(root.join("workflows/examples/isolate-pod.yaml"))
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("riposte runs");
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        wf["status"]["phase"],
+        "Succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Beyond the roles: reading Secrets is forbidden to the same identity.
+    let denied = root.join("tests/live/forbidden-secret-read.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["run", "--executor", "kubernetes", "--database-url", "none"])
+        .args(["-o", "json", "-n", &l.namespace])
+        .arg(&denied)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("riposte runs");
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_ne!(wf["status"]["phase"], "Succeeded");
+    let messages = wf["status"]["nodes"].to_string();
+    assert!(messages.contains("forbidden"), "{messages}");
+}
+
+/// Server-side apply of one manifest as the admin (for setting up the RBAC test).
+async fn apply(client: &kube::Client, mut obj: Value) {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Scope};
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap_or_default());
+    let (ar, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("discovery");
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+        Scope::Namespaced => {
+            let ns = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("riposte")
+                .to_string();
+            obj["metadata"]["namespace"] = json!(ns);
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        }
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("riposte-live-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind));
+}
