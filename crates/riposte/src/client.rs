@@ -84,14 +84,6 @@ impl Client {
         Ok(resp)
     }
 
-    /// A plain-text answer (NDJSON logs).
-    pub fn call_text(&self, method: &str, path: &str) -> Result<String> {
-        let mut resp = self.request(method, path)?;
-        resp.body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading {path}"))
-    }
-
     /// The lines of a streaming answer, as they arrive.
     pub fn stream_lines(
         &self,

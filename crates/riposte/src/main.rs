@@ -185,6 +185,9 @@ enum Cmd {
         /// Only this node's log (node id or pod name).
         #[arg(long)]
         node: Option<String>,
+        /// Keep streaming new lines until the workflow finishes.
+        #[arg(short, long)]
+        follow: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -638,22 +641,36 @@ fn main() -> ExitCode {
         Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
         Cmd::Suspend { name, remote } => report(simple_put(&remote, &name, "suspend")),
         Cmd::Watch { name, remote } => report(watch_cmd(&name, &remote)),
-        Cmd::Logs { name, node, remote } => report((|| {
-            let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);
+        Cmd::Logs {
+            name,
+            node,
+            follow,
+            remote,
+        } => report((|| {
+            let mut query = Vec::new();
             if let Some(n) = node {
-                path.push_str(&format!("?podName={n}"));
+                query.push(format!("podName={n}"));
             }
-            let text = remote.client().call_text("GET", &path)?;
+            if follow {
+                query.push("logOptions.follow=true".to_string());
+            }
+            let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);
+            if !query.is_empty() {
+                path.push('?');
+                path.push_str(&query.join("&"));
+            }
             let mut out = std::io::stdout().lock();
-            for line in text.lines() {
+            for line in remote.client().stream_lines(&path)? {
+                let line = line.context("reading the log stream")?;
                 let v: serde_json::Value =
-                    serde_json::from_str(line).context("reading the log stream")?;
+                    serde_json::from_str(&line).context("reading the log stream")?;
                 writeln!(
                     out,
                     "{}: {}",
                     v["result"]["podName"].as_str().unwrap_or(""),
                     v["result"]["content"].as_str().unwrap_or("")
                 )?;
+                out.flush()?;
             }
             Ok(ExitCode::SUCCESS)
         })()),

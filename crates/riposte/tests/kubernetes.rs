@@ -340,3 +340,60 @@ async fn reqwest_get(url: &str) -> Value {
     .await
     .expect("join")
 }
+
+/// `riposte logs --follow` streams a running step's pod log through the API and ends with
+/// the workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_follow_streams_a_running_step_until_the_workflow_ends() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = start_server(tmp.path(), &kubeconfig, port).await;
+    let wf = tmp.path().join("chatty.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: chatty}\nspec:\n  entrypoint: talk\n  templates:\n  - name: talk\n    container: {image: alpine:3.20, command: [sh, -c], args: [\"echo first; sleep 2; echo second\"]}\n",
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .arg("submit")
+        .arg(&wf)
+        .env("RIPOSTE_SERVER", &base)
+        .output()
+        .await
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await
+    .expect("the step runs");
+    let follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["logs", "chatty", "--follow"])
+        .env("RIPOSTE_SERVER", &base)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("--follow ends when the workflow does")
+        .expect("logs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].ends_with(": first") && lines[1].ends_with(": second"),
+        "{text}"
+    );
+}

@@ -297,7 +297,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "get",
         "/api/v1/workflows/{namespace}/{name}/log",
         "WorkflowService_WorkflowLogs",
-        "Node logs as NDJSON (podName)",
+        "Node logs as NDJSON (podName; logOptions.follow=true streams until the workflow ends)",
     ),
     (
         "get",
@@ -1182,13 +1182,16 @@ async fn delete_template(
 
 /// `GET .../log`: every node's log lines as NDJSON `{"result": {"content", "podName"}}`
 /// (`podName` may name one node by id or pod name).
-async fn workflow_logs(
-    State(c): State<Controller>,
-    Path((namespace, name)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let rec = c.store().get_workflow(&namespace, &name).await?;
-    let only = q.get("podName").filter(|p| !p.is_empty());
+/// The log lines of each node of a workflow, and the pod name each is reported under.
+struct NodeLogs {
+    /// Node id → lines, in the order the nodes started.
+    lines: Vec<(String, Vec<String>)>,
+    pods: HashMap<String, String>,
+    finished: bool,
+}
+
+async fn node_logs(c: &Controller, namespace: &str, name: &str) -> ApiResult<NodeLogs> {
+    let rec = c.store().get_workflow(namespace, name).await?;
     let nodes: HashMap<String, store::NodeRow> = c
         .store()
         .nodes(&rec.uid)
@@ -1196,26 +1199,14 @@ async fn workflow_logs(
         .into_iter()
         .map(|n| (n.id.clone(), n))
         .collect();
-    let pod_of = |id: &str| -> String {
-        nodes
-            .get(id)
-            .map(|n| {
-                engine::pod_name(
-                    &name,
-                    &n.name,
-                    n.status["templateName"].as_str().unwrap_or(""),
-                )
-            })
-            .unwrap_or_else(|| id.to_string())
-    };
     // Finished nodes' logs are in the database (any replica can serve them); running nodes'
-    // logs are read from this replica's files.
+    // logs are read from this replica's files (host processes, or followed pod logs).
     let mut by_node: std::collections::BTreeMap<String, Vec<String>> =
         std::collections::BTreeMap::new();
     for (id, line) in c.store().node_logs(&rec.uid).await? {
         by_node.entry(id).or_default().push(line);
     }
-    let dir = c.logs_dir(&name);
+    let dir = c.logs_dir(name);
     for id in nodes.keys() {
         if !by_node.contains_key(id)
             && let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.log")))
@@ -1223,31 +1214,97 @@ async fn workflow_logs(
             by_node.insert(id.clone(), text.lines().map(str::to_string).collect());
         }
     }
-    let mut order: Vec<&String> = by_node.keys().collect();
-    order.sort_by_key(|id| {
-        nodes.get(*id).map(|n| {
+    let mut lines: Vec<(String, Vec<String>)> = by_node.into_iter().collect();
+    lines.sort_by_key(|(id, _)| {
+        nodes.get(id).map(|n| {
             (
                 n.status["startedAt"].as_str().unwrap_or("").to_string(),
                 n.name.clone(),
             )
         })
     });
-    let mut out = String::new();
-    for id in order {
-        let pod = pod_of(id);
-        if only.is_some_and(|p| p != &pod && p != id) {
-            continue;
+    let pods = nodes
+        .iter()
+        .map(|(id, n)| {
+            let pod = engine::pod_name(
+                name,
+                &n.name,
+                n.status["templateName"].as_str().unwrap_or(""),
+            );
+            (id.clone(), pod)
+        })
+        .collect();
+    let finished = matches!(rec.phase.as_str(), "Succeeded" | "Failed" | "Error");
+    Ok(NodeLogs {
+        lines,
+        pods,
+        finished,
+    })
+}
+
+/// `GET .../log`: NDJSON `{"result": {"content", "podName"}}` per line (`podName` selects a
+/// node by pod name or id). With `logOptions.follow=true` the response stays open and new
+/// lines follow as they are written, until the workflow has finished.
+async fn workflow_logs(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let only = q.get("podName").filter(|p| !p.is_empty()).cloned();
+    let follow = q.get("logOptions.follow").is_some_and(|v| v == "true");
+    // How many lines of each node were sent; a node's file lines are a prefix of what the
+    // database keeps once it ends, so counting lines is enough to resume.
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    let mut render = move |logs: &NodeLogs| -> String {
+        let mut out = String::new();
+        for (id, lines) in &logs.lines {
+            let pod = logs.pods.get(id).cloned().unwrap_or_else(|| id.clone());
+            if only.as_ref().is_some_and(|p| p != &pod && p != id) {
+                continue;
+            }
+            let from = sent.entry(id.clone()).or_default();
+            for line in lines.iter().skip(*from) {
+                out.push_str(&json!({"result": {"content": line, "podName": pod}}).to_string());
+                out.push('\n');
+            }
+            *from = (*from).max(lines.len());
         }
-        for line in &by_node[id] {
-            out.push_str(&json!({"result": {"content": line, "podName": pod}}).to_string());
-            out.push('\n');
-        }
+        out
+    };
+    let first = node_logs(&c, &namespace, &name).await?;
+    let head = render(&first);
+    let ndjson = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
+    if !follow || first.finished {
+        return Ok((ndjson, head).into_response());
     }
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        out,
-    )
-        .into_response())
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
+    tokio::spawn(async move {
+        if tx.send(Ok(head)).await.is_err() {
+            return;
+        }
+        let mut changes = c.subscribe();
+        loop {
+            // A step's output grows without a recorded step: look at least every 250 ms.
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            }
+            let Ok(logs) = node_logs(&c, &namespace, &name).await else {
+                return;
+            };
+            let chunk = render(&logs);
+            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+            if logs.finished {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((ndjson, axum::body::Body::from_stream(stream)).into_response())
 }
 
 /// `GET /api/v1/workflow-events/{ns}`: an NDJSON stream of `{"result": {"type", "object"}}`,
