@@ -331,6 +331,24 @@ impl FakeApiServer {
         self.notify();
     }
 
+    /// Plays the kubelet: a container of the pod waits with `reason` (e.g. `ImagePullBackOff`).
+    pub fn wait_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), StatusError> {
+        self.update_status("pods", namespace, pod, |status| {
+            status.insert(
+                "containerStatuses".into(),
+                json!([{"name": container, "ready": false, "restartCount": 0,
+                        "state": {"waiting": {"reason": reason, "message": message}}}]),
+            );
+        })
+    }
+
     /// Plays the kubelet: the pod's `main` container is running.
     pub fn start_pod(&self, namespace: &str, pod: &str) -> Result<(), StatusError> {
         self.update_status("pods", namespace, pod, |status| {

@@ -73,6 +73,7 @@ async fn main() {
             job_namespace: None,
             callback_url: None,
             callback_secret: b"bench".to_vec(),
+            image_pull_grace: Duration::from_secs(1),
         },
     );
     let exec = cluster.executor("bench-uid", None);

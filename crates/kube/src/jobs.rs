@@ -70,6 +70,8 @@ pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, St
 
 enum End {
     Reported(Report),
+    /// The pod cannot start (bad image, missing Secret...): the reason, for the node message.
+    Stuck(String),
     JobFinished(Box<Result<DynamicObject, String>>),
     Cancelled,
     Deadline,
@@ -122,6 +124,7 @@ pub(crate) async fn run(
             Err(_) => End::JobFinished(Box::new(wait_finished(&jobs, &name).await)),
         },
         j = wait_finished(&jobs, &name) => End::JobFinished(Box::new(j)),
+        why = stuck(client.clone(), &namespace, &name, exec.cluster.options().image_pull_grace) => End::Stuck(why),
         _ = cancelled(&mut cancel) => End::Cancelled,
         _ = deadline => End::Deadline,
     };
@@ -132,6 +135,10 @@ pub(crate) async fn run(
             Ok(job) => from_finished_job(&client, &namespace, &job).await,
             Err(e) => ExecResult::error(e),
         },
+        End::Stuck(why) => {
+            delete_job(&jobs, &name).await;
+            ExecResult::error(why)
+        }
         End::Cancelled => {
             delete_job(&jobs, &name).await;
             ExecResult::error("cancelled")
@@ -294,6 +301,78 @@ async fn from_finished_job(
             ),
             None => format!("Job {name} finished but its pod is gone; no result"),
         }),
+    }
+}
+
+/// Waiting reasons that no amount of waiting cures.
+const HOPELESS: &[&str] = &[
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "ErrImageNeverPull",
+];
+/// Waiting reasons that may clear (a registry hiccup), given time.
+const RETRYING: &[&str] = &["ErrImagePull", "ImagePullBackOff", "CreateContainerError"];
+
+/// Resolves when the Job's pod cannot start: at once for [`HOPELESS`] reasons, after `grace`
+/// of [`RETRYING`] ones. Never resolves for a pod that starts.
+async fn stuck(client: kube::Client, namespace: &str, job: &str, grace: Duration) -> String {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let cfg = watcher::Config::default().labels(&format!("job-name={job}"));
+    let mut events = watcher(pods, cfg)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut since: Option<(tokio::time::Instant, String)> = None;
+    loop {
+        let next = match &since {
+            Some((t, _)) => {
+                let at = *t + grace;
+                tokio::select! {
+                    e = events.next() => e,
+                    _ = tokio::time::sleep_until(at) => {
+                        if let Some((_, why)) = since.take() {
+                            return why;
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => events.next().await,
+        };
+        let pod = match next {
+            Some(Ok(p)) => p,
+            Some(Err(_)) => continue,
+            None => return std::future::pending().await,
+        };
+        let waiting = pod.status.as_ref().and_then(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+                .find_map(|c| {
+                    let w = c.state.as_ref()?.waiting.as_ref()?;
+                    let reason = w.reason.clone()?;
+                    Some((
+                        c.name.clone(),
+                        reason,
+                        w.message.clone().unwrap_or_default(),
+                    ))
+                })
+        });
+        match waiting {
+            Some((container, reason, message)) if HOPELESS.contains(&reason.as_str()) => {
+                return format!("{container}: {reason}: {message}");
+            }
+            Some((container, reason, message)) if RETRYING.contains(&reason.as_str()) => {
+                if since.is_none() {
+                    since = Some((
+                        tokio::time::Instant::now(),
+                        format!("{container}: {reason} for {}s: {message}", grace.as_secs()),
+                    ));
+                }
+            }
+            _ => since = None,
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub struct ClusterOptions {
     pub callback_url: Option<String>,
     /// Key of the per-node callback tokens. Replicas that share it accept each other's callbacks.
     pub callback_secret: Vec<u8>,
+    /// How long a step's container may wait on an image pull that keeps failing
+    /// (`ErrImagePull`, `ImagePullBackOff`) before the node fails. Reasons that cannot heal
+    /// (`InvalidImageName`, `CreateContainerConfigError`) fail it at once.
+    pub image_pull_grace: Duration,
 }
 
 /// Nodes waiting for their wrapper's callback, keyed by `(workflow uid, node id)`.

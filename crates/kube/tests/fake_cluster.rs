@@ -23,6 +23,7 @@ async fn setup() -> (FakeApiServer, Cluster) {
             job_namespace: None,
             callback_url: None,
             callback_secret: b"test-secret".to_vec(),
+            image_pull_grace: Duration::from_secs(1),
         },
     );
     (fake, cluster)
@@ -693,4 +694,51 @@ async fn set_owner_reference_ties_objects_to_the_workflow_until_it_is_deleted() 
         )
         .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_fails_the_node_instead_of_hanging() {
+    let (fake, cluster) = setup().await;
+    let exec = cluster.executor("uid-1", None);
+    for (id, reason) in [
+        ("badname", "InvalidImageName"),
+        ("backoff", "ImagePullBackOff"),
+    ] {
+        let n = node(
+            id,
+            json!({"name": id, "container": {"image": "nope::", "command": ["true"]}}),
+        );
+        let task = tokio::spawn({
+            let exec = exec.clone();
+            async move { run(&exec, &n).await }
+        });
+        let job = format!("wf-{id}-1234");
+        let pod = fake
+            .wait_for("pods", "team-a", Duration::from_secs(10), |p| {
+                p["metadata"]["labels"]["job-name"] == job.as_str()
+            })
+            .await
+            .expect("pod");
+        let pod_name = pod["metadata"]["name"].as_str().expect("name").to_string();
+        fake.wait_pod(
+            "team-a",
+            &pod_name,
+            "main",
+            reason,
+            "image \"nope::\" is bad",
+        )
+        .expect("waiting");
+        // ImagePullBackOff fails after the grace (1 s here); InvalidImageName at once.
+        let r = task.await.expect("join");
+        assert_eq!(r.phase, Phase::Error);
+        assert!(
+            r.message.starts_with(&format!("main: {reason}")),
+            "{}",
+            r.message
+        );
+        assert!(
+            fake.get("jobs", "team-a", &job).is_none(),
+            "the Job is deleted"
+        );
+    }
 }

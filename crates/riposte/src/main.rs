@@ -480,6 +480,10 @@ struct KubeArgs {
     /// ran cannot be re-attached to, so keep this longer than a restart takes.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     job_ttl_seconds: i64,
+    /// Kubernetes: how long a step may sit in ErrImagePull/ImagePullBackOff before it fails
+    /// (InvalidImageName and CreateContainerConfigError fail it at once).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    image_pull_grace_seconds: u64,
 }
 
 impl KubeArgs {
@@ -505,6 +509,7 @@ impl KubeArgs {
             job_namespace: self.job_namespace.clone(),
             callback_url,
             callback_secret,
+            image_pull_grace: std::time::Duration::from_secs(self.image_pull_grace_seconds),
         })
         .await?;
         Ok(cluster)
