@@ -742,3 +742,48 @@ async fn a_pod_that_cannot_start_fails_the_node_instead_of_hanging() {
         );
     }
 }
+
+/// A playbook reads a Kyverno PolicyReport (a CRD) to find the pods to act on.
+#[tokio::test]
+async fn policy_reports_are_read_like_any_other_kind() {
+    let (fake, cluster) = setup().await;
+    fake.create_namespace("payments");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/payloads/policyreport-fail.yaml"),
+    )
+    .expect("payload");
+    let report = spec::yaml::load_documents(&text)
+        .expect("yaml")
+        .remove(0)
+        .value;
+    fake.create(
+        &ResourceType::new(
+            "wgpolicyk8s.io",
+            "v1alpha2",
+            "PolicyReport",
+            "policyreports",
+            true,
+        ),
+        "payments",
+        report,
+    )
+    .expect("report");
+    let exec = cluster.executor("uid-1", None);
+    let mut t = resource(
+        "get",
+        "apiVersion: wgpolicyk8s.io/v1alpha2\nkind: PolicyReport\nmetadata: {name: polr-ns-payments, namespace: payments}\n",
+    );
+    t["resource"]["successCondition"] = json!("summary.fail > 0");
+    t["outputs"] = json!({"parameters": [
+        {"name": "failed", "valueFrom": {"jsonPath": "{.summary.fail}"}},
+        {"name": "pods", "valueFrom": {"jqFilter": "[.results[] | select(.result == \"fail\") | .resources[].name] | unique | join(\",\")"}},
+    ]});
+    let r = run(&exec, &node("polr", t)).await;
+    assert_eq!(r.phase, Phase::Succeeded, "{r:?}");
+    assert_eq!(r.parameters["failed"].as_deref(), Some("2"));
+    assert_eq!(
+        r.parameters["pods"].as_deref(),
+        Some("payments-api-7c9d4f8b7-k2x9q")
+    );
+}
