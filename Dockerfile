@@ -1,12 +1,22 @@
 # The Riposte image: `docker build -t riposte .`
+#
+# The binary is static (musl): the same file runs the server here and, copied by the init
+# container of every step (`riposte install-wrapper`), runs as the step wrapper inside
+# whatever image the step uses — alpine (musl), debian (glibc) or distroless alike.
 FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p riposte \
- && cp target/release/riposte /riposte
+# ring and the bundled SQLite compile C: with musl's compiler wrapper.
+ENV CC_x86_64_unknown_linux_musl=musl-gcc
+RUN cargo build --release --locked -p riposte --target x86_64-unknown-linux-musl \
+ && cp target/x86_64-unknown-linux-musl/release/riposte /riposte
 
-# distroless/cc has glibc and CA certificates and nothing else; uid 65532 is `nonroot`.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# distroless/static: CA certificates, /etc/passwd with uid 65532 `nonroot`, no libc needed.
+FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /riposte /usr/local/bin/riposte
 USER 65532:65532
 EXPOSE 2746

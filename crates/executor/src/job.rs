@@ -144,6 +144,20 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
             "image": opts.riposte_image,
             "command": ["riposte", "install-wrapper", WRAPPER_DIR],
             "volumeMounts": [{"name": "riposte-wrapper", "mountPath": WRAPPER_DIR}],
+            // Ours, so it must pass the `restricted` Pod Security profile and namespace
+            // quotas wherever the step runs.
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
         }]),
     );
     pod_spec.insert("containers".into(), json!([Value::Object(main)]));
@@ -272,6 +286,20 @@ mod tests {
         assert_eq!(main["resources"]["limits"]["cpu"], "100m");
         assert_eq!(main["volumeMounts"][0]["mountPath"], WRAPPER_DIR);
         assert_eq!(pod["initContainers"][0]["image"], "riposte:test");
+    }
+
+    /// The init container is ours: it must pass Pod Security `restricted` in any namespace.
+    #[test]
+    fn the_injected_init_container_is_restricted_and_bounded() {
+        let n = node(r#"{"name": "s", "container": {"image": "alpine", "command": ["true"]}}"#);
+        let job = job_manifest(&n, &opts()).expect("job");
+        let init = &job["spec"]["template"]["spec"]["initContainers"][0];
+        let sc = &init["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert!(init["resources"]["limits"]["memory"].is_string());
     }
 
     #[test]

@@ -187,11 +187,28 @@ fn post_report(url: &str, token: &str, report: &Value) -> Result<()> {
 /// `riposte install-wrapper DIR`: what the init container runs to put this binary where the
 /// step's container can exec it.
 pub fn install_wrapper(dir: &Path) -> Result<ExitCode> {
-    let me = std::env::current_exe().context("finding the riposte binary")?;
+    let me = own_binary().context("finding the riposte binary to install")?;
     let target = dir.join("riposte");
     std::fs::copy(&me, &target)
         .with_context(|| format!("copying {} to {}", me.display(), target.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This binary: `/proc/self/exe`, or, where /proc is not mounted, `argv[0]` (searched on
+/// PATH when it has no slash, as the shell found it).
+fn own_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::current_exe() {
+        return Ok(p);
+    }
+    let arg0 = PathBuf::from(std::env::args_os().next().context("no argv[0]")?);
+    if arg0.components().count() > 1 {
+        return Ok(arg0);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(&arg0))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} is not on PATH and /proc is not mounted", arg0.display()))
 }
 
 #[cfg(test)]
