@@ -39,14 +39,28 @@ pub struct ExecArgs {
 
 pub fn main(a: ExecArgs) -> Result<ExitCode> {
     let mut argv = a.command.clone();
+    let mut script_path = None;
     if let Some(var) = &a.script_from_env {
         let source = std::env::var(var)
             .with_context(|| format!("--script-from-env {var}: the variable is not set"))?;
-        // The pod is the step's alone, so a fixed name per process cannot collide.
-        let path = std::env::temp_dir().join(format!("riposte-script-{}", std::process::id()));
-        std::fs::write(&path, source)
-            .with_context(|| format!("writing the script to {}", path.display()))?;
+        // Next to the wrapper: that emptyDir is writable even when the step's root
+        // filesystem is read-only and has no /tmp mount. The pod is the step's alone, so a
+        // name per process cannot collide.
+        let name = format!("riposte-script-{}", std::process::id());
+        let beside_wrapper = own_binary()
+            .ok()
+            .and_then(|b| b.parent().map(|d| d.join(&name)));
+        let path = match beside_wrapper {
+            Some(p) if std::fs::write(&p, &source).is_ok() => p,
+            _ => {
+                let p = std::env::temp_dir().join(&name);
+                std::fs::write(&p, &source)
+                    .with_context(|| format!("writing the script to {}", p.display()))?;
+                p
+            }
+        };
         argv.push(path.display().to_string());
+        script_path = Some(path);
     }
     let outputs: Vec<(String, PathBuf)> = a
         .outputs
@@ -101,6 +115,10 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
+    if let Some(p) = script_path {
+        // Best effort: the pod goes away anyway.
+        let _ = std::fs::remove_file(p);
+    }
     let report = build_report(&result, exit_code, &outputs);
     deliver(&a.termination_log, &report);
     Ok(ExitCode::from(exit_code.clamp(0, 255) as u8))

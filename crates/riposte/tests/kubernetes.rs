@@ -397,3 +397,44 @@ async fn logs_follow_streams_a_running_step_until_the_workflow_ends() {
         "{text}"
     );
 }
+
+/// A `script` step on Kubernetes: the source travels in the pod's environment and the wrapper
+/// writes it beside itself (a writable emptyDir even under a read-only root) and runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_steps_run_as_jobs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let wf = tmp.path().join("script.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: script-}\nspec:\n  entrypoint: s\n  templates:\n  - name: s\n    script:\n      image: alpine:3.20\n      command: [sh]\n      source: |\n        n=$((6 * 7))\n        echo \"answer $n\"\n",
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "run",
+            "--executor",
+            "kubernetes",
+            "-o",
+            "json",
+            "--database-url",
+            "none",
+        ])
+        .arg(&wf)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RIPOSTE_HOME", tmp.path())
+        .output()
+        .await
+        .expect("riposte runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let node = wf["status"]["nodes"]
+        .as_object()
+        .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
+        .expect("pod node");
+    assert_eq!(node["outputs"]["result"], "answer 42");
+}
