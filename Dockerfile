@@ -4,16 +4,19 @@
 # container of every step (`riposte install-wrapper`), runs as the step wrapper inside
 # whatever image the step uses — alpine (musl), debian (glibc) or distroless alike.
 FROM rust:1-bookworm AS build
+# The build stage runs on the image's own platform (amd64 or arm64 with buildx), so the
+# musl target is this machine's architecture.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+ && rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY . .
 # ring and the bundled SQLite compile C: with musl's compiler wrapper.
-ENV CC_x86_64_unknown_linux_musl=musl-gcc
-RUN cargo build --release --locked -p riposte --target x86_64-unknown-linux-musl \
- && cp target/x86_64-unknown-linux-musl/release/riposte /riposte
+ENV TARGET_CC=musl-gcc
+RUN target="$(uname -m)-unknown-linux-musl" \
+ && cargo build --release --locked -p riposte --target "$target" \
+ && cp "target/$target/release/riposte" /riposte
 
 # distroless/static: CA certificates, /etc/passwd with uid 65532 `nonroot`, no libc needed.
 FROM gcr.io/distroless/static-debian12:nonroot
