@@ -104,6 +104,8 @@ struct Cluster {
     logs: BTreeMap<(String, String), String>,
     /// Every request as `METHOD path?query`, for tests that check the HTTP shape.
     requests: Vec<String>,
+    /// Injected failures: the next request matching (method, path prefix) gets the error.
+    faults: Vec<(String, String, StatusError)>,
 }
 
 /// A running fake API server. Cheap to clone; all clones share one cluster.
@@ -273,6 +275,20 @@ impl FakeApiServer {
         let rt = ResourceType::new("", "v1", "Namespace", "namespaces", false);
         // An existing namespace is fine.
         let _ = self.create(&rt, "", obj);
+    }
+
+    /// The next `method` request whose path starts with `path_prefix` fails with `code` and
+    /// `reason` (e.g. 429 TooManyRequests, 500 ServerTimeout), as a loaded API server does.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, code: u16, reason: &'static str) {
+        self.lock().faults.push((
+            method.to_string(),
+            path_prefix.to_string(),
+            StatusError {
+                code,
+                reason,
+                message: format!("injected by the test: {reason}"),
+            },
+        ));
     }
 
     /// Every request so far as `METHOD /path?query`.
@@ -811,6 +827,17 @@ async fn handle(
         "{method} {}",
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("")
     ));
+    let fault = {
+        let mut c = fake.lock();
+        let i = c
+            .faults
+            .iter()
+            .position(|(m, p, _)| *m == method.as_str() && uri.path().starts_with(p.as_str()));
+        i.map(|i| c.faults.remove(i).2)
+    };
+    if let Some(e) = fault {
+        return e.into_response();
+    }
     match serve(&fake, &method, uri.path(), &q, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

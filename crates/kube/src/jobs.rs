@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::{KubeExecutor, Report, api_status, cancelled, describe, node_token};
+use crate::{KubeExecutor, Report, api_status, cancelled, describe, node_token, with_retries};
 
 /// Label a Job carries with its workflow's uid (set by `executor::job`).
 pub const WORKFLOW_UID_LABEL: &str = "riposte.dev/workflow-uid";
@@ -182,7 +182,7 @@ async fn attach_or_create(
             .is_some_and(|u| u == workflow_uid)
     };
     if reattach {
-        return match jobs.get_opt(name).await {
+        return match with_retries(|| jobs.get_opt(name)).await {
             Ok(Some(job)) if belongs(&job) => Ok(job),
             Ok(Some(_)) => Err(format!(
                 "Job {name} belongs to another workflow; cannot re-attach to it"
@@ -195,18 +195,21 @@ async fn attach_or_create(
     }
     let obj: DynamicObject = serde_json::from_value(manifest)
         .map_err(|e| format!("the Job manifest is not a Kubernetes object: {e}"))?;
-    match jobs.create(&PostParams::default(), &obj).await {
+    let pp = PostParams::default();
+    match with_retries(|| jobs.create(&pp, &obj)).await {
         Ok(job) => Ok(job),
-        Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => match jobs.get(name).await {
-            Ok(job) if belongs(&job) => Ok(job),
-            Ok(_) => Err(format!(
-                "a Job named {name} already exists and belongs to another workflow; delete it or rename the workflow"
-            )),
-            Err(e) => Err(format!(
-                "looking up the existing Job {name}: {}",
-                describe(&e)
-            )),
-        },
+        Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => {
+            match with_retries(|| jobs.get(name)).await {
+                Ok(job) if belongs(&job) => Ok(job),
+                Ok(_) => Err(format!(
+                    "a Job named {name} already exists and belongs to another workflow; delete it or rename the workflow"
+                )),
+                Err(e) => Err(format!(
+                    "looking up the existing Job {name}: {}",
+                    describe(&e)
+                )),
+            }
+        }
         Err(e) => Err(format!("creating Job {name}: {}", describe(&e))),
     }
 }

@@ -272,6 +272,37 @@ pub(crate) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Whether the API server asked us to come back later: 429 TooManyRequests, 500
+/// ServerTimeout (nothing was done), 503, 504. Other errors are answers, not retried.
+pub(crate) fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            matches!(s.code, 429 | 503 | 504) || (s.code == 500 && s.reason == "ServerTimeout")
+        }
+        _ => false,
+    }
+}
+
+/// Runs an API call again while it fails transiently (see [`is_transient`]), up to 6 times
+/// with backoff (0.2 s doubling, at most 3 s between attempts).
+pub(crate) async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..5 {
+        match call().await {
+            Err(e) if is_transient(&e) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
 /// `Status` reason and code of a Kubernetes API error.
 pub(crate) fn api_status(e: &kube::Error) -> Option<(u16, &str)> {
     match e {

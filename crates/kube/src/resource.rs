@@ -16,7 +16,7 @@ use kube::discovery::{self, Scope};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
-use crate::{Cluster, api_status, describe};
+use crate::{Cluster, api_status, describe, with_retries};
 
 /// The field manager Riposte's server-side applies and patches are recorded under.
 pub const FIELD_MANAGER: &str = "riposte";
@@ -187,7 +187,7 @@ async fn target(
             )
         }
     };
-    let (resource, caps) = discovery::pinned_kind(cluster.client(), &gvk)
+    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
         .await
         .map_err(|e| {
             format!(
@@ -285,12 +285,14 @@ async fn run_inner(
         serde_json::from_value(v.clone())
             .map_err(|e| format!("the manifest is not a Kubernetes object: {e}"))
     };
+    let post = PostParams::default();
+    let background = DeleteParams::background();
+    let apply = Patch::Apply(&body);
     let obj: Option<DynamicObject> = match r.action.as_str() {
         "get" => {
             let name = need_name()?;
             Some(
-                t.api
-                    .get(&name)
+                with_retries(|| t.api.get(&name))
                     .await
                     .map_err(|e| format!("get {}: {}", what(&name), describe(&e)))?,
             )
@@ -298,8 +300,7 @@ async fn run_inner(
         "create" => {
             let o = object_of(&body)?;
             Some(
-                t.api
-                    .create(&PostParams::default(), &o)
+                with_retries(|| t.api.create(&post, &o))
                     .await
                     .map_err(|e| {
                         format!(
@@ -318,8 +319,7 @@ async fn run_inner(
             pp.force = true;
             let _ = flags.force_conflicts;
             Some(
-                t.api
-                    .patch(&name, &pp, &Patch::Apply(&body))
+                with_retries(|| t.api.patch(&name, &pp, &apply))
                     .await
                     .map_err(|e| format!("apply {}: {}", what(&name), describe(&e)))?,
             )
@@ -334,8 +334,7 @@ async fn run_inner(
             let mut o = object_of(&body)?;
             o.metadata.resource_version = current.metadata.resource_version;
             Some(
-                t.api
-                    .replace(&name, &PostParams::default(), &o)
+                with_retries(|| t.api.replace(&name, &post, &o))
                     .await
                     .map_err(|e| format!("replace {}: {}", what(&name), describe(&e)))?,
             )
@@ -364,7 +363,7 @@ async fn run_inner(
                     ));
                 }
             };
-            Some(t.api.patch(&name, &pp, &patch).await.map_err(|e| {
+            Some(with_retries(|| t.api.patch(&name, &pp, &patch)).await.map_err(|e| {
                 if api_status(&e).is_some_and(|(c, _)| c == 404) {
                     format!(
                         "patch {}: the object does not exist, and a patch never creates it ({})",
@@ -383,11 +382,11 @@ async fn run_inner(
             })?)
         }
         "delete" => {
+            let by_label =
+                ListParams::default().labels(flags.selector.as_deref().unwrap_or_default());
             let names: Vec<String> = match (&t.name, &flags.selector) {
                 (Some(n), _) => vec![n.clone()],
-                (None, Some(sel)) => t
-                    .api
-                    .list(&ListParams::default().labels(sel))
+                (None, Some(sel)) => with_retries(|| t.api.list(&by_label))
                     .await
                     .map_err(|e| {
                         format!(
@@ -408,7 +407,7 @@ async fn run_inner(
                 }
             };
             for name in &names {
-                match t.api.delete(name, &DeleteParams::background()).await {
+                match with_retries(|| t.api.delete(name, &background)).await {
                     Ok(_) => {}
                     // Argo deletes with --ignore-not-found.
                     Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
@@ -495,7 +494,8 @@ async fn owner_reference(
         &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
     );
     let name = format!("riposte-owner-{uid}");
-    let anchor = match cms.get_opt(&name).await {
+    let post = PostParams::default();
+    let anchor = match with_retries(|| cms.get_opt(&name)).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             let a: DynamicObject = serde_json::from_value(json!({
@@ -508,7 +508,7 @@ async fn owner_reference(
                 "data": {"workflow": workflow, "why": "stands in for the Riposte workflow as the owner of the objects it created with setOwnerReference; deleted with the workflow"},
             }))
             .map_err(|e| e.to_string())?;
-            match cms.create(&PostParams::default(), &a).await {
+            match with_retries(|| cms.create(&post, &a)).await {
                 Ok(a) => a,
                 // Two steps of one workflow raced to create it.
                 Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => cms

@@ -787,3 +787,83 @@ async fn policy_reports_are_read_like_any_other_kind() {
         Some("payments-api-7c9d4f8b7-k2x9q")
     );
 }
+
+/// A loaded API server answers 429 or 500 ServerTimeout; those calls are made again.
+#[tokio::test]
+async fn transient_api_errors_are_retried() {
+    let (fake, cluster) = setup().await;
+    let exec = cluster.executor("uid-1", None);
+    fake.fail_next(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        429,
+        "TooManyRequests",
+    );
+    fake.fail_next(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        500,
+        "ServerTimeout",
+    );
+    let r = run(
+        &exec,
+        &node(
+            "busy",
+            resource(
+                "create",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: busy}\n",
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r.phase, Phase::Succeeded, "{r:?}");
+    let posts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /api/v1/namespaces/team-a/configmaps"))
+        .count();
+    assert_eq!(posts, 3);
+
+    // Jobs too; and a real refusal (403) is not retried.
+    fake.fail_next(
+        "POST",
+        "/apis/batch/v1/namespaces/team-a/jobs",
+        503,
+        "ServiceUnavailable",
+    );
+    let n = node(
+        "busyjob",
+        json!({"name": "j", "container": {"image": "alpine", "command": ["true"]}}),
+    );
+    let task = tokio::spawn({
+        let exec = exec.clone();
+        async move { run(&exec, &n).await }
+    });
+    finish_job_pod(
+        &fake,
+        "wf-busyjob-1234",
+        0,
+        json!({"exitCode": 0, "result": "ok"}),
+    )
+    .await;
+    assert_eq!(task.await.expect("join").result.as_deref(), Some("ok"));
+    fake.fail_next(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        403,
+        "Forbidden",
+    );
+    let r = run(
+        &exec,
+        &node(
+            "denied",
+            resource(
+                "create",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: denied}\n",
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r.phase, Phase::Error);
+    assert!(r.message.contains("Forbidden"), "{}", r.message);
+}

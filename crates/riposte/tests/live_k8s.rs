@@ -280,9 +280,7 @@ fn live_isolate_pod_playbook() {
         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}, {"name": "sidecar", "image": "envoy:1.30"}]}}}}))
     .expect("deployment");
     l.runtime.block_on(async {
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .expect("victim pod");
+        create_pod(&pods, &pod).await;
         deployments
             .create(&PostParams::default(), &deployment)
             .await
@@ -508,7 +506,7 @@ fn live_deploy_rbac_is_exactly_enough_for_the_playbook() {
     l.runtime.block_on(async {
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-1"},
             "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})).expect("pod");
-        pods.create(&PostParams::default(), &pod).await.expect("pod");
+        create_pod(&pods, &pod).await;
         let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
             "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})).expect("deployment");
@@ -549,6 +547,23 @@ fn live_deploy_rbac_is_exactly_enough_for_the_playbook() {
     assert_ne!(wf["status"]["phase"], "Succeeded");
     let messages = wf["status"]["nodes"].to_string();
     assert!(messages.contains("forbidden"), "{messages}");
+}
+
+/// Creates a pod, retrying while the API asks to (a new namespace's `default`
+/// ServiceAccount gets its token a moment after the namespace exists: 500 ServerTimeout).
+async fn create_pod(pods: &Api<Pod>, pod: &Pod) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s))
+                if s.reason == "ServerTimeout" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("creating the victim pod: {e}"),
+        }
+    }
 }
 
 /// Server-side apply of one manifest as the admin (for setting up the RBAC test).
