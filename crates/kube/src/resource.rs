@@ -36,7 +36,6 @@ pub struct Flags {
     pub namespace: Option<String>,
     pub selector: Option<String>,
     pub field_manager: Option<String>,
-    pub force_conflicts: bool,
 }
 
 impl Flags {
@@ -61,10 +60,11 @@ impl Flags {
                 "-n" | "--namespace" => f.namespace = Some(value("a namespace")?),
                 "-l" | "--selector" => f.selector = Some(value("a label selector")?),
                 "--field-manager" => f.field_manager = Some(value("a name")?),
-                "--force-conflicts" => f.force_conflicts = inline.as_deref() != Some("false"),
                 // Accepted and without effect here: the API server validates, deletes of
-                // missing objects are already ignored, apply is always server-side.
-                "--validate" | "--ignore-not-found" | "--server-side" | "--wait" => {}
+                // missing objects are already ignored, apply is always server-side and
+                // always forces conflicts.
+                "--validate" | "--ignore-not-found" | "--server-side" | "--force-conflicts"
+                | "--wait" => {}
                 k if k.starts_with('-') => {
                     return Err(format!(
                         "flag {k} is not supported by Riposte's resource template; supported: --namespace/-n, --selector/-l, --field-manager, --force-conflicts, --validate, --ignore-not-found, --server-side, and TYPE NAME"
@@ -317,7 +317,6 @@ async fn run_inner(
                 PatchParams::apply(flags.field_manager.as_deref().unwrap_or(FIELD_MANAGER));
             // A responder must win over whoever set the field before (e.g. a `kubectl apply`).
             pp.force = true;
-            let _ = flags.force_conflicts;
             Some(
                 with_retries(|| t.api.patch(&name, &pp, &apply))
                     .await
