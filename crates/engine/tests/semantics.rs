@@ -812,3 +812,53 @@ fn suspending_the_workflow_holds_new_steps_until_resumed() {
         .expect("b ran");
     assert_eq!(b.started_at, 1_060_000, "b started only when resumed");
 }
+
+/// Workflow-level pod settings reach every container/script leaf as defaults (Argo), so the
+/// Kubernetes executor can put them in each step's pod; the template's own values win.
+#[test]
+fn workflow_pod_settings_are_defaults_of_each_leaf() {
+    let mut wf = support::workflow(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: podwide}
+spec:
+  entrypoint: s
+  serviceAccountName: responder
+  nodeSelector: {pool: general, zone: a}
+  tolerations: [{key: quarantine, operator: Exists}]
+  volumes: [{name: shared, emptyDir: {}}, {name: own, emptyDir: {}}]
+  templates:
+  - name: s
+    nodeSelector: {pool: quarantine}
+    volumes: [{name: own, configMap: {name: mine}}]
+    container: {image: alpine, command: [sh, -c, "true"]}
+"#,
+        &[],
+    );
+    let cmds = wf
+        .step(&[riposte_engine::Input::Start { now: 0 }])
+        .expect("start");
+    let run = cmds
+        .iter()
+        .find_map(|c| match c {
+            riposte_engine::Command::Execute(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("an Execute");
+    let t = &run.template;
+    assert_eq!(t.service_account_name.as_deref(), Some("responder"));
+    assert_eq!(
+        t.node_selector["pool"], "quarantine",
+        "the template's own value wins"
+    );
+    assert_eq!(t.node_selector["zone"], "a");
+    assert_eq!(t.extra["tolerations"][0]["key"], "quarantine");
+    let volumes = t.extra["volumes"].as_array().expect("volumes");
+    assert_eq!(volumes.len(), 2);
+    assert_eq!(
+        volumes[0]["configMap"]["name"], "mine",
+        "the template's volume of that name wins"
+    );
+    assert_eq!(volumes[1]["name"], "shared");
+}

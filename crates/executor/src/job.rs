@@ -174,6 +174,7 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         "securityContext",
         "priorityClassName",
         "runtimeClassName",
+        "imagePullSecrets",
     ] {
         if let Some(v) = t.extra.get(key) {
             pod_spec.insert(key.into(), v.clone());

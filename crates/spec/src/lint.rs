@@ -209,7 +209,18 @@ pub fn lint(loaded: &[Loaded], library: &Library) -> Vec<Diagnostic> {
 }
 
 fn lint_workflow(cx: &mut Ctx, kind: Kind, spec: &WorkflowSpec, path: &str) {
-    cx.unimplemented(path, &[WORKFLOW_SPEC]);
+    // Pod settings every step's pod inherits on Kubernetes (engine: with_pod_defaults).
+    cx.unimplemented_on_host(path, &[WORKFLOW_SPEC], &|k| {
+        matches!(
+            k,
+            "volumes"
+                | "tolerations"
+                | "affinity"
+                | "securityContext"
+                | "priorityClassName"
+                | "imagePullSecrets"
+        )
+    });
     let names: HashMap<&str, usize> = spec
         .templates
         .iter()
@@ -365,6 +376,7 @@ fn lint_template(
                     | "securityContext"
                     | "priorityClassName"
                     | "runtimeClassName"
+                    | "imagePullSecrets"
             )
     };
     cx.unimplemented_on_host(path, &[TEMPLATE], &pod_field);

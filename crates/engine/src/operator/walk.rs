@@ -553,7 +553,7 @@ impl Workflow {
         };
         let substituted = self.substitute_leaf(tmpl, &view);
         let substituted = match substituted {
-            Ok(t) => t,
+            Ok(t) => self.with_pod_defaults(t),
             Err(msg) => {
                 self.set_phase(&id, Phase::Error, Some(msg));
                 return Outcome::Node(id);
@@ -757,6 +757,57 @@ pub(crate) fn render_value(
 /// items or the workflow are an error, as in Argo.
 impl Workflow {
     /// The leaf template with variables substituted; shared as is when it has none.
+    /// Argo's workflow-level pod settings (`serviceAccountName`, `nodeSelector`,
+    /// `tolerations`, `affinity`, `securityContext`, `priorityClassName`,
+    /// `imagePullSecrets`, `volumes`) as defaults of a container/script leaf: the template's
+    /// own values win, node selectors merge, volumes are added by name. The host executor
+    /// ignores them; the Kubernetes executor puts them in the step's pod.
+    fn with_pod_defaults(&self, t: Arc<Template>) -> Arc<Template> {
+        const POD_KEYS: [&str; 5] = [
+            "tolerations",
+            "affinity",
+            "securityContext",
+            "priorityClassName",
+            "imagePullSecrets",
+        ];
+        let spec = &self.resource.spec;
+        let applies = (t.container.is_some() || t.script.is_some())
+            && (spec.service_account_name.is_some()
+                || !spec.node_selector.is_empty()
+                || spec.extra.contains_key("volumes")
+                || POD_KEYS.iter().any(|k| spec.extra.contains_key(*k)));
+        if !applies {
+            return t;
+        }
+        let mut m = (*t).clone();
+        if m.service_account_name.is_none() {
+            m.service_account_name = spec.service_account_name.clone();
+        }
+        for (k, v) in &spec.node_selector {
+            m.node_selector
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        for k in POD_KEYS {
+            if let (false, Some(v)) = (m.extra.contains_key(k), spec.extra.get(k)) {
+                m.extra.insert(k.to_string(), v.clone());
+            }
+        }
+        if let Some(Value::Array(shared)) = spec.extra.get("volumes") {
+            let mut volumes = match m.extra.get("volumes") {
+                Some(Value::Array(v)) => v.clone(),
+                _ => Vec::new(),
+            };
+            for v in shared {
+                if !volumes.iter().any(|x| x.get("name") == v.get("name")) {
+                    volumes.push(v.clone());
+                }
+            }
+            m.extra.insert("volumes".to_string(), Value::Array(volumes));
+        }
+        Arc::new(m)
+    }
+
     fn substitute_leaf(
         &self,
         t: &Arc<Template>,
