@@ -196,11 +196,35 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         "workflows.argoproj.io/node-name": node.node_name,
         "workflows.argoproj.io/node-id": node.node_id,
     });
+    // The template's own pod `metadata` (Argo: labels/annotations for the step's pod, e.g.
+    // for NetworkPolicy selectors or sidecar injection); ours win on a clash.
+    let mut pod_labels = Map::new();
+    let mut pod_annotations = Map::new();
+    if let Some(meta) = t.extra.get("metadata") {
+        for (into, key) in [
+            (&mut pod_labels, "labels"),
+            (&mut pod_annotations, "annotations"),
+        ] {
+            if let Some(m) = meta.get(key).and_then(Value::as_object) {
+                for (k, v) in m {
+                    if let Some(v) = v.as_str() {
+                        into.insert(k.clone(), json!(v));
+                    }
+                }
+            }
+        }
+    }
+    for (k, v) in &labels {
+        pod_labels.insert(k.to_string(), json!(v));
+    }
+    if let Some(m) = annotations.as_object() {
+        pod_annotations.extend(m.clone());
+    }
     let mut job_spec = json!({
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": opts.ttl_seconds_after_finished,
         "template": {
-            "metadata": {"labels": labels, "annotations": annotations},
+            "metadata": {"labels": pod_labels, "annotations": pod_annotations},
             "spec": Value::Object(pod_spec),
         },
     });
@@ -287,6 +311,23 @@ mod tests {
         assert_eq!(main["resources"]["limits"]["cpu"], "100m");
         assert_eq!(main["volumeMounts"][0]["mountPath"], WRAPPER_DIR);
         assert_eq!(pod["initContainers"][0]["image"], "riposte:test");
+    }
+
+    #[test]
+    fn template_pod_metadata_reaches_the_pod_and_ours_wins() {
+        let n = node(
+            r#"{"name": "s", "metadata": {"labels": {"team": "sec", "riposte.dev/node-id": "spoof"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+                "container": {"image": "alpine", "command": ["true"]}}"#,
+        );
+        let job = job_manifest(&n, &opts()).expect("job");
+        let meta = &job["spec"]["template"]["metadata"];
+        assert_eq!(meta["labels"]["team"], "sec");
+        assert_eq!(meta["labels"]["riposte.dev/node-id"], "wf-123");
+        assert_eq!(meta["annotations"]["sidecar.istio.io/inject"], "false");
+        assert_eq!(
+            meta["annotations"]["workflows.argoproj.io/node-id"],
+            "wf-123"
+        );
     }
 
     /// The init container is ours: it must pass Pod Security `restricted` in any namespace.

@@ -377,6 +377,7 @@ fn lint_template(
                     | "priorityClassName"
                     | "runtimeClassName"
                     | "imagePullSecrets"
+                    | "metadata"
             )
     };
     cx.unimplemented_on_host(path, &[TEMPLATE], &pod_field);
