@@ -438,3 +438,66 @@ async fn script_steps_run_as_jobs() {
         .expect("pod node");
     assert_eq!(node["outputs"]["result"], "answer 42");
 }
+
+/// `riposte terminate` of a workflow whose step runs as a Job deletes that Job (and its pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminate_deletes_the_running_job() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = start_server(tmp.path(), &kubeconfig, port).await;
+    let wf = tmp.path().join("long.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: long}\nspec:\n  entrypoint: wait\n  templates:\n  - name: wait\n    container: {image: alpine:3.20, command: [sleep, \"3600\"]}\n",
+    )
+    .expect("write");
+    let riposte = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+        c.args(args).env("RIPOSTE_SERVER", &base);
+        c
+    };
+    let out = riposte(&["submit", wf.to_str().expect("utf-8 path")])
+        .output()
+        .await
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await
+    .expect("the step runs");
+    let out = riposte(&["terminate", "long"])
+        .output()
+        .await
+        .expect("terminate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !fake.list("jobs", "default").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Job is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wf = reqwest_get(&format!("{base}/api/v1/workflows/default/long")).await;
+    assert_eq!(wf["status"]["phase"], "Failed", "{wf:#}");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE /apis/batch/v1/namespaces/default/jobs/")),
+        "deleted through the API"
+    );
+}
