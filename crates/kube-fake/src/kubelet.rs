@@ -107,6 +107,48 @@ async fn run_pod(
         return;
     }
     let term_log = work.join("termination-log");
+    // Secret volumes: the files the kubelet would mount, written under the pod's directory;
+    // environment values that point into a mount point are pointed there instead.
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for vol in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let Some(secret_name) = vol["secret"]["secretName"].as_str() else {
+            continue;
+        };
+        let Some(secret) = fake
+            .wait_for("secrets", &ns, std::time::Duration::from_secs(10), |s| {
+                s["metadata"]["name"] == secret_name
+            })
+            .await
+        else {
+            let _ = fake.finish_pod(&ns, &name, 128, &format!("secret {secret_name} not found"));
+            return;
+        };
+        let dir = work
+            .join("volumes")
+            .join(vol["name"].as_str().unwrap_or("secret"));
+        let _ = std::fs::create_dir_all(&dir);
+        for (k, v) in secret["data"].as_object().into_iter().flatten() {
+            let _ = std::fs::write(
+                dir.join(k),
+                crate::base64_decode(v.as_str().unwrap_or_default()),
+            );
+        }
+        for m in main["volumeMounts"].as_array().into_iter().flatten() {
+            if m["name"] == vol["name"]
+                && let Some(path) = m["mountPath"].as_str()
+            {
+                mounts.push((path.to_string(), dir.clone()));
+            }
+        }
+    }
+    let host_path = |v: &str| -> String {
+        for (mount, dir) in &mounts {
+            if let Some(rest) = v.strip_prefix(mount.as_str()) {
+                return format!("{}{rest}", dir.display());
+            }
+        }
+        v.to_string()
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&work)
@@ -117,7 +159,7 @@ async fn run_pod(
         .kill_on_drop(true);
     for e in main["env"].as_array().into_iter().flatten() {
         if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-            cmd.env(k, v);
+            cmd.env(k, host_path(v));
         }
     }
     for (k, v) in &extra_env {

@@ -563,6 +563,9 @@ impl Cluster {
             .unwrap_or_default()
             .to_string();
         validate(rt, &name, &obj)?;
+        if rt.plural == "secrets" {
+            fold_string_data(&mut obj);
+        }
         if let Some(ns) = obj["metadata"]["namespace"].as_str()
             && rt.namespaced
             && ns != namespace
@@ -687,6 +690,56 @@ impl Cluster {
         }
         Ok(obj)
     }
+}
+
+/// Secrets: `stringData` is write-only; the API stores it base64-encoded in `data`.
+fn fold_string_data(obj: &mut Value) {
+    if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in plain {
+            obj["data"][k] = json!(base64_encode(v.as_str().unwrap_or_default().as_bytes()));
+        }
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (a Secret's `data`); invalid input gives what decoded so far.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let Some(v) = B64.iter().position(|b| *b == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
 
 /// Five lowercase alphanumerics, like the API server's generateName suffixes.
@@ -1032,6 +1085,9 @@ pub(crate) fn c_store_update(
     current: &Value,
     mut obj: Value,
 ) -> Value {
+    if rt.plural == "secrets" {
+        fold_string_data(&mut obj);
+    }
     obj["apiVersion"] = json!(rt.api_version());
     obj["kind"] = json!(rt.kind);
     for k in ["uid", "creationTimestamp", "name", "namespace"] {

@@ -268,6 +268,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_round_trips() {
+        for text in ["", "a", "ab", "abc", "abcd", "token-0123456789abcdef"] {
+            let enc = crate::base64_encode(text.as_bytes());
+            assert_eq!(crate::base64_decode(&enc), text.as_bytes(), "{enc}");
+        }
+        assert_eq!(crate::base64_encode(b"hi"), "aGk=");
+    }
+
+    #[test]
     fn patches_behave_like_the_rfcs() {
         let mut d = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
         merge(&mut d, &json!({"a": {"b": null, "d": 3}, "l": [9]}));

@@ -57,15 +57,74 @@ pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, St
     )
     .map_err(|e| e.to_string())?;
     if let Some(base) = &opts.callback_url {
-        let env = &mut job["spec"]["template"]["spec"]["containers"][0]["env"];
-        if let Some(env) = env.as_array_mut() {
+        // The token is in a Secret of its own (see `token_secret`), mounted as a file: the
+        // Job spec, which more people can read than Secrets, holds only its name.
+        let secret = token_secret_name(&node.pod_name);
+        let pod = &mut job["spec"]["template"]["spec"];
+        if let Some(volumes) = pod["volumes"].as_array_mut() {
+            volumes.push(json!({"name": "riposte-token",
+                "secret": {"secretName": secret, "defaultMode": 0o444}}));
+        }
+        let main = &mut pod["containers"][0];
+        if let Some(mounts) = main["volumeMounts"].as_array_mut() {
+            mounts.push(json!({"name": "riposte-token", "mountPath": TOKEN_DIR, "readOnly": true}));
+        }
+        if let Some(env) = main["env"].as_array_mut() {
             env.push(json!({"name": "RIPOSTE_CALLBACK_URL",
                 "value": callback_url(base, &exec.workflow_uid, &node.node_id)}));
-            env.push(json!({"name": "RIPOSTE_NODE_TOKEN",
-                "value": node_token(&opts.callback_secret, &exec.workflow_uid, &node.node_id)}));
+            env.push(json!({"name": "RIPOSTE_NODE_TOKEN_FILE",
+                "value": format!("{TOKEN_DIR}/token")}));
         }
     }
     Ok(job)
+}
+
+/// Where the node's callback token is mounted in the step's main container.
+pub const TOKEN_DIR: &str = "/var/run/riposte-token";
+
+/// The Secret that holds a node's callback token: named after its Job.
+pub fn token_secret_name(job: &str) -> String {
+    format!("{job}-riposte-token")
+}
+
+/// The node's token Secret, owned by its Job so that it goes when the Job goes. Created after
+/// the Job (the owner needs its uid); the kubelet waits for it before starting the pod.
+async fn create_token_secret(
+    exec: &KubeExecutor,
+    namespace: &str,
+    job: &DynamicObject,
+    node_id: &str,
+) -> Result<(), String> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let secret: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": token_secret_name(&name),
+            "labels": {"app.kubernetes.io/managed-by": "riposte",
+                       WORKFLOW_UID_LABEL: exec.workflow_uid},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                 "uid": job.metadata.uid.clone().unwrap_or_default()}],
+        },
+        "type": "Opaque",
+        "stringData": {"token": node_token(&exec.cluster.options().callback_secret, &exec.workflow_uid, node_id)},
+    }))
+    .map_err(|e| e.to_string())?;
+    let secrets: Api<DynamicObject> = Api::namespaced_with(
+        exec.cluster.client().clone(),
+        namespace,
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+    );
+    let pp = PostParams::default();
+    match with_retries(|| secrets.create(&pp, &secret)).await {
+        Ok(_) => Ok(()),
+        // Re-attaching: it was created with the Job.
+        Err(e) if api_status(&e) == Some((409, "AlreadyExists")) => Ok(()),
+        Err(e) => Err(format!(
+            "creating the callback token Secret {}: {}",
+            token_secret_name(&name),
+            describe(&e)
+        )),
+    }
 }
 
 enum End {
@@ -99,8 +158,18 @@ pub(crate) async fn run(
     // Registered before the Job exists, so an early callback cannot be missed.
     let reported = exec.cluster.register(&exec.workflow_uid, &node.node_id);
     let attached = attach_or_create(&jobs, &name, manifest, &exec.workflow_uid, reattach).await;
-    if let Err(e) = attached {
+    let job = match attached {
+        Ok(j) => j,
+        Err(e) => {
+            exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+            return ExecResult::error(e);
+        }
+    };
+    if exec.cluster.options().callback_url.is_some()
+        && let Err(e) = create_token_secret(exec, &namespace, &job, &node.node_id).await
+    {
         exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+        delete_job(&jobs, &name).await;
         return ExecResult::error(e);
     }
     let log_task = exec.logs_dir.as_ref().map(|dir| {

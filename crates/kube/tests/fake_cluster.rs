@@ -499,13 +499,10 @@ async fn callbacks_finish_the_node_before_the_job_does() {
         .as_array()
         .expect("env")
         .clone();
-    let token = env
-        .iter()
-        .find(|e| e["name"] == "RIPOSTE_NODE_TOKEN")
-        .expect("token")["value"]
-        .as_str()
-        .expect("str")
-        .to_string();
+    assert!(
+        env.iter().all(|e| e["name"] != "RIPOSTE_NODE_TOKEN"),
+        "no token in the Job spec"
+    );
     let url = env
         .iter()
         .find(|e| e["name"] == "RIPOSTE_CALLBACK_URL")
@@ -515,6 +512,21 @@ async fn callbacks_finish_the_node_before_the_job_does() {
         url,
         "http://riposte.riposte.svc:2746/api/v1/riposte/callbacks/uid-9/wf-cb"
     );
+    // The token is in a Secret owned by the Job (gone with it), mounted as a file.
+    let secret = fake
+        .wait_for("secrets", "team-a", Duration::from_secs(10), |s| {
+            s["metadata"]["name"] == "wf-cb-1234-riposte-token"
+        })
+        .await
+        .expect("token secret");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
+    let token = String::from_utf8(kube_fake::base64_decode(
+        secret["data"]["token"].as_str().expect("token"),
+    ))
+    .expect("utf-8");
     assert!(cluster.token_is_valid("uid-9", "wf-cb", &token));
     assert!(!cluster.token_is_valid("uid-9", "wf-other", &token));
     let report = Report::from_json(&json!({"exitCode": 0, "result": "hi"})).expect("report");

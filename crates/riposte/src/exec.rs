@@ -133,7 +133,13 @@ fn deliver(termination_log: &Path, report: &Value) {
         );
     }
     if let Ok(url) = std::env::var("RIPOSTE_CALLBACK_URL") {
-        let token = std::env::var("RIPOSTE_NODE_TOKEN").unwrap_or_default();
+        // The token comes as a file (a Secret volume) or, for local use, the environment.
+        let token = std::env::var("RIPOSTE_NODE_TOKEN_FILE")
+            .ok()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.trim().to_string())
+            .or_else(|| std::env::var("RIPOSTE_NODE_TOKEN").ok())
+            .unwrap_or_default();
         if let Err(e) = post_report(&url, &token, report) {
             // The termination message is the fallback the executor reads instead.
             eprintln!("riposte exec: reporting to {url} failed: {e}");

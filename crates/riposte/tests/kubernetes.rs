@@ -220,6 +220,10 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
             .all(|p| p["metadata"]["name"] == "web-1"),
         "only the victim pod is left"
     );
+    assert!(
+        fake.list("secrets", "default").is_empty(),
+        "the token Secrets went with their Jobs"
+    );
     let _ = server.kill().await;
 }
 

@@ -97,7 +97,7 @@ async fn set_status(pods: &Api<Pod>, name: &str, status: Value) {
 
 /// Plays the kubelet for the pods of `namespace` (see the module doc).
 async fn play_kubelet(client: kube::Client, namespace: String) {
-    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mut started = std::collections::BTreeSet::new();
     let mut events = watcher(pods.clone(), watcher::Config::default())
         .default_backoff()
@@ -114,6 +114,8 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
             continue;
         }
         let pods = pods.clone();
+        let client = client.clone();
+        let namespace = namespace.clone();
         tokio::spawn(async move {
             let v = serde_json::to_value(&pod).unwrap_or_default();
             let main = v["spec"]["containers"]
@@ -136,6 +138,46 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
                 .collect();
             let dir = std::env::temp_dir().join(format!("riposte-live-kubelet-{name}"));
             let _ = std::fs::create_dir_all(&dir);
+            // Secret volumes (the callback token): fetched and written as the kubelet would;
+            // environment values pointing into the mount point are pointed at the copy.
+            let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(client.clone(), &namespace);
+            for vol in v["spec"]["volumes"].as_array().into_iter().flatten() {
+                let Some(secret_name) = vol["secret"]["secretName"].as_str() else {
+                    continue;
+                };
+                let mut secret = None;
+                for _ in 0..50 {
+                    if let Ok(Some(s)) = secrets.get_opt(secret_name).await {
+                        secret = Some(s);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let vdir = dir.join(vol["name"].as_str().unwrap_or("secret"));
+                let _ = std::fs::create_dir_all(&vdir);
+                for (k, data) in secret.and_then(|s| s.data).unwrap_or_default() {
+                    let _ = std::fs::write(vdir.join(k), data.0);
+                }
+                for m in main["volumeMounts"].as_array().into_iter().flatten() {
+                    if m["name"] == vol["name"]
+                        && let Some(p) = m["mountPath"].as_str()
+                    {
+                        mounts.push((p.to_string(), vdir.clone()));
+                    }
+                }
+            }
+            let host_path = |value: &str| -> String {
+                mounts
+                    .iter()
+                    .find_map(|(m, d)| {
+                        value
+                            .strip_prefix(m.as_str())
+                            .map(|r| format!("{}{r}", d.display()))
+                    })
+                    .unwrap_or_else(|| value.to_string())
+            };
             let term = dir.join("termination-log");
             set_status(&pods, &name, json!({"phase": "Running", "startTime": now(), "containerStatuses": [
                 {"name": "main", "image": main["image"], "imageID": "", "ready": true, "restartCount": 0,
@@ -154,7 +196,7 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
                 .kill_on_drop(true);
             for e in main["env"].as_array().into_iter().flatten() {
                 if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-                    cmd.env(k, v);
+                    cmd.env(k, host_path(v));
                 }
             }
             let mut child = match cmd.spawn() {
@@ -425,6 +467,27 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
     assert_eq!(
         n, 1,
         "the restarted server re-attached instead of creating a second Job"
+    );
+    // The callback token lives in a Secret owned by the Job, not in the Job's spec.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(l.client.clone(), &l.namespace);
+    let job = l
+        .runtime
+        .block_on(jobs.list(&ListParams::default()))
+        .expect("jobs")
+        .items
+        .remove(0);
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let secret = l
+        .runtime
+        .block_on(secrets.get(&format!("{job_name}-riposte-token")))
+        .expect("the token Secret");
+    let owner = &secret.metadata.owner_references.unwrap_or_default()[0];
+    assert_eq!(Some(owner.uid.clone()), job.metadata.uid);
+    let spec = serde_json::to_string(&job.spec).expect("spec");
+    assert!(
+        !spec.contains("RIPOSTE_NODE_TOKEN\""),
+        "no token in the Job spec"
     );
 }
 
