@@ -195,18 +195,33 @@ fn termination_message(report: &Value) -> String {
     }
 }
 
+/// POSTs the report. Behind a Service with several replicas the request may reach one that
+/// does not run this workflow (`{"delivered": false}`); a few more tries usually reach the
+/// one that does. Either way the termination message remains the fallback.
 fn post_report(url: &str, token: &str, report: &Value) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(std::time::Duration::from_secs(10)))
         .build()
         .into();
-    agent
-        .post(url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .header("Content-Type", "application/json")
-        .send(report.to_string())?;
-    Ok(())
+    for attempt in 0..CALLBACK_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
+        }
+        let mut resp = agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(report.to_string())?;
+        let answer: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        if answer["delivered"] != false {
+            return Ok(());
+        }
+    }
+    bail!("no replica was waiting for this node after {CALLBACK_ATTEMPTS} tries")
 }
+
+/// How often the wrapper offers its report before leaving it to the termination message.
+const CALLBACK_ATTEMPTS: u32 = 5;
 
 /// `riposte install-wrapper DIR`: what the init container runs to put this binary where the
 /// step's container can exec it.
@@ -238,6 +253,57 @@ fn own_binary() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica that does not run the node answers `delivered: false`; the wrapper tries
+    /// again (the Service sends the next try elsewhere) and stops at the first delivery.
+    #[test]
+    fn callbacks_are_offered_again_until_delivered() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for answer in ["false", "false", "true"] {
+                let (mut conn, _) = listener.accept().expect("accept");
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut len = 0usize;
+                let mut auth = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).expect("header");
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().expect("length");
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = line.trim().to_string();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).expect("body");
+                seen.push((auth, String::from_utf8(body).expect("utf-8")));
+                let reply = format!("{{\"delivered\": {answer}}}");
+                write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                )
+                .expect("reply");
+            }
+            seen
+        });
+        let report = build_report(b"ok\n", 0, &[]);
+        post_report(&url, "tok", &report).expect("delivered on the third try");
+        let seen = server.join().expect("server");
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(auth, body)| {
+            auth.eq_ignore_ascii_case("authorization: Bearer tok")
+                && body.contains("\"result\":\"ok\"")
+        }));
+    }
 
     #[test]
     fn termination_message_fits_and_says_when_it_was_cut() {
