@@ -156,6 +156,9 @@ async fn run_pod(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, standing in for the container: ending the pod ends all of
+        // it, whatever the step started.
+        .process_group(0)
         .kill_on_drop(true);
     for e in main["env"].as_array().into_iter().flatten() {
         if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
@@ -178,6 +181,7 @@ async fn run_pod(
             return;
         }
     };
+    let _group = ProcessGroup(child.id().map(|p| p as i32).unwrap_or(0));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(
@@ -201,7 +205,13 @@ async fn run_pod(
             s = child.wait() => break s.ok().and_then(|s| s.code()).unwrap_or(137),
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
                 if fake.get("pods", &ns, &name).is_none() {
-                    let _ = child.kill().await;
+                    // As the kubelet: SIGTERM to the container's first process, then, after
+                    // a (short) grace period, SIGKILL to everything in it (`_group`).
+                    if let Some(pid) = child.id() {
+                        // SAFETY: signals a process this task started.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await;
                     return;
                 }
             }
@@ -216,6 +226,18 @@ async fn run_pod(
         String::new()
     };
     let _ = fake.finish_pod(&ns, &name, status, &message);
+}
+
+/// Kills a pod's whole process group when its task ends (pod deleted, test over).
+struct ProcessGroup(i32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: signals the process group this kubelet created for one pod.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        }
+    }
 }
 
 async fn pump<R: tokio::io::AsyncRead + Unpin>(

@@ -93,6 +93,7 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    forward_signals_to(child.id());
     let mut result = Vec::new();
     if let Some(mut out) = child.stdout.take() {
         let mut buf = [0u8; 8192];
@@ -122,6 +123,35 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
     let report = build_report(&result, exit_code, &outputs);
     deliver(&a.termination_log, &report);
     Ok(ExitCode::from(exit_code.clamp(0, 255) as u8))
+}
+
+/// The step's process, for the signal handler.
+static CHILD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// The wrapper is PID 1 of the step's container: the kubelet's SIGTERM (pod deletion, Job
+/// deleted on stop/terminate) reaches it, not the step. Pass it on, as a shell does not, so
+/// the step can stop cleanly within its grace period; its exit is then reported as usual.
+fn forward_signals_to(pid: u32) {
+    CHILD_PID.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: installs a handler that only reads an atomic and calls kill(2).
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
 }
 
 /// Writes the termination message and, when configured, calls back the server.

@@ -672,3 +672,32 @@ spec:
     );
     assert!(!text.contains("failureCondition"), "{text}");
 }
+
+/// The wrapper is PID 1 of a step's container: the kubelet's SIGTERM must reach the step,
+/// which then exits on its own terms and is reported as usual.
+#[test]
+fn exec_forwards_sigterm_to_the_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let term = dir.path().join("term");
+    let mut wrapper = riposte()
+        .args(["exec", "--termination-log"])
+        .arg(&term)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; while true; do sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("wrapper");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: sends a signal to our own child.
+    unsafe { libc::kill(wrapper.id() as i32, libc::SIGTERM) };
+    let status = wrapper.wait().expect("wait");
+    assert_eq!(status.code(), Some(42), "the step's own exit code");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&term).expect("report")).expect("json");
+    assert_eq!(report["exitCode"], 42);
+    assert_eq!(report["result"], "got-term");
+}

@@ -131,6 +131,10 @@ fn run_example(path: &Path, run_root: &Path) -> Result<(String, String), String>
     Ok((phase, message))
 }
 
+/// Examples whose steps fail at random on purpose (and are retried): a run that exhausts its
+/// retries is bad luck, not a bug.
+const RANDOM_BY_DESIGN: &[&str] = &["retry-container.yaml", "retry-script.yaml"];
+
 #[test]
 fn argo_examples_that_argo_expects_to_succeed_succeed() {
     let examples = eligible_examples();
@@ -149,7 +153,23 @@ fn argo_examples_that_argo_expects_to_succeed_succeed() {
                 loop {
                     let next = queue.lock().expect("queue lock").pop();
                     let Some(p) = next else { break };
-                    let r = run_example(&p, run_root.path());
+                    let mut r = run_example(&p, run_root.path());
+                    // Probabilistic by design: retry-container and retry-script fail each attempt with
+                    // p = 2/3, so all 11 attempts fail in ~1.2% of runs. A whole failed run
+                    // is run again (up to 3 runs: ~1.6e-6), so CI does not flake on dice.
+                    for _ in 0..2 {
+                        let dice = p.file_name().is_some_and(|f| {
+                            RANDOM_BY_DESIGN.contains(&f.to_string_lossy().as_ref())
+                        });
+                        match &r {
+                            Ok((phase, msg))
+                                if dice && phase == "Failed" && msg == "No more retries left" =>
+                            {
+                                r = run_example(&p, run_root.path());
+                            }
+                            _ => break,
+                        }
+                    }
                     results.lock().expect("results lock").push((p, r));
                 }
             });

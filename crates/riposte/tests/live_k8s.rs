@@ -85,6 +85,18 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Everything a played pod started dies with it, as with a container.
+struct ProcessGroup(i32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: signals the process group this test created for one pod.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 async fn set_status(pods: &Api<Pod>, name: &str, status: Value) {
     let patch = json!({"status": status});
     if let Err(e) = pods
@@ -193,6 +205,7 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
                 .stderr(std::process::Stdio::null())
                 .current_dir(&dir)
                 .env("RIPOSTE_TERMINATION_LOG", &term)
+                .process_group(0)
                 .kill_on_drop(true);
             for e in main["env"].as_array().into_iter().flatten() {
                 if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
@@ -203,13 +216,19 @@ async fn play_kubelet(client: kube::Client, namespace: String) {
                 Ok(c) => c,
                 Err(_) => return,
             };
+            let _group = ProcessGroup(child.id().map(|p| p as i32).unwrap_or(0));
             // A pod deleted (its Job cancelled) is killed, as the kubelet would.
             let code = loop {
                 tokio::select! {
                     s = child.wait() => break s.ok().and_then(|s| s.code()).unwrap_or(137),
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
                         if pods.get_opt(&name).await.ok().flatten().is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
-                            let _ = child.kill().await;
+                            // SIGTERM (the wrapper passes it on), then the group goes.
+                            if let Some(pid) = child.id() {
+                                // SAFETY: signals a process this test started.
+                                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                            }
+                            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                             return;
                         }
                     }
