@@ -129,10 +129,7 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
     let tmp = tempfile::tempdir().expect("tmp");
     // The kubelet drops termination messages: every result must arrive by callback.
     let (fake, kubeconfig) = cluster_with_victim(tmp.path(), false).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start_server(tmp.path(), &kubeconfig, port).await;
 
@@ -267,35 +264,11 @@ async fn start_server(home: &Path, kubeconfig: &Path, port: u16) -> tokio::proce
 async fn a_restarted_server_reattaches_to_running_jobs() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut first = start_server(tmp.path(), &kubeconfig, port).await;
-    let wf = tmp.path().join("slow.yaml");
-    std::fs::write(
-        &wf,
-        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: slow-step}\nspec:\n  entrypoint: slow\n  templates:\n  - name: slow\n    container: {image: alpine:3.20, command: [sh, -c], args: [\"sleep 3; echo survived\"]}\n",
-    )
-    .expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .arg("submit")
-        .arg(&wf)
-        .env("RIPOSTE_SERVER", &base)
-        .output()
-        .await
-        .expect("submit");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
-        p["status"]["phase"] == "Running"
-    })
-    .await
-    .expect("the step's pod runs");
+    let step = r#"{image: alpine:3.20, command: [sh, -c], args: ["sleep 3; echo survived"]}"#;
+    submit_and_wait_running(&fake, tmp.path(), &base, "slow-step", step).await;
     first.kill().await.expect("SIGKILL the server");
     let _second = start_server(tmp.path(), &kubeconfig, port).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -331,6 +304,48 @@ async fn a_restarted_server_reattaches_to_running_jobs() {
     assert_eq!(creates, 1, "re-attached, not created again");
 }
 
+/// A free loopback port for a server.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Submits a one-step workflow `name` running `container` (YAML flow mapping) to the server
+/// at `base` and waits until the step's pod runs.
+async fn submit_and_wait_running(
+    fake: &FakeApiServer,
+    dir: &Path,
+    base: &str,
+    name: &str,
+    container: &str,
+) {
+    let wf = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &wf,
+        format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  entrypoint: step\n  templates:\n  - name: step\n    container: {container}\n"),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .arg("submit")
+        .arg(&wf)
+        .env("RIPOSTE_SERVER", base)
+        .output()
+        .await
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await
+    .expect("the step's pod runs");
+}
+
 async fn reqwest_get(url: &str) -> Value {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
@@ -351,35 +366,12 @@ async fn reqwest_get(url: &str) -> Value {
 async fn logs_follow_streams_a_running_step_until_the_workflow_ends() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _server = start_server(tmp.path(), &kubeconfig, port).await;
-    let wf = tmp.path().join("chatty.yaml");
-    std::fs::write(
-        &wf,
-        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: chatty}\nspec:\n  entrypoint: talk\n  templates:\n  - name: talk\n    container: {image: alpine:3.20, command: [sh, -c], args: [\"echo first; sleep 2; echo second\"]}\n",
-    )
-    .expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .arg("submit")
-        .arg(&wf)
-        .env("RIPOSTE_SERVER", &base)
-        .output()
-        .await
-        .expect("submit");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
-        p["status"]["phase"] == "Running"
-    })
-    .await
-    .expect("the step runs");
+    let step =
+        r#"{image: alpine:3.20, command: [sh, -c], args: ["echo first; sleep 2; echo second"]}"#;
+    submit_and_wait_running(&fake, tmp.path(), &base, "chatty", step).await;
     let follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["logs", "chatty", "--follow"])
         .env("RIPOSTE_SERVER", &base)
@@ -448,37 +440,22 @@ async fn script_steps_run_as_jobs() {
 async fn terminate_deletes_the_running_job() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _server = start_server(tmp.path(), &kubeconfig, port).await;
-    let wf = tmp.path().join("long.yaml");
-    std::fs::write(
-        &wf,
-        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: long}\nspec:\n  entrypoint: wait\n  templates:\n  - name: wait\n    container: {image: alpine:3.20, command: [sleep, \"3600\"]}\n",
+    submit_and_wait_running(
+        &fake,
+        tmp.path(),
+        &base,
+        "long",
+        r#"{image: alpine:3.20, command: [sleep, "3600"]}"#,
     )
-    .expect("write");
+    .await;
     let riposte = |args: &[&str]| {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
         c.args(args).env("RIPOSTE_SERVER", &base);
         c
     };
-    let out = riposte(&["submit", wf.to_str().expect("utf-8 path")])
-        .output()
-        .await
-        .expect("submit");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fake.wait_for("pods", "default", Duration::from_secs(20), |p| {
-        p["status"]["phase"] == "Running"
-    })
-    .await
-    .expect("the step runs");
     let out = riposte(&["terminate", "long"])
         .output()
         .await
