@@ -956,16 +956,7 @@ async fn resume_workflow(
         node: node_selector(&body),
         parameters: Default::default(),
     };
-    c.send(
-        &namespace,
-        &name,
-        input,
-        &caller.name,
-        &caller.source,
-        "workflow.resume",
-    )
-    .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    send_and_show(&c, &caller, &namespace, &name, input, "workflow.resume").await
 }
 
 /// `set`: supply a suspended node's output parameters (an approval) and resume it.
@@ -1000,16 +991,7 @@ async fn set_workflow(
         node: node_selector(&body),
         parameters: params,
     };
-    c.send(
-        &namespace,
-        &name,
-        input,
-        &caller.name,
-        &caller.source,
-        "workflow.approve",
-    )
-    .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    send_and_show(&c, &caller, &namespace, &name, input, "workflow.approve").await
 }
 
 async fn stop_workflow(
@@ -1046,6 +1028,19 @@ async fn shut_down(
     } else {
         "workflow.stop"
     };
+    send_and_show(c, caller, namespace, name, input, action).await
+}
+
+/// Hands an outside input (suspend, resume, approval, stop) to the running workflow, audited
+/// as `action`, and answers with the workflow as it is then.
+async fn send_and_show(
+    c: &Controller,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    input: Input,
+    action: &str,
+) -> ApiResult {
     c.send(namespace, name, input, &caller.name, &caller.source, action)
         .await?;
     Ok(Json(c.workflow_json(namespace, name, true).await?))
@@ -1709,16 +1704,8 @@ async fn suspend_workflow(
     Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
-    c.send(
-        &namespace,
-        &name,
-        Input::Suspend { now: now_ms() },
-        &caller.name,
-        &caller.source,
-        "workflow.suspend",
-    )
-    .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    let input = Input::Suspend { now: now_ms() };
+    send_and_show(&c, &caller, &namespace, &name, input, "workflow.suspend").await
 }
 
 /// `submitOptions.parameters`: `["name=value", ...]`.

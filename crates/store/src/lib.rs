@@ -391,7 +391,6 @@ impl Store {
         })
     }
 
-    /// Workflows, newest first. `namespace` None lists all namespaces.
     /// Workflows, newest first (`namespace` None: all namespaces).
     pub async fn list_workflows(
         &self,
