@@ -332,26 +332,7 @@ fn ctrl_c_terminates_running_steps() {
 
 /// Runs `psql` against the test server's `postgres` database.
 fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql is installed (scripts/test starts PostgreSQL)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::psql("postgres", sql);
 }
 
 fn persisted_run_replays_and_audits(db_url: &str, tamper: &dyn Fn(&str)) {
@@ -471,17 +452,7 @@ fn postgres_run_is_recorded_replayed_and_audited() {
     psql(&format!("DROP DATABASE IF EXISTS {db}"));
     psql(&format!("CREATE DATABASE {db}"));
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let tamper = |sql: &str| {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db, "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let tamper = |sql: &str| common::psql(&db, sql);
     persisted_run_replays_and_audits(&url, &tamper);
     psql(&format!("DROP DATABASE {db}"));
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 struct Server {
     child: Child,
     base: String,
@@ -537,26 +539,7 @@ fn bearer_tokens_and_roles() {
 #[test]
 fn two_replicas_share_postgres_and_take_over_after_a_crash() {
     let db = format!("riposte_replicas_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let psql = |sql: &str| common::psql("postgres", sql);
     psql(&format!("DROP DATABASE IF EXISTS {db}"));
     psql(&format!("CREATE DATABASE {db}"));
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
@@ -634,26 +617,7 @@ fn two_replicas_share_postgres_and_take_over_after_a_crash() {
 #[test]
 fn postgres_connections_cut_mid_run_lose_nothing() {
     let db = format!("riposte_cut_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let psql = |sql: &str| common::psql("postgres", sql);
     psql(&format!("DROP DATABASE IF EXISTS {db}"));
     psql(&format!("CREATE DATABASE {db}"));
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration test files.
+//! Helpers shared by the integration test files. (Each test binary uses some of them.)
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,4 +27,19 @@ pub fn validate_kubernetes_manifests(manifests: &[PathBuf], what: &str) {
             manifests.len()
         ),
     }
+}
+
+/// Runs one SQL statement with `psql` in `database` on the local PostgreSQL (scripts/test
+/// starts it); any error fails the test with psql's message.
+pub fn psql(database: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql is installed (scripts/test starts PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
