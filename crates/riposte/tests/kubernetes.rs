@@ -17,6 +17,30 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `riposte run --executor kubernetes -o json FILE` against the cluster `kubeconfig` names;
+/// it must exit 0. The final workflow, and what the run printed on stderr.
+async fn run_on_kubernetes(file: &Path, kubeconfig: &Path, home: &Path) -> (Value, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "run",
+            "--executor",
+            "kubernetes",
+            "-o",
+            "json",
+            "--database-url",
+            "none",
+        ])
+        .arg(file)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RIPOSTE_HOME", home)
+        .output()
+        .await
+        .expect("riposte runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).expect("json"), stderr)
+}
+
 /// A fake cluster with the objects the isolate-pod playbook acts on.
 async fn cluster_with_victim(dir: &Path, termination_messages: bool) -> (FakeApiServer, PathBuf) {
     let fake = FakeApiServer::start().await.expect("fake api server");
@@ -77,25 +101,8 @@ fn assert_isolated(fake: &FakeApiServer) {
 async fn run_on_kubernetes_executes_the_playbook_dag_with_retries_and_parameters() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args([
-            "run",
-            "--executor",
-            "kubernetes",
-            "-o",
-            "json",
-            "--database-url",
-            "none",
-        ])
-        .arg(example("isolate-pod.yaml"))
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RIPOSTE_HOME", tmp.path())
-        .output()
-        .await
-        .expect("riposte runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (wf, stderr) =
+        run_on_kubernetes(&example("isolate-pod.yaml"), &kubeconfig, tmp.path()).await;
     assert_eq!(wf["status"]["phase"], "Succeeded", "{stderr}");
     let pod_uid = fake
         .get("networkpolicies", "default", "quarantine-deny-all")
@@ -406,28 +413,7 @@ async fn script_steps_run_as_jobs() {
         "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: script-}\nspec:\n  entrypoint: s\n  templates:\n  - name: s\n    script:\n      image: alpine:3.20\n      command: [sh]\n      source: |\n        n=$((6 * 7))\n        echo \"answer $n\"\n",
     )
     .expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args([
-            "run",
-            "--executor",
-            "kubernetes",
-            "-o",
-            "json",
-            "--database-url",
-            "none",
-        ])
-        .arg(&wf)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RIPOSTE_HOME", tmp.path())
-        .output()
-        .await
-        .expect("riposte runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (wf, _) = run_on_kubernetes(&wf, &kubeconfig, tmp.path()).await;
     let node = wf["status"]["nodes"]
         .as_object()
         .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
