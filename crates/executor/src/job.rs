@@ -30,6 +30,17 @@ pub struct JobOptions {
     pub workflow_uid: String,
     /// Now (unix ms), to turn the node's absolute deadline into `activeDeadlineSeconds`.
     pub now_ms: i64,
+    /// Where the wrapper reports (this node's callback URL), if the server takes reports.
+    /// The node's token is then mounted from the Secret named by [`token_secret_name`].
+    pub callback_url: Option<String>,
+}
+
+/// Where a node's callback token is mounted in the step's main container.
+pub const TOKEN_DIR: &str = "/var/run/riposte-token";
+
+/// The Secret that holds a node's callback token: named after its Job.
+pub fn token_secret_name(job: &str) -> String {
+    format!("{job}-riposte-token")
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,6 +104,12 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
         .collect();
     env.push(json!({"name": "RIPOSTE_NODE_ID", "value": node.node_id}));
+    if let Some(url) = &opts.callback_url {
+        // The token is in a Secret of its own, mounted as a file: the Job spec, which more
+        // people can read than Secrets, holds only its name.
+        env.push(json!({"name": "RIPOSTE_CALLBACK_URL", "value": url}));
+        env.push(json!({"name": "RIPOSTE_NODE_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token")}));
+    }
     env.push(json!({"name": "RIPOSTE_WORKFLOW", "value": node.workflow_name}));
     if let Some(source) = script {
         env.push(json!({"name": "RIPOSTE_SCRIPT", "value": source}));
@@ -125,6 +142,9 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         .cloned()
         .unwrap_or_default();
     mounts.push(json!({"name": "riposte-wrapper", "mountPath": WRAPPER_DIR}));
+    if opts.callback_url.is_some() {
+        mounts.push(json!({"name": "riposte-token", "mountPath": TOKEN_DIR, "readOnly": true}));
+    }
     main.insert("volumeMounts".into(), Value::Array(mounts));
 
     let mut volumes = t
@@ -134,6 +154,10 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         .cloned()
         .unwrap_or_default();
     volumes.push(json!({"name": "riposte-wrapper", "emptyDir": {}}));
+    if opts.callback_url.is_some() {
+        volumes.push(json!({"name": "riposte-token",
+            "secret": {"secretName": token_secret_name(&node.pod_name), "defaultMode": 0o444}}));
+    }
 
     let mut pod_spec = Map::new();
     pod_spec.insert("restartPolicy".into(), json!("Never"));
@@ -273,6 +297,7 @@ mod tests {
             namespace: None,
             workflow_uid: "uid-1".into(),
             now_ms: 1_000,
+            callback_url: None,
         }
     }
 
@@ -328,6 +353,33 @@ mod tests {
             meta["annotations"]["workflows.argoproj.io/node-id"],
             "wf-123"
         );
+    }
+
+    /// With a callback, the Job names the token's Secret and mounts it; the token itself is
+    /// never in the spec.
+    #[test]
+    fn callbacks_mount_the_token_secret() {
+        let n = node(r#"{"name": "s", "container": {"image": "alpine", "command": ["true"]}}"#);
+        let opts = JobOptions {
+            callback_url: Some("http://riposte:2746/api/v1/riposte/callbacks/uid-1/wf-123".into()),
+            ..opts()
+        };
+        let job = job_manifest(&n, &opts).expect("job");
+        let pod = &job["spec"]["template"]["spec"];
+        let env = pod["containers"][0]["env"].as_array().expect("env");
+        assert!(env.contains(
+            &json!({"name": "RIPOSTE_NODE_TOKEN_FILE", "value": "/var/run/riposte-token/token"})
+        ));
+        assert!(env.iter().any(|e| e["name"] == "RIPOSTE_CALLBACK_URL"));
+        assert!(env.iter().all(|e| e["name"] != "RIPOSTE_NODE_TOKEN"));
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "wf-step-123-riposte-token")
+        );
+        let without = job_manifest(&n, &super::tests::opts()).expect("job");
+        assert!(!without.to_string().contains("riposte-token"));
     }
 
     /// The init container is ours: it must pass Pod Security `restricted` in any namespace.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use engine::{ExecResult, ExecuteNode, Phase};
-use executor::job::{JobOptions, job_manifest};
+use executor::job::{JobOptions, job_manifest, token_secret_name};
 use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -45,7 +45,7 @@ pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, St
         .job_namespace
         .clone()
         .unwrap_or_else(|| node.namespace.clone());
-    let mut job = job_manifest(
+    job_manifest(
         node,
         &JobOptions {
             riposte_image: opts.riposte_image.clone(),
@@ -53,38 +53,13 @@ pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, St
             namespace: Some(namespace),
             workflow_uid: exec.workflow_uid.clone(),
             now_ms: now_ms(),
+            callback_url: opts
+                .callback_url
+                .as_deref()
+                .map(|base| callback_url(base, &exec.workflow_uid, &node.node_id)),
         },
     )
-    .map_err(|e| e.to_string())?;
-    if let Some(base) = &opts.callback_url {
-        // The token is in a Secret of its own (see `token_secret`), mounted as a file: the
-        // Job spec, which more people can read than Secrets, holds only its name.
-        let secret = token_secret_name(&node.pod_name);
-        let pod = &mut job["spec"]["template"]["spec"];
-        if let Some(volumes) = pod["volumes"].as_array_mut() {
-            volumes.push(json!({"name": "riposte-token",
-                "secret": {"secretName": secret, "defaultMode": 0o444}}));
-        }
-        let main = &mut pod["containers"][0];
-        if let Some(mounts) = main["volumeMounts"].as_array_mut() {
-            mounts.push(json!({"name": "riposte-token", "mountPath": TOKEN_DIR, "readOnly": true}));
-        }
-        if let Some(env) = main["env"].as_array_mut() {
-            env.push(json!({"name": "RIPOSTE_CALLBACK_URL",
-                "value": callback_url(base, &exec.workflow_uid, &node.node_id)}));
-            env.push(json!({"name": "RIPOSTE_NODE_TOKEN_FILE",
-                "value": format!("{TOKEN_DIR}/token")}));
-        }
-    }
-    Ok(job)
-}
-
-/// Where the node's callback token is mounted in the step's main container.
-pub const TOKEN_DIR: &str = "/var/run/riposte-token";
-
-/// The Secret that holds a node's callback token: named after its Job.
-pub fn token_secret_name(job: &str) -> String {
-    format!("{job}-riposte-token")
+    .map_err(|e| e.to_string())
 }
 
 /// The node's token Secret, owned by its Job so that it goes when the Job goes. Created after

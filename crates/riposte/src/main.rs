@@ -1511,6 +1511,7 @@ fn print_first_jobs(
         namespace: a.kube.job_namespace.clone(),
         workflow_uid: id.uid.clone(),
         now_ms: now,
+        callback_url: None,
     };
     let mut jobs = Vec::new();
     for c in commands {
