@@ -132,6 +132,12 @@ pub enum Input {
     Suspend {
         now: i64,
     },
+    /// The controller cannot go on with this workflow (its driver panicked): running nodes
+    /// are failed, exit handlers do not run, and the workflow ends `Error` with `message`.
+    Abort {
+        now: i64,
+        message: String,
+    },
     /// Argo's `retry` of a finished workflow: failed, errored and omitted nodes are removed
     /// (and, with `restart_successful`, succeeded ones matching `node_selector`), their
     /// parents reset to Running, the exit handler cleared, and the workflow runs again with
@@ -154,7 +160,8 @@ impl Input {
             | Input::Resume { now, .. }
             | Input::Stop { now, .. }
             | Input::Retry { now, .. }
-            | Input::Suspend { now } => *now,
+            | Input::Suspend { now }
+            | Input::Abort { now, .. } => *now,
         }
     }
 }
@@ -205,12 +212,14 @@ pub(crate) enum Shutdown {
     Stop(String),
     Terminate(String),
     Deadline,
+    /// The controller could not go on (a bug): like terminate, and the workflow ends `Error`.
+    Abort(String),
 }
 
 impl Shutdown {
     fn message(&self) -> String {
         match self {
-            Shutdown::Stop(m) | Shutdown::Terminate(m) => m.clone(),
+            Shutdown::Stop(m) | Shutdown::Terminate(m) | Shutdown::Abort(m) => m.clone(),
             Shutdown::Deadline => "Step exceeded its deadline".to_string(),
         }
     }

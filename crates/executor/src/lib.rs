@@ -13,12 +13,14 @@
 //! Executors never decide what runs next; that is the engine's job.
 
 pub mod condition;
+pub mod flags;
 pub mod host;
 pub mod http;
 pub mod image;
 pub mod job;
 pub mod jq;
 pub mod kubectl_jsonpath;
+pub mod resource_lint;
 pub mod sandbox;
 
 pub use host::{HostConfig, HostExecutor, RESULT_LIMIT, log_path};

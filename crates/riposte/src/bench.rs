@@ -110,7 +110,7 @@ pub async fn store(shape: Shape, tasks: usize, store: store::Store) -> Result<St
     loop {
         let commands = wf.step(&batch)?;
         let t = Instant::now();
-        persist.record(&batch, &mut wf).await?;
+        persist.record(&batch, &[], &mut wf).await?;
         record_time += t.elapsed();
         if wf.is_finished() {
             break;
@@ -155,7 +155,12 @@ pub async fn api(store: store::Store, config: server::ControllerConfig) -> Resul
     let controller = server::Controller::new(store.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(server::serve(listener, controller, None));
+    tokio::spawn(server::serve(
+        listener,
+        controller,
+        None,
+        std::future::pending(),
+    ));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -80,6 +80,6 @@ pub fn lint_with_templates(
         library.add(l);
     }
     diags.extend(spec::lint(loaded, &library));
-    diags.extend(crate::resource_lint::lint(loaded));
+    diags.extend(executor::resource_lint::lint(loaded));
     Ok(library)
 }

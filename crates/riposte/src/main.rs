@@ -5,7 +5,6 @@ mod bench;
 mod client;
 mod exec;
 mod files;
-mod resource_lint;
 mod run;
 mod ui;
 mod yaml_out;
@@ -92,6 +91,10 @@ enum Cmd {
             value_name = "SECONDS"
         )]
         lease_seconds: f64,
+        /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+        /// Which lines: `RUST_LOG` (default `info`), e.g. `RUST_LOG=riposte_server=debug`.
+        #[arg(long, env = "RIPOSTE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
         #[command(flatten)]
         kube: KubeArgs,
         /// Kubernetes: this server's URL as step pods reach it (e.g.
@@ -577,6 +580,7 @@ fn main() -> ExitCode {
             no_isolation,
             auth_file,
             lease_seconds,
+            log_format,
             kube,
             callback_url,
             callback_secret_file,
@@ -586,6 +590,7 @@ fn main() -> ExitCode {
             no_isolation,
             auth_file,
             lease_seconds,
+            log_format,
             kube,
             callback_url,
             callback_secret_file,
@@ -1191,10 +1196,27 @@ struct ServeArgs {
     no_isolation: bool,
     auth_file: Option<PathBuf>,
     lease_seconds: f64,
+    log_format: String,
     kube: KubeArgs,
     callback_url: Option<String>,
     callback_secret_file: Option<PathBuf>,
     db: DbArgs,
+}
+
+/// Logs through `tracing`: `RUST_LOG` picks what (default `default_filter`), `format` how.
+fn init_tracing(format: &str, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling in twice) keeps the first.
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The callback token key: from the file, or 32 random bytes for this process.
@@ -1230,11 +1252,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         no_isolation,
         auth_file,
         lease_seconds,
+        log_format,
         kube,
         callback_url,
         callback_secret_file,
         db,
     } = args;
+    init_tracing(&log_format, "info");
+    if !(lease_seconds.is_finite() && (0.1..=86_400.0).contains(&lease_seconds)) {
+        bail!(InvalidInput(format!(
+            "--lease-seconds {lease_seconds} must be between 0.1 and 86400"
+        )));
+    }
+    server::metrics::install().map_err(|e| anyhow::anyhow!("installing metrics: {e}"))?;
     let cluster = if kube.check()? {
         let secret = callback_secret(callback_secret_file.as_deref())?;
         let c = kube.connect(callback_url.clone(), secret).await?;
@@ -1279,9 +1309,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     } else {
         Sandbox::probe()
     };
-    if let Isolation::None(why) = &isolation {
-        eprintln!("note: steps run without a private root: {why}");
+    if let Isolation::None(why) = &isolation
+        && cluster.is_none()
+    {
+        tracing::warn!("steps run without a private root: {why}");
     }
+    let executor_kind = if cluster.is_some() {
+        "kubernetes"
+    } else {
+        "host"
+    };
     let controller = server::Controller::new(
         store.clone(),
         server::ControllerConfig {
@@ -1305,27 +1342,104 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .await
         .context("recovering unfinished workflows")?;
     tokio::spawn(controller.clone().lease_loop());
+    tokio::spawn(controller.clone().listen_loop());
     tokio::spawn(controller.clone().cron_loop());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let auth_note = if auth.is_some() {
-        "bearer-token authentication on"
+    let auth_mode = if auth.is_some() {
+        "bearer tokens"
     } else {
-        "no authentication configured, loopback only"
+        "none (loopback only)"
     };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        database = store.backend(),
+        executor = executor_kind,
+        listen = %local,
+        auth = auth_mode,
+        recovered,
+        "riposte server started"
+    );
+    // Humans starting it by hand look for this line (tests too).
     eprintln!(
-        "riposte server listening on http://{} ({} database; {recovered} unfinished workflow(s) recovered; {auth_note})",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or(listen),
+        "riposte server listening on http://{local} ({} database; {recovered} unfinished workflow(s) recovered; auth: {auth_mode})",
         store.backend()
     );
-    server::serve(listener, controller, auth)
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut serving = tokio::spawn(server::serve(
+        listener,
+        controller.clone(),
+        auth,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::select! {
+        ended = &mut serving => {
+            ended.context("the API task")?.context("serving the API")?;
+        }
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(());
+    // Steps (processes, Jobs) keep running; whoever claims the leases next re-attaches.
+    let released = controller
+        .shutdown()
         .await
-        .context("serving the API")?;
+        .context("releasing leases at shutdown")?;
+    // Requests in flight finish; long streams (watch, logs --follow) are cut after a grace.
+    if tokio::time::timeout(std::time::Duration::from_secs(3), &mut serving)
+        .await
+        .is_err()
+    {
+        serving.abort();
+    }
+    tracing::info!(
+        released_leases = released,
+        "riposte server stopped; its workflows are free for other replicas"
+    );
+    store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `riposte run`'s lease lasts without renewal (renewed every third of it).
+const RUN_LEASE_MS: i64 = 15_000;
+
+/// Keeps `riposte run`'s lease on its workflow while the process lives.
+async fn renew_run_lease(store: store::Store, uid: String, holder: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis((RUN_LEASE_MS / 3) as u64)).await;
+        match store
+            .renew_lease(&uid, &holder, run::now_ms() + RUN_LEASE_MS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => eprintln!("warning: renewing the workflow's lease: {e}"),
+        }
+    }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: no new requests, releasing leases");
 }
 
 async fn replay(name: String, namespace: String, db: DbArgs) -> Result<ExitCode> {
@@ -1597,66 +1711,70 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         )));
     };
     let mut resource = (**wf).clone();
-    if let Some(e) = &a.entrypoint {
-        resource.spec.entrypoint = Some(e.clone());
+    if resource.metadata.name.is_none() && resource.metadata.generate_name.is_none() {
+        resource.metadata.generate_name = Some("workflow-".into());
     }
-    let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
-        (Some(n), _) => n.clone(),
-        (None, Some(g)) => format!("{g}{}", generate_suffix()),
-        (None, None) => format!("workflow-{}", generate_suffix()),
-    };
-    let id = WorkflowIdentity {
-        name: name.clone(),
-        namespace: a.namespace.clone(),
-        uid: server::ids::new_uid(),
-    };
-    // Everything the engine is created from, so that `riposte replay` can do it again.
-    let definition = serde_json::json!({
-        "resource": &resource,
-        "library": &library,
-        "identity": &id,
-        "parameters": &params,
-    });
-    let workflow = Workflow::new(resource.clone(), library, id.clone(), &params)
-        .map_err(|e| InvalidInput(e.to_string()))?;
+    // The one submit path, as for the API: build, name, lint, then one transaction.
+    let mut req = server::SubmitRequest::new(
+        &a.namespace,
+        server::Origin::Inline(Box::new(resource)),
+        &local_actor(),
+        "local",
+    );
+    req.parameters = params.clone();
+    req.entrypoint = a.entrypoint.clone();
+    req.details = serde_json::json!({"file": file_name});
+    let prepared = server::submit::prepare(
+        req,
+        library,
+        server::ids::new_uid(),
+        &generate_suffix(),
+        run::now_ms(),
+    )
+    .map_err(|e| InvalidInput(e.to_string()))?;
+    let id = prepared.identity.clone();
+    let name = id.name.clone();
     if a.dry_run {
-        return print_first_jobs(workflow, &id, &a);
+        return print_first_jobs(prepared.workflow, &id, &a);
     }
+    let mut lease_holder = None;
     let persist = match a.db.database_url.as_deref() {
         Some("none") => None,
         _ => {
             let store = open_store(&a.db).await?;
+            // Held while this process drives the workflow, so a server on the same database
+            // does not adopt it; renewed below, released at the end.
+            let holder = format!("run:{}:{}", hostname(), std::process::id());
+            let outcome = server::submit::record(
+                &store,
+                &prepared,
+                Some((&holder, run::now_ms() + RUN_LEASE_MS)),
+            )
+            .await
+            .map_err(|e| match e {
+                server::controller::ControlError::AlreadyExists(m) => anyhow::Error::new(
+                    InvalidInput(format!("{m}; delete it or use generateName")),
+                ),
+                other => anyhow::Error::new(other),
+            })?;
+            if let server::SubmitOutcome::Existing { name, .. } = outcome {
+                eprintln!(
+                    "a workflow with this idempotency key exists already: {}/{name}; not running it again",
+                    id.namespace
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::spawn(renew_run_lease(
+                store.clone(),
+                id.uid.clone(),
+                holder.clone(),
+            ));
+            lease_holder = Some((store.clone(), holder));
             let object = format!("workflows/{}/{}", id.namespace, id.name);
-            let labels = serde_json::to_value(&resource.metadata.labels)?;
-            store
-                .create_workflow(&store::NewWorkflow {
-                    uid: id.uid.clone(),
-                    namespace: id.namespace.clone(),
-                    name: id.name.clone(),
-                    labels,
-                    created_at: run::now_ms(),
-                    definition,
-                })
-                .await
-                .map_err(|e| match e {
-                    store::StoreError::AlreadyExists { .. } => anyhow::Error::new(InvalidInput(
-                        format!("{e}; delete it or use generateName"),
-                    )),
-                    other => anyhow::Error::new(other),
-                })?;
-            store
-                .audit_append(&[store::AuditEntry {
-                    at: run::now_ms(),
-                    actor: local_actor(),
-                    action: "workflow.create".into(),
-                    object: object.clone(),
-                    source: "local".into(),
-                    details: serde_json::json!({"file": file_name, "parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
-                }])
-                .await?;
             Some(server::driver::Persist::new(store, id.uid.clone(), object))
         }
     };
+    let workflow = prepared.workflow;
 
     let run_dir = a
         .run_dir
@@ -1686,6 +1804,12 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         },
     )
     .await?;
+    if let Some((store, holder)) = lease_holder {
+        // Finished (or interrupted): leave the workflow to whoever continues it.
+        if let Err(e) = store.release_workflow(&id.uid, &holder).await {
+            eprintln!("warning: releasing the workflow's lease: {e}");
+        }
+    }
     let wf = outcome.workflow;
     let now = run::now_ms();
     let summary = ui::summary(&wf, now);

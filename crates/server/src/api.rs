@@ -21,6 +21,7 @@ use spec::WorkflowResource;
 use crate::auth::{Auth, Denied, Role};
 use crate::controller::{ControlError, Controller, RetryRequest};
 use crate::driver::now_ms;
+use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 
 /// An API error in Argo's shape.
 pub struct ApiError {
@@ -594,12 +595,53 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
         // nothing beyond "alive" and "the database answers".
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Prometheus scrapes without a token, like the probes; it says counts, not contents.
+        .route("/metrics", get(metrics_text))
         // Step pods authenticate with their node's token, checked by the handler.
         .route(
             "/api/v1/riposte/callbacks/{uid}/{nodeId}",
             post(node_callback),
         )
+        .layer(middleware::from_fn(count_request))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The largest request body accepted (a workflow with its templates, a callback report with a
+/// 256 kB result); larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Counts every request by route template (not by path, so names do not explode the label
+/// set), method and status code.
+async fn count_request(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    crate::metrics::api_request(&route, &method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn metrics_text() -> Response {
+    match crate::metrics::install() {
+        Ok(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("metrics are not available: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(c): State<Controller>) -> Response {
@@ -673,17 +715,25 @@ async fn create_workflow(
         .get("workflow")
         .ok_or_else(|| ApiError::invalid("request body needs a `workflow`"))?;
     let resource = parse_resource(wf, "workflow")?;
-    lint_resource(&c, &namespace, wf).await?;
-    let name = c
-        .submit(
-            resource,
-            &namespace,
-            Vec::new(),
-            &caller.name,
-            &caller.source,
-        )
-        .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    let req = SubmitRequest::new(
+        &namespace,
+        Origin::Inline(Box::new(resource)),
+        &caller.name,
+        &caller.source,
+    );
+    submitted(&c, &namespace, c.submit(req).await?).await
+}
+
+/// The answer to a submission: the workflow (the existing one for a repeated idempotency key).
+async fn submitted(c: &Controller, namespace: &str, outcome: SubmitOutcome) -> ApiResult {
+    match outcome.name() {
+        Some(name) => Ok(Json(c.workflow_json(namespace, name, true).await?)),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            6,
+            "this scheduled time was already submitted",
+        )),
+    }
 }
 
 /// Lint errors as one InvalidArgument error; warnings are allowed.
@@ -721,7 +771,10 @@ async fn lint_workflow(
     Ok(Json(wf.clone()))
 }
 
-/// `POST /submit`: a Workflow from a WorkflowTemplate or ClusterWorkflowTemplate.
+/// `POST /submit`: a Workflow from a WorkflowTemplate, ClusterWorkflowTemplate or
+/// CronWorkflow, with Argo's `submitOptions` (name, generateName, entryPoint, parameters,
+/// labels and annotations as `k=v,k2=v2`; the annotation `riposte.dev/idempotency-key` makes
+/// a repeated submission return the first workflow).
 async fn submit_workflow(
     State(c): State<Controller>,
     Extension(caller): Extension<Caller>,
@@ -729,66 +782,75 @@ async fn submit_workflow(
     Json(body): Json<Value>,
 ) -> ApiResult {
     let kind = body["resourceKind"].as_str().unwrap_or("");
-    if matches!(kind, "CronWorkflow" | "cronworkflow" | "cronwf") {
-        return submit_from_cron(&c, &caller, &namespace, &body).await;
-    }
-    let cluster = match kind {
-        "WorkflowTemplate" | "workflowtemplate" => false,
-        "ClusterWorkflowTemplate" | "clusterworkflowtemplate" => true,
+    let resource_name = body["resourceName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid("resourceName is required"))?;
+    let origin = match kind {
+        "CronWorkflow" | "cronworkflow" | "cronwf" => {
+            let rec = c.store().get_cron(&namespace, resource_name).await?;
+            let cron: spec::CronWorkflow = serde_json::from_value(rec.body)
+                .map_err(|e| ApiError::invalid(format!("stored cron workflow: {e}")))?;
+            Origin::Cron {
+                cron: Box::new(cron),
+                scheduled_at: None,
+            }
+        }
+        "WorkflowTemplate" | "workflowtemplate" => Origin::Template {
+            name: resource_name.to_string(),
+            cluster: false,
+        },
+        "ClusterWorkflowTemplate" | "clusterworkflowtemplate" => Origin::Template {
+            name: resource_name.to_string(),
+            cluster: true,
+        },
         other => {
             return Err(ApiError::invalid(format!(
-                "resourceKind {other:?} cannot be submitted; use WorkflowTemplate or ClusterWorkflowTemplate"
+                "resourceKind {other:?} cannot be submitted; use WorkflowTemplate, ClusterWorkflowTemplate or CronWorkflow"
             )));
         }
     };
-    let template = body["resourceName"]
-        .as_str()
-        .ok_or_else(|| ApiError::invalid("resourceName is required"))?;
-    // The template must exist; the workflow refers to it like Argo's `submit --from`.
-    c.store()
-        .get_template(cluster, if cluster { "" } else { &namespace }, template)
-        .await?;
     let opts = &body["submitOptions"];
-    let params = submit_params(opts)?;
-    let generate_name = opts["generateName"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{template}-"));
-    let mut resource = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": generate_name, "labels": {"workflows.argoproj.io/workflow-template": template}},
-        "spec": {"workflowTemplateRef": {"name": template, "clusterScope": cluster}},
-    });
-    if let Some(n) = opts["name"].as_str() {
-        resource["metadata"]["name"] = json!(n);
+    let mut req = SubmitRequest::new(&namespace, origin, &caller.name, &caller.source);
+    req.parameters = submit_params(opts)?;
+    req.labels = key_values(opts, "labels")?;
+    req.annotations = key_values(opts, "annotations")?;
+    req.name = opts["name"].as_str().map(str::to_string);
+    req.generate_name = opts["generateName"].as_str().map(str::to_string);
+    req.entrypoint = opts["entryPoint"].as_str().map(str::to_string);
+    submitted(&c, &namespace, c.submit(req).await?).await
+}
+
+/// Argo's `submitOptions.labels`/`annotations`: `"k=v,k2=v2"` (an object is accepted too).
+fn key_values(opts: &Value, field: &str) -> ApiResult<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    match &opts[field] {
+        Value::Null => {}
+        Value::String(s) => {
+            for kv in s.split(',').map(str::trim).filter(|kv| !kv.is_empty()) {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "submitOptions.{field} entry {kv:?} must look like key=value"
+                    ))
+                })?;
+                out.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.insert(
+                    k.clone(),
+                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                );
+            }
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "submitOptions.{field} must be a string like \"k=v,k2=v2\", not {other}"
+            )));
+        }
     }
-    if let Some(e) = opts["entryPoint"].as_str() {
-        resource["spec"]["entrypoint"] = json!(e);
-    }
-    // Parameters declared by the template: only those may be set.
-    let library = c.library(&namespace).await?;
-    let base = library
-        .get(template, cluster)
-        .map_err(|e| ApiError::not_found(e.to_string()))?;
-    let declared: Vec<&str> = base
-        .spec
-        .arguments
-        .parameters
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    if let Some((k, _)) = params.iter().find(|(k, _)| !declared.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "parameter {k:?} is not declared by {template} (declared: {})",
-            declared.join(", ")
-        )));
-    }
-    let resource = parse_resource(&resource, "workflow")?;
-    let name = c
-        .submit(resource, &namespace, params, &caller.name, &caller.source)
-        .await?;
-    Ok(Json(c.workflow_json(&namespace, &name, true).await?))
+    Ok(out)
 }
 
 async fn list_workflows(
@@ -1416,24 +1478,17 @@ async fn resubmit_workflow(
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
     let rec = c.store().get_workflow(&namespace, &name).await?;
-    let def = crate::controller::Definition::from_value(&rec.definition)?;
-    let mut resource = def.resource;
-    resource.metadata.name = None;
-    resource.metadata.generate_name = Some(format!("{name}-"));
-    resource.metadata.labels.insert(
-        "workflows.argoproj.io/resubmitted-from-workflow".into(),
-        spec::AnyString(name.clone()),
+    let definition = crate::controller::Definition::from_value(&rec.definition)?;
+    let req = SubmitRequest::new(
+        &namespace,
+        Origin::Resubmit {
+            from: name,
+            definition: Box::new(definition),
+        },
+        &caller.name,
+        &caller.source,
     );
-    let new_name = c
-        .submit(
-            resource,
-            &namespace,
-            def.parameters,
-            &caller.name,
-            &caller.source,
-        )
-        .await?;
-    Ok(Json(c.workflow_json(&namespace, &new_name, true).await?))
+    submitted(&c, &namespace, c.submit(req).await?).await
 }
 
 /// Archived workflows: every finished workflow stays queryable (by uid).
@@ -1723,31 +1778,6 @@ fn submit_params(opts: &Value) -> ApiResult<Vec<(String, String)>> {
         }
     }
     Ok(params)
-}
-
-/// `submit` with `resourceKind: CronWorkflow`: one run now, like a scheduled one.
-async fn submit_from_cron(
-    c: &Controller,
-    caller: &Caller,
-    namespace: &str,
-    body: &Value,
-) -> ApiResult {
-    let name = body["resourceName"]
-        .as_str()
-        .ok_or_else(|| ApiError::invalid("resourceName is required"))?;
-    let rec = c.store().get_cron(namespace, name).await?;
-    let params = submit_params(&body["submitOptions"])?;
-    let resource = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": format!("{name}-"), "labels": {crate::cron::CRON_LABEL: name}},
-        "spec": rec.body["spec"]["workflowSpec"],
-    });
-    let resource = parse_resource(&resource, "workflow")?;
-    let wf_name = c
-        .submit(resource, namespace, params, &caller.name, &caller.source)
-        .await?;
-    Ok(Json(c.workflow_json(namespace, &wf_name, true).await?))
 }
 
 /// `POST .../lint` for templates and cron workflows: lint errors are one InvalidArgument.

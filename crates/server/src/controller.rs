@@ -17,6 +17,7 @@ use spec::{Library, WorkflowResource};
 use tokio::sync::mpsc;
 
 use crate::driver::{self, DriveConfig, Persist, StepExecutor, now_ms};
+use crate::submit::{self, SubmitOutcome, SubmitRequest};
 
 /// Why a controller operation failed, mapped to Argo's error codes by the API.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,10 @@ struct Inner {
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
     /// `(namespace, name)` of every workflow after each recorded step, for watchers.
     changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Set by [`Controller::shutdown`]: claim nothing more.
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// The driver tasks, to stop them at shutdown without finishing their steps.
+    drivers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// Cheap to clone; shared by the API handlers.
@@ -85,7 +90,7 @@ pub struct Controller {
 }
 
 /// Everything the engine is created from; stored so replay and recovery can do it again.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Definition {
     pub resource: WorkflowResource,
     pub library: Library,
@@ -113,6 +118,8 @@ impl Controller {
                 config,
                 running: Mutex::new(HashMap::new()),
                 changes,
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+                drivers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -160,87 +167,88 @@ impl Controller {
         Ok(lib)
     }
 
-    /// Validates, records and starts a workflow. Returns its name.
-    pub async fn submit(
-        &self,
-        mut resource: WorkflowResource,
-        namespace: &str,
-        params: Vec<(String, String)>,
-        actor: &str,
-        source: &str,
-    ) -> Result<String, ControlError> {
-        let library = self.library(namespace).await?;
-        let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(g)) => format!("{g}{}", crate::ids::name_suffix()),
-            _ => {
-                return Err(ControlError::Invalid(
-                    "metadata.name or metadata.generateName is required".into(),
-                ));
-            }
-        };
-        resource.metadata.name = Some(name.clone());
-        resource.metadata.namespace = Some(namespace.to_string());
-        let identity = WorkflowIdentity {
-            name: name.clone(),
-            namespace: namespace.to_string(),
-            uid: crate::ids::new_uid(),
-        };
-        let wf = Workflow::new(resource.clone(), library.clone(), identity.clone(), &params)
-            .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let definition = serde_json::to_value(Definition {
-            resource: resource.clone(),
+    /// The one submit path (see [`crate::submit`]): builds and lints the workflow, records
+    /// it with this replica's lease, its idempotency key, the cron firing and its audit row in
+    /// one transaction, and starts driving it.
+    pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitOutcome, ControlError> {
+        let library = self.library(&req.namespace).await?;
+        let now = now_ms();
+        let prepared = submit::prepare(
+            req,
             library,
-            identity: identity.clone(),
-            parameters: params.clone(),
-        })
-        .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let store = &self.inner.store;
-        store
-            .create_workflow(&store::NewWorkflow {
-                uid: identity.uid.clone(),
-                namespace: namespace.to_string(),
-                name: name.clone(),
-                labels: serde_json::to_value(&resource.metadata.labels).unwrap_or(json!({})),
-                created_at: now_ms(),
-                definition,
-            })
-            .await?;
-        let object = format!("workflows/{namespace}/{name}");
-        store
-            .audit_append(&[store::AuditEntry {
-                at: now_ms(),
-                actor: actor.to_string(),
-                action: "workflow.create".into(),
-                object: object.clone(),
-                source: source.to_string(),
-                details: json!({"parameters": params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}),
-            }])
-            .await?;
-        self.spawn(
-            wf,
-            Persist::new(store.clone(), identity.uid.clone(), object),
+            crate::ids::new_uid(),
+            &crate::ids::name_suffix(),
+            now,
+        )?;
+        let uid = prepared.identity.uid.clone();
+        // Claim the slot before the row exists, so the lease loop never adopts it meanwhile.
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.running_map().insert(uid.clone(), tx);
+        let c = &self.inner.config;
+        let outcome = submit::record(
+            &self.inner.store,
+            &prepared,
+            Some((&c.holder, now + c.lease_ttl_ms)),
+        )
+        .await;
+        if !matches!(outcome, Ok(SubmitOutcome::Created { .. })) {
+            self.running_map().remove(&uid);
+            return outcome;
+        }
+        crate::metrics::WORKFLOWS_SUBMITTED.inc();
+        let object = format!(
+            "workflows/{}/{}",
+            prepared.identity.namespace, prepared.identity.name
+        );
+        let _ = self.inner.changes.send((
+            prepared.identity.namespace.clone(),
+            prepared.identity.name.clone(),
+        ));
+        self.spawn_with(
+            prepared.workflow,
+            Persist::new(self.inner.store.clone(), uid, object),
             vec![Input::Start { now: now_ms() }],
             Vec::new(),
+            rx,
         );
-        Ok(name)
+        outcome
+    }
+
+    fn running_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Input>>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn spawn(
         &self,
         wf: Workflow,
-        mut persist: Persist,
+        persist: Persist,
         first_batch: Vec<Input>,
         reattach: Vec<engine::ExecuteNode>,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
+        self.running_map()
+            .insert(wf.identity().uid.clone(), tx);
+        self.spawn_with(wf, persist, first_batch, reattach, rx);
+    }
+
+    /// Drives `wf` in its own task; `rx` wakes it when its inbox has new entries. A panic in
+    /// the driver ends the workflow as `Error` with the panic message; the replica goes on.
+    fn spawn_with(
+        &self,
+        wf: Workflow,
+        mut persist: Persist,
+        first_batch: Vec<Input>,
+        reattach: Vec<engine::ExecuteNode>,
+        rx: mpsc::UnboundedReceiver<Input>,
+    ) {
         let uid = wf.identity().uid.clone();
         let name = wf.identity().name.clone();
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.clone(), tx);
+        let namespace = wf.identity().namespace.clone();
         let (exec, run_dir) = self.executor(&name, &uid);
         persist.logs_dir = Some(run_dir.join("logs"));
         let this = self.clone();
@@ -259,19 +267,72 @@ impl Controller {
                 first_batch,
                 reattach,
             };
-            if let Err(e) = driver::drive(wf, exec, cfg, rx).await {
-                // The workflow stays unfinished in the store; a restart recovers it.
-                eprintln!("workflow {name}: {e}");
-            }
+            let span = tracing::info_span!("workflow", namespace = %namespace, name = %name, uid = %uid);
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                driver::drive(wf, exec, cfg, rx),
+                span,
+            ));
             this.inner
-                .running
+                .drivers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid.clone(), task.abort_handle());
+            crate::metrics::set_running(this.running_map().len());
+            let driven = task.await;
+            this.inner
+                .drivers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&uid);
+            match driven {
+                Ok(Ok(_)) => {}
+                // Shutdown: the lease is released and another replica continues.
+                Err(join) if join.is_cancelled() => {}
+                // The workflow stays unfinished in the store; its lease lets this or another
+                // replica continue it from its history.
+                Ok(Err(e)) => tracing::error!(
+                    namespace = %namespace, name = %name, uid = %uid,
+                    error = %store::chain(&e),
+                    "driving the workflow stopped; it is continued from its history when its lease is next claimed"
+                ),
+                Err(join) => {
+                    let message = panic_message(join);
+                    tracing::error!(namespace = %namespace, name = %name, uid = %uid, panic = %message, "the workflow's driver panicked; the workflow ends as Error");
+                    crate::metrics::DRIVER_PANICS.inc();
+                    if let Err(e) = this.fail_after_panic(&uid, &message).await {
+                        tracing::error!(uid = %uid, error = %store::chain(&e), "recording the panic as the workflow's Error");
+                    }
+                }
+            }
+            this.running_map().remove(&uid);
+            crate::metrics::set_running(this.running_map().len());
         });
     }
 
-    /// Sends an outside input to a running workflow.
+    /// After a driver panicked: the workflow ends `Error` with the panic message, recorded as
+    /// a `Stop` input so that replay agrees.
+    async fn fail_after_panic(&self, uid: &str, message: &str) -> Result<(), ControlError> {
+        let rec = self.inner.store.get_workflow_by_uid(uid).await?;
+        if rec.finished_at.is_some() {
+            return Ok(());
+        }
+        let (mut wf, mut persist) = self.rebuild(&rec).await?;
+        let batch = vec![Input::Abort {
+            now: now_ms(),
+            message: format!("internal error (the controller panicked): {message}"),
+        }];
+        wf.step(&batch)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        persist
+            .record(&batch, &[], &mut wf)
+            .await
+            .map_err(|e| ControlError::Invalid(store::chain(&e)))?;
+        Ok(())
+    }
+
+    /// Hands an outside input (resume, set, suspend, stop, terminate) to a workflow through
+    /// its durable inbox: stored with its audit row before this returns, consumed in order by
+    /// whichever replica holds the workflow's lease. Works from any replica.
     pub async fn send(
         &self,
         namespace: &str,
@@ -282,37 +343,122 @@ impl Controller {
         action: &str,
     ) -> Result<(), ControlError> {
         let rec = self.inner.store.get_workflow(namespace, name).await?;
-        let tx = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&rec.uid)
-            .cloned();
-        let Some(tx) = tx else {
+        if rec.finished_at.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
-                "workflow {namespace}/{name} is not running (phase {})",
+                "workflow {namespace}/{name} has finished (phase {}); only running workflows take {action}",
                 rec.phase
             )));
-        };
+        }
+        if let Input::Resume { node, .. } = &input {
+            self.check_resumable(&rec, node.as_deref()).await?;
+        }
         let details = serde_json::to_value(&input).unwrap_or(Value::Null);
-        tx.send(input).map_err(|_| {
-            ControlError::FailedPrecondition(format!(
-                "workflow {namespace}/{name} has just finished"
-            ))
-        })?;
-        self.inner
+        let value = details.clone();
+        let audit = store::AuditEntry {
+            at: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            object: format!("workflows/{namespace}/{name}"),
+            source: source.to_string(),
+            details,
+        };
+        match self
+            .inner
             .store
-            .audit_append(&[store::AuditEntry {
-                at: now_ms(),
-                actor: actor.to_string(),
-                action: action.to_string(),
-                object: format!("workflows/{namespace}/{name}"),
-                source: source.to_string(),
-                details,
-            }])
-            .await?;
+            .enqueue_input(&rec.uid, &value, now_ms(), &audit)
+            .await
+        {
+            Ok(_) => {}
+            Err(store::StoreError::Finished { .. }) => {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "workflow {namespace}/{name} has just finished"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        crate::metrics::INBOX_INPUTS.inc();
+        self.wake(&rec.uid);
         Ok(())
+    }
+
+    /// Tells the local driver of `uid`, if any, that its inbox has new entries.
+    pub(crate) fn wake(&self, uid: &str) {
+        if let Some(tx) = self.running_map().get(uid) {
+            // A closed channel means the driver is ending; a restart reads the inbox anyway.
+            let _ = tx.send(Input::Tick { now: now_ms() });
+        }
+    }
+
+    /// A resume must name a suspended node (or, without a name, find one or a suspended
+    /// workflow): otherwise it would be answered and do nothing.
+    async fn check_resumable(
+        &self,
+        rec: &store::WorkflowRecord,
+        selector: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let nodes = self.inner.store.nodes(&rec.uid).await?;
+        let waiting: Vec<&store::NodeRow> = nodes
+            .iter()
+            .filter(|n| {
+                n.status["type"] == "Suspend" && matches!(n.phase.as_str(), "Running" | "Pending")
+            })
+            .collect();
+        let matches = |n: &&store::NodeRow| {
+            selector.is_none_or(|sel| {
+                n.name == sel || n.id == sel || n.status["displayName"].as_str() == Some(sel)
+            })
+        };
+        if waiting.iter().any(matches) {
+            return Ok(());
+        }
+        if selector.is_none() && self.workflow_suspended(&rec.uid).await? {
+            return Ok(());
+        }
+        let names: Vec<&str> = waiting
+            .iter()
+            .filter_map(|n| n.status["displayName"].as_str())
+            .collect();
+        Err(ControlError::FailedPrecondition(match selector {
+            Some(sel) if !names.is_empty() => format!(
+                "workflow {}/{} has no suspended node {sel:?}; suspended now: {}",
+                rec.namespace,
+                rec.name,
+                names.join(", ")
+            ),
+            Some(sel) => format!(
+                "workflow {}/{} has no suspended node {sel:?} (nothing is suspended now)",
+                rec.namespace, rec.name
+            ),
+            None => format!(
+                "workflow {}/{} is not suspended and has no suspended node to resume",
+                rec.namespace, rec.name
+            ),
+        }))
+    }
+
+    /// Whether the whole workflow is suspended (`suspend` without a later resume), counting
+    /// inputs still in its inbox.
+    async fn workflow_suspended(&self, uid: &str) -> Result<bool, ControlError> {
+        let store = &self.inner.store;
+        let mut suspended = false;
+        let mut see = |v: &Value| {
+            if v.get("Suspend").is_some() {
+                suspended = true;
+            } else if let Some(r) = v.get("Resume")
+                && r["node"].is_null()
+            {
+                suspended = false;
+            }
+        };
+        for batch in store.history(uid).await? {
+            for input in batch.as_array().into_iter().flatten() {
+                see(input);
+            }
+        }
+        for entry in store.pending_inputs(uid).await? {
+            see(&entry.input);
+        }
+        Ok(suspended)
     }
 
     /// Notifications of workflow changes, for watch streams.
@@ -326,11 +472,7 @@ impl Controller {
     }
 
     pub fn is_running(&self, uid: &str) -> bool {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(uid)
+        self.running_map().contains_key(uid)
     }
 
     /// Argo's `retry`: a finished, unsuccessful workflow runs again from its history; its
@@ -439,6 +581,9 @@ impl Controller {
     /// Claims (or renews) the leases of unfinished workflows and continues, from its
     /// history, each claimed one that is not already running here. Returns how many started.
     pub async fn recover(&self) -> Result<usize, ControlError> {
+        if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0);
+        }
         let store = &self.inner.store;
         let now = now_ms();
         let claimed = store
@@ -454,25 +599,102 @@ impl Controller {
                 continue;
             }
             let rec = store.get_workflow_by_uid(&uid).await?;
-            if let Err(e) = self.recover_one(rec).await {
-                eprintln!("recovering workflow {uid}: {e}");
+            if rec.finished_at.is_some() {
                 continue;
             }
+            if let Err(e) = self.recover_one(rec).await {
+                tracing::error!(uid = %uid, error = %store::chain(&e), "recovering a workflow");
+                continue;
+            }
+            crate::metrics::LEASE_TAKEOVERS.inc();
             n += 1;
         }
+        crate::metrics::set_running(self.running_map().len());
         Ok(n)
     }
 
-    /// Keeps leases renewed and takes over workflows whose lease expired, forever.
+    /// Keeps leases renewed and takes over workflows whose lease expired, until shutdown.
     pub async fn lease_loop(self) {
         let period =
             std::time::Duration::from_millis((self.inner.config.lease_ttl_ms / 3).max(100) as u64);
         loop {
             tokio::time::sleep(period).await;
+            if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             if let Err(e) = self.recover().await {
-                eprintln!("lease renewal: {e}");
+                tracing::warn!(error = %store::chain(&e), "lease renewal failed; retrying next period");
+            }
+            match self.inner.store.inbox_pending_count().await {
+                Ok(n) => crate::metrics::set_inbox_pending(n),
+                Err(e) => tracing::debug!(error = %store::chain(&e), "counting inbox entries"),
             }
         }
+    }
+
+    /// Listens to other replicas' notifications (PostgreSQL): changed workflows reach this
+    /// replica's watch streams, inbox entries wake the local driver. Reconnects after errors.
+    pub async fn listen_loop(self) {
+        loop {
+            let mut listener = match self.inner.store.listen().await {
+                Ok(Some(l)) => l,
+                // SQLite: one process, which notifies itself.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %store::chain(&e), "listening for other replicas' changes; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let n = match listener.recv().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification connection lost; reconnecting");
+                        break;
+                    }
+                };
+                let Ok(notice) = serde_json::from_str::<store::Notice>(n.payload()) else {
+                    continue;
+                };
+                if notice.origin() == self.inner.store.origin() {
+                    continue;
+                }
+                match notice {
+                    store::Notice::Changed { ns, name, .. } => {
+                        let _ = self.inner.changes.send((ns, name));
+                    }
+                    store::Notice::Inbox { uid, .. } => self.wake(&uid),
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Graceful shutdown: stop claiming, stop driving (processes and Jobs keep running), and
+    /// release this replica's leases so another replica takes the workflows over at once.
+    pub async fn shutdown(&self) -> Result<u64, ControlError> {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let drivers: Vec<tokio::task::AbortHandle> = self
+            .inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for d in &drivers {
+            d.abort();
+        }
+        let released = self
+            .inner
+            .store
+            .release_leases(&self.inner.config.holder)
+            .await?;
+        self.inner.store.audit_seal().await?;
+        Ok(released)
     }
 
     async fn recover_one(&self, rec: store::WorkflowRecord) -> Result<(), ControlError> {
@@ -589,5 +811,17 @@ pub fn workflow_json(rec: &store::WorkflowRecord, nodes: Option<Vec<store::NodeR
             "spec": def["resource"]["spec"],
             "status": status,
         })
+    }
+}
+
+/// The text of a panic, from its payload.
+fn panic_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(e) => e.to_string(),
     }
 }

@@ -10,10 +10,10 @@
 use std::str::FromStr;
 
 use chrono::{TimeZone, Utc};
-use serde_json::{Value, json};
 use spec::CronWorkflow;
 
 use crate::controller::{ControlError, Controller};
+use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 use crate::driver::now_ms;
 
 /// The label Argo puts on workflows a CronWorkflow created.
@@ -96,19 +96,17 @@ impl Controller {
                 .filter(|t| *t <= now)
                 .max();
             let Some(at) = due else { continue };
-            // Claim this firing; another replica may have won it.
-            if !self
-                .store()
-                .claim_cron_firing(&rec.namespace, &rec.name, at)
-                .await?
-            {
-                continue;
-            }
             let running = self
                 .unfinished_with_label(&rec.namespace, CRON_LABEL, &rec.name)
                 .await?;
             match cron.spec.concurrency_policy.as_deref() {
-                Some("Forbid") if !running.is_empty() => continue,
+                Some("Forbid") if !running.is_empty() => {
+                    // Skipped, not postponed: mark the time as handled.
+                    self.store()
+                        .claim_cron_firing(&rec.namespace, &rec.name, at)
+                        .await?;
+                    continue;
+                }
                 Some("Replace") => {
                     for name in running {
                         let stop = engine::Input::Stop {
@@ -134,27 +132,24 @@ impl Controller {
                 }
                 _ => {}
             }
-            let mut labels = json!({CRON_LABEL: rec.name});
-            if let Some(meta) = &cron.spec.workflow_metadata {
-                for (k, v) in &meta.labels {
-                    labels[k] = Value::String(v.0.clone());
-                }
-            }
-            let resource = json!({
-                "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "Workflow",
-                "metadata": {"generateName": format!("{}-", rec.name), "labels": labels,
-                             "annotations": {"workflows.argoproj.io/scheduled-time": expr::time::rfc3339(at)}},
-                "spec": serde_json::to_value(&cron.spec.workflow_spec).unwrap_or(Value::Null),
-            });
-            let resource = serde_json::from_value(resource)
-                .map_err(|e| ControlError::Invalid(e.to_string()))?;
-            match self
-                .submit(resource, &rec.namespace, Vec::new(), "system:cron", "cron")
-                .await
-            {
-                Ok(name) => submitted.push(name),
-                Err(e) => eprintln!("cron workflow {}/{}: {e}", rec.namespace, rec.name),
+            // The firing is claimed in the submit transaction: one workflow per scheduled
+            // time across replicas and crashes.
+            let req = SubmitRequest::new(
+                &rec.namespace,
+                Origin::Cron {
+                    cron: Box::new(cron),
+                    scheduled_at: Some(at),
+                },
+                "system:cron",
+                "cron",
+            );
+            match self.submit(req).await {
+                Ok(SubmitOutcome::Created { name, .. }) => submitted.push(name),
+                Ok(_) => {}
+                Err(e) => tracing::error!(
+                    namespace = %rec.namespace, cron = %rec.name, error = %e,
+                    "submitting a scheduled run failed"
+                ),
             }
         }
         Ok(submitted)
@@ -165,7 +160,7 @@ impl Controller {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             if let Err(e) = self.run_due_crons().await {
-                eprintln!("cron scheduler: {e}");
+                tracing::warn!(error = %e, "cron scheduler");
             }
         }
     }

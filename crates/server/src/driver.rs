@@ -58,10 +58,19 @@ pub struct Persist {
     pub phases: HashMap<String, String>,
     /// The next history sequence number.
     pub next_seq: i64,
+    /// Log lines of each node already in the store (shipped while it runs, so any replica
+    /// can serve and follow them).
+    pub shipped_lines: HashMap<String, usize>,
+    /// `(namespace, name)` announced to other replicas after each step.
+    pub notify: Option<(String, String)>,
 }
 
 impl Persist {
     pub fn new(store: store::Store, uid: String, object: String) -> Persist {
+        let notify = object
+            .strip_prefix("workflows/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(ns, n)| (ns.to_string(), n.to_string()));
         Persist {
             store,
             uid,
@@ -69,16 +78,25 @@ impl Persist {
             phases: HashMap::new(),
             next_seq: 0,
             logs_dir: None,
+            shipped_lines: HashMap::new(),
+            notify,
         }
     }
 
-    /// Records one step: the batch, the nodes it changed and the workflow state in one
-    /// transaction, then the node transitions in the audit log.
-    pub async fn record(&mut self, batch: &[Input], wf: &mut Workflow) -> Result<(), DriveError> {
+    /// Records one step in one transaction: the batch, the inbox entries it consumed, the
+    /// nodes it changed, the workflow state and the node transitions' audit rows; then ships
+    /// the logs of the nodes that finished in it.
+    pub async fn record(
+        &mut self,
+        batch: &[Input],
+        consumed_inbox: &[i64],
+        wf: &mut Workflow,
+    ) -> Result<(), DriveError> {
         let seq = self.next_seq;
+        let object = self.object.clone();
         let fail = |source| DriveError::Record {
             seq,
-            object: self.object.clone(),
+            object: object.clone(),
             source,
         };
         let dirty = wf.take_dirty_nodes();
@@ -102,15 +120,11 @@ impl Persist {
         };
         let inputs = serde_json::to_value(batch).map_err(DriveError::Encode)?;
         let now = now_ms();
-        self.append_with_retry(seq, &inputs, now, &nodes, &removed, &state)
-            .await
-            .map_err(fail)?;
-        self.next_seq += 1;
-        let mut entries = Vec::new();
+        let mut transitions = Vec::new();
         for n in &nodes {
-            let before = self.phases.insert(n.id.clone(), n.phase.clone());
-            if before.as_deref() != Some(n.phase.as_str()) {
-                entries.push(store::AuditEntry {
+            let before = self.phases.get(&n.id);
+            if before != Some(&n.phase) {
+                transitions.push(store::AuditEntry {
                     at: now,
                     actor: "system:engine".into(),
                     action: "node.transition".into(),
@@ -120,30 +134,63 @@ impl Persist {
                 });
             }
         }
-        // Logs of nodes that finished in this batch outlive this machine: into the store.
-        if let Some(dir) = &self.logs_dir {
-            for input in batch {
-                if let Input::NodeFinished { node_id, .. } = input
-                    && let Ok(text) = std::fs::read_to_string(dir.join(format!("{node_id}.log")))
-                {
-                    let lines: Vec<String> = text.lines().map(str::to_string).collect();
-                    self.store
-                        .append_node_logs(&self.uid, node_id, now, &lines)
-                        .await
-                        .map_err(fail)?;
-                }
-            }
+        let started = std::time::Instant::now();
+        self.append_with_retry(
+            seq,
+            &inputs,
+            now,
+            &nodes,
+            &removed,
+            &state,
+            consumed_inbox,
+            &transitions,
+        )
+        .await
+        .map_err(fail)?;
+        crate::metrics::record_step(started.elapsed(), transitions.len(), &nodes);
+        if wf.is_finished() {
+            crate::metrics::workflow_finished(wf.phase().as_str());
         }
-        let mut attempt = 0;
-        loop {
-            match self.store.audit_append(&entries).await {
-                Ok(_) => break,
-                Err(e) if attempt < RETRIES && is_transient(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(fail(e)),
+        self.next_seq += 1;
+        for n in &nodes {
+            self.phases.insert(n.id.clone(), n.phase.clone());
+        }
+        // Logs of nodes that finished in this batch, whole, into the store.
+        let finished: Vec<String> = batch
+            .iter()
+            .filter_map(|i| match i {
+                Input::NodeFinished { node_id, .. } => Some(node_id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.ship_logs(&finished, true).await.map_err(fail)?;
+        Ok(())
+    }
+
+    /// Copies new log lines of `nodes` from their files into the store: complete lines only
+    /// while a node runs (`all = false`), everything once it ended.
+    pub async fn ship_logs(&mut self, nodes: &[String], all: bool) -> Result<(), store::StoreError> {
+        let Some(dir) = self.logs_dir.clone() else {
+            return Ok(());
+        };
+        for node_id in nodes {
+            let Ok(text) = std::fs::read_to_string(dir.join(format!("{node_id}.log"))) else {
+                continue;
+            };
+            let complete = if all || text.ends_with('\n') {
+                &text[..]
+            } else {
+                text.rfind('\n').map_or("", |i| &text[..=i])
+            };
+            let from = self.shipped_lines.get(node_id).copied().unwrap_or(0);
+            let lines: Vec<String> = complete.lines().skip(from).map(str::to_string).collect();
+            if lines.is_empty() {
+                continue;
             }
+            self.store
+                .append_node_logs(&self.uid, node_id, now_ms(), &lines)
+                .await?;
+            self.shipped_lines.insert(node_id.clone(), from + lines.len());
         }
         Ok(())
     }
@@ -151,6 +198,7 @@ impl Persist {
     /// Appends a step, retrying while the database connection is being re-established (a
     /// restarted PostgreSQL, a cut connection). The step is one transaction, so a retry
     /// either finds it absent and appends it, or finds it committed and stops.
+    #[allow(clippy::too_many_arguments)]
     async fn append_with_retry(
         &self,
         seq: i64,
@@ -159,14 +207,24 @@ impl Persist {
         nodes: &[store::NodeRow],
         removed: &[String],
         state: &store::WorkflowState,
+        consumed_inbox: &[i64],
+        audit: &[store::AuditEntry],
     ) -> Result<(), store::StoreError> {
         let mut attempt = 0;
+        let step = store::StepRecord {
+            uid: &self.uid,
+            seq,
+            inputs,
+            recorded_at: now,
+            nodes,
+            removed,
+            state,
+            consumed_inbox,
+            audit,
+            notify: self.notify.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str())),
+        };
         loop {
-            match self
-                .store
-                .append_step_with_removals(&self.uid, seq, inputs, now, nodes, removed, state)
-                .await
-            {
+            match self.store.record_step(&step).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < RETRIES && is_transient(&e) => {
                     attempt += 1;
@@ -184,6 +242,10 @@ impl Persist {
         }
     }
 }
+
+/// How often a driver looks at its inbox and ships running steps' logs without being woken
+/// (PostgreSQL notifications and local sends wake it at once).
+const INBOX_POLL: Duration = Duration::from_millis(1000);
 
 /// How often a database operation is retried before the driver gives up (the lease then
 /// lets this or another replica recover the workflow from its history).
@@ -314,7 +376,38 @@ pub async fn drive(
             });
         });
     }
+    // Outside inputs from any replica wait in the store's inbox; read it at start (a
+    // recovered workflow may have some), when woken, and every `INBOX_POLL` as a fallback.
+    let mut read_inbox = true;
+    let mut poll = tokio::time::interval(INBOX_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut consumed = Vec::new();
+        if read_inbox && let Some(p) = cfg.persist.as_ref() {
+            read_inbox = false;
+            match p.store.pending_inputs(&p.uid).await {
+                Ok(entries) => {
+                    for e in entries {
+                        match serde_json::from_value::<Input>(e.input) {
+                            Ok(i) => {
+                                batch.push(i);
+                                consumed.push(e.id);
+                            }
+                            Err(err) => {
+                                tracing::warn!(entry = e.id, error = %err, "skipping an inbox entry that is not an input");
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %store::chain(&e), "reading the inbox; trying again shortly");
+                    read_inbox = true;
+                }
+            }
+        }
+        if batch.is_empty() {
+            batch.push(continue_with_tick());
+        }
         serde_json::to_writer(&mut history, &batch).map_err(DriveError::Encode)?;
         history.write_all(b"\n").map_err(io)?;
         history.flush().map_err(io)?;
@@ -323,7 +416,7 @@ pub async fn drive(
         engine_time += t0.elapsed();
         // Recorded before any command runs: what the engine decided is durable first.
         if let Some(p) = cfg.persist.as_mut() {
-            p.record(&batch, &mut wf).await?;
+            p.record(&batch, &consumed, &mut wf).await?;
         }
         engine_steps += 1;
         for c in commands {
@@ -375,20 +468,45 @@ pub async fn drive(
         if wf.is_finished() {
             break;
         }
-        let first = tokio::select! {
-            i = rx.recv() => match i {
-                Some(i) => i,
-                // `tx` lives in this function, so the channel cannot close while we loop.
-                None => break,
-            },
-            i = outside.recv(), if outside_open => match i {
-                Some(i) => i,
-                None => {
-                    outside_open = false;
-                    continue_with_tick()
+        let first = loop {
+            tokio::select! {
+                i = rx.recv() => match i {
+                    Some(i) => break Some(i),
+                    // `tx` lives in this function, so the channel cannot close while we loop.
+                    None => break None,
+                },
+                i = outside.recv(), if outside_open => match i {
+                    // A wake-up: the inbox has something.
+                    Some(Input::Tick { .. }) => {
+                        read_inbox = true;
+                        break Some(continue_with_tick());
+                    }
+                    Some(i) => break Some(i),
+                    None => {
+                        outside_open = false;
+                        break Some(continue_with_tick());
+                    }
+                },
+                _ = poll.tick(), if cfg.persist.is_some() => {
+                    if let Some(p) = cfg.persist.as_mut() {
+                        let running: Vec<String> =
+                            wf.running_leaf_nodes().map(str::to_string).collect();
+                        if let Err(e) = p.ship_logs(&running, false).await {
+                            tracing::warn!(error = %store::chain(&e), "storing running steps' logs; trying again shortly");
+                        }
+                        match p.store.pending_inputs(&p.uid).await {
+                            Ok(e) if !e.is_empty() => {
+                                read_inbox = true;
+                                break Some(continue_with_tick());
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %store::chain(&e), "polling the inbox"),
+                        }
+                    }
                 }
-            },
+            }
         };
+        let Some(first) = first else { break };
         batch = vec![first];
         // Let results that finish together arrive together: one engine step for all of them.
         tokio::task::yield_now().await;
@@ -396,6 +514,9 @@ pub async fn drive(
             batch.push(i);
         }
         while let Ok(i) = outside.try_recv() {
+            if matches!(i, Input::Tick { .. }) {
+                read_inbox = true;
+            }
             batch.push(i);
         }
         // Ticks are only wake-ups; keep the timer set small.

@@ -1,21 +1,13 @@
-//! Names and ids for new workflows: random where Kubernetes would pick them.
+//! Names and ids for new workflows: random where Kubernetes would pick them. Randomness comes
+//! from the operating system (`getrandom`); there is no fallback to the clock: without a
+//! source of randomness ids and tokens would be guessable, so that is an error.
 
-use crate::driver::now_ms;
-
-/// `N` random bytes from the OS; without `/dev/urandom`, bytes from the clock (names need
-/// only be unlikely to collide).
+/// `N` random bytes from the OS. Panics (an unrecoverable environment fault, reported by the
+/// driver's panic guard or at start) only when the OS has no randomness to give.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return buf;
-        }
-    }
-    let t = (now_ms() as u128 ^ (std::process::id() as u128) << 64)
-        .wrapping_mul(6_364_136_223_846_793_005);
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (t >> ((i % 16) * 8)) as u8;
+    if let Err(e) = getrandom::fill(&mut buf) {
+        panic!("the operating system gave no random bytes ({e}); refusing to make guessable ids");
     }
     buf
 }
@@ -23,26 +15,22 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// The 5-character suffix of `generateName`, from Kubernetes' alphabet.
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    random_bytes::<5>()
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    // Rejection sampling keeps every character equally likely.
+    let mut out = String::with_capacity(5);
+    while out.len() < 5 {
+        for b in random_bytes::<8>() {
+            let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
+            if b < limit && out.len() < 5 {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    out
 }
 
 /// A random (version 4) UUID.
 pub fn new_uid() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! - [`driver`]: drives one workflow (engine ⇄ executor), recording each step in the store.
 //! - [`controller`]: accepts workflows, runs each in a task, forwards resume/stop, and
 //!   recovers unfinished workflows from their history after a restart.
+//! - [`submit`]: the one way a workflow comes into being (API, cron, `riposte run`, sensors).
 //! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles.
+//! - [`metrics`]: Prometheus metrics (`/metrics`).
 
 pub mod api;
 pub mod auth;
@@ -11,19 +13,25 @@ pub mod controller;
 pub mod cron;
 pub mod driver;
 pub mod ids;
+pub mod metrics;
+pub mod submit;
 
 pub use controller::{Controller, ControllerConfig};
+pub use submit::{Origin, SubmitOutcome, SubmitRequest};
 
-/// Serves the API on `listener` until the process ends.
+/// Serves the API on `listener` until `shutdown` completes; then stops accepting, lets
+/// requests in flight finish, and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     controller: Controller,
     auth: Option<auth::Auth>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(controller, auth);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
+    .with_graceful_shutdown(shutdown)
     .await
 }

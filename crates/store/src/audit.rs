@@ -141,102 +141,161 @@ macro_rules! audit_row {
     }};
 }
 
+/// Appends to the chain in one transaction: lock the chain, take the entries (`$entries`
+/// may read them inside the transaction), hash them in order after the head, insert them (one
+/// UNNEST statement on PostgreSQL, a prepared insert per row on SQLite), delete the staged
+/// rows they came from, move the head, commit.
+macro_rules! chain_tx {
+    ($p:expr, $lock:expr, |$tx:ident| $entries:expr, $backend:ident) => {async {
+        let mut $tx = $p.begin().await.map_err(q("starting an audit transaction"))?;
+        sqlx::query($lock).execute(&mut *$tx).await.map_err(q("locking the audit chain"))?;
+        let (entries, staged_ids): (Vec<AuditEntry>, Vec<i64>) = $entries?;
+        if entries.is_empty() {
+            return Ok::<Vec<i64>, StoreError>(Vec::new());
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(q("reading the audit head"))?;
+        let (mut seq, mut prev): (i64, String) = match head {
+            Some(r) => (r.try_get("seq").map_err(q("reading the audit head"))?, r.try_get("hash").map_err(q("reading the audit head"))?),
+            None => (0, GENESIS.to_string()),
+        };
+        let mut rows: Vec<(i64, &AuditEntry, String, String)> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            seq += 1;
+            let hash = row_hash(seq, &prev, e);
+            rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+        }
+        chain_insert!($backend, $tx, rows);
+        for id in &staged_ids {
+            sqlx::query("DELETE FROM audit_outbox WHERE id = $1")
+                .bind(id)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("removing sealed audit entries"))?;
+        }
+        sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *$tx)
+            .await
+            .map_err(q("moving the audit head"))?;
+        $tx.commit().await.map_err(q("committing audit entries"))?;
+        Ok::<Vec<i64>, StoreError>(rows.iter().map(|r| r.0).collect())
+    }.await};
+}
+
+macro_rules! chain_insert {
+    (Pg, $tx:ident, $rows:ident) => {{
+        let seqs: Vec<i64> = $rows.iter().map(|r| r.0).collect();
+        let ats: Vec<i64> = $rows.iter().map(|r| r.1.at).collect();
+        let actors: Vec<&str> = $rows.iter().map(|r| r.1.actor.as_str()).collect();
+        let actions: Vec<&str> = $rows.iter().map(|r| r.1.action.as_str()).collect();
+        let objects: Vec<&str> = $rows.iter().map(|r| r.1.object.as_str()).collect();
+        let sources: Vec<&str> = $rows.iter().map(|r| r.1.source.as_str()).collect();
+        let details: Vec<String> = $rows.iter().map(|r| r.1.details.to_string()).collect();
+        let prevs: Vec<&str> = $rows.iter().map(|r| r.2.as_str()).collect();
+        let hashes: Vec<&str> = $rows.iter().map(|r| r.3.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) \
+             SELECT s, a, ac, act, o, so, d::jsonb, p, h FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS t(s, a, ac, act, o, so, d, p, h)",
+        )
+        .bind(&seqs)
+        .bind(&ats)
+        .bind(&actors)
+        .bind(&actions)
+        .bind(&objects)
+        .bind(&sources)
+        .bind(&details)
+        .bind(&prevs)
+        .bind(&hashes)
+        .execute(&mut *$tx)
+        .await
+        .map_err(q("appending to the audit log"))?;
+    }};
+    (Sqlite, $tx:ident, $rows:ident) => {{
+        for (seq, e, prev_hash, hash) in &$rows {
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(*seq)
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.object)
+            .bind(&e.source)
+            .bind(Json(&e.details))
+            .bind(prev_hash)
+            .bind(hash)
+            .execute(&mut *$tx)
+            .await
+            .map_err(q("appending to the audit log"))?;
+        }
+    }};
+}
+
+/// Appends are serialized with an advisory lock on PostgreSQL (readers are not blocked); on
+/// SQLite, taking the write lock before reading the head serializes them.
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(7352911)";
+const SQLITE_LOCK: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
+
 impl Store {
     /// Appends entries to the chain in one transaction and returns their sequence numbers.
     pub async fn audit_append(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        // Read the head under a lock, hash the new rows in order, insert them (one UNNEST
-        // statement on PostgreSQL, a prepared insert per row on SQLite), move the head.
-        macro_rules! append_tx {
-            ($p:expr, $lock:expr, |$tx:ident, $rows:ident| $insert:expr) => {{
-                let mut $tx = $p.begin().await.map_err(q("starting an audit transaction"))?;
-                sqlx::query($lock).execute(&mut *$tx).await.map_err(q("locking the audit chain"))?;
-                let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&mut *$tx)
-                    .await
-                    .map_err(q("reading the audit head"))?;
-                let (mut seq, mut prev): (i64, String) = match head {
-                    Some(r) => (r.try_get("seq").map_err(q("reading the audit head"))?, r.try_get("hash").map_err(q("reading the audit head"))?),
-                    None => (0, GENESIS.to_string()),
+        let entries = entries.to_vec();
+        match &self.pool {
+            Pool::Pg(p) => chain_tx!(p, PG_LOCK, |_tx| Ok::<_, StoreError>((entries, Vec::new())), Pg),
+            Pool::Sqlite(p) => chain_tx!(p, SQLITE_LOCK, |_tx| Ok::<_, StoreError>((entries, Vec::new())), Sqlite),
+        }
+    }
+
+    /// Seals up to `limit` staged entries (the outbox) into the chain, oldest first, and
+    /// removes them from the outbox in the same transaction. Returns how many.
+    pub(crate) async fn audit_seal_batch(&self, limit: i64) -> Result<usize> {
+        macro_rules! staged {
+            ($tx:ident) => {{
+                let rows = sqlx::query(
+                    "SELECT id, at, actor, action, object, source, details FROM audit_outbox ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&mut *$tx)
+                .await
+                .map_err(q("reading staged audit entries"))?;
+                let bad = |e: sqlx::Error| StoreError::Corrupt {
+                    what: "staged audit entry",
+                    message: e.to_string(),
                 };
-                let mut $rows: Vec<(i64, &AuditEntry, String, String)> = Vec::with_capacity(entries.len());
-                for e in entries {
-                    seq += 1;
-                    let hash = row_hash(seq, &prev, e);
-                    $rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+                let mut entries = Vec::with_capacity(rows.len());
+                let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    ids.push(r.try_get("id").map_err(bad)?);
+                    entries.push(AuditEntry {
+                        at: r.try_get("at").map_err(bad)?,
+                        actor: r.try_get("actor").map_err(bad)?,
+                        action: r.try_get("action").map_err(bad)?,
+                        object: r.try_get("object").map_err(bad)?,
+                        source: r.try_get("source").map_err(bad)?,
+                        details: r.try_get::<Json<Value>, _>("details").map_err(bad)?.0,
+                    });
                 }
-                $insert;
-                sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
-                    .bind(seq)
-                    .bind(&prev)
-                    .execute(&mut *$tx)
-                    .await
-                    .map_err(q("moving the audit head"))?;
-                $tx.commit().await.map_err(q("committing audit entries"))?;
-                Ok($rows.iter().map(|r| r.0).collect())
+                Ok::<_, StoreError>((entries, ids))
             }};
         }
-        match &self.pool {
-            // Appends are serialized with an advisory lock; readers are not blocked.
-            Pool::Pg(p) => append_tx!(p, "SELECT pg_advisory_xact_lock(7352911)", |tx, rows| {
-                let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
-                let ats: Vec<i64> = rows.iter().map(|r| r.1.at).collect();
-                let actors: Vec<&str> = rows.iter().map(|r| r.1.actor.as_str()).collect();
-                let actions: Vec<&str> = rows.iter().map(|r| r.1.action.as_str()).collect();
-                let objects: Vec<&str> = rows.iter().map(|r| r.1.object.as_str()).collect();
-                let sources: Vec<&str> = rows.iter().map(|r| r.1.source.as_str()).collect();
-                let details: Vec<String> = rows.iter().map(|r| r.1.details.to_string()).collect();
-                let prevs: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-                let hashes: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) \
-                     SELECT s, a, ac, act, o, so, d::jsonb, p, h FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS t(s, a, ac, act, o, so, d, p, h)",
-                )
-                .bind(&seqs)
-                .bind(&ats)
-                .bind(&actors)
-                .bind(&actions)
-                .bind(&objects)
-                .bind(&sources)
-                .bind(&details)
-                .bind(&prevs)
-                .bind(&hashes)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("appending to the audit log"))?;
-            }),
-            // Taking SQLite's write lock before reading the head serializes appends.
-            Pool::Sqlite(p) => append_tx!(
-                p,
-                "UPDATE audit_head SET seq = seq WHERE id = 1",
-                |tx, rows| {
-                    for (seq, e, prev_hash, hash) in &rows {
-                        sqlx::query(
-                        "INSERT INTO audit_log (seq, at, actor, action, object, source, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(*seq)
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.object)
-                    .bind(&e.source)
-                    .bind(Json(&e.details))
-                    .bind(prev_hash)
-                    .bind(hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("appending to the audit log"))?;
-                    }
-                }
-            ),
-        }
+        let seqs = match &self.pool {
+            Pool::Pg(p) => chain_tx!(p, PG_LOCK, |tx| staged!(tx), Pg)?,
+            Pool::Sqlite(p) => chain_tx!(p, SQLITE_LOCK, |tx| staged!(tx), Sqlite)?,
+        };
+        Ok(seqs.len())
     }
 
     /// Recomputes the chain; returns the number of rows checked and every problem found.
     pub async fn audit_verify(&self) -> Result<(i64, Vec<ChainProblem>)> {
+        self.audit_seal().await?;
         let (rows, head) = on_pool!(&self.pool, |p| {
             let rows = sqlx::query("SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log ORDER BY seq")
                 .fetch_all(p)
@@ -295,6 +354,7 @@ impl Store {
 
     /// Audit rows matching `filter`, oldest first.
     pub async fn audit_list(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.audit_seal().await?;
         let object_prefix = f.object.as_ref().map(|o| format!("{o}/%"));
         let limit = if f.limit > 0 { f.limit } else { 1000 };
         on_pool!(&self.pool, |p| {

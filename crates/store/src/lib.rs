@@ -47,6 +47,23 @@ pub enum StoreError {
     AlreadyExists { namespace: String, name: String },
     #[error("stored {what} is not valid: {message}")]
     Corrupt { what: &'static str, message: String },
+    #[error("workflow {uid} has finished")]
+    Finished { uid: String },
+}
+
+/// An error with its causes, `outer: inner: innermost`, for logs and messages.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -74,10 +91,33 @@ macro_rules! on_pool {
 }
 
 pub mod audit;
+mod shared;
+
+pub use shared::{InboxEntry, NOTIFY_CHANNEL, Notice, Submission, Submitted};
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// Identifies this process's notifications (see [`Notice`]).
+    pub(crate) origin: std::sync::Arc<str>,
+}
+
+/// One engine step to record; see [`Store::record_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct StepRecord<'a> {
+    pub uid: &'a str,
+    pub seq: i64,
+    pub inputs: &'a Value,
+    pub recorded_at: i64,
+    pub nodes: &'a [NodeRow],
+    pub removed: &'a [String],
+    pub state: &'a WorkflowState,
+    /// Inbox entry ids whose inputs are part of this batch.
+    pub consumed_inbox: &'a [i64],
+    /// Audit rows (node transitions) written with the step.
+    pub audit: &'a [AuditEntry],
+    /// `(namespace, name)` to announce to other replicas (watch streams, log followers).
+    pub notify: Option<(&'a str, &'a str)>,
 }
 
 /// A new workflow row.
@@ -191,7 +231,10 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(redact(url)));
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            origin: uuid::Uuid::new_v4().to_string().into(),
+        })
     }
 
     async fn open_sqlite(url: &str) -> Result<SqlitePool> {
@@ -273,22 +316,39 @@ impl Store {
         nodes: &[NodeRow],
         state: &WorkflowState,
     ) -> Result<()> {
-        self.append_step_with_removals(uid, seq, inputs, recorded_at, nodes, &[], state)
-            .await
+        self.record_step(&StepRecord {
+            uid,
+            seq,
+            inputs,
+            recorded_at,
+            nodes,
+            removed: &[],
+            state,
+            consumed_inbox: &[],
+            audit: &[],
+            notify: None,
+        })
+        .await
     }
 
-    /// [`Store::append_step`] that also removes nodes from the projection (a retry).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append_step_with_removals(
-        &self,
-        uid: &str,
-        seq: i64,
-        inputs: &Value,
-        recorded_at: i64,
-        nodes: &[NodeRow],
-        removed: &[String],
-        state: &WorkflowState,
-    ) -> Result<()> {
+    /// Records one engine step in one transaction: the history batch, the nodes it changed
+    /// (and removed), the workflow's state, the inbox entries it consumed, its audit rows (node
+    /// transitions) and a notification for the other replicas. Guarded by `history_len`, so a
+    /// replica that lost its lease (or a duplicate) cannot append.
+    pub async fn record_step(&self, r: &StepRecord<'_>) -> Result<()> {
+        let &StepRecord {
+            uid,
+            seq,
+            inputs,
+            recorded_at,
+            nodes,
+            removed,
+            state,
+            consumed_inbox,
+            audit,
+            notify,
+        } = r;
+        let notice = notify.map(|(ns, name)| self.notice_changed(uid, ns, name));
         // The same transaction on both backends; only the node upsert differs (one UNNEST
         // statement on PostgreSQL, a prepared statement per node on SQLite).
         macro_rules! step_tx {
@@ -331,8 +391,28 @@ impl Store {
                         message: format!("workflow {uid}: batch {seq} is not the next one (another writer?)"),
                     });
                 }
+                for id in consumed_inbox {
+                    let n = sqlx::query("UPDATE workflow_inbox SET consumed_in = $3 WHERE workflow_uid = $1 AND id = $2 AND consumed_in IS NULL")
+                        .bind(uid)
+                        .bind(id)
+                        .bind(seq)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(q("marking inbox entries consumed"))?
+                        .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Corrupt {
+                            what: "inbox",
+                            message: format!("workflow {uid}: inbox entry {id} was consumed already (another writer?)"),
+                        });
+                    }
+                }
+                shared::stage_audit!($tx, audit);
+                if let Some(notice) = &notice {
+                    shared::notify!(self, $tx, notice);
+                }
                 $tx.commit().await.map_err(q("committing a step"))?;
-                Ok(())
+                Ok::<(), StoreError>(())
             }};
         }
         match &self.pool {
@@ -354,7 +434,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(q("updating nodes"))?;
-            }),
+            })?,
             Pool::Sqlite(p) => step_tx!(p, |tx| for n in nodes {
                 sqlx::query(
                     "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) VALUES ($1, $2, $3, $4, $5) \
@@ -368,8 +448,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(q("updating nodes"))?;
-            }),
+            })?,
         }
+        if !audit.is_empty() {
+            self.after_audit_staged().await;
+        }
+        Ok(())
     }
 
     pub async fn get_workflow(&self, namespace: &str, name: &str) -> Result<WorkflowRecord> {
@@ -966,6 +1050,12 @@ impl Store {
     /// Deletes a workflow with its history and nodes. Returns whether it existed.
     pub async fn delete_workflow(&self, namespace: &str, name: &str) -> Result<bool> {
         let n = on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM idempotency_keys WHERE workflow_uid IN (SELECT uid FROM workflows WHERE namespace = $1 AND name = $2)")
+                .bind(namespace)
+                .bind(name)
+                .execute(p)
+                .await
+                .map_err(q("deleting a workflow's idempotency keys"))?;
             sqlx::query("DELETE FROM workflows WHERE namespace = $1 AND name = $2")
                 .bind(namespace)
                 .bind(name)

@@ -111,6 +111,13 @@ impl Workflow {
                     self.fail_active(&msg);
                 }
             }
+            Input::Abort { message, .. } => {
+                self.require_started("Abort")?;
+                if !matches!(self.shutdown, Some(Shutdown::Abort(_))) {
+                    self.shutdown = Some(Shutdown::Abort(message.clone()));
+                    self.fail_active(message);
+                }
+            }
         }
         Ok(())
     }

@@ -140,7 +140,10 @@ impl Workflow {
         };
         let mut final_phase = status;
         let mut final_message = main_message;
-        if let Some(Shutdown::Stop(m) | Shutdown::Terminate(m)) = &self.shutdown {
+        if let Some(Shutdown::Abort(m)) = &self.shutdown {
+            final_phase = Phase::Error;
+            final_message = m.clone();
+        } else if let Some(Shutdown::Stop(m) | Shutdown::Terminate(m)) = &self.shutdown {
             final_phase = Phase::Failed;
             final_message = m.clone();
         } else if let Some(Shutdown::Deadline) = &self.shutdown {
@@ -149,7 +152,10 @@ impl Workflow {
         }
         // The workflow-level exit handler runs unless terminated.
         if let Some(on_exit) = self.resource.spec.on_exit.clone()
-            && !matches!(self.shutdown, Some(Shutdown::Terminate(_)))
+            && !matches!(
+                self.shutdown,
+                Some(Shutdown::Terminate(_) | Shutdown::Abort(_))
+            )
         {
             self.globals
                 .insert("workflow.status".into(), status.as_str().to_string());

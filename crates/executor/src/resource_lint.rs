@@ -32,7 +32,7 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
                     ("failureCondition", &r.failure_condition),
                 ] {
                     if let Some(c) = cond {
-                        let result = executor::condition::parse(c)
+                        let result = crate::condition::parse(c)
                             .map(drop)
                             .map_err(|e| e.to_string());
                         check(format!("{path}.resource.{name}"), c, result);
@@ -43,11 +43,11 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
                 let Some(v) = &p.value_from else { continue };
                 let field = format!("{path}.outputs.parameters[{j}].valueFrom");
                 if let Some(jp) = &v.json_path {
-                    let result = executor::kubectl_jsonpath::check(jp).map_err(|e| e.to_string());
+                    let result = crate::kubectl_jsonpath::check(jp).map_err(|e| e.to_string());
                     check(format!("{field}.jsonPath"), jp, result);
                 }
                 if let Some(jq) = &v.jq_filter {
-                    let result = executor::jq::check(jq).map_err(|e| e.to_string());
+                    let result = crate::jq::check(jq).map_err(|e| e.to_string());
                     check(format!("{field}.jqFilter"), jq, result);
                 }
             }
@@ -82,7 +82,7 @@ fn structure(l: &Loaded, path: &str, r: &spec::ResourceTemplate, out: &mut Vec<D
         ));
     }
     if r.flags.iter().all(|f| !f.contains("{{")) {
-        match riposte_kube::resource::Flags::parse(&r.flags) {
+        match crate::flags::Flags::parse(&r.flags) {
             Ok(f) => {
                 if r.action == "patch"
                     && r.merge_strategy.as_deref() == Some("json")

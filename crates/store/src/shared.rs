@@ -1,0 +1,385 @@
+//! What replicas share through the database: the one submit transaction (workflow, lease,
+//! idempotency key, cron firing, audit row), the per-workflow inbox of outside inputs, the
+//! audit outbox the hash chain is sealed from, and change notifications (PostgreSQL
+//! `NOTIFY`; SQLite serves one process, which notifies itself).
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::types::Json;
+
+use crate::{AuditEntry, NewWorkflow, Pool, Result, Store, StoreError, q};
+
+/// The channel every replica `LISTEN`s on.
+pub const NOTIFY_CHANNEL: &str = "riposte";
+
+/// What [`Store::submit_workflow`] writes in one transaction.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    pub workflow: &'a NewWorkflow,
+    /// The lease the submitting replica takes: `(holder, expires_at)`.
+    pub lease: Option<(&'a str, i64)>,
+    /// `namespace/key`: a second submission with the same key returns the first workflow.
+    pub idempotency_key: Option<&'a str>,
+    /// A CronWorkflow firing `(namespace, name, scheduled_at)` claimed with the workflow, so
+    /// each scheduled time creates exactly one workflow across replicas and crashes.
+    pub cron_firing: Option<(&'a str, &'a str, i64)>,
+    pub audit: &'a AuditEntry,
+}
+
+/// How a submission ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    Created,
+    /// The idempotency key was used before, by this workflow.
+    Existing {
+        uid: String,
+        namespace: String,
+        name: String,
+    },
+    /// Another replica (or an earlier run) already fired this scheduled time.
+    CronFiringTaken,
+}
+
+/// A change another replica announced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "k", rename_all = "camelCase")]
+pub enum Notice {
+    /// A workflow was created or recorded a step.
+    Changed {
+        uid: String,
+        ns: String,
+        name: String,
+        origin: String,
+    },
+    /// An input was put in a workflow's inbox.
+    Inbox { uid: String, origin: String },
+}
+
+impl Notice {
+    pub fn origin(&self) -> &str {
+        match self {
+            Notice::Changed { origin, .. } | Notice::Inbox { origin, .. } => origin,
+        }
+    }
+}
+
+/// An unconsumed inbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    pub id: i64,
+    pub input: Value,
+}
+
+/// `pg_notify` inside a transaction on PostgreSQL (delivered at commit, dropped at rollback);
+/// nothing on SQLite.
+macro_rules! notify {
+    ($store:expr, $tx:expr, $notice:expr) => {{
+        if matches!($store.pool, Pool::Pg(_)) {
+            let payload = serde_json::to_string($notice).unwrap_or_default();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::shared::NOTIFY_CHANNEL)
+                .bind(payload)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("notifying other replicas"))?;
+        }
+    }};
+}
+pub(crate) use notify;
+
+/// Writes the audit outbox rows and a notification inside an open transaction; a macro because
+/// each backend has its own transaction type.
+macro_rules! stage_audit {
+    ($tx:expr, $entries:expr) => {{
+        for e in $entries {
+            sqlx::query(
+                "INSERT INTO audit_outbox (at, actor, action, object, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.object)
+            .bind(&e.source)
+            .bind(Json(&e.details))
+            .execute(&mut *$tx)
+            .await
+            .map_err(q("staging an audit entry"))?;
+        }
+    }};
+}
+pub(crate) use stage_audit;
+
+impl Store {
+    /// Records a new workflow with everything that must happen with it, in one transaction:
+    /// the cron firing claim, the idempotency key, the workflow row, the submitter's lease and
+    /// the audit row. Nothing is written when any part says no.
+    pub async fn submit_workflow(&self, s: &Submission<'_>) -> Result<Submitted> {
+        let w = s.workflow;
+        let notice = self.notice_changed(&w.uid, &w.namespace, &w.name);
+        macro_rules! submit_tx {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                if let Some((ns, name, at)) = s.cron_firing {
+                    let n = sqlx::query(
+                        "UPDATE cron_workflows SET last_scheduled_at = $3 WHERE namespace = $1 AND name = $2 \
+                         AND (last_scheduled_at IS NULL OR last_scheduled_at < $3)",
+                    )
+                    .bind(ns)
+                    .bind(name)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("claiming a cron firing"))?
+                    .rows_affected();
+                    if n != 1 {
+                        return Ok(Submitted::CronFiringTaken);
+                    }
+                }
+                if let Some(key) = s.idempotency_key {
+                    let inserted = sqlx::query(
+                        "INSERT INTO idempotency_keys (key, workflow_uid, created_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO NOTHING RETURNING key",
+                    )
+                    .bind(key)
+                    .bind(&w.uid)
+                    .bind(w.created_at)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(q("recording an idempotency key"))?;
+                    if inserted.is_none() {
+                        let row = sqlx::query(
+                            "SELECT w.uid, w.namespace, w.name FROM idempotency_keys k JOIN workflows w ON w.uid = k.workflow_uid WHERE k.key = $1",
+                        )
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(q("reading an idempotency key"))?;
+                        let Some(row) = row else {
+                            return Err(StoreError::Corrupt {
+                                what: "idempotency key",
+                                message: format!("key {key:?} names no workflow"),
+                            });
+                        };
+                        let get = |c: &str| -> Result<String> {
+                            row.try_get::<String, _>(c).map_err(q("reading an idempotency key"))
+                        };
+                        return Ok(Submitted::Existing {
+                            uid: get("uid")?,
+                            namespace: get("namespace")?,
+                            name: get("name")?,
+                        });
+                    }
+                }
+                let created = sqlx::query(
+                    "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
+                )
+                .bind(&w.uid)
+                .bind(&w.namespace)
+                .bind(&w.name)
+                .bind(Json(&w.labels))
+                .bind(w.created_at)
+                .bind(Json(&w.definition))
+                .execute(&mut *tx)
+                .await;
+                match created {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Err(StoreError::AlreadyExists {
+                            namespace: w.namespace.clone(),
+                            name: w.name.clone(),
+                        });
+                    }
+                    Err(e) => return Err(q("inserting a workflow")(e)),
+                }
+                if let Some((holder, expires_at)) = s.lease {
+                    sqlx::query("INSERT INTO leases (workflow_uid, holder, expires_at) VALUES ($1, $2, $3)")
+                        .bind(&w.uid)
+                        .bind(holder)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("taking the new workflow's lease"))?;
+                }
+                stage_audit!(tx, std::slice::from_ref(s.audit));
+                notify!(self, tx, &notice);
+                tx.commit().await.map_err(q("committing a submission"))?;
+                Ok(Submitted::Created)
+            }};
+        }
+        let out = match &self.pool {
+            Pool::Pg(p) => submit_tx!(p),
+            Pool::Sqlite(p) => submit_tx!(p),
+        };
+        if matches!(out, Ok(Submitted::Created)) {
+            self.after_audit_staged().await;
+        }
+        out
+    }
+
+    /// Puts an outside input in a workflow's inbox (with its audit row) and wakes the replica
+    /// that drives it. Returns the entry's id. Fails with `NotFound` if the workflow is gone
+    /// and `FailedPrecondition`-style `Finished` if it has finished.
+    pub async fn enqueue_input(
+        &self,
+        uid: &str,
+        input: &Value,
+        created_at: i64,
+        audit: &AuditEntry,
+    ) -> Result<i64> {
+        let notice = Notice::Inbox {
+            uid: uid.to_string(),
+            origin: self.origin.to_string(),
+        };
+        macro_rules! enqueue_tx {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                // Only while unfinished: an input for a finished workflow would never be read.
+                let row = sqlx::query(
+                    "INSERT INTO workflow_inbox (workflow_uid, input, created_at) \
+                     SELECT uid, $2, $3 FROM workflows WHERE uid = $1 AND finished_at IS NULL RETURNING id",
+                )
+                .bind(uid)
+                .bind(Json(input))
+                .bind(created_at)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q("storing an input in the inbox"))?;
+                let Some(row) = row else {
+                    return Err(StoreError::Finished { uid: uid.to_string() });
+                };
+                let id: i64 = row.try_get("id").map_err(q("storing an input in the inbox"))?;
+                stage_audit!(tx, std::slice::from_ref(audit));
+                notify!(self, tx, &notice);
+                tx.commit().await.map_err(q("committing an inbox entry"))?;
+                Ok::<i64, StoreError>(id)
+            }};
+        }
+        let id = match &self.pool {
+            Pool::Pg(p) => enqueue_tx!(p)?,
+            Pool::Sqlite(p) => enqueue_tx!(p)?,
+        };
+        self.after_audit_staged().await;
+        Ok(id)
+    }
+
+    /// The inputs waiting in a workflow's inbox, oldest first.
+    pub async fn pending_inputs(&self, uid: &str) -> Result<Vec<InboxEntry>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT id, input FROM workflow_inbox WHERE workflow_uid = $1 AND consumed_in IS NULL ORDER BY id",
+            )
+            .bind(uid)
+            .fetch_all(p)
+            .await
+            .map_err(q("reading the inbox"))?;
+            rows.iter()
+                .map(|r| {
+                    let bad = |e: sqlx::Error| StoreError::Corrupt {
+                        what: "inbox row",
+                        message: e.to_string(),
+                    };
+                    Ok(InboxEntry {
+                        id: r.try_get("id").map_err(bad)?,
+                        input: r.try_get::<Json<Value>, _>("input").map_err(bad)?.0,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Moves staged audit entries into the hash chain, oldest first, in batches under the
+    /// chain's lock. Returns how many were sealed.
+    pub async fn audit_seal(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.audit_seal_batch(1000).await?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// After a transaction staged audit rows: seal them now (a failure leaves them staged for
+    /// the next seal, never lost).
+    pub(crate) async fn after_audit_staged(&self) {
+        if let Err(e) = self.audit_seal().await {
+            tracing::warn!(error = %crate::chain(&e), "sealing audit entries (they stay staged and are sealed later)");
+        }
+    }
+
+    /// Drops `holder`'s leases (a replica shutting down), so others take over at once.
+    pub async fn release_leases(&self, holder: &str) -> Result<u64> {
+        on_pool!(&self.pool, |p| {
+            Ok(sqlx::query("DELETE FROM leases WHERE holder = $1")
+                .bind(holder)
+                .execute(p)
+                .await
+                .map_err(q("releasing leases"))?
+                .rows_affected())
+        })
+    }
+
+    /// Renews `holder`'s lease on one workflow; false when it lost it.
+    pub async fn renew_lease(&self, uid: &str, holder: &str, expires_at: i64) -> Result<bool> {
+        on_pool!(&self.pool, |p| {
+            Ok(sqlx::query(
+                "UPDATE leases SET expires_at = $3 WHERE workflow_uid = $1 AND holder = $2",
+            )
+            .bind(uid)
+            .bind(holder)
+            .bind(expires_at)
+            .execute(p)
+            .await
+            .map_err(q("renewing a lease"))?
+            .rows_affected()
+                == 1)
+        })
+    }
+
+    /// The notice for a changed workflow, from this store.
+    pub(crate) fn notice_changed(&self, uid: &str, ns: &str, name: &str) -> Notice {
+        Notice::Changed {
+            uid: uid.to_string(),
+            ns: ns.to_string(),
+            name: name.to_string(),
+            origin: self.origin.to_string(),
+        }
+    }
+
+    /// This store's identity in notifications, so a replica can skip its own.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Notifications from every replica on this database (PostgreSQL); `None` on SQLite,
+    /// where the one process notifies itself.
+    pub async fn listen(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.pool {
+            Pool::Pg(p) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(p)
+                    .await
+                    .map_err(q("connecting a listener"))?;
+                l.listen(NOTIFY_CHANNEL)
+                    .await
+                    .map_err(q("listening for notifications"))?;
+                Ok(Some(l))
+            }
+            Pool::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+
+impl Store {
+    /// Inbox entries not yet consumed, across all workflows (a queue-depth gauge).
+    pub async fn inbox_pending_count(&self) -> Result<i64> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("SELECT COUNT(*) AS n FROM workflow_inbox WHERE consumed_in IS NULL")
+                .fetch_one(p)
+                .await
+                .and_then(|r| r.try_get::<i64, _>("n"))
+                .map_err(q("counting inbox entries"))
+        })
+    }
+}
