@@ -34,6 +34,33 @@ pub struct HostConfig {
     pub isolation: Isolation,
     /// Keep node root directories after the node ends (for debugging).
     pub keep_node_dirs: bool,
+    /// Run each step under `riposte exec` (this binary) in its own process group, writing its
+    /// report into the node's directory, so that the step outlives this process and a
+    /// restarted server re-attaches to it (`run` with `reattach`). `riposte run` does not
+    /// need it; `riposte server` does.
+    pub detach: bool,
+}
+
+/// Where a detached step's wrapper writes its report and pid file, as the step sees them.
+const STEP_DIR_INSIDE: &str = "/.riposte-step";
+
+/// Field 22 of `/proc/PID/stat`: when the process started (clock ticks since boot). With the
+/// pid it names one process, even after the pid is reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Where a detached node's report and pid file are on the host.
+fn step_files(node_dir: &Path, isolated: bool) -> (PathBuf, PathBuf) {
+    let dir = if isolated {
+        Sandbox::host_path(node_dir, STEP_DIR_INSIDE)
+    } else {
+        node_dir.join("step")
+    };
+    (dir.join("report.json"), dir.join("pid"))
 }
 
 /// Runs leaf nodes as host processes. Cheap to clone.
@@ -95,6 +122,7 @@ impl HostExecutor {
         node: &ExecuteNode,
         mut cancel: watch::Receiver<bool>,
         deadline_in: Option<Duration>,
+        reattach: bool,
     ) -> ExecResult {
         let t = &node.template;
         match t.template_type() {
@@ -118,9 +146,131 @@ impl HostExecutor {
                 ));
             }
         }
+        if reattach && self.config.detach {
+            match self.reattach(node, &mut cancel, deadline_in).await {
+                Reattached::Done(r) => return r,
+                // It never started (the server stopped between recording the start and
+                // spawning): start it now, once.
+                Reattached::NeverStarted => {}
+            }
+        }
         match self.run_process(node, &mut cancel, deadline_in).await {
             Ok(r) => r,
             Err(e) => ExecResult::error(e),
+        }
+    }
+
+    /// Waits again for a detached step an earlier server started: its report if it is there
+    /// or when it comes, "process lost" only when its wrapper is gone without one.
+    async fn reattach(
+        &self,
+        node: &ExecuteNode,
+        cancel: &mut watch::Receiver<bool>,
+        deadline_in: Option<Duration>,
+    ) -> Reattached {
+        let cfg = &self.config;
+        let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
+        let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
+        let (report, pid_file) = step_files(&node_dir, isolated);
+        let deadline = deadline_in.map(|d| tokio::time::Instant::now() + d);
+        let started = tokio::time::Instant::now();
+        let mut killed_at: Option<(tokio::time::Instant, ExecResult)> = None;
+        loop {
+            if let Some(r) = read_report(&report) {
+                let res = match killed_at {
+                    Some((_, why)) => why,
+                    None => self.finish_detached(node, r, &node_dir, isolated),
+                };
+                self.cleanup(&node_dir);
+                return Reattached::Done(res);
+            }
+            let wrapper = std::fs::read_to_string(&pid_file).ok().and_then(|t| {
+                let mut it = t.split_whitespace();
+                Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u64>().ok()?))
+            });
+            let alive = wrapper.is_some_and(|(pid, start)| {
+                process_start_time(pid).is_some_and(|s| s == start || start == 0)
+            });
+            match wrapper {
+                None if !node_dir.exists() || started.elapsed() > Duration::from_secs(3) => {
+                    return Reattached::NeverStarted;
+                }
+                None => {}
+                Some(_) if !alive => {
+                    // It may have written the report just before we looked at its pid.
+                    if let Some(r) = read_report(&report) {
+                        let res = self.finish_detached(node, r, &node_dir, isolated);
+                        self.cleanup(&node_dir);
+                        return Reattached::Done(res);
+                    }
+                    self.cleanup(&node_dir);
+                    return Reattached::Done(match killed_at {
+                        Some((_, why)) => why,
+                        None => ExecResult::error(format!(
+                            "process lost: the step's process (pid {}) ended without a report",
+                            wrapper.map(|w| w.0).unwrap_or_default()
+                        )),
+                    });
+                }
+                Some((pid, _)) => {
+                    let now = tokio::time::Instant::now();
+                    let why = if *cancel.borrow() {
+                        Some(ExecResult::error("cancelled"))
+                    } else if deadline.is_some_and(|d| now >= d) {
+                        Some(deadline_result(String::new()))
+                    } else {
+                        None
+                    };
+                    match (&killed_at, why) {
+                        (None, Some(why)) => {
+                            signal_group(pid, libc::SIGTERM);
+                            killed_at = Some((now, why));
+                        }
+                        (Some((at, _)), _) if now.duration_since(*at) > KILL_GRACE => {
+                            signal_group(pid, libc::SIGKILL);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = cancel.changed() => {}
+            }
+        }
+    }
+
+    /// The engine's result from a detached step's report, with output parameters read from
+    /// the node's files like an attached step's.
+    fn finish_detached(
+        &self,
+        node: &ExecuteNode,
+        report: crate::report::Report,
+        node_dir: &Path,
+        isolated: bool,
+    ) -> ExecResult {
+        let mut res = report.into_exec_result();
+        if let Some(r) = &mut res.result {
+            *r = r.trim_end_matches(['\n', '\r']).to_string();
+        }
+        res.parameters.clear();
+        for (name, path) in &node.output_paths {
+            let host = if isolated {
+                Sandbox::host_path(node_dir, path)
+            } else {
+                PathBuf::from(path)
+            };
+            let value = std::fs::read_to_string(host).ok();
+            res.parameters
+                .insert(name.clone(), value.map(|v| v.trim().to_string()));
+        }
+        res
+    }
+
+    fn cleanup(&self, node_dir: &Path) {
+        if !self.config.keep_node_dirs {
+            // Best effort: a leftover directory under the run dir is harmless.
+            let _ = std::fs::remove_dir_all(node_dir);
         }
     }
 
@@ -139,8 +289,10 @@ impl HostExecutor {
         };
         let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
         let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
-        // Without a private root, a node needs its own directory only for a script file.
-        if isolated || script.is_some() {
+        let detach = cfg.detach;
+        // Without a private root, a node needs its own directory only for a script file or a
+        // detached step's report.
+        if isolated || script.is_some() || detach {
             std::fs::create_dir_all(&node_dir)
                 .map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
         }
@@ -151,6 +303,21 @@ impl HostExecutor {
         let script_inside = "/argo/staging/script";
         if script.is_some() {
             private.push(script_inside);
+        }
+        let report_inside = format!("{STEP_DIR_INSIDE}/report.json");
+        let pid_inside = format!("{STEP_DIR_INSIDE}/pid");
+        if detach && isolated {
+            private.push(&report_inside);
+        }
+        let (report_host, pid_host) = step_files(&node_dir, isolated);
+        if detach {
+            if let Some(d) = report_host.parent() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| format!("creating {}: {e}", d.display()))?;
+            }
+            // A report left by an earlier attempt of this node must not be taken for this one.
+            let _ = std::fs::remove_file(&report_host);
+            let _ = std::fs::remove_file(&pid_host);
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
             let skeleton = self.skeleton()?;
@@ -203,11 +370,39 @@ impl HostExecutor {
                 path.display().to_string()
             });
         }
-        let Some((program, rest)) = argv.split_first() else {
+        if argv.is_empty() {
             return Err(format!(
                 "image {} with no command and no args has nothing to run",
                 container.image
             ));
+        }
+        let runs_shim = argv.first() == Some(&argosay_path);
+        if detach {
+            // `riposte exec` waits for the step, writes its report, and outlives this process.
+            let (report_seen, pid_seen) = if isolated {
+                (report_inside.clone(), pid_inside.clone())
+            } else {
+                (
+                    report_host.display().to_string(),
+                    pid_host.display().to_string(),
+                )
+            };
+            let mut wrapped = vec![
+                argosay_path.clone(),
+                "exec".to_string(),
+                "--report-file".to_string(),
+                report_seen,
+                "--pid-file".to_string(),
+                pid_seen,
+                "--termination-log".to_string(),
+                "/dev/null".to_string(),
+                "--".to_string(),
+            ];
+            wrapped.append(&mut argv);
+            argv = wrapped;
+        }
+        let Some((program, rest)) = argv.split_first() else {
+            return Err("internal: empty command".into());
         };
         let mut cmd = std::process::Command::new(program);
         cmd.args(rest);
@@ -225,7 +420,9 @@ impl HostExecutor {
         cmd.env("ARGO_POD_NAME", &node.pod_name);
         cmd.env("ARGO_NODE_ID", &node.node_id);
         cmd.env("ARGO_WORKFLOW_NAME", &node.workflow_name);
-        if program == &argosay_path {
+        if detach {
+            cmd.arg0("riposte");
+        } else if runs_shim {
             cmd.arg0("argosay");
         }
         if !isolated && container.working_dir.is_some() {
@@ -261,8 +458,18 @@ impl HostExecutor {
         let stderr_file = log_file
             .try_clone()
             .map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let stdout = if detach {
+            // The wrapper copies the step's stdout here itself and keeps `result`.
+            Stdio::from(
+                log_file
+                    .try_clone()
+                    .map_err(|e| format!("opening {}: {e}", log.display()))?,
+            )
+        } else {
+            Stdio::piped()
+        };
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::from(stderr_file));
         // Its own process group, so cancellation reaches everything the step started. Without
         // a pre_exec hook this is a posix_spawn, much cheaper than fork for a large parent.
@@ -274,15 +481,15 @@ impl HostExecutor {
             }
         }
         let mut child = tokio::process::Command::from(cmd)
-            .kill_on_drop(true)
+            // A detached step outlives this process (and this task, at shutdown).
+            .kill_on_drop(!detach)
             .spawn()
             .map_err(|e| format!("starting {program:?} for image {}: {e}", container.image))?;
         let pid = child.id();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or("internal: stdout was not piped")?;
-        let out_task = tokio::spawn(pump(stdout, log_file));
+        let out_task = match child.stdout.take() {
+            Some(stdout) => tokio::spawn(pump(stdout, log_file)),
+            None => tokio::spawn(async { Vec::new() }),
+        };
         let deadline = async {
             match deadline_in {
                 Some(d) => tokio::time::sleep(d).await,
@@ -304,15 +511,20 @@ impl HostExecutor {
         }
         let stdout = out_task.await.map_err(|e| format!("reading stdout: {e}"))?;
         let result = trim_result(stdout);
+        if detach && let End::Exited(status) = &end {
+            let res = match read_report(&report_host) {
+                Some(r) => self.finish_detached(node, r, &node_dir, isolated),
+                None => ExecResult::error(format!(
+                    "the step wrapper ended ({status}) without writing its report {}",
+                    report_host.display()
+                )),
+            };
+            self.cleanup(&node_dir);
+            return Ok(res);
+        }
         let mut res = match end {
             End::Cancelled => ExecResult::error("cancelled"),
-            End::Deadline => ExecResult {
-                phase: engine::Phase::Failed,
-                message: "Pod was active on the node longer than the specified deadline".into(),
-                exit_code: None,
-                result: Some(result),
-                parameters: BTreeMap::new(),
-            },
+            End::Deadline => deadline_result(result),
             End::Exited(status) => {
                 use std::os::unix::process::ExitStatusExt;
                 let code = status
@@ -333,6 +545,43 @@ impl HostExecutor {
         }
         Ok(res)
     }
+}
+
+/// How a re-attachment ended.
+enum Reattached {
+    Done(ExecResult),
+    NeverStarted,
+}
+
+/// How long a cancelled step has between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+fn deadline_result(result: String) -> ExecResult {
+    ExecResult {
+        phase: engine::Phase::Failed,
+        message: "Pod was active on the node longer than the specified deadline".into(),
+        exit_code: None,
+        result: Some(result),
+        parameters: BTreeMap::new(),
+    }
+}
+
+fn signal_group(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 1
+    {
+        // SAFETY: kill with a negative pid signals the process group the step runs in.
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+}
+
+/// A detached step's report, once its wrapper has written it (atomically).
+fn read_report(path: &Path) -> Option<crate::report::Report> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    crate::report::Report::from_json(&v)
 }
 
 /// Without a private root, the shims are symlinks in one directory per run.

@@ -20,6 +20,7 @@ pub mod image;
 pub mod job;
 pub mod jq;
 pub mod kubectl_jsonpath;
+pub mod report;
 pub mod resource_lint;
 pub mod sandbox;
 

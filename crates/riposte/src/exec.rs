@@ -32,12 +32,26 @@ pub struct ExecArgs {
         default_value = "/dev/termination-log"
     )]
     termination_log: PathBuf,
+    /// Write the whole report (not cut to a termination message) to this file, atomically,
+    /// instead of the termination message: how the host executor's detached steps report.
+    #[arg(long, value_name = "FILE")]
+    report_file: Option<PathBuf>,
+    /// Write `PID START_TIME` of this wrapper to this file before starting the command, so a
+    /// restarted server can tell whether the step still runs.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
     /// The command to run and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
 pub fn main(a: ExecArgs) -> Result<ExitCode> {
+    if let Some(p) = &a.pid_file {
+        let pid = std::process::id();
+        let start = process_start_time(pid).unwrap_or_default();
+        write_atomically(p, format!("{pid} {start}\n").as_bytes())
+            .with_context(|| format!("writing the pid file {}", p.display()))?;
+    }
     let mut argv = a.command.clone();
     let mut script_path = None;
     if let Some(var) = &a.script_from_env {
@@ -59,6 +73,9 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
                 p
             }
         };
+        // Executable, as Argo writes it: `command: [sh, -c]` runs the file by its path.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| format!("making the script {} executable", path.display()))?;
         argv.push(path.display().to_string());
         script_path = Some(path);
     }
@@ -88,7 +105,7 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
             };
             let mut report = build_report(b"", i32::from(code), &[]);
             report["error"] = json!(format!("cannot start {program:?}: {e}"));
-            deliver(&a.termination_log, &report);
+            deliver(&a.termination_log, a.report_file.as_deref(), &report);
             eprintln!("error: cannot start {program:?}: {e}");
             return Ok(ExitCode::from(code));
         }
@@ -121,7 +138,7 @@ pub fn main(a: ExecArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_file(p);
     }
     let report = build_report(&result, exit_code, &outputs);
-    deliver(&a.termination_log, &report);
+    deliver(&a.termination_log, a.report_file.as_deref(), &report);
     Ok(ExitCode::from(exit_code.clamp(0, 255) as u8))
 }
 
@@ -154,9 +171,31 @@ fn forward_signals_to(pid: u32) {
     }
 }
 
-/// Writes the termination message and, when configured, calls back the server.
-fn deliver(termination_log: &Path, report: &Value) {
-    if let Err(e) = std::fs::write(termination_log, termination_message(report)) {
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees all of it
+/// or nothing.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started (clock ticks since boot). With the
+/// pid it names one process, even after the pid is reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes the report (a file, or the termination message) and, when configured, calls back
+/// the server.
+fn deliver(termination_log: &Path, report_file: Option<&Path>, report: &Value) {
+    if let Some(f) = report_file {
+        if let Err(e) = write_atomically(f, report.to_string().as_bytes()) {
+            eprintln!("riposte exec: cannot write the report to {}: {e}", f.display());
+        }
+    } else if let Err(e) = std::fs::write(termination_log, termination_message(report)) {
         eprintln!(
             "riposte exec: cannot write the termination message to {}: {e}",
             termination_log.display()

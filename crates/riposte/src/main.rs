@@ -1605,6 +1605,8 @@ fn host_executor(
         argosay_binary: exe,
         isolation,
         keep_node_dirs: keep,
+        // `riposte run` drives its workflow to the end itself; nothing re-attaches.
+        detach: false,
     }))
 }
 

@@ -1,16 +1,19 @@
-//! The controller: accepts workflows, drives each one in its own task, forwards resume/stop
-//! to running ones, and after a restart continues every unfinished workflow from its history.
+//! The controller: accepts workflows through the one submit path, drives each one it holds
+//! the lease of in its own task, hands outside inputs to workflows through their durable inbox,
+//! and continues unfinished workflows from their history after a restart or when another
+//! replica's lease expired.
 //!
-//! Recovery: the history is folded again; a leaf node that was running when the previous
-//! controller died has lost its process, so it is finished as `Error` ("process lost ...")
-//! in the first new batch, and the engine retries it if its `retryStrategy` allows. Nodes that
-//! had finished are never run again.
+//! Recovery: the history is folded again; the leaf nodes that were running are waited for
+//! again — Kubernetes Jobs and detached host steps (`riposte exec`) outlive their
+//! controller — and only a step whose process vanished without a report (a reboot) is
+//! finished as `Error` ("process lost ..."), which its `retryStrategy` may retry. A step that
+//! was recorded as started but never spawned is started then. Finished nodes never run again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use engine::{ExecResult, Input, Workflow, WorkflowIdentity};
+use engine::{Input, Workflow, WorkflowIdentity};
 use executor::{HostConfig, HostExecutor, ImageTable, Isolation};
 use serde_json::{Value, json};
 use spec::{Library, WorkflowResource};
@@ -142,6 +145,8 @@ impl Controller {
             argosay_binary: c.argosay_binary.clone(),
             isolation: c.isolation.clone(),
             keep_node_dirs: false,
+            // Steps outlive a restart of the server and are re-attached.
+            detach: true,
         });
         (StepExecutor::Host(exec), run_dir)
     }
@@ -200,10 +205,6 @@ impl Controller {
             "workflows/{}/{}",
             prepared.identity.namespace, prepared.identity.name
         );
-        let _ = self.inner.changes.send((
-            prepared.identity.namespace.clone(),
-            prepared.identity.name.clone(),
-        ));
         self.spawn_with(
             prepared.workflow,
             Persist::new(self.inner.store.clone(), uid, object),
@@ -700,26 +701,12 @@ impl Controller {
     async fn recover_one(&self, rec: store::WorkflowRecord) -> Result<(), ControlError> {
         let (wf, persist) = self.rebuild(&rec).await?;
         let now = now_ms();
-        let can_reattach = self.inner.config.cluster.is_some();
+        // Jobs and detached host steps outlive their controller: wait for the running ones
+        // again (a step that never started is started then, once).
         let (first_batch, reattach) = if rec.history_len == 0 {
             (vec![Input::Start { now }], Vec::new())
-        } else if can_reattach {
-            // Jobs outlive their controller: wait for the running ones again.
-            (vec![Input::Tick { now }], wf.running_leaf_executes())
         } else {
-            // The processes of the leaf nodes that were running died with their controller.
-            let mut b: Vec<Input> = wf
-                .running_leaf_nodes()
-                .map(|node_id| Input::NodeFinished {
-                    now,
-                    result: ExecResult::error(format!(
-                        "process lost: the controller stopped while node {node_id} ran"
-                    )),
-                    node_id: node_id.to_string(),
-                })
-                .collect();
-            b.push(Input::Tick { now });
-            (b, Vec::new())
+            (vec![Input::Tick { now }], wf.running_leaf_executes())
         };
         self.spawn(wf, persist, first_batch, reattach);
         Ok(())

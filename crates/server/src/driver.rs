@@ -295,14 +295,18 @@ impl StepExecutor {
         reattach: bool,
     ) -> ExecResult {
         match self {
-            StepExecutor::Host(h) => h.run(node, cancel, deadline_in).await,
+            StepExecutor::Host(h) => h.run(node, cancel, deadline_in, reattach).await,
             StepExecutor::Kubernetes(k) => k.run(node, cancel, deadline_in, reattach).await,
         }
     }
 
-    /// Whether a node's work outlives its controller (a Job does, a local process does not).
+    /// Whether a node's work outlives its controller (a Job does; a local process does when
+    /// it runs detached under `riposte exec`).
     pub fn can_reattach(&self) -> bool {
-        matches!(self, StepExecutor::Kubernetes(_))
+        match self {
+            StepExecutor::Kubernetes(_) => true,
+            StepExecutor::Host(h) => h.config().detach,
+        }
     }
 }
 

@@ -451,8 +451,8 @@ mod tests {
             ),
             (
                 "bad successCondition",
-                json!([{"name": "main", "resource": {"action": "get", "successCondition": "status.phase ==", "manifest": "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"}}]),
-                "condition",
+                json!([{"name": "main", "resource": {"action": "get", "successCondition": "status phase == Running", "manifest": "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"}}]),
+                "not a key",
             ),
             (
                 "bad flags",

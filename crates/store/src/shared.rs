@@ -115,7 +115,6 @@ impl Store {
     /// the audit row. Nothing is written when any part says no.
     pub async fn submit_workflow(&self, s: &Submission<'_>) -> Result<Submitted> {
         let w = s.workflow;
-        let notice = self.notice_changed(&w.uid, &w.namespace, &w.name);
         macro_rules! submit_tx {
             ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
@@ -201,7 +200,7 @@ impl Store {
                         .map_err(q("taking the new workflow's lease"))?;
                 }
                 stage_audit!(tx, std::slice::from_ref(s.audit));
-                notify!(self, tx, &notice);
+                // Watchers hear of it with its first recorded step, as on the submitting replica.
                 tx.commit().await.map_err(q("committing a submission"))?;
                 Ok(Submitted::Created)
             }};
