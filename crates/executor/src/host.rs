@@ -186,13 +186,27 @@ impl HostExecutor {
             }
             let wrapper = std::fs::read_to_string(&pid_file).ok().and_then(|t| {
                 let mut it = t.split_whitespace();
-                Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u64>().ok()?))
+                Some((
+                    it.next()?.parse::<u32>().ok()?,
+                    it.next()?.parse::<u64>().ok()?,
+                ))
             });
             let alive = wrapper.is_some_and(|(pid, start)| {
                 process_start_time(pid).is_some_and(|s| s == start || start == 0)
             });
             match wrapper {
-                None if !node_dir.exists() || started.elapsed() > Duration::from_secs(3) => {
+                // No trace on this machine: it ran elsewhere, or never started. Running it
+                // here could run it twice, so it is lost (and retried if its strategy says).
+                None if !node_dir.exists() => {
+                    return Reattached::Done(ExecResult::error(format!(
+                        "process lost: no trace of node {} in {} (started by a server on another machine, or never started)",
+                        node.node_id,
+                        cfg.run_dir.display()
+                    )));
+                }
+                // Its directory is here but its wrapper never wrote its pid (it writes it
+                // first): the server stopped before spawning it. Start it now, once.
+                None if started.elapsed() > Duration::from_secs(3) => {
                     return Reattached::NeverStarted;
                 }
                 None => {}
@@ -312,8 +326,7 @@ impl HostExecutor {
         let (report_host, pid_host) = step_files(&node_dir, isolated);
         if detach {
             if let Some(d) = report_host.parent() {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| format!("creating {}: {e}", d.display()))?;
+                std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
             }
             // A report left by an earlier attempt of this node must not be taken for this one.
             let _ = std::fs::remove_file(&report_host);

@@ -97,5 +97,4 @@ mod tests {
 
         assert_eq!(Report::from_json(&json!("plain text")), None);
     }
-
 }

@@ -193,7 +193,10 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 fn deliver(termination_log: &Path, report_file: Option<&Path>, report: &Value) {
     if let Some(f) = report_file {
         if let Err(e) = write_atomically(f, report.to_string().as_bytes()) {
-            eprintln!("riposte exec: cannot write the report to {}: {e}", f.display());
+            eprintln!(
+                "riposte exec: cannot write the report to {}: {e}",
+                f.display()
+            );
         }
     } else if let Err(e) = std::fs::write(termination_log, termination_message(report)) {
         eprintln!(

@@ -1754,9 +1754,9 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
             )
             .await
             .map_err(|e| match e {
-                server::controller::ControlError::AlreadyExists(m) => anyhow::Error::new(
-                    InvalidInput(format!("{m}; delete it or use generateName")),
-                ),
+                server::controller::ControlError::AlreadyExists(m) => {
+                    anyhow::Error::new(InvalidInput(format!("{m}; delete it or use generateName")))
+                }
                 other => anyhow::Error::new(other),
             })?;
             if let server::SubmitOutcome::Existing { name, .. } = outcome {

@@ -840,7 +840,9 @@ fn key_values(opts: &Value, field: &str) -> ApiResult<std::collections::BTreeMap
             for (k, v) in m {
                 out.insert(
                     k.clone(),
-                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
                 );
             }
         }

@@ -218,10 +218,7 @@ impl Controller {
     fn running_map(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Input>>> {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn spawn(
@@ -232,8 +229,7 @@ impl Controller {
         reattach: Vec<engine::ExecuteNode>,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.running_map()
-            .insert(wf.identity().uid.clone(), tx);
+        self.running_map().insert(wf.identity().uid.clone(), tx);
         self.spawn_with(wf, persist, first_batch, reattach, rx);
     }
 
@@ -268,7 +264,8 @@ impl Controller {
                 first_batch,
                 reattach,
             };
-            let span = tracing::info_span!("workflow", namespace = %namespace, name = %name, uid = %uid);
+            let span =
+                tracing::info_span!("workflow", namespace = %namespace, name = %name, uid = %uid);
             let task = tokio::spawn(tracing::Instrument::instrument(
                 driver::drive(wf, exec, cfg, rx),
                 span,
@@ -582,7 +579,11 @@ impl Controller {
     /// Claims (or renews) the leases of unfinished workflows and continues, from its
     /// history, each claimed one that is not already running here. Returns how many started.
     pub async fn recover(&self) -> Result<usize, ControlError> {
-        if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(0);
         }
         let store = &self.inner.store;
@@ -620,7 +621,11 @@ impl Controller {
             std::time::Duration::from_millis((self.inner.config.lease_ttl_ms / 3).max(100) as u64);
         loop {
             tokio::time::sleep(period).await;
-            if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            if self
+                .inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return;
             }
             if let Err(e) = self.recover().await {

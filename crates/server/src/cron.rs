@@ -13,8 +13,8 @@ use chrono::{TimeZone, Utc};
 use spec::CronWorkflow;
 
 use crate::controller::{ControlError, Controller};
-use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 use crate::driver::now_ms;
+use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 
 /// The label Argo puts on workflows a CronWorkflow created.
 pub const CRON_LABEL: &str = "workflows.argoproj.io/cron-workflow";

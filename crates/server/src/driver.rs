@@ -169,7 +169,11 @@ impl Persist {
 
     /// Copies new log lines of `nodes` from their files into the store: complete lines only
     /// while a node runs (`all = false`), everything once it ended.
-    pub async fn ship_logs(&mut self, nodes: &[String], all: bool) -> Result<(), store::StoreError> {
+    pub async fn ship_logs(
+        &mut self,
+        nodes: &[String],
+        all: bool,
+    ) -> Result<(), store::StoreError> {
         let Some(dir) = self.logs_dir.clone() else {
             return Ok(());
         };
@@ -190,7 +194,8 @@ impl Persist {
             self.store
                 .append_node_logs(&self.uid, node_id, now_ms(), &lines)
                 .await?;
-            self.shipped_lines.insert(node_id.clone(), from + lines.len());
+            self.shipped_lines
+                .insert(node_id.clone(), from + lines.len());
         }
         Ok(())
     }
@@ -221,7 +226,10 @@ impl Persist {
             state,
             consumed_inbox,
             audit,
-            notify: self.notify.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str())),
+            notify: self
+                .notify
+                .as_ref()
+                .map(|(ns, n)| (ns.as_str(), n.as_str())),
         };
         loop {
             match self.store.record_step(&step).await {

@@ -98,9 +98,15 @@ pub struct Prepared {
 /// How a submission ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
-    Created { name: String, uid: String },
+    Created {
+        name: String,
+        uid: String,
+    },
     /// Its idempotency key was used before: this is the workflow it created.
-    Existing { name: String, uid: String },
+    Existing {
+        name: String,
+        uid: String,
+    },
     /// The scheduled time was fired already (by another replica, or before a crash).
     CronFiringTaken,
 }
@@ -435,7 +441,8 @@ mod tests {
         assert_eq!(p.audit.action, "workflow.create");
         assert_eq!(p.audit.object, "workflows/ns/hello-abcde");
         assert_eq!(
-            p.new_workflow.definition["resource"]["metadata"]["annotations"][IDEMPOTENCY_ANNOTATION],
+            p.new_workflow.definition["resource"]["metadata"]["annotations"]
+                [IDEMPOTENCY_ANNOTATION],
             "falco-123"
         );
     }

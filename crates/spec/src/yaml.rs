@@ -60,6 +60,16 @@ pub struct YamlError {
 
 /// Parses every document of `text`. Null documents (e.g. a trailing `---`) are skipped.
 pub fn load_documents(text: &str) -> Result<Vec<Document>, YamlError> {
+    if text.len() > limits::MAX_BYTES {
+        return Err(YamlError {
+            position: Position { line: 1, col: 1 },
+            message: format!(
+                "the document has {} bytes; at most {} are read",
+                text.len(),
+                limits::MAX_BYTES
+            ),
+        });
+    }
     let mut parser = Parser::new_from_str(text);
     let mut builder = Builder::default();
     while let Some(ev) = parser.next_event() {
@@ -83,11 +93,23 @@ fn without_position(msg: &str) -> String {
     }
 }
 
+/// Limits that keep hostile input (nested aliases, "billion laughs"; deep nesting) from
+/// exhausting memory or the stack. Real workflows are far below them.
+pub mod limits {
+    /// Nodes in one document, counting every expansion of an alias.
+    pub const MAX_NODES: usize = 1_000_000;
+    /// Nesting of sequences and mappings.
+    pub const MAX_DEPTH: usize = 200;
+    /// Bytes of YAML text.
+    pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+}
+
 enum Frame {
     Seq {
         path: String,
         items: Vec<Value>,
         anchor: usize,
+        size: usize,
     },
     Map {
         path: String,
@@ -95,6 +117,7 @@ enum Frame {
         key: Option<String>,
         anchor: usize,
         merged: Vec<String>,
+        size: usize,
     },
 }
 
@@ -103,9 +126,14 @@ struct Builder {
     documents: Vec<Document>,
     stack: Vec<Frame>,
     positions: HashMap<u64, Position>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their node counts.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes in the current document, alias expansions included.
+    nodes: usize,
     root: Option<Value>,
     warnings: Vec<(Position, String)>,
+    /// Where the event being handled starts (for warnings about it).
+    last_pos: Position,
 }
 
 fn pos(span: &Span) -> Position {
@@ -132,6 +160,7 @@ impl Builder {
     }
 
     fn push(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
+        self.last_pos = pos(&span);
         match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentStart(..) => {}
             Event::DocumentEnd => {
@@ -139,6 +168,7 @@ impl Builder {
                 let positions = std::mem::take(&mut self.positions);
                 let warnings = std::mem::take(&mut self.warnings);
                 self.anchors.clear();
+                self.nodes = 0;
                 if !value.is_null() {
                     self.documents.push(Document {
                         value,
@@ -161,17 +191,28 @@ impl Builder {
                 let tag_suffix = tag.as_ref().map(|t| t.suffix().to_string());
                 let value = resolve_scalar(&text, style, tag_suffix.as_deref());
                 if anchor != 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), 1));
                 }
                 let path = self.child_path();
                 self.positions.insert(path_key(&path), pos(&span));
-                self.add(value, &span)?;
+                self.add(value, 1, &span)?;
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
-                    position: pos(&span),
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
+                let size = self
+                    .anchors
+                    .get(&id)
+                    .map(|a| a.1)
+                    .ok_or_else(|| YamlError {
+                        position: pos(&span),
+                        message: "alias refers to an unknown anchor".into(),
+                    })?;
+                // Checked before the copy is made: the copy is what would exhaust memory.
+                self.count(size, &span)?;
+                let value = self
+                    .anchors
+                    .get(&id)
+                    .map(|a| a.0.clone())
+                    .unwrap_or_default();
                 if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
                     return Err(YamlError {
                         position: pos(&span),
@@ -180,19 +221,22 @@ impl Builder {
                 }
                 let path = self.child_path();
                 self.positions.insert(path_key(&path), pos(&span));
-                self.add(value, &span)?;
+                self.add_counted(value, size);
             }
             Event::SequenceStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
+                self.enter(&span)?;
                 self.positions.insert(path_key(&path), pos(&span));
                 self.stack.push(Frame::Seq {
                     path,
                     items: Vec::new(),
                     anchor,
+                    size: 1,
                 });
             }
             Event::MappingStart(_, anchor, _) => {
                 let path = self.check_not_key(&span)?;
+                self.enter(&span)?;
                 self.positions.insert(path_key(&path), pos(&span));
                 self.stack.push(Frame::Map {
                     path,
@@ -200,24 +244,34 @@ impl Builder {
                     key: None,
                     anchor,
                     merged: Vec::new(),
+                    size: 1,
                 });
             }
             Event::SequenceEnd => {
-                if let Some(Frame::Seq { items, anchor, .. }) = self.stack.pop() {
+                if let Some(Frame::Seq {
+                    items,
+                    anchor,
+                    size,
+                    ..
+                }) = self.stack.pop()
+                {
                     let value = Value::Array(items);
                     if anchor != 0 {
-                        self.anchors.insert(anchor, value.clone());
+                        self.anchors.insert(anchor, (value.clone(), size));
                     }
-                    self.add(value, &span)?;
+                    self.add_counted(value, size);
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map { map, anchor, .. }) = self.stack.pop() {
+                if let Some(Frame::Map {
+                    map, anchor, size, ..
+                }) = self.stack.pop()
+                {
                     let value = Value::Object(map);
                     if anchor != 0 {
-                        self.anchors.insert(anchor, value.clone());
+                        self.anchors.insert(anchor, (value.clone(), size));
                     }
-                    self.add(value, &span)?;
+                    self.add_counted(value, size);
                 }
             }
             // Presentation metadata only.
@@ -236,7 +290,49 @@ impl Builder {
         Ok(self.child_path())
     }
 
-    fn add(&mut self, value: Value, span: &Span) -> Result<(), YamlError> {
+    /// Counts `size` more nodes against the document's budget.
+    fn count(&mut self, size: usize, span: &Span) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(size);
+        if self.nodes > limits::MAX_NODES {
+            return Err(YamlError {
+                position: pos(span),
+                message: format!(
+                    "the document expands to more than {} nodes (aliases count once per use); nested aliases like this are how YAML bombs work, so it is refused",
+                    limits::MAX_NODES
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A new sequence or mapping: one node, one level deeper.
+    fn enter(&mut self, span: &Span) -> Result<(), YamlError> {
+        if self.stack.len() >= limits::MAX_DEPTH {
+            return Err(YamlError {
+                position: pos(span),
+                message: format!(
+                    "sequences and mappings are nested more than {} deep",
+                    limits::MAX_DEPTH
+                ),
+            });
+        }
+        self.count(1, span)
+    }
+
+    /// Adds a scalar (one node, counted here).
+    fn add(&mut self, value: Value, size: usize, span: &Span) -> Result<(), YamlError> {
+        self.count(size, span)?;
+        self.add_counted(value, size);
+        Ok(())
+    }
+
+    /// Adds a value whose nodes were counted already; its size goes to its parent's.
+    fn add_counted(&mut self, value: Value, size: usize) {
+        if let Some(Frame::Seq { size: s, .. } | Frame::Map { size: s, .. }) = self.stack.last_mut()
+        {
+            *s = s.saturating_add(size);
+        }
+        let span_pos = self.last_pos;
         let warnings = &mut self.warnings;
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -264,7 +360,7 @@ impl Builder {
                 } else {
                     if map.contains_key(&k) && !merged.contains(&k) {
                         warnings.push((
-                            pos(span),
+                            span_pos,
                             format!("duplicate mapping key {k:?}: the last value wins"),
                         ));
                     }
@@ -272,7 +368,6 @@ impl Builder {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -394,5 +489,57 @@ mod tests {
             "{:?}",
             docs[0].warnings
         );
+    }
+
+    /// A 25-line "billion laughs": nine levels of nine aliases would expand to 10^9 nodes.
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused_with_a_position() {
+        let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let started = std::time::Instant::now();
+        let err = load_documents(&bomb).expect_err("a YAML bomb");
+        assert!(err.message.contains("YAML bomb"), "{err:?}");
+        assert!(err.position.line > 1, "{err:?}");
+        // Refused while small, not after building it (a generous bound for a debug build).
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+        // The parser refuses past 256 levels itself; the builder's own limit is lower.
+        for levels in [210, 300] {
+            let deep = format!("{}x{}", "[".repeat(levels), "]".repeat(levels));
+            let err = load_documents(&deep).expect_err("too deep");
+            assert!(
+                err.message.contains("nested more than") || err.message.contains("recursion limit"),
+                "{err:?}"
+            );
+        }
+
+        // Aliases used a reasonable number of times are fine.
+        let ok = "base: &b {x: 1}\nl: [*b, *b, *b]\n";
+        assert_eq!(load_documents(ok).expect("ok")[0].value["l"][2]["x"], 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any text: an answer (documents or an error with a position), never a panic.
+        #[test]
+        fn any_text_loads_or_fails_cleanly(text in "(?s).{0,300}") {
+            let _ = load_documents(&text);
+        }
+
+        /// YAML-shaped text (indentation, anchors, aliases, flow collections).
+        #[test]
+        fn yaml_shaped_text_loads_or_fails_cleanly(
+            lines in proptest::collection::vec(
+                "( {0,6})(- |[a-z]{1,3}: |&[a-c] |\\*[a-c]|<<: |\\[|\\]|\\{|\\}|, |'|\"|[a-z0-9]{0,4}|#|---|: ){1,6}",
+                0..30,
+            )
+        ) {
+            let _ = load_documents(&lines.join("\n"));
+        }
     }
 }

@@ -249,8 +249,18 @@ impl Store {
         }
         let entries = entries.to_vec();
         match &self.pool {
-            Pool::Pg(p) => chain_tx!(p, PG_LOCK, |_tx| Ok::<_, StoreError>((entries, Vec::new())), Pg),
-            Pool::Sqlite(p) => chain_tx!(p, SQLITE_LOCK, |_tx| Ok::<_, StoreError>((entries, Vec::new())), Sqlite),
+            Pool::Pg(p) => chain_tx!(
+                p,
+                PG_LOCK,
+                |_tx| Ok::<_, StoreError>((entries, Vec::new())),
+                Pg
+            ),
+            Pool::Sqlite(p) => chain_tx!(
+                p,
+                SQLITE_LOCK,
+                |_tx| Ok::<_, StoreError>((entries, Vec::new())),
+                Sqlite
+            ),
         }
     }
 

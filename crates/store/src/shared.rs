@@ -369,7 +369,6 @@ impl Store {
     }
 }
 
-
 impl Store {
     /// Inbox entries not yet consumed, across all workflows (a queue-depth gauge).
     pub async fn inbox_pending_count(&self) -> Result<i64> {
