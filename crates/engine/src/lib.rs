@@ -36,6 +36,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use spec::{Library, Parameter, Template, WorkflowResource};
 
+/// Documented limits on what one workflow may make the controller do.
+pub mod limits {
+    /// Items of one loop (`withItems`, `withParam`, `withSequence`).
+    pub const MAX_LOOP_ITEMS: usize = 100_000;
+    /// Nodes of one workflow (a loop that would pass it errors instead).
+    pub const MAX_NODES: usize = 250_000;
+    /// Templates calling templates within one walk (Argo's `maxAllowedStackDepth`): a
+    /// template that calls itself at once, forever, errors here instead of exhausting the
+    /// stack.
+    pub const MAX_STACK_DEPTH: usize = 100;
+}
+
 pub use node::{
     Node, NodeOutputs, NodeType, Nodes, Phase, TemplateScope, fnv32a, node_id, pod_name,
 };
@@ -263,6 +275,9 @@ pub struct Workflow {
     pub(crate) active_pods: usize,
     pub(crate) active_by_boundary: HashMap<String, usize>,
     pub(crate) mutations: u64,
+    /// Nested `execute_template` calls in the walk now (bounded by
+    /// [`limits::MAX_STACK_DEPTH`]).
+    pub(crate) stack_depth: usize,
     /// Node creations and phase changes, for metrics and benchmarks.
     pub(crate) transitions: u64,
     pub(crate) commands: Vec<Command>,
@@ -440,6 +455,7 @@ impl Workflow {
             active_pods: 0,
             active_by_boundary: HashMap::new(),
             mutations: 0,
+            stack_depth: 0,
             transitions: 0,
             commands: Vec::new(),
             wakeups: BTreeSet::new(),

@@ -862,3 +862,92 @@ spec:
     );
     assert_eq!(volumes[1]["name"], "shared");
 }
+
+/// Loops have documented limits: a hostile `withSequence.count` errors at once instead of
+/// allocating, as do sequences that overflow and `withItems` past the limit.
+#[test]
+fn loop_sizes_are_bounded() {
+    let body = |seq: &str| {
+        format!(
+            r#"
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: many
+        template: ok
+        withSequence: {seq}
+  - name: ok
+    container: {{image: busybox, command: [sh, -c, "exit 0"]}}
+"#
+        )
+    };
+    let cases: &[(&str, &str)] = &[
+        ("{count: '10000000000'}", "a loop may have at most 100000"),
+        ("{count: '-3'}", "is negative"),
+        (
+            "{start: '9223372036854775807', count: '2'}",
+            "does not fit in 64-bit integers",
+        ),
+        (
+            "{start: '-9223372036854775807', end: '9223372036854775807'}",
+            "does not fit in 64-bit integers",
+        ),
+    ];
+    for (seq, want) in cases {
+        let started = std::time::Instant::now();
+        let run = run_yaml(&body(seq));
+        assert!(
+            matches!(run.wf.phase(), Phase::Failed | Phase::Error),
+            "{seq}: {:?}",
+            run.wf.phase()
+        );
+        let got = nodes(&run.wf);
+        let all: Vec<&String> = got.values().map(|(_, m)| m).collect();
+        assert!(
+            all.iter().any(|m| m.contains(want)) || run.wf.message().contains(want),
+            "{seq}: {all:?} / {}",
+            run.wf.message()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{seq}"
+        );
+    }
+}
+
+/// A template that calls itself at once, forever, errors at a depth limit instead of
+/// overflowing the controller's stack (which would abort every workflow, not fail one).
+#[test]
+fn unbounded_recursion_errors_instead_of_crashing() {
+    for body in [
+        r#"
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: again, template: main}
+"#,
+        r#"
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: again, template: main}
+"#,
+    ] {
+        let run = run_yaml(body);
+        assert!(
+            matches!(run.wf.phase(), Phase::Failed | Phase::Error),
+            "{:?}",
+            run.wf.phase()
+        );
+        let got = nodes(&run.wf);
+        assert!(
+            got.values().any(|(_, m)| m.contains("nested")),
+            "{:?}",
+            got.values().map(|(_, m)| m).collect::<Vec<_>>()
+        );
+    }
+}

@@ -240,6 +240,7 @@ pub fn parse(src: &str, dialect: Dialect) -> Result<Expr, Error> {
         pos: 0,
         dialect,
         len: src.len(),
+        depth: 0,
     };
     let e = p.expr(0)?;
     if let Some((at, t)) = p.toks.get(p.pos) {
@@ -266,6 +267,8 @@ struct Parser {
     pos: usize,
     dialect: Dialect,
     len: usize,
+    /// Current nesting of subexpressions (see [`crate::MAX_NESTING`]).
+    depth: usize,
 }
 
 impl Parser {
@@ -344,7 +347,25 @@ impl Parser {
         Some((op, 1))
     }
 
+    /// Every nested subexpression passes here, so this bounds the recursion (a stack
+    /// overflow would abort the whole controller).
     fn expr(&mut self, min_prec: u16) -> Result<Expr, Error> {
+        if self.depth >= crate::MAX_NESTING {
+            return Err(Error::Syntax {
+                pos: self.toks.get(self.pos).map(|t| t.0).unwrap_or(self.len),
+                message: format!(
+                    "expression nested more than {} levels deep",
+                    crate::MAX_NESTING
+                ),
+            });
+        }
+        self.depth += 1;
+        let out = self.expr_at_depth(min_prec);
+        self.depth -= 1;
+        out
+    }
+
+    fn expr_at_depth(&mut self, min_prec: u16) -> Result<Expr, Error> {
         let mut left = self.unary()?;
         loop {
             if min_prec == 0 && self.eat("?") {

@@ -172,6 +172,7 @@ pub fn parse_depends(src: &str) -> Result<Depends, Error> {
         toks,
         pos: 0,
         len: src.len(),
+        depth: 0,
     };
     let e = p.or()?;
     if let Some((at, t)) = p.toks.get(p.pos) {
@@ -187,6 +188,8 @@ struct P {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     len: usize,
+    /// Nesting of `!` and `(`, bounded like the expression parser's.
+    depth: usize,
 }
 
 impl P {
@@ -210,6 +213,19 @@ impl P {
         Ok(l)
     }
     fn unary(&mut self) -> Result<Depends, Error> {
+        if self.depth >= crate::MAX_NESTING {
+            return Err(Error::Syntax {
+                pos: self.at(),
+                message: format!("nested more than {} levels deep", crate::MAX_NESTING),
+            });
+        }
+        self.depth += 1;
+        let out = self.unary_at_depth();
+        self.depth -= 1;
+        out
+    }
+
+    fn unary_at_depth(&mut self) -> Result<Depends, Error> {
         let at = self.at();
         match self.toks.get(self.pos) {
             Some((_, Tok::Not)) => {

@@ -25,6 +25,10 @@ pub mod template;
 pub mod time;
 
 pub use ast::{Dialect, Expr, parse};
+
+/// How deeply expressions and `depends` may nest (parentheses, `!`, lists). Bounded because
+/// the parsers recurse, and a stack overflow would abort the whole controller.
+pub const MAX_NESTING: usize = 128;
 pub use depends::{Depends, TaskResult, parse_depends};
 pub use eval::{eval, eval_bool, eval_when, to_template_string};
 pub use template::{Scope, Segment, Unresolved, env_from_flat, render, segments, tags};

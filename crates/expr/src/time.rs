@@ -170,12 +170,23 @@ pub fn format_go_layout(layout: &str, ts: &str) -> Option<String> {
 
 /// Parses a Go duration (`300ms`, `1.5h`, `2m30s`) or a bare number of seconds into milliseconds.
 pub fn parse_duration_millis(s: &str) -> Option<i64> {
+    let ms = parse_duration_f64(s)?;
+    // Longer than any deadline means nothing here, and near i64::MAX it would overflow
+    // the `now + duration` it is added to.
+    (ms.is_finite() && ms.abs() <= MAX_DURATION_MS as f64).then_some(ms as i64)
+}
+
+/// The longest duration accepted anywhere (timeouts, deadlines, suspends, `@every`): 100
+/// years, in milliseconds.
+pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
+
+fn parse_duration_f64(s: &str) -> Option<f64> {
     let s = s.trim();
     if s.is_empty() {
         return None;
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return Some((secs * 1000.0) as i64);
+        return Some(secs * 1000.0);
     }
     let (neg, mut rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
@@ -211,12 +222,20 @@ pub fn parse_duration_millis(s: &str) -> Option<i64> {
         };
         total += value * ms;
     }
-    Some(if neg { -(total as i64) } else { total as i64 })
+    Some(if neg { -total } else { total })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_beyond_a_century_are_refused() {
+        assert_eq!(parse_duration_millis("1h"), Some(3_600_000));
+        for huge in ["99999999999999999h", "1e300", "-1e300", "NaN", "inf"] {
+            assert_eq!(parse_duration_millis(huge), None, "{huge}");
+        }
+    }
 
     #[test]
     fn time_round_trip() {

@@ -16,7 +16,7 @@ impl Workflow {
                     self.phase = Phase::Running;
                     self.suspended = self.resource.spec.suspend.unwrap_or(false);
                     if let Some(ads) = self.resource.spec.active_deadline_seconds {
-                        let at = now + ads * 1000;
+                        let at = now.saturating_add(ads.saturating_mul(1000));
                         self.deadline = Some(at);
                         self.wakeups.insert(at);
                     }

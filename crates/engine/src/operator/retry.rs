@@ -138,7 +138,7 @@ impl Workflow {
             let mut max_deadline = None;
             if let Some(md) = &b.max_duration {
                 let md = expr::time::parse_duration_millis(&render(self, &md.0)).unwrap_or(0);
-                let deadline = first_started + md;
+                let deadline = first_started.saturating_add(md);
                 if self.now >= deadline {
                     self.set_phase(
                         retry_id,
@@ -160,7 +160,9 @@ impl Workflow {
                 .and_then(|f| render(self, &f.0).parse::<f64>().ok())
                 .unwrap_or(0.0);
             let mut wait = if factor > 0.0 {
-                (base as f64 * factor.powi(n_children as i32 - 1)) as i64
+                // `as` saturates; the cap below and MAX_DURATION_MS keep it meaningful.
+                (base as f64 * factor.powi(i32::try_from(n_children).unwrap_or(i32::MAX) - 1))
+                    .min(expr::time::MAX_DURATION_MS as f64) as i64
             } else {
                 base
             };
@@ -171,7 +173,7 @@ impl Workflow {
             {
                 wait = wait.min(cap);
             }
-            let wait_until = last.finished_at.unwrap_or(self.now) + wait;
+            let wait_until = last.finished_at.unwrap_or(self.now).saturating_add(wait);
             if let Some(md) = max_deadline
                 && wait_until > md
             {

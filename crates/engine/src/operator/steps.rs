@@ -582,6 +582,24 @@ impl Workflow {
         }
     }
 
+    /// A loop may add at most [`crate::limits::MAX_LOOP_ITEMS`] nodes, and not take the
+    /// workflow past [`crate::limits::MAX_NODES`].
+    fn check_loop_size(&self, n: usize, what: &str) -> Result<(), String> {
+        use crate::limits::{MAX_LOOP_ITEMS, MAX_NODES};
+        if n > MAX_LOOP_ITEMS {
+            return Err(format!(
+                "{what} has {n} items; a loop may have at most {MAX_LOOP_ITEMS} (split the work, or use several steps)"
+            ));
+        }
+        if self.nodes.len().saturating_add(n) > MAX_NODES {
+            return Err(format!(
+                "{what} with {n} items would take the workflow past {MAX_NODES} nodes (it has {})",
+                self.nodes.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// `withItems`, `withParam` or `withSequence`, rendered with the scope; `None` for no loop.
     pub(crate) fn expand_items(
         &self,
@@ -598,6 +616,7 @@ impl Workflow {
         };
         let render = |s: &str| expr::render(s, &view, Unresolved::Keep).map_err(|e| e.to_string());
         if let Some(items) = &step.with_items {
+            self.check_loop_size(items.len(), "withItems")?;
             let mut out = Vec::with_capacity(items.len());
             for it in items {
                 out.push(render_value(it, &render)?);
@@ -613,7 +632,10 @@ impl Workflow {
                 )
             })?;
             return match v {
-                Value::Array(a) => Ok(Some(a)),
+                Value::Array(a) => {
+                    self.check_loop_size(a.len(), "withParam")?;
+                    Ok(Some(a))
+                }
                 _ => Err(format!(
                     "withParam value could not be parsed as a JSON list: {}",
                     s.trim()
@@ -639,14 +661,30 @@ impl Workflow {
                 num(&seq.end, "end")?,
             );
             let start = start.unwrap_or(0);
-            let values: Vec<i64> = match (count, end) {
+            // The length first, with checked arithmetic: a hostile count must not allocate.
+            let len = match (count, end) {
                 (Some(_), Some(_)) => {
                     return Err("withSequence: use either count or end, not both".into());
                 }
+                (Some(c), None) if c < 0 => {
+                    return Err(format!("withSequence.count {c} is negative"));
+                }
+                (Some(c), None) => start.checked_add(c).map(|_| c),
+                (None, Some(e)) => e
+                    .checked_sub(start)
+                    .and_then(|d| d.checked_abs())
+                    .and_then(|d| d.checked_add(1)),
+                (None, None) => return Err("withSequence needs count or end".into()),
+            };
+            let len = len
+                .and_then(|l| usize::try_from(l).ok())
+                .ok_or("withSequence: the sequence does not fit in 64-bit integers")?;
+            self.check_loop_size(len, "withSequence")?;
+            let values: Vec<i64> = match (count, end) {
                 (Some(c), None) => (start..start + c).collect(),
                 (None, Some(e)) if e >= start => (start..=e).collect(),
                 (None, Some(e)) => (e..=start).rev().collect(),
-                (None, None) => return Err("withSequence needs count or end".into()),
+                _ => Vec::new(),
             };
             return Ok(Some(
                 values

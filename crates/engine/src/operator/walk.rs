@@ -383,6 +383,22 @@ impl Workflow {
     }
 
     pub(crate) fn execute_template(&mut self, inv: Invocation) -> Outcome {
+        if self.stack_depth >= crate::limits::MAX_STACK_DEPTH {
+            return self.error_node(
+                &inv,
+                format!(
+                    "Maximum recursion depth exceeded: templates nested more than {} deep",
+                    crate::limits::MAX_STACK_DEPTH
+                ),
+            );
+        }
+        self.stack_depth += 1;
+        let out = self.execute_template_at_depth(inv);
+        self.stack_depth -= 1;
+        out
+    }
+
+    fn execute_template_at_depth(&mut self, inv: Invocation) -> Outcome {
         let id = node_id(&self.id.name, &inv.node_name);
         let existing = self.nodes.get(&id).map(|n| n.phase);
         // Fulfilled nodes never change, and a running leaf changes only through inputs.
@@ -565,7 +581,7 @@ impl Workflow {
                 return Outcome::Node(id);
             }
         };
-        let deadline = leaf_deadline(&substituted).map(|ms| self.now + ms);
+        let deadline = leaf_deadline(&substituted).map(|ms| self.now.saturating_add(ms));
         let output_paths: Vec<(String, String)> = substituted
             .outputs
             .parameters
@@ -640,7 +656,7 @@ impl Workflow {
             if let Some(d) = duration {
                 match expr::time::parse_duration_millis(&d) {
                     Some(ms) => {
-                        let at = self.now + ms;
+                        let at = self.now.saturating_add(ms);
                         if let Some(n) = self.nodes.get_mut(&id) {
                             n.wake_at = Some(at);
                         }
@@ -875,7 +891,7 @@ pub(crate) fn leaf_deadline(t: &Template) -> Option<i64> {
         .active_deadline_seconds
         .as_ref()
         .and_then(|s| s.0.parse::<i64>().ok())
-        .map(|s| s * 1000);
+        .map(|s| s.saturating_mul(1000));
     let b = t
         .timeout
         .as_deref()
