@@ -93,6 +93,20 @@ pub struct Caller {
     pub source: String,
 }
 
+impl Caller {
+    /// An audit row for `action` on `object` by this caller, now.
+    fn audit(&self, action: &str, object: String, details: Value) -> store::AuditEntry {
+        store::AuditEntry {
+            at: now_ms(),
+            actor: self.name.clone(),
+            action: action.to_string(),
+            object,
+            source: self.source.clone(),
+            details,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     controller: Controller,
@@ -963,7 +977,8 @@ async fn delete_workflow(
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
     let rec = c.store().get_workflow(&namespace, &name).await?;
-    if c.is_running(&rec.uid) {
+    // Unfinished means driven by some replica, not necessarily this one.
+    if rec.finished_at.is_none() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             9,
@@ -985,17 +1000,12 @@ async fn delete_workflow(
             })?;
         details = json!({"kubernetesObjectsDeleted": n});
     }
-    c.store().delete_workflow(&namespace, &name).await?;
-    c.store()
-        .audit_append(&[store::AuditEntry {
-            at: now_ms(),
-            actor: caller.name.clone(),
-            action: "workflow.delete".into(),
-            object: format!("workflows/{namespace}/{name}"),
-            source: caller.source.clone(),
-            details,
-        }])
-        .await?;
+    let audit = caller.audit(
+        "workflow.delete",
+        format!("workflows/{namespace}/{name}"),
+        details,
+    );
+    c.store().delete_workflow(&namespace, &name, &audit).await?;
     Ok(Json(json!({})))
 }
 
@@ -1165,25 +1175,16 @@ async fn put_template(
         created_at: now,
         updated_at: now,
     };
-    c.store().put_template(&rec, create).await?;
-    c.store()
-        .audit_append(&[store::AuditEntry {
-            at: now,
-            actor: caller.name.clone(),
-            action: if create {
-                "template.create".into()
-            } else {
-                "template.update".into()
-            },
-            object: if cluster {
-                format!("cluster-workflow-templates/{name}")
-            } else {
-                format!("workflow-templates/{namespace}/{name}")
-            },
-            source: caller.source.clone(),
-            details: json!({}),
-        }])
-        .await?;
+    let audit = caller.audit(
+        if create {
+            "template.create"
+        } else {
+            "template.update"
+        },
+        template_object(cluster, namespace, &name),
+        json!({}),
+    );
+    c.store().put_template(&rec, create, &audit).await?;
     Ok(Json(template_json(
         &c.store().get_template(cluster, namespace, &name).await?,
     )))
@@ -1227,11 +1228,30 @@ async fn get_template(
     )))
 }
 
+/// What the audit log calls a template.
+fn template_object(cluster: bool, namespace: &str, name: &str) -> String {
+    if cluster {
+        format!("cluster-workflow-templates/{name}")
+    } else {
+        format!("workflow-templates/{namespace}/{name}")
+    }
+}
+
 async fn delete_template(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
-    if !c.store().delete_template(false, &namespace, &name).await? {
+    let audit = caller.audit(
+        "template.delete",
+        template_object(false, &namespace, &name),
+        json!({}),
+    );
+    if !c
+        .store()
+        .delete_template(false, &namespace, &name, &audit)
+        .await?
+    {
         return Err(ApiError::not_found(format!(
             "workflow template {namespace}/{name} not found"
         )));
@@ -1463,9 +1483,15 @@ async fn get_cluster_template(State(c): State<Controller>, Path(name): Path<Stri
 
 async fn delete_cluster_template(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    if !c.store().delete_template(true, "", &name).await? {
+    let audit = caller.audit(
+        "template.delete",
+        template_object(true, "", &name),
+        json!({}),
+    );
+    if !c.store().delete_template(true, "", &name, &audit).await? {
         return Err(ApiError::not_found(format!(
             "cluster workflow template {name} not found"
         )));
@@ -1545,16 +1571,13 @@ async fn delete_archived(
             format!("workflow {uid} has not finished"),
         ));
     }
-    c.store().delete_workflow(&rec.namespace, &rec.name).await?;
+    let audit = caller.audit(
+        "workflow.delete",
+        format!("workflows/{}/{}", rec.namespace, rec.name),
+        json!({"archived": true}),
+    );
     c.store()
-        .audit_append(&[store::AuditEntry {
-            at: now_ms(),
-            actor: caller.name.clone(),
-            action: "workflow.delete".into(),
-            object: format!("workflows/{}/{}", rec.namespace, rec.name),
-            source: caller.source.clone(),
-            details: json!({"archived": true}),
-        }])
+        .delete_workflow(&rec.namespace, &rec.name, &audit)
         .await?;
     Ok(Json(json!({})))
 }
@@ -1605,22 +1628,13 @@ async fn put_cron(
         )));
     }
     let now = now_ms();
+    let audit = caller.audit(
+        if create { "cron.create" } else { "cron.update" },
+        format!("cron-workflows/{namespace}/{name}"),
+        json!({}),
+    );
     c.store()
-        .put_cron(namespace, &name, &cw, now, create)
-        .await?;
-    c.store()
-        .audit_append(&[store::AuditEntry {
-            at: now,
-            actor: caller.name.clone(),
-            action: if create {
-                "cron.create".into()
-            } else {
-                "cron.update".into()
-            },
-            object: format!("cron-workflows/{namespace}/{name}"),
-            source: caller.source.clone(),
-            details: json!({}),
-        }])
+        .put_cron(namespace, &name, &cw, now, create, &audit)
         .await?;
     Ok(Json(cron_json(
         &c.store().get_cron(namespace, &name).await?,
@@ -1667,9 +1681,15 @@ async fn get_cron(
 
 async fn delete_cron(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
-    if !c.store().delete_cron(&namespace, &name).await? {
+    let audit = caller.audit(
+        "cron.delete",
+        format!("cron-workflows/{namespace}/{name}"),
+        json!({}),
+    );
+    if !c.store().delete_cron(&namespace, &name, &audit).await? {
         return Err(ApiError::not_found(format!(
             "cron workflow {namespace}/{name} not found"
         )));
@@ -1679,10 +1699,16 @@ async fn delete_cron(
 
 async fn suspend_cron(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
+    let audit = caller.audit(
+        "cron.suspend",
+        format!("cron-workflows/{namespace}/{name}"),
+        json!({}),
+    );
     c.store()
-        .set_cron_suspended(&namespace, &name, true, now_ms())
+        .set_cron_suspended(&namespace, &name, true, now_ms(), &audit)
         .await?;
     Ok(Json(cron_json(
         &c.store().get_cron(&namespace, &name).await?,
@@ -1691,10 +1717,16 @@ async fn suspend_cron(
 
 async fn resume_cron(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult {
+    let audit = caller.audit(
+        "cron.resume",
+        format!("cron-workflows/{namespace}/{name}"),
+        json!({}),
+    );
     c.store()
-        .set_cron_suspended(&namespace, &name, false, now_ms())
+        .set_cron_suspended(&namespace, &name, false, now_ms(), &audit)
         .await?;
     Ok(Json(cron_json(
         &c.store().get_cron(&namespace, &name).await?,

@@ -93,6 +93,7 @@ macro_rules! on_pool {
 pub mod audit;
 mod shared;
 
+use shared::Arg;
 pub use shared::{InboxEntry, NOTIFY_CHANNEL, Notice, Submission, Submitted};
 
 #[derive(Clone, Debug)]
@@ -755,6 +756,9 @@ const CRON_COLUMNS: &str =
 
 impl Store {
     /// Creates (`create`, failing if it exists) or replaces a CronWorkflow's body.
+    /// Creates (`create = true`, failing if it exists) or replaces a cron workflow, with its
+    /// audit row in the same transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_cron(
         &self,
         namespace: &str,
@@ -762,24 +766,27 @@ impl Store {
         body: &Value,
         now: i64,
         create: bool,
+        audit: &AuditEntry,
     ) -> Result<()> {
-        let res = on_pool!(&self.pool, |p| {
-            let sql = if create {
-                "INSERT INTO cron_workflows (namespace, name, body, suspended, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
-            } else {
-                "UPDATE cron_workflows SET body = $3, suspended = $4, updated_at = $5 WHERE namespace = $1 AND name = $2"
-            };
-            let suspended = body["spec"]["suspend"].as_bool().unwrap_or(false);
-            sqlx::query(sql)
-                .bind(namespace)
-                .bind(name)
-                .bind(Json(body))
-                .bind(suspended)
-                .bind(now)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected())
-        });
+        let sql = if create {
+            "INSERT INTO cron_workflows (namespace, name, body, suspended, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
+        } else {
+            "UPDATE cron_workflows SET body = $3, suspended = $4, updated_at = $5 WHERE namespace = $1 AND name = $2"
+        };
+        let suspended = body["spec"]["suspend"].as_bool().unwrap_or(false);
+        let res = self
+            .exec_audited(
+                sql,
+                &[
+                    Arg::Text(namespace),
+                    Arg::Text(name),
+                    Arg::Json(body),
+                    Arg::Bool(suspended),
+                    Arg::Int(now),
+                ],
+                audit,
+            )
+            .await;
         match res {
             Ok(0) => Err(StoreError::NotFound {
                 namespace: namespace.into(),
@@ -844,37 +851,46 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_cron(&self, namespace: &str, name: &str) -> Result<bool> {
-        let n = on_pool!(&self.pool, |p| {
-            sqlx::query("DELETE FROM cron_workflows WHERE namespace = $1 AND name = $2")
-                .bind(namespace)
-                .bind(name)
-                .execute(p)
-                .await
-                .map_err(q("deleting a cron workflow"))?
-                .rows_affected()
-        });
+    /// Deletes a cron workflow (with its audit row). Returns whether it existed.
+    pub async fn delete_cron(
+        &self,
+        namespace: &str,
+        name: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let n = self
+            .exec_audited(
+                "DELETE FROM cron_workflows WHERE namespace = $1 AND name = $2",
+                &[Arg::Text(namespace), Arg::Text(name)],
+                audit,
+            )
+            .await
+            .map_err(q("deleting a cron workflow"))?;
         Ok(n > 0)
     }
 
+    /// Suspends or resumes a cron workflow (with its audit row).
     pub async fn set_cron_suspended(
         &self,
         namespace: &str,
         name: &str,
         suspended: bool,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<()> {
-        let n = on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE cron_workflows SET suspended = $3, updated_at = $4 WHERE namespace = $1 AND name = $2")
-                .bind(namespace)
-                .bind(name)
-                .bind(suspended)
-                .bind(now)
-                .execute(p)
-                .await
-                .map_err(q("suspending a cron workflow"))?
-                .rows_affected()
-        });
+        let n = self
+            .exec_audited(
+                "UPDATE cron_workflows SET suspended = $3, updated_at = $4 WHERE namespace = $1 AND name = $2",
+                &[
+                    Arg::Text(namespace),
+                    Arg::Text(name),
+                    Arg::Bool(suspended),
+                    Arg::Int(now),
+                ],
+                audit,
+            )
+            .await
+            .map_err(q("suspending a cron workflow"))?;
         if n == 0 {
             return Err(StoreError::NotFound {
                 namespace: namespace.into(),
@@ -1047,45 +1063,52 @@ impl Store {
         })
     }
 
-    /// Deletes a workflow with its history and nodes. Returns whether it existed.
-    pub async fn delete_workflow(&self, namespace: &str, name: &str) -> Result<bool> {
-        let n = on_pool!(&self.pool, |p| {
-            sqlx::query("DELETE FROM idempotency_keys WHERE workflow_uid IN (SELECT uid FROM workflows WHERE namespace = $1 AND name = $2)")
-                .bind(namespace)
-                .bind(name)
-                .execute(p)
-                .await
-                .map_err(q("deleting a workflow's idempotency keys"))?;
-            sqlx::query("DELETE FROM workflows WHERE namespace = $1 AND name = $2")
-                .bind(namespace)
-                .bind(name)
-                .execute(p)
-                .await
-                .map_err(q("deleting a workflow"))?
-                .rows_affected()
-        });
+    /// Deletes a workflow with its history, nodes and inbox (with its audit row). Returns
+    /// whether it existed. Its idempotency key, if any, is free again.
+    pub async fn delete_workflow(
+        &self,
+        namespace: &str,
+        name: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let n = self
+            .exec_audited(
+                "DELETE FROM workflows WHERE namespace = $1 AND name = $2",
+                &[Arg::Text(namespace), Arg::Text(name)],
+                audit,
+            )
+            .await
+            .map_err(q("deleting a workflow"))?;
         Ok(n > 0)
     }
 
-    /// Creates (`create = true`, failing if it exists) or replaces a template.
-    pub async fn put_template(&self, t: &TemplateRecord, create: bool) -> Result<()> {
-        let res = on_pool!(&self.pool, |p| {
-            let sql = if create {
-                "INSERT INTO workflow_templates (cluster, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
-            } else {
-                "UPDATE workflow_templates SET body = $4, updated_at = $6 WHERE cluster = $1 AND namespace = $2 AND name = $3"
-            };
-            sqlx::query(sql)
-                .bind(t.cluster)
-                .bind(&t.namespace)
-                .bind(&t.name)
-                .bind(Json(&t.body))
-                .bind(t.created_at)
-                .bind(t.updated_at)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected())
-        });
+    /// Creates (`create = true`, failing if it exists) or replaces a template, with its
+    /// audit row in the same transaction.
+    pub async fn put_template(
+        &self,
+        t: &TemplateRecord,
+        create: bool,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let sql = if create {
+            "INSERT INTO workflow_templates (cluster, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        } else {
+            "UPDATE workflow_templates SET body = $4, updated_at = $6 WHERE cluster = $1 AND namespace = $2 AND name = $3"
+        };
+        let res = self
+            .exec_audited(
+                sql,
+                &[
+                    Arg::Bool(t.cluster),
+                    Arg::Text(&t.namespace),
+                    Arg::Text(&t.name),
+                    Arg::Json(&t.body),
+                    Arg::Int(t.created_at),
+                    Arg::Int(t.updated_at),
+                ],
+                audit,
+            )
+            .await;
         match res {
             Ok(0) => Err(StoreError::NotFound {
                 namespace: t.namespace.clone(),
@@ -1145,22 +1168,22 @@ impl Store {
         })
     }
 
+    /// Deletes a template (with its audit row). Returns whether it existed.
     pub async fn delete_template(
         &self,
         cluster: bool,
         namespace: &str,
         name: &str,
+        audit: &AuditEntry,
     ) -> Result<bool> {
-        let n = on_pool!(&self.pool, |p| {
-            sqlx::query("DELETE FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
-                .bind(cluster)
-                .bind(namespace)
-                .bind(name)
-                .execute(p)
-                .await
-                .map_err(q("deleting a template"))?
-                .rows_affected()
-        });
+        let n = self
+            .exec_audited(
+                "DELETE FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3",
+                &[Arg::Bool(cluster), Arg::Text(namespace), Arg::Text(name)],
+                audit,
+            )
+            .await
+            .map_err(q("deleting a template"))?;
         Ok(n > 0)
     }
 }

@@ -115,6 +115,46 @@ impl Store {
     /// the audit row. Nothing is written when any part says no.
     pub async fn submit_workflow(&self, s: &Submission<'_>) -> Result<Submitted> {
         let w = s.workflow;
+        // The workflow row, its lease and audit row, then the commit.
+        macro_rules! insert_and_commit {
+            ($tx:ident) => {{
+                let mut tx = $tx;
+                let created = sqlx::query(
+                        "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
+                    )
+                    .bind(&w.uid)
+                    .bind(&w.namespace)
+                    .bind(&w.name)
+                    .bind(Json(&w.labels))
+                    .bind(w.created_at)
+                    .bind(Json(&w.definition))
+                    .execute(&mut *tx)
+                    .await;
+                    match created {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Err(StoreError::AlreadyExists {
+                                namespace: w.namespace.clone(),
+                                name: w.name.clone(),
+                            });
+                        }
+                        Err(e) => return Err(q("inserting a workflow")(e)),
+                    }
+                    if let Some((holder, expires_at)) = s.lease {
+                        sqlx::query("INSERT INTO leases (workflow_uid, holder, expires_at) VALUES ($1, $2, $3)")
+                            .bind(&w.uid)
+                            .bind(holder)
+                            .bind(expires_at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q("taking the new workflow's lease"))?;
+                    }
+                    stage_audit!(tx, std::slice::from_ref(s.audit));
+                    // Watchers hear of it with its first recorded step, as on the submitting replica.
+                    tx.commit().await.map_err(q("committing a submission"))?;
+                    Ok(Submitted::Created)
+                }};
+        }
         macro_rules! submit_tx {
             ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
@@ -154,10 +194,15 @@ impl Store {
                         .await
                         .map_err(q("reading an idempotency key"))?;
                         let Some(row) = row else {
-                            return Err(StoreError::Corrupt {
-                                what: "idempotency key",
-                                message: format!("key {key:?} names no workflow"),
-                            });
+                            // Its workflow was deleted: the key is free again.
+                            sqlx::query("UPDATE idempotency_keys SET workflow_uid = $2, created_at = $3 WHERE key = $1")
+                                .bind(key)
+                                .bind(&w.uid)
+                                .bind(w.created_at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(q("recording an idempotency key"))?;
+                            return insert_and_commit!(tx);
                         };
                         let get = |c: &str| -> Result<String> {
                             row.try_get::<String, _>(c).map_err(q("reading an idempotency key"))
@@ -169,40 +214,7 @@ impl Store {
                         });
                     }
                 }
-                let created = sqlx::query(
-                    "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
-                )
-                .bind(&w.uid)
-                .bind(&w.namespace)
-                .bind(&w.name)
-                .bind(Json(&w.labels))
-                .bind(w.created_at)
-                .bind(Json(&w.definition))
-                .execute(&mut *tx)
-                .await;
-                match created {
-                    Ok(_) => {}
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Err(StoreError::AlreadyExists {
-                            namespace: w.namespace.clone(),
-                            name: w.name.clone(),
-                        });
-                    }
-                    Err(e) => return Err(q("inserting a workflow")(e)),
-                }
-                if let Some((holder, expires_at)) = s.lease {
-                    sqlx::query("INSERT INTO leases (workflow_uid, holder, expires_at) VALUES ($1, $2, $3)")
-                        .bind(&w.uid)
-                        .bind(holder)
-                        .bind(expires_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q("taking the new workflow's lease"))?;
-                }
-                stage_audit!(tx, std::slice::from_ref(s.audit));
-                // Watchers hear of it with its first recorded step, as on the submitting replica.
-                tx.commit().await.map_err(q("committing a submission"))?;
-                Ok(Submitted::Created)
+                insert_and_commit!(tx)
             }};
         }
         let out = match &self.pool {
@@ -379,5 +391,65 @@ impl Store {
                 .and_then(|r| r.try_get::<i64, _>("n"))
                 .map_err(q("counting inbox entries"))
         })
+    }
+}
+
+/// A bind parameter of [`Store::exec_audited`].
+#[derive(Debug, Clone)]
+pub enum Arg<'a> {
+    Text(&'a str),
+    Bool(bool),
+    Int(i64),
+    Json(&'a Value),
+}
+
+impl Store {
+    /// Runs one statement and stages its audit row in the same transaction: the change and
+    /// the record of who made it commit together or not at all. Returns the rows affected
+    /// (an error from the statement itself, such as a unique violation, comes back as is).
+    pub(crate) async fn exec_audited(
+        &self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+        audit: &AuditEntry,
+    ) -> std::result::Result<u64, sqlx::Error> {
+        macro_rules! audited_tx {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await?;
+                let mut query = sqlx::query(sql);
+                for a in args {
+                    query = match a {
+                        Arg::Text(t) => query.bind(*t),
+                        Arg::Bool(b) => query.bind(*b),
+                        Arg::Int(i) => query.bind(*i),
+                        Arg::Json(v) => query.bind(Json(*v)),
+                    };
+                }
+                let n = query.execute(&mut *tx).await?.rows_affected();
+                if n > 0 {
+                    sqlx::query(
+                        "INSERT INTO audit_outbox (at, actor, action, object, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(audit.at)
+                    .bind(&audit.actor)
+                    .bind(&audit.action)
+                    .bind(&audit.object)
+                    .bind(&audit.source)
+                    .bind(Json(&audit.details))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                n
+            }};
+        }
+        let n = match &self.pool {
+            Pool::Pg(p) => audited_tx!(p),
+            Pool::Sqlite(p) => audited_tx!(p),
+        };
+        if n > 0 {
+            self.after_audit_staged().await;
+        }
+        Ok(n)
     }
 }

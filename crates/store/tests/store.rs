@@ -415,3 +415,263 @@ async fn postgres_listing_filters_and_pages() {
     listing(&store).await;
     drop_pg(store, db).await;
 }
+
+fn audit(action: &str, object: &str) -> AuditEntry {
+    AuditEntry {
+        at: 7,
+        actor: "alice".into(),
+        action: action.into(),
+        object: object.into(),
+        source: "127.0.0.1".into(),
+        details: json!({}),
+    }
+}
+
+/// The submit transaction, the inbox and audited changes, on both backends: a repeated
+/// idempotency key returns the first workflow and writes nothing; a taken cron firing writes
+/// nothing; inbox entries are consumed exactly once with the step that uses them; every change
+/// has its audit row, sealed into a chain that verifies.
+async fn shared_state_rules(store: &Store) {
+    use riposte_store::{StepRecord, Submission, Submitted, TemplateRecord};
+    let w = workflow("keyed", 1);
+    let create = audit("workflow.create", "workflows/ns/keyed");
+    let first = store
+        .submit_workflow(&Submission {
+            workflow: &w,
+            lease: Some(("replica-a", 10_000)),
+            idempotency_key: Some("ns/k1"),
+            cron_firing: None,
+            audit: &create,
+        })
+        .await
+        .expect("submit");
+    assert_eq!(first, Submitted::Created);
+    let mut again = workflow("keyed-2", 2);
+    again.uid = "uid-other".into();
+    let second = store
+        .submit_workflow(&Submission {
+            workflow: &again,
+            lease: Some(("replica-b", 10_000)),
+            idempotency_key: Some("ns/k1"),
+            cron_firing: None,
+            audit: &create,
+        })
+        .await
+        .expect("submit again");
+    assert_eq!(
+        second,
+        Submitted::Existing {
+            uid: "uid-keyed".into(),
+            namespace: "ns".into(),
+            name: "keyed".into()
+        }
+    );
+    assert!(store.get_workflow("ns", "keyed-2").await.is_err());
+    // The submitter holds the lease: another replica's claim does not take it.
+    assert!(
+        store
+            .claim_workflows("replica-b", 5, 20_000)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // A cron firing: the second claim of the same time creates nothing.
+    let t = |name: &str| TemplateRecord {
+        cluster: false,
+        namespace: "ns".into(),
+        name: name.into(),
+        body: json!({}),
+        created_at: 1,
+        updated_at: 1,
+    };
+    store
+        .put_cron(
+            "ns",
+            "nightly",
+            &json!({"spec": {}}),
+            1,
+            true,
+            &audit("cron.create", "cron-workflows/ns/nightly"),
+        )
+        .await
+        .expect("cron");
+    for (i, want) in [(0, Submitted::Created), (1, Submitted::CronFiringTaken)] {
+        let mut run = workflow(&format!("nightly-{i}"), 3);
+        run.uid = format!("uid-nightly-{i}");
+        let got = store
+            .submit_workflow(&Submission {
+                workflow: &run,
+                lease: None,
+                idempotency_key: None,
+                cron_firing: Some(("ns", "nightly", 1000)),
+                audit: &create,
+            })
+            .await
+            .expect("cron submit");
+        assert_eq!(got, want);
+    }
+    assert!(store.get_workflow("ns", "nightly-1").await.is_err());
+
+    // The inbox: stored, then consumed with the step that uses it, once.
+    let id = store
+        .enqueue_input(
+            "uid-keyed",
+            &json!({"Resume": {"now": 5, "node": null, "parameters": {}}}),
+            5,
+            &audit("workflow.resume", "workflows/ns/keyed"),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        store
+            .pending_inputs("uid-keyed")
+            .await
+            .expect("inbox")
+            .len(),
+        1
+    );
+    let inputs = json!([]);
+    let running = WorkflowState {
+        phase: "Running".into(),
+        message: String::new(),
+        started_at: Some(1),
+        finished_at: None,
+        status: json!({}),
+    };
+    let ids = [id];
+    let step = |seq: i64| StepRecord {
+        uid: "uid-keyed",
+        seq,
+        inputs: &inputs,
+        recorded_at: 6,
+        nodes: &[],
+        removed: &[],
+        state: &running,
+        consumed_inbox: &ids,
+        audit: &[],
+        notify: None,
+    };
+    store.record_step(&step(0)).await.expect("step");
+    assert!(
+        store
+            .pending_inputs("uid-keyed")
+            .await
+            .expect("inbox")
+            .is_empty()
+    );
+    // Consuming it again (a stale replica) fails the whole step.
+    assert!(store.record_step(&step(1)).await.is_err());
+    let wf = store.get_workflow("ns", "keyed").await.expect("wf");
+    assert_eq!(wf.history_len, 1, "the failed step left no trace");
+
+    // Audited changes: templates and crons, deleted, suspended.
+    store
+        .put_template(
+            &t("tpl"),
+            true,
+            &audit("template.create", "workflow-templates/ns/tpl"),
+        )
+        .await
+        .expect("template");
+    assert!(
+        store
+            .delete_template(
+                false,
+                "ns",
+                "tpl",
+                &audit("template.delete", "workflow-templates/ns/tpl")
+            )
+            .await
+            .expect("delete")
+    );
+    store
+        .set_cron_suspended(
+            "ns",
+            "nightly",
+            true,
+            9,
+            &audit("cron.suspend", "cron-workflows/ns/nightly"),
+        )
+        .await
+        .expect("suspend");
+    assert!(
+        store
+            .delete_cron(
+                "ns",
+                "nightly",
+                &audit("cron.delete", "cron-workflows/ns/nightly")
+            )
+            .await
+            .expect("delete cron")
+    );
+    // A delete of nothing writes no audit row.
+    assert!(
+        !store
+            .delete_cron(
+                "ns",
+                "nightly",
+                &audit("cron.delete", "cron-workflows/ns/nightly")
+            )
+            .await
+            .expect("delete again")
+    );
+    let actions: Vec<String> = store
+        .audit_list(&AuditFilter::default())
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    for want in [
+        "workflow.create",
+        "cron.create",
+        "workflow.resume",
+        "template.create",
+        "template.delete",
+        "cron.suspend",
+        "cron.delete",
+    ] {
+        assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
+    }
+    assert_eq!(
+        actions.iter().filter(|a| *a == "cron.delete").count(),
+        1,
+        "{actions:?}"
+    );
+    let (_, problems) = store.audit_verify().await.expect("verify");
+    assert!(problems.is_empty(), "{problems:?}");
+    // Deleting the workflow frees its idempotency key.
+    store
+        .delete_workflow(
+            "ns",
+            "keyed",
+            &audit("workflow.delete", "workflows/ns/keyed"),
+        )
+        .await
+        .expect("delete workflow");
+    let again = store
+        .submit_workflow(&Submission {
+            workflow: &workflow("keyed-3", 4),
+            lease: None,
+            idempotency_key: Some("ns/k1"),
+            cron_firing: None,
+            audit: &create,
+        })
+        .await
+        .expect("submit after delete");
+    assert_eq!(again, Submitted::Created);
+}
+
+#[tokio::test]
+async fn postgres_shared_state_rules() {
+    let (store, db) = fresh_pg().await;
+    shared_state_rules(&store).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_shared_state_rules() {
+    let (store, _dir) = sqlite().await;
+    shared_state_rules(&store).await;
+}
