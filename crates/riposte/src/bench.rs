@@ -244,6 +244,78 @@ pub async fn api(store: store::Store, config: server::ControllerConfig) -> Resul
     Ok(())
 }
 
+/// Submit throughput through `Controller::submit` with idempotency keys. Each workflow is one
+/// `suspend` step, so after its first recorded step its driver waits and costs nothing more.
+pub async fn submit(
+    store: store::Store,
+    config: server::ControllerConfig,
+    workflows: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let controller = server::Controller::new(store.clone(), config);
+    let resource: spec::WorkflowResource = serde_json::from_value(serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"generateName": "bench-submit-"},
+        "spec": {"entrypoint": "wait", "templates": [{"name": "wait", "suspend": {}}]}
+    }))?;
+    let run = format!("{}", crate::generate_suffix());
+    let pass = |keys_taken: bool| {
+        let controller = controller.clone();
+        let resource = resource.clone();
+        let run = run.clone();
+        async move {
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            let concurrency = concurrency.max(1);
+            for worker in 0..concurrency {
+                let controller = controller.clone();
+                let resource = resource.clone();
+                let run = run.clone();
+                tasks.spawn(async move {
+                    let mut created = 0usize;
+                    for i in (worker..workflows).step_by(concurrency) {
+                        let mut req = server::SubmitRequest::new(
+                            "bench-submit",
+                            server::Origin::Inline(Box::new(resource.clone())),
+                            "bench",
+                            "local",
+                        );
+                        req.idempotency_key = Some(format!("{run}-{i}"));
+                        if let server::SubmitOutcome::Created { .. } =
+                            controller.submit(req).await?
+                        {
+                            created += 1;
+                        }
+                    }
+                    anyhow::Ok(created)
+                });
+            }
+            let mut created = 0;
+            while let Some(r) = tasks.join_next().await {
+                created += r??;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                created == if keys_taken { 0 } else { workflows },
+                "{created} of {workflows} submissions created a workflow"
+            );
+            anyhow::Ok(secs)
+        }
+    };
+    let first = pass(false).await?;
+    let again = pass(true).await?;
+    let line = serde_json::json!({
+        "workload": "submit",
+        "backend": store.backend(),
+        "workflows": workflows,
+        "concurrency": concurrency,
+        "submits_per_second": (workflows as f64 / first).round(),
+        "repeated_keys_per_second": (workflows as f64 / again).round(),
+    });
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}
+
 pub fn engine(shape: Shape, tasks: usize) -> Result<()> {
     let text = dag_yaml(shape, tasks);
     let parse_start = Instant::now();

@@ -396,6 +396,17 @@ enum BenchCmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Submissions through the one submit path (`Controller::submit`: lint, one transaction
+    /// with workflow, lease, idempotency key and audit row, then the first engine step), from
+    /// concurrent submitters; then the same keys again (each answered with the first workflow).
+    Submit {
+        #[arg(long, default_value_t = 2000)]
+        workflows: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// The host executor against bare process spawning.
     Host {
         #[arg(long, default_value_t = 1000)]
@@ -729,6 +740,28 @@ fn main() -> ExitCode {
         Cmd::Bench {
             workload: BenchCmd::Engine { shape, tasks },
         } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
+        Cmd::Bench {
+            workload:
+                BenchCmd::Submit {
+                    workflows,
+                    concurrency,
+                    db,
+                },
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            let config = server::ControllerConfig {
+                runs_dir: std::env::temp_dir().join("riposte-bench-submit"),
+                images: ImageTable::new(host_python(), BTreeMap::new()),
+                argosay_binary: std::env::current_exe()?,
+                isolation: Isolation::None("benchmark".into()),
+                holder: format!("bench-{}", generate_suffix()),
+                lease_ttl_ms: 600_000,
+                cluster: None,
+            };
+            bench::submit(store, config, workflows, concurrency)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        })),
         Cmd::Bench {
             workload: BenchCmd::Api { db },
         } => report(block_on(async move {
@@ -1810,6 +1843,11 @@ async fn run(a: RunArgs) -> Result<ExitCode> {
         // Finished (or interrupted): leave the workflow to whoever continues it.
         if let Err(e) = store.release_workflow(&id.uid, &holder).await {
             eprintln!("warning: releasing the workflow's lease: {e}");
+        }
+        // Staged audit rows into the chain before this process ends (they would otherwise
+        // wait, staged and safe, for the next seal).
+        if let Err(e) = store.audit_seal().await {
+            eprintln!("warning: sealing the audit log: {e}");
         }
     }
     let wf = outcome.workflow;

@@ -168,13 +168,7 @@ macro_rules! chain_tx {
             rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
         chain_insert!($backend, $tx, rows);
-        for id in &staged_ids {
-            sqlx::query("DELETE FROM audit_outbox WHERE id = $1")
-                .bind(id)
-                .execute(&mut *$tx)
-                .await
-                .map_err(q("removing sealed audit entries"))?;
-        }
+        chain_unstage!($backend, $tx, staged_ids);
         sqlx::query("INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
             .bind(seq)
             .bind(&prev)
@@ -184,6 +178,29 @@ macro_rules! chain_tx {
         $tx.commit().await.map_err(q("committing audit entries"))?;
         Ok::<Vec<i64>, StoreError>(rows.iter().map(|r| r.0).collect())
     }.await};
+}
+
+/// Removes sealed rows from the outbox (by id: rows of transactions still open have ids in
+/// between and must stay).
+macro_rules! chain_unstage {
+    (Pg, $tx:ident, $ids:ident) => {{
+        if !$ids.is_empty() {
+            sqlx::query("DELETE FROM audit_outbox WHERE id = ANY($1)")
+                .bind(&$ids)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("removing sealed audit entries"))?;
+        }
+    }};
+    (Sqlite, $tx:ident, $ids:ident) => {{
+        for id in &$ids {
+            sqlx::query("DELETE FROM audit_outbox WHERE id = $1")
+                .bind(id)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("removing sealed audit entries"))?;
+        }
+    }};
 }
 
 macro_rules! chain_insert {

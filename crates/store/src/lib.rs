@@ -101,6 +101,8 @@ pub struct Store {
     pub(crate) pool: Pool,
     /// Identifies this process's notifications (see [`Notice`]).
     pub(crate) origin: std::sync::Arc<str>,
+    /// Wakes the task that seals staged audit rows into the chain.
+    pub(crate) seal_wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// One engine step to record; see [`Store::record_step`].
@@ -232,10 +234,13 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(redact(url)));
         };
-        Ok(Store {
+        let store = Store {
             pool,
             origin: uuid::Uuid::new_v4().to_string().into(),
-        })
+            seal_wakeup: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        tokio::spawn(store.clone().sealer());
+        Ok(store)
     }
 
     async fn open_sqlite(url: &str) -> Result<SqlitePool> {
@@ -353,7 +358,7 @@ impl Store {
         // The same transaction on both backends; only the node upsert differs (one UNNEST
         // statement on PostgreSQL, a prepared statement per node on SQLite).
         macro_rules! step_tx {
-            ($p:expr, |$tx:ident| $upsert:expr) => {{
+            ($backend:ident, $p:expr, |$tx:ident| $upsert:expr) => {{
                 let mut $tx = $p.begin().await.map_err(q("starting a transaction"))?;
                 sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
                     .bind(uid)
@@ -408,7 +413,7 @@ impl Store {
                         });
                     }
                 }
-                shared::stage_audit!($tx, audit);
+                shared::stage_audit!($backend, $tx, audit);
                 if let Some(notice) = &notice {
                     shared::notify!(self, $tx, notice);
                 }
@@ -417,7 +422,7 @@ impl Store {
             }};
         }
         match &self.pool {
-            Pool::Pg(p) => step_tx!(p, |tx| if !nodes.is_empty() {
+            Pool::Pg(p) => step_tx!(Pg, p, |tx| if !nodes.is_empty() {
                 let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
                 let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
                 let phases: Vec<&str> = nodes.iter().map(|n| n.phase.as_str()).collect();
@@ -436,7 +441,7 @@ impl Store {
                 .await
                 .map_err(q("updating nodes"))?;
             })?,
-            Pool::Sqlite(p) => step_tx!(p, |tx| for n in nodes {
+            Pool::Sqlite(p) => step_tx!(Sqlite, p, |tx| for n in nodes {
                 sqlx::query(
                     "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status",

@@ -87,11 +87,41 @@ macro_rules! notify {
 }
 pub(crate) use notify;
 
-/// Writes the audit outbox rows and a notification inside an open transaction; a macro because
-/// each backend has its own transaction type.
+/// Writes audit outbox rows inside an open transaction; a macro because each backend has
+/// its own transaction type. `stage_audit!(Pg, tx, rows)` takes them in one UNNEST statement
+/// (a step can carry thousands of node transitions); `stage_audit!(tx, rows)` inserts one
+/// prepared row at a time (any backend).
 macro_rules! stage_audit {
+    (Pg, $tx:expr, $entries:expr) => {{
+        let entries: &[AuditEntry] = $entries;
+        if !entries.is_empty() {
+            let ats: Vec<i64> = entries.iter().map(|e| e.at).collect();
+            let actors: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
+            let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+            let objects: Vec<&str> = entries.iter().map(|e| e.object.as_str()).collect();
+            let sources: Vec<&str> = entries.iter().map(|e| e.source.as_str()).collect();
+            let details: Vec<String> = entries.iter().map(|e| e.details.to_string()).collect();
+            sqlx::query(
+                "INSERT INTO audit_outbox (at, actor, action, object, source, details) \
+                 SELECT a, ac, act, o, so, d::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(a, ac, act, o, so, d)",
+            )
+            .bind(&ats)
+            .bind(&actors)
+            .bind(&actions)
+            .bind(&objects)
+            .bind(&sources)
+            .bind(&details)
+            .execute(&mut *$tx)
+            .await
+            .map_err(q("staging audit entries"))?;
+        }
+    }};
+    (Sqlite, $tx:expr, $entries:expr) => {
+        crate::shared::stage_audit!($tx, $entries)
+    };
     ($tx:expr, $entries:expr) => {{
-        for e in $entries {
+        let entries: &[AuditEntry] = $entries;
+        for e in entries {
             sqlx::query(
                 "INSERT INTO audit_outbox (at, actor, action, object, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -311,11 +341,38 @@ impl Store {
         }
     }
 
-    /// After a transaction staged audit rows: seal them now (a failure leaves them staged for
-    /// the next seal, never lost).
+    /// After a transaction staged audit rows: wake the sealer, which moves them into the
+    /// chain in batches (one short lock for many rows, off the hot path). Readers of the log
+    /// (`audit_list`, `audit_verify`) seal first, so they never miss a committed row.
     pub(crate) async fn after_audit_staged(&self) {
-        if let Err(e) = self.audit_seal().await {
-            tracing::warn!(error = %crate::chain(&e), "sealing audit entries (they stay staged and are sealed later)");
+        self.seal_wakeup.notify_one();
+    }
+
+    /// Seals staged audit rows whenever woken (and every second), until the pool closes.
+    pub(crate) async fn sealer(self) {
+        loop {
+            tokio::select! {
+                _ = self.seal_wakeup.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+            if self.is_closed() {
+                return;
+            }
+            // Let the rows of concurrent transactions gather into one batch.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if let Err(e) = self.audit_seal().await {
+                if self.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %crate::chain(&e), "sealing audit entries (they stay staged and are sealed later)");
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.pool {
+            Pool::Pg(p) => p.is_closed(),
+            Pool::Sqlite(p) => p.is_closed(),
         }
     }
 
