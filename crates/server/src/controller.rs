@@ -177,29 +177,41 @@ impl Controller {
     /// one transaction, and starts driving it.
     pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitOutcome, ControlError> {
         let library = self.library(&req.namespace).await?;
-        let now = now_ms();
-        let prepared = submit::prepare(
-            req,
-            library,
-            crate::ids::new_uid(),
-            &crate::ids::name_suffix(),
-            now,
-        )?;
+        // A generated name can collide with an existing one; like Kubernetes, try another.
+        let mut attempt = 0;
+        let (prepared, rx, outcome) = loop {
+            attempt += 1;
+            let now = now_ms();
+            let prepared = submit::prepare(
+                req.clone(),
+                library.clone(),
+                crate::ids::new_uid(),
+                &crate::ids::name_suffix(),
+                now,
+            )?;
+            let uid = prepared.identity.uid.clone();
+            // Claim the slot before the row exists, so the lease loop never adopts it meanwhile.
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.running_map().insert(uid.clone(), tx);
+            let c = &self.inner.config;
+            let outcome = submit::record(
+                &self.inner.store,
+                &prepared,
+                Some((&c.holder, now + c.lease_ttl_ms)),
+            )
+            .await;
+            match outcome {
+                Ok(SubmitOutcome::Created { .. }) => break (prepared, rx, outcome),
+                Err(ControlError::AlreadyExists(_)) if prepared.generated_name && attempt < 8 => {
+                    self.running_map().remove(&uid);
+                }
+                other => {
+                    self.running_map().remove(&uid);
+                    return other;
+                }
+            }
+        };
         let uid = prepared.identity.uid.clone();
-        // Claim the slot before the row exists, so the lease loop never adopts it meanwhile.
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.running_map().insert(uid.clone(), tx);
-        let c = &self.inner.config;
-        let outcome = submit::record(
-            &self.inner.store,
-            &prepared,
-            Some((&c.holder, now + c.lease_ttl_ms)),
-        )
-        .await;
-        if !matches!(outcome, Ok(SubmitOutcome::Created { .. })) {
-            self.running_map().remove(&uid);
-            return outcome;
-        }
         crate::metrics::WORKFLOWS_SUBMITTED.inc();
         let object = format!(
             "workflows/{}/{}",

@@ -390,7 +390,9 @@ pub async fn drive(
     }
     // Outside inputs from any replica wait in the store's inbox; read it at start (a
     // recovered workflow may have some), when woken, and every `INBOX_POLL` as a fallback.
-    let mut read_inbox = true;
+    // A new workflow's inbox is empty (inputs for it arrive after it was recorded, and wake
+    // it); a recovered one may have inputs waiting.
+    let mut read_inbox = !matches!(batch.first(), Some(Input::Start { .. }));
     let mut poll = tokio::time::interval(INBOX_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

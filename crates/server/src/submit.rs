@@ -93,6 +93,8 @@ pub struct Prepared {
     /// `namespace/key`.
     pub idempotency_key: Option<String>,
     pub cron_firing: Option<(String, String, i64)>,
+    /// The name came from `generateName` (a collision is retried with another suffix).
+    pub generated_name: bool,
 }
 
 /// How a submission ended.
@@ -245,6 +247,11 @@ pub fn prepare(
     if let Some(e) = entrypoint.filter(|e| !e.is_empty()) {
         resource.spec.entrypoint = Some(e);
     }
+    let generated_name = !resource
+        .metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty());
     let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
         (Some(n), _) if !n.is_empty() => n.clone(),
         (_, Some(g)) if !g.is_empty() => format!("{g}{suffix}"),
@@ -323,6 +330,7 @@ pub fn prepare(
         identity,
         idempotency_key,
         cron_firing,
+        generated_name,
     })
 }
 
