@@ -284,7 +284,7 @@ async fn wait_finished(jobs: &Api<DynamicObject>, name: &str) -> Result<DynamicO
             }
             Ok(_) => {}
             // The backoff retries; a persistent error shows up in the log, not as a failure.
-            Err(e) => eprintln!("watching Job {name}: {e}"),
+            Err(e) => tracing::warn!(job = %name, error = %e, "watching a Job; the watch retries"),
         }
     }
     Err(format!("the watch of Job {name} ended"))
@@ -428,7 +428,7 @@ async fn delete_job(jobs: &Api<DynamicObject>, name: &str) {
     match jobs.delete(name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
-        Err(e) => eprintln!("deleting Job {name}: {}", describe(&e)),
+        Err(e) => tracing::warn!(job = %name, error = %describe(&e), "deleting a Job"),
     }
 }
 
@@ -469,10 +469,7 @@ async fn follow_logs(client: kube::Client, namespace: String, job: String, path:
         return;
     };
     if let Err(e) = write_lines(stream, &path).await {
-        eprintln!(
-            "writing the log of pod {pod_name} to {}: {e}",
-            path.display()
-        );
+        tracing::warn!(pod = %pod_name, path = %path.display(), error = %e, "writing a pod's log");
     }
 }
 

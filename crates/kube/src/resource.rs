@@ -510,7 +510,9 @@ async fn wait_verdict(
                 ));
             }
             Ok(_) => {}
-            Err(e) => eprintln!("watching {name}: {e}"),
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, "watching a resource; the watch retries")
+            }
         }
     }
     Err(format!(

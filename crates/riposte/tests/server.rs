@@ -1045,3 +1045,82 @@ fn lint_endpoints_fields_and_submit_from_cron() {
         json!({"metadata": {"name": name}, "status": {"phase": "Succeeded"}})
     );
 }
+
+/// Operability: Prometheus metrics scraped after real work, and JSON log lines carrying the
+/// workflow's identity.
+#[test]
+fn metrics_and_json_logs() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--no-isolation",
+        ])
+        .env("RIPOSTE_HOME", home.path())
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start riposte server");
+    let stderr = child.stderr.take().expect("stderr");
+    let s = Server {
+        child,
+        base: String::new(),
+    };
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = l.strip_prefix("riposte server listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(l);
+            }
+        });
+    }
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server says where it listens");
+    let wf = json!({"workflow": {"metadata": {"name": "measured"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "container": {"image": "busybox", "command": ["sh", "-c", "exit 3"]}}]}}});
+    let (code, v) = call(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_for(&base, "measured", finished);
+    let (code, text) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    let text = text.as_str().expect("text").to_string();
+    for want in [
+        "riposte_workflows_submitted_total 1",
+        "riposte_workflows_finished_total{phase=\"Failed\"} 1",
+        "riposte_node_transitions_total",
+        "riposte_db_commit_seconds_bucket",
+        "riposte_step_duration_seconds_count{phase=\"Failed\"} 1",
+        "riposte_api_requests_total{route=\"/api/v1/workflows/{namespace}\",method=\"POST\",code=\"200\"} 1",
+        "# TYPE riposte_workflows_running gauge",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // The start line, as JSON, with what an operator needs to know.
+    let logged = lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let start = logged
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "riposte server started")
+        .unwrap_or_else(|| panic!("no JSON start line in {logged:#?}"));
+    for field in ["version", "database", "executor", "listen", "auth"] {
+        assert!(start[field].is_string(), "{field} in {start}");
+    }
+    drop(s);
+}

@@ -449,14 +449,18 @@ pub async fn drive(
                         now,
                         node_id: node.node_id.clone(),
                     });
-                    tasks.spawn(async move {
-                        let result = exec.run(&node, crx, deadline_in, false).await;
-                        let _ = tx.send(Input::NodeFinished {
-                            now: now_ms(),
-                            node_id: node.node_id.clone(),
-                            result,
-                        });
-                    });
+                    let span = tracing::info_span!("node", node_id = %node.node_id, node = %node.node_name);
+                    tasks.spawn(tracing::Instrument::instrument(
+                        async move {
+                            let result = exec.run(&node, crx, deadline_in, false).await;
+                            let _ = tx.send(Input::NodeFinished {
+                                now: now_ms(),
+                                node_id: node.node_id.clone(),
+                                result,
+                            });
+                        },
+                        span,
+                    ));
                 }
                 Command::Cancel { node_id } => {
                     if let Some(c) = cancels.remove(&node_id) {
