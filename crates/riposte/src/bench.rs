@@ -258,7 +258,7 @@ pub async fn submit(
         "metadata": {"generateName": "bench-submit-"},
         "spec": {"entrypoint": "wait", "templates": [{"name": "wait", "suspend": {}}]}
     }))?;
-    let run = format!("{}", crate::generate_suffix());
+    let run = crate::generate_suffix();
     let pass = |keys_taken: bool| {
         let controller = controller.clone();
         let resource = resource.clone();

@@ -247,11 +247,7 @@ pub fn prepare(
     if let Some(e) = entrypoint.filter(|e| !e.is_empty()) {
         resource.spec.entrypoint = Some(e);
     }
-    let generated_name = !resource
-        .metadata
-        .name
-        .as_deref()
-        .is_some_and(|n| !n.is_empty());
+    let generated_name = resource.metadata.name.as_deref().is_none_or(str::is_empty);
     let name = match (&resource.metadata.name, &resource.metadata.generate_name) {
         (Some(n), _) if !n.is_empty() => n.clone(),
         (_, Some(g)) if !g.is_empty() => format!("{g}{suffix}"),

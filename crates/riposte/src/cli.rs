@@ -1,0 +1,534 @@
+//! The command line: every command, its arguments and their `--help` text.
+
+#[allow(unused_imports)]
+use crate::*;
+
+/// Exit code for invalid input (bad flags, files that do not lint).
+pub(crate) const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "riposte",
+    version,
+    about = "Automated response for Kubernetes: Argo-compatible workflows, run locally or in a cluster",
+    long_about = "Riposte runs Argo Workflows YAML (Workflow, WorkflowTemplate, ClusterWorkflowTemplate) with Argo's semantics.\n\nExamples:\n  riposte run workflows/examples/hello-world.yaml\n  riposte run workflows/examples/dag-diamond.yaml -o json\n  riposte run my.yaml -p message=hi --templates workflows/library\n  riposte lint workflows/"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Run a Workflow (or a WorkflowTemplate from its entrypoint) to completion on this machine.
+    ///
+    /// Steps run as local processes (the host executor): busybox/alpine/debian/ubuntu images
+    /// run with the host's shell tools, python images with the host's python3, and
+    /// argoproj/argosay with a built-in shim. Each step gets a private root filesystem with its
+    /// own /tmp where the OS permits (root with mount namespaces). With `--executor
+    /// kubernetes` steps run as Jobs on the cluster KUBECONFIG names (results from the pods'
+    /// termination messages) and resource steps act on that cluster. Exit code: 0 when the
+    /// workflow Succeeded, 1 when it Failed or Errored, 2 for invalid input.
+    Run(RunArgs),
+    /// Check workflow files for errors, printing `file:line:col: error|warning: message`.
+    ///
+    /// Reports YAML syntax and type errors, unknown templates and templateRefs, a missing
+    /// entrypoint, DAG cycles, unknown dependencies, mixed `dependencies`/`depends`, undefined
+    /// `{{inputs.parameters.x}}`, invalid expressions, and warns about every field Riposte
+    /// does not implement. Exits 1 when there are errors.
+    Lint(LintArgs),
+    /// Print the REST API's OpenAPI document (also served at /api/v1/openapi.json).
+    Openapi,
+    /// Run a documented performance workload and print one JSON line of measurements.
+    ///
+    /// `engine` drives the engine alone with a no-op executor; `host` runs N parallel
+    /// `sh -c 'echo x'` steps through the host executor and compares with spawning the same
+    /// processes from a thread pool. Build with --release for meaningful numbers.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchCmd,
+    },
+    /// Run the controller and the Argo-compatible REST API.
+    ///
+    /// Workflows submitted through the API run on this machine with the host executor, or on
+    /// a cluster with `--executor kubernetes` (Jobs, re-attached after a restart); every step
+    /// is recorded in the database, and unfinished workflows continue after a restart.
+    /// Without authentication configured, the server only listens on loopback addresses.
+    Server {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:2746")]
+        listen: String,
+        /// Run steps without a private root.
+        #[arg(long)]
+        no_isolation: bool,
+        /// Identities and roles for bearer-token authentication (see `riposte auth new-token`).
+        /// Without it the server listens on loopback addresses only.
+        #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
+        auth_file: Option<PathBuf>,
+        /// Lease length: when a replica dies, another takes its workflows over after this.
+        #[arg(
+            long,
+            env = "RIPOSTE_LEASE_SECONDS",
+            default_value_t = 15.0,
+            value_name = "SECONDS"
+        )]
+        lease_seconds: f64,
+        /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+        /// Which lines: `RUST_LOG` (default `info`), e.g. `RUST_LOG=riposte_server=debug`.
+        #[arg(long, env = "RIPOSTE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// Kubernetes: this server's URL as step pods reach it (e.g.
+        /// http://riposte.riposte.svc:2746). Step wrappers then report results there at once;
+        /// without it the executor reads each pod's termination message when its Job ends.
+        #[arg(long, env = "RIPOSTE_CALLBACK_BASE_URL", value_name = "URL")]
+        callback_url: Option<String>,
+        /// Kubernetes: file holding the key of per-node callback tokens. Give every replica
+        /// the same key; without it each process picks a random one.
+        #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
+        callback_secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Authentication helpers: `auth new-token NAME --role NAMESPACE=ROLE` prints a new token
+    /// and the entry to add to the server's --auth-file.
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
+    },
+    /// Submit a workflow to the server (RIPOSTE_SERVER): a file, or --from workflowtemplate/NAME.
+    Submit {
+        /// The workflow file (linted locally first).
+        file: Option<PathBuf>,
+        /// Submit from a stored template: workflowtemplate/NAME or clusterworkflowtemplate/NAME.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// Wait until the workflow finishes; exit 0 if it Succeeded, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List workflows on the server.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a workflow and its nodes (`-o json` for Argo's object; `--watch` until it ends).
+    Get {
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resume a suspended workflow (all suspended nodes, or --node NAME), optionally supplying
+    /// output parameters: `--set decision=yes` (an approval).
+    Resume {
+        name: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Retry a finished workflow that did not succeed: its failed nodes run again.
+    Retry {
+        name: String,
+        /// Also run again the succeeded nodes matching --node-field-selector.
+        #[arg(long)]
+        restart_successful: bool,
+        /// A node name, display name, id or template name.
+        #[arg(long)]
+        node_field_selector: Option<String>,
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resubmit: a new workflow from the same spec and parameters.
+    Resubmit {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a workflow's changes as they happen (the workflow-events stream) until it ends.
+    Watch {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a workflow's step logs (all nodes, or --node NODE_ID_OR_POD_NAME).
+    Logs {
+        name: String,
+        /// Only this node's log (node id or pod name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Keep streaming new lines until the workflow finishes.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// CronWorkflows on the server: create FILE, list, get NAME, delete NAME, suspend NAME,
+    /// resume NAME.
+    Cron {
+        #[command(subcommand)]
+        cmd: CronCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Suspend a workflow: running steps finish, nothing new starts until `resume`.
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a workflow: running steps are failed, exit handlers still run.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Terminate a workflow: running steps are failed, exit handlers do not run.
+    Terminate {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a finished workflow from the server.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// WorkflowTemplates on the server: create FILE, list, get NAME, delete NAME.
+    Template {
+        #[command(subcommand)]
+        cmd: TemplateCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Database maintenance: `db migrate` applies the schema migrations.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Re-fold a workflow's recorded history and check that it gives the stored state.
+    ///
+    /// Loads what the engine was created from and every batch of inputs from the database,
+    /// runs them through the engine again, and compares the result node by node with the
+    /// stored projection. Exit code 0 when they match, 1 when they differ.
+    Replay {
+        /// The workflow's name.
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The audit log: `verify` checks the hash chain, `list` shows entries.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The wrapper a step's container runs on Kubernetes: runs the command, reports result,
+    /// exit code and output files (termination message, and RIPOSTE_CALLBACK_URL if set).
+    #[command(hide = true)]
+    Exec(exec::ExecArgs),
+    /// Copy this binary into DIR (the init container of a step's pod runs this).
+    #[command(hide = true)]
+    InstallWrapper { dir: PathBuf },
+    /// The argosay shim (used by steps that run the argoproj/argosay image).
+    #[command(hide = true)]
+    Argosay {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct Remote {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "RIPOSTE_SERVER",
+        default_value = "http://127.0.0.1:2746",
+        global = true
+    )]
+    pub(crate) server: String,
+    /// Bearer token (when the server has --auth-file).
+    #[arg(long, env = "RIPOSTE_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    #[arg(short = 'n', long, default_value = "default", global = true)]
+    pub(crate) namespace: String,
+}
+
+impl Remote {
+    pub(crate) fn client(&self) -> client::Client {
+        client::Client::new(&self.server, self.token.clone())
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CronCmd {
+    /// Create the CronWorkflows in FILE; the server lints them and starts their schedules.
+    Create { file: PathBuf },
+    /// A table of CronWorkflows: schedule, suspended, last run.
+    List,
+    /// Print one CronWorkflow as YAML.
+    Get { name: String },
+    /// Delete a CronWorkflow (workflows it already started are kept).
+    Delete { name: String },
+    /// Stop a CronWorkflow from firing until it is resumed.
+    Suspend { name: String },
+    /// Let a suspended CronWorkflow fire again from its next scheduled time.
+    Resume { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TemplateCmd {
+    /// Create the WorkflowTemplates in FILE; the server lints them and answers with errors.
+    Create { file: PathBuf },
+    /// A table of the namespace's WorkflowTemplates.
+    List,
+    /// Print one WorkflowTemplate as YAML.
+    Get { name: String },
+    /// Delete a WorkflowTemplate.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuthCmd {
+    /// Generate a random token for NAME; only its SHA-256 goes into the auth file.
+    NewToken {
+        name: String,
+        /// NAMESPACE=ROLE with ROLE one of viewer, submitter, approver, admin; `*=viewer`
+        /// applies to every other namespace (repeatable).
+        #[arg(long = "role", value_name = "NAMESPACE=ROLE", required = true)]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DbCmd {
+    /// Apply all migrations (also done automatically whenever Riposte opens the database).
+    Migrate,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Recompute the hash chain; name every edited or deleted row. Exit 1 if any.
+    Verify,
+    /// Show audit entries, oldest first.
+    List {
+        /// Only entries about this workflow (name; see --namespace).
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Only entries by this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCmd {
+    /// The engine alone on a generated DAG.
+    Engine {
+        #[arg(long, value_enum, default_value = "fanout")]
+        shape: bench::Shape,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+    },
+    /// The engine recording every step in the database, as the server does.
+    Store {
+        #[arg(long, value_enum, default_value = "fanout")]
+        shape: bench::Shape,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The REST API: get of a 10,000-node workflow, list pages of the `bench-list`
+    /// namespace (scripts/bench fills it with 1,000,000 workflows).
+    Api {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Submissions through the one submit path (`Controller::submit`: lint, one transaction
+    /// with workflow, lease, idempotency key and audit row, then the first engine step), from
+    /// concurrent submitters; then the same keys again (each answered with the first workflow).
+    Submit {
+        #[arg(long, default_value_t = 2000)]
+        workflows: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The host executor against bare process spawning.
+    Host {
+        #[arg(long, default_value_t = 1000)]
+        processes: usize,
+        /// Threads spawning processes for the bare baseline.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Run steps without a private root.
+        #[arg(long)]
+        no_isolation: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The workflow file (YAML or JSON; the first Workflow in it, else the first WorkflowTemplate).
+    pub(crate) file: PathBuf,
+    /// Set a workflow parameter: -p name=value (repeatable).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub(crate) parameters: Vec<String>,
+    /// Start from this template instead of spec.entrypoint.
+    #[arg(long)]
+    pub(crate) entrypoint: Option<String>,
+    /// Directory (or file) of WorkflowTemplates and ClusterWorkflowTemplates for templateRef.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) templates: Vec<PathBuf>,
+    /// Print the final workflow as Argo's Workflow object on stdout.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub(crate) output: Option<OutputFormat>,
+    /// Map an image to a host program: --image node=/usr/bin/node (repeatable).
+    #[arg(long = "image", value_name = "IMAGE=PROGRAM")]
+    pub(crate) images: Vec<String>,
+    /// Namespace reported as workflow.namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Directory for run state and logs [default: $RIPOSTE_HOME/runs/NAME, RIPOSTE_HOME=~/.riposte].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) run_dir: Option<PathBuf>,
+    /// Run steps without a private root filesystem (they share the host's /tmp).
+    #[arg(long)]
+    pub(crate) no_isolation: bool,
+    /// Keep each node's private root directory after it ends (for debugging).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// With --executor kubernetes: print the Jobs of the steps that would start first (as
+    /// YAML documents, or a JSON list with -o json) and run nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) kube: KubeArgs,
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct KubeArgs {
+    /// Executor for steps: `host` (local processes) or `kubernetes` (each container/script
+    /// step a batch/v1 Job, resource steps API calls; the cluster comes from the in-cluster
+    /// service account or KUBECONFIG).
+    #[arg(
+        long,
+        env = "RIPOSTE_EXECUTOR",
+        default_value = "host",
+        value_name = "host|kubernetes"
+    )]
+    pub(crate) executor: String,
+    /// Kubernetes: the Riposte image whose init container installs the step wrapper
+    /// (`riposte exec`) into each step's pod.
+    #[arg(
+        long,
+        env = "RIPOSTE_IMAGE",
+        default_value = "ghcr.io/riposte/riposte:latest"
+    )]
+    pub(crate) riposte_image: String,
+    /// Kubernetes: create every Job in this namespace instead of the workflow's own.
+    #[arg(long, env = "RIPOSTE_JOB_NAMESPACE", value_name = "NAMESPACE")]
+    pub(crate) job_namespace: Option<String>,
+    /// Kubernetes: `ttlSecondsAfterFinished` of step Jobs. A Job removed while no controller
+    /// ran cannot be re-attached to, so keep this longer than a restart takes.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub(crate) job_ttl_seconds: i64,
+    /// Kubernetes: how long a step may sit in ErrImagePull/ImagePullBackOff before it fails
+    /// (InvalidImageName and CreateContainerConfigError fail it at once).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub(crate) image_pull_grace_seconds: u64,
+}
+
+impl KubeArgs {
+    pub(crate) fn check(&self) -> Result<bool> {
+        match self.executor.as_str() {
+            "host" => Ok(false),
+            "kubernetes" => Ok(true),
+            other => bail!(InvalidInput(format!(
+                "--executor {other:?} is unknown; use host or kubernetes"
+            ))),
+        }
+    }
+
+    /// Connects to the cluster (in-cluster config or KUBECONFIG).
+    pub(crate) async fn connect(
+        &self,
+        callback_url: Option<String>,
+        callback_secret: Vec<u8>,
+    ) -> Result<riposte_kube::Cluster> {
+        let cluster = riposte_kube::Cluster::connect(riposte_kube::ClusterOptions {
+            riposte_image: self.riposte_image.clone(),
+            ttl_seconds_after_finished: self.job_ttl_seconds,
+            job_namespace: self.job_namespace.clone(),
+            callback_url,
+            callback_secret,
+            image_pull_grace: std::time::Duration::from_secs(self.image_pull_grace_seconds),
+        })
+        .await?;
+        Ok(cluster)
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct DbArgs {
+    /// Database for state, history and audit: postgres://USER@HOST/DB or sqlite://PATH
+    /// [default: sqlite://$RIPOSTE_HOME/riposte.db]. `none` (run only) records nothing.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true)]
+    pub(crate) database_url: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LintArgs {
+    /// Files or directories (searched for .yaml, .yml, .json).
+    #[arg(required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Extra WorkflowTemplates to resolve templateRef against.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) templates: Vec<PathBuf>,
+    /// Print errors only.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}

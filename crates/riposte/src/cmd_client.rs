@@ -1,0 +1,243 @@
+//! Commands that talk to a server: submit, get, watch, templates, cron workflows.
+
+#[allow(unused_imports)]
+use crate::*;
+
+pub(crate) fn watch_cmd(name: &str, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    // Print the current state first, then every change.
+    let mut last = String::new();
+    let mut show = |w: &serde_json::Value| -> Result<bool> {
+        let line = format!(
+            "{}  {:<10} {:<7} {}",
+            w["metadata"]["name"].as_str().unwrap_or(""),
+            w["status"]["phase"].as_str().unwrap_or(""),
+            w["status"]["progress"].as_str().unwrap_or(""),
+            w["status"]["message"].as_str().unwrap_or("")
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        Ok(matches!(
+            w["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ))
+    };
+    let w = c.call(
+        "GET",
+        &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+        None,
+    )?;
+    if show(&w)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = format!(
+        "/api/v1/workflow-events/{}?listOptions.fieldSelector=metadata.name={name}",
+        remote.namespace
+    );
+    for line in c.stream_lines(&path)? {
+        let v: serde_json::Value =
+            serde_json::from_str(&line?).context("reading the event stream")?;
+        if show(&v["result"]["object"])? {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn cron_cmd(cmd: CronCmd, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    let base = format!("/api/v1/cron-workflows/{}", remote.namespace);
+    match cmd {
+        CronCmd::Create { file } => client::create_from_file(
+            &c,
+            &file,
+            "CronWorkflow",
+            "cronWorkflow",
+            &base,
+            &remote.namespace,
+        )?,
+        CronCmd::List => {
+            let v = c.call("GET", &base, None)?;
+            println!(
+                "{:<32} {:<24} {:<10} LAST RUN",
+                "NAME", "SCHEDULE", "SUSPENDED"
+            );
+            for cw in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<24} {:<10} {}",
+                    cw["metadata"]["name"].as_str().unwrap_or(""),
+                    cw["spec"]["schedule"].as_str().unwrap_or(""),
+                    cw["spec"]["suspend"].as_bool().unwrap_or(false),
+                    cw["status"]["lastScheduledTime"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        CronCmd::Get { name } => print!(
+            "{}",
+            yaml_out::to_yaml(&c.call("GET", &format!("{base}/{name}"), None)?)
+        ),
+        CronCmd::Delete { name } => {
+            c.call("DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted {name}");
+        }
+        CronCmd::Suspend { name } => {
+            c.call(
+                "PUT",
+                &format!("{base}/{name}/suspend"),
+                Some(&serde_json::json!({})),
+            )?;
+            println!("suspended {name}");
+        }
+        CronCmd::Resume { name } => {
+            c.call(
+                "PUT",
+                &format!("{base}/{name}/resume"),
+                Some(&serde_json::json!({})),
+            )?;
+            println!("resumed {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn simple_put(remote: &Remote, name: &str, action: &str) -> Result<ExitCode> {
+    remote.client().call(
+        "PUT",
+        &format!("/api/v1/workflows/{}/{name}/{action}", remote.namespace),
+        None,
+    )?;
+    println!("workflow {name}: {action} requested");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn submit_cmd(
+    file: Option<PathBuf>,
+    from: Option<String>,
+    parameters: Vec<String>,
+    wait: bool,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let params = parse_pairs(&parameters, "parameter")?;
+    let c = remote.client();
+    let wf = match (file, from) {
+        (Some(f), None) => client::submit(&c, &f, &remote.namespace, &params)?,
+        (None, Some(from)) => client::submit_from(&c, &from, &remote.namespace, &params)?,
+        _ => bail!(InvalidInput(
+            "give either a FILE or --from workflowtemplate/NAME".into()
+        )),
+    };
+    let name = wf["metadata"]["name"].as_str().unwrap_or("").to_string();
+    println!("{name}");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = wait_until_finished(&c, &remote.namespace, &name)?;
+    client::print_workflow(&w)?;
+    Ok(if w["status"]["phase"] == "Succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) fn wait_until_finished(
+    c: &client::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<serde_json::Value> {
+    loop {
+        let w = c.call(
+            "GET",
+            &format!("/api/v1/workflows/{namespace}/{name}"),
+            None,
+        )?;
+        if matches!(
+            w["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ) {
+            return Ok(w);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+pub(crate) fn get_cmd(
+    name: &str,
+    output: Option<OutputFormat>,
+    watch: bool,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let c = remote.client();
+    let w = if watch && output.is_none() {
+        // The live node tree: redrawn on a terminal as the workflow changes.
+        let tty = std::io::stdout().is_terminal();
+        let path = format!("/api/v1/workflows/{}/{name}", remote.namespace);
+        let mut last = serde_json::Value::Null;
+        loop {
+            let w = c.call("GET", &path, None)?;
+            if w["status"] != last["status"] {
+                if tty {
+                    print!("\x1b[H\x1b[2J");
+                }
+                client::print_workflow(&w)?;
+                if !tty {
+                    println!();
+                }
+            }
+            if matches!(
+                w["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Error")
+            ) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            last = w;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    } else if watch {
+        wait_until_finished(&c, &remote.namespace, name)?
+    } else {
+        c.call(
+            "GET",
+            &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+            None,
+        )?
+    };
+    match output {
+        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&w)?),
+        Some(OutputFormat::Yaml) => print!("{}", yaml_out::to_yaml(&w)),
+        None => client::print_workflow(&w)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn template_cmd(cmd: TemplateCmd, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client();
+    let base = format!("/api/v1/workflow-templates/{}", remote.namespace);
+    match cmd {
+        TemplateCmd::Create { file } => client::create_from_file(
+            &c,
+            &file,
+            "WorkflowTemplate",
+            "template",
+            &base,
+            &remote.namespace,
+        )?,
+        TemplateCmd::List => {
+            let v = c.call("GET", &base, None)?;
+            for t in v["items"].as_array().into_iter().flatten() {
+                println!("{}", t["metadata"]["name"].as_str().unwrap_or(""));
+            }
+        }
+        TemplateCmd::Get { name } => print!(
+            "{}",
+            yaml_out::to_yaml(&c.call("GET", &format!("{base}/{name}"), None)?)
+        ),
+        TemplateCmd::Delete { name } => {
+            c.call("DELETE", &format!("{base}/{name}"), None)?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

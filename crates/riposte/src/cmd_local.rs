@@ -1,0 +1,196 @@
+//! Commands on local files and the database: lint, replay, audit, tokens.
+
+#[allow(unused_imports)]
+use crate::*;
+
+pub(crate) fn lint(a: LintArgs) -> Result<ExitCode> {
+    let (loaded, mut diags, n_files) = files::load_all(&a.paths)?;
+    files::lint_with_templates(&loaded, &a.templates, &mut diags)?;
+    diags.sort_by(|x, y| (&x.file, x.position).cmp(&(&y.file, y.position)));
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diags.len() - errors;
+    let mut out = std::io::stdout().lock();
+    for d in &diags {
+        if a.quiet && d.severity == Severity::Warning {
+            continue;
+        }
+        writeln!(out, "{d}")?;
+    }
+    out.flush()?;
+    eprintln!(
+        "{n_files} file(s), {} resource(s): {errors} error(s), {warnings} warning(s)",
+        loaded.len()
+    );
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub(crate) fn new_token(name: &str, roles: &[String]) -> Result<ExitCode> {
+    let mut entries = Vec::new();
+    for (ns, role) in parse_pairs(roles, "--role")? {
+        if !matches!(role.as_str(), "viewer" | "submitter" | "approver" | "admin") {
+            bail!(InvalidInput(format!(
+                "role {role:?} is not viewer, submitter, approver or admin"
+            )));
+        }
+        entries.push(format!("{ns:?}: {role}"));
+    }
+    let token: String = server::ids::random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("# token for {name} (give it to the client; it is not stored anywhere):");
+    println!("# {token}");
+    println!("  - name: {name}");
+    println!("    tokenSha256: {}", server::auth::sha256_hex(&token));
+    println!("    roles: {{{}}}", entries.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn replay(name: String, namespace: String, db: DbArgs) -> Result<ExitCode> {
+    let store = open_store(&db).await?;
+    let record = store.get_workflow(&namespace, &name).await?;
+    let def = &record.definition;
+    let resource: spec::WorkflowResource =
+        serde_json::from_value(def["resource"].clone()).context("stored resource")?;
+    let library: spec::Library =
+        serde_json::from_value(def["library"].clone()).context("stored library")?;
+    let identity: WorkflowIdentity =
+        serde_json::from_value(def["identity"].clone()).context("stored identity")?;
+    let params: Vec<(String, String)> =
+        serde_json::from_value(def["parameters"].clone()).context("stored parameters")?;
+    let mut wf =
+        Workflow::new(resource, library, identity, &params).context("re-creating the workflow")?;
+    let history = store.history(&record.uid).await?;
+    let mut n_inputs = 0;
+    for (i, batch) in history.iter().enumerate() {
+        let inputs: Vec<engine::Input> =
+            serde_json::from_value(batch.clone()).with_context(|| format!("history batch {i}"))?;
+        n_inputs += inputs.len();
+        wf.step(&inputs)
+            .with_context(|| format!("replaying batch {i}"))?;
+    }
+    let stored: std::collections::BTreeMap<String, serde_json::Value> = store
+        .nodes(&record.uid)
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n.status))
+        .collect();
+    let ids: Vec<String> = wf.nodes().iter().map(|n| n.id.clone()).collect();
+    let replayed: std::collections::BTreeMap<String, serde_json::Value> =
+        wf.nodes_json(&ids).into_iter().collect();
+    let mut diffs = Vec::new();
+    for id in stored
+        .keys()
+        .chain(replayed.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (stored.get(id), replayed.get(id)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(_), Some(_)) => {
+                diffs.push(format!("node {id}: stored and replayed status differ"))
+            }
+            (Some(_), None) => diffs.push(format!("node {id}: stored but not produced by replay")),
+            (None, Some(_)) => diffs.push(format!("node {id}: produced by replay but not stored")),
+            (None, None) => {}
+        }
+    }
+    if wf.phase().as_str() != record.phase {
+        diffs.push(format!(
+            "workflow phase: stored {}, replayed {}",
+            record.phase,
+            wf.phase().as_str()
+        ));
+    }
+    println!(
+        "{namespace}/{name}: replayed {n_inputs} inputs in {} batches into {} nodes ({})",
+        history.len(),
+        replayed.len(),
+        wf.phase().as_str()
+    );
+    if diffs.is_empty() {
+        println!("replay matches the stored state");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &diffs {
+        println!("MISMATCH {d}");
+    }
+    Ok(ExitCode::from(1))
+}
+
+pub(crate) async fn audit(cmd: AuditCmd, db: DbArgs) -> Result<ExitCode> {
+    let store = open_store(&db).await?;
+    match cmd {
+        AuditCmd::Verify => {
+            let (n, problems) = store.audit_verify().await?;
+            if problems.is_empty() {
+                println!("audit chain intact: {n} entries verified");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                println!("TAMPERED {p}");
+            }
+            println!("{} problem(s) in {n} entries", problems.len());
+            Ok(ExitCode::from(1))
+        }
+        AuditCmd::List {
+            workflow,
+            namespace,
+            actor,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let time = |s: &Option<String>, what: &str| -> Result<Option<i64>> {
+                match s {
+                    None => Ok(None),
+                    Some(t) => expr::time::parse_rfc3339(t)
+                        .map(|secs| Some(secs * 1000))
+                        .ok_or_else(|| {
+                            InvalidInput(format!(
+                                "--{what} {t:?} is not an RFC 3339 time like 2026-11-28T14:00:00Z"
+                            ))
+                            .into()
+                        }),
+                }
+            };
+            let filter = store::AuditFilter {
+                object: workflow.map(|w| format!("workflows/{namespace}/{w}")),
+                actor,
+                since: time(&since, "since")?,
+                until: time(&until, "until")?,
+                limit,
+            };
+            let mut out = std::io::stdout().lock();
+            for r in store.audit_list(&filter).await? {
+                if json {
+                    let line = serde_json::json!({
+                        "seq": r.seq, "at": expr::time::rfc3339(r.entry.at), "actor": r.entry.actor,
+                        "action": r.entry.action, "object": r.entry.object, "source": r.entry.source,
+                        "details": r.entry.details, "hash": r.hash,
+                    });
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6}  {}  {:<18} {:<16} {}  {}",
+                        r.seq,
+                        expr::time::rfc3339(r.entry.at),
+                        r.entry.actor,
+                        r.entry.action,
+                        r.entry.object,
+                        r.entry.details
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! `riposte server`: the controller, the API, tracing and metrics, graceful shutdown.
+
+#[allow(unused_imports)]
+use crate::*;
+
+pub(crate) struct ServeArgs {
+    pub(crate) listen: String,
+    pub(crate) no_isolation: bool,
+    pub(crate) auth_file: Option<PathBuf>,
+    pub(crate) lease_seconds: f64,
+    pub(crate) log_format: String,
+    pub(crate) kube: KubeArgs,
+    pub(crate) callback_url: Option<String>,
+    pub(crate) callback_secret_file: Option<PathBuf>,
+    pub(crate) db: DbArgs,
+}
+
+/// Logs through `tracing`: `RUST_LOG` picks what (default `default_filter`), `format` how.
+pub(crate) fn init_tracing(format: &str, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling in twice) keeps the first.
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The callback token key: from the file, or 32 random bytes for this process.
+pub(crate) fn callback_secret(file: Option<&Path>) -> Result<Vec<u8>> {
+    match file {
+        Some(p) => {
+            let key = std::fs::read(p)
+                .with_context(|| format!("reading the callback secret {}", p.display()))?;
+            if key.len() < 16 {
+                bail!(InvalidInput(format!(
+                    "{}: the callback secret has {} bytes; use at least 16 (e.g. `head -c 32 /dev/urandom > FILE`)",
+                    p.display(),
+                    key.len()
+                )));
+            }
+            Ok(key)
+        }
+        None => {
+            let mut key = vec![0u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+                &mut key,
+            )
+            .context("reading /dev/urandom")?;
+            Ok(key)
+        }
+    }
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let ServeArgs {
+        listen,
+        no_isolation,
+        auth_file,
+        lease_seconds,
+        log_format,
+        kube,
+        callback_url,
+        callback_secret_file,
+        db,
+    } = args;
+    init_tracing(&log_format, "info");
+    if !(lease_seconds.is_finite() && (0.1..=86_400.0).contains(&lease_seconds)) {
+        bail!(InvalidInput(format!(
+            "--lease-seconds {lease_seconds} must be between 0.1 and 86400"
+        )));
+    }
+    server::metrics::install().map_err(|e| anyhow::anyhow!("installing metrics: {e}"))?;
+    let cluster = if kube.check()? {
+        let secret = callback_secret(callback_secret_file.as_deref())?;
+        let c = kube.connect(callback_url.clone(), secret).await?;
+        eprintln!(
+            "steps run as Kubernetes Jobs ({})",
+            match &callback_url {
+                Some(u) => format!("wrappers report to {u}"),
+                None =>
+                    "results from pod termination messages; set --callback-url for faster reports"
+                        .into(),
+            }
+        );
+        Some(c)
+    } else {
+        None
+    };
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
+        InvalidInput(format!(
+            "--listen {listen:?} is not an address like 127.0.0.1:2746: {e}"
+        ))
+    })?;
+    let auth = match &auth_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading auth file {}", p.display()))?;
+            Some(
+                server::auth::Auth::parse(&text)
+                    .map_err(|e| InvalidInput(format!("{}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    if auth.is_none() && !addr.ip().is_loopback() {
+        bail!(InvalidInput(format!(
+            "refusing to listen on {addr}: authentication is not configured (--auth-file), so the server only listens on loopback addresses (use --listen 127.0.0.1:{})",
+            addr.port()
+        )));
+    }
+    let store = open_store(&db).await?;
+    let isolation = if no_isolation {
+        Isolation::None("disabled with --no-isolation".into())
+    } else {
+        Sandbox::probe()
+    };
+    if let Isolation::None(why) = &isolation
+        && cluster.is_none()
+    {
+        tracing::warn!("steps run without a private root: {why}");
+    }
+    let executor_kind = if cluster.is_some() {
+        "kubernetes"
+    } else {
+        "host"
+    };
+    let controller = server::Controller::new(
+        store.clone(),
+        server::ControllerConfig {
+            runs_dir: riposte_home().join("server").join("runs"),
+            images: ImageTable::new(host_python(), BTreeMap::new()),
+            argosay_binary: std::env::current_exe()
+                .context("finding the riposte binary for the argosay shim")?,
+            isolation,
+            holder: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                generate_suffix()
+            ),
+            lease_ttl_ms: (lease_seconds * 1000.0) as i64,
+            cluster,
+        },
+    );
+    let recovered = controller
+        .recover()
+        .await
+        .context("recovering unfinished workflows")?;
+    tokio::spawn(controller.clone().lease_loop());
+    tokio::spawn(controller.clone().listen_loop());
+    tokio::spawn(controller.clone().cron_loop());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let auth_mode = if auth.is_some() {
+        "bearer tokens"
+    } else {
+        "none (loopback only)"
+    };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        database = store.backend(),
+        executor = executor_kind,
+        listen = %local,
+        auth = auth_mode,
+        recovered,
+        "riposte server started"
+    );
+    // Humans starting it by hand look for this line (tests too).
+    eprintln!(
+        "riposte server listening on http://{local} ({} database; {recovered} unfinished workflow(s) recovered; auth: {auth_mode})",
+        store.backend()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut serving = tokio::spawn(server::serve(
+        listener,
+        controller.clone(),
+        auth,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::select! {
+        ended = &mut serving => {
+            ended.context("the API task")?.context("serving the API")?;
+        }
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(());
+    // Steps (processes, Jobs) keep running; whoever claims the leases next re-attaches.
+    let released = controller
+        .shutdown()
+        .await
+        .context("releasing leases at shutdown")?;
+    // Requests in flight finish; long streams (watch, logs --follow) are cut after a grace.
+    if tokio::time::timeout(std::time::Duration::from_secs(3), &mut serving)
+        .await
+        .is_err()
+    {
+        serving.abort();
+    }
+    tracing::info!(
+        released_leases = released,
+        "riposte server stopped; its workflows are free for other replicas"
+    );
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: no new requests, releasing leases");
+}
