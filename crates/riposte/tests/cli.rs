@@ -672,3 +672,52 @@ fn exec_forwards_sigterm_to_the_step() {
     assert_eq!(report["exitCode"], 42);
     assert_eq!(report["result"], "got-term");
 }
+
+/// `riposte run` and a `riposte server` on the same database: the run holds its workflow's
+/// lease (renewed while it runs), so the server never adopts it mid-run, and the run's steps
+/// each run once.
+#[test]
+fn a_local_server_does_not_adopt_a_running_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let count = dir.path().join("count.txt");
+    let file = write(
+        dir.path(),
+        "chain.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: a, template: slow}}\n    - - {{name: b, template: slow}}\n  - name: slow\n    container:\n      image: busybox\n      command: [sh, -c, \"echo x >> {}; sleep 1.5\"]\n",
+            count.display()
+        ),
+    );
+    let mut server = riposte()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--lease-seconds",
+            "0.5",
+        ])
+        .args(["--database-url", &db])
+        .env("RIPOSTE_HOME", dir.path().join("server-home"))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server");
+    let (out, wf) = run_json(&file, &["--database-url", &db, "--no-isolation"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        wf["status"]["phase"],
+        "Succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count)
+            .expect("count")
+            .lines()
+            .count(),
+        2,
+        "each step ran once"
+    );
+}
