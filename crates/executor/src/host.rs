@@ -497,7 +497,18 @@ impl HostExecutor {
             // A detached step outlives this process (and this task, at shutdown).
             .kill_on_drop(!detach)
             .spawn()
-            .map_err(|e| format!("starting {program:?} for image {}: {e}", container.image))?;
+            .map_err(|e| {
+                let missing = plan.as_ref().map(|p| p.missing_paths()).unwrap_or_default();
+                if missing.is_empty() {
+                    format!("starting {program:?} for image {}: {e}", container.image)
+                } else {
+                    format!(
+                        "starting {program:?} for image {}: {e} (setting up its private root: missing {})",
+                        container.image,
+                        missing.join(", ")
+                    )
+                }
+            })?;
         let pid = child.id();
         let out_task = match child.stdout.take() {
             Some(stdout) => tokio::spawn(pump(stdout, log_file)),

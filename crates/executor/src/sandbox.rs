@@ -254,6 +254,21 @@ fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
 
 impl MountPlan {
     /// Runs in the forked child before `exec`: only async-signal-safe syscalls, no allocation.
+    /// After a failed start: the mount sources and mount points that do not exist (now), to
+    /// say which part of the private root was missing.
+    pub(crate) fn missing_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (src, dst, _) in &self.binds {
+            for p in [src, dst] {
+                let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
+                if std::fs::symlink_metadata(path).is_err() {
+                    out.push(path.display().to_string());
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn apply_in_child(&self) -> io::Result<()> {
         let err = || io::Error::last_os_error();
         // SAFETY: every pointer is a valid NUL-terminated string owned by `self`, which outlives

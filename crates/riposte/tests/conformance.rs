@@ -119,7 +119,23 @@ fn run_example(path: &Path, run_root: &Path) -> Result<(String, String), String>
         )
     })?;
     let phase = json["status"]["phase"].as_str().unwrap_or("").to_string();
-    let message = json["status"]["message"].as_str().unwrap_or("").to_string();
+    let mut message = json["status"]["message"].as_str().unwrap_or("").to_string();
+    if phase != "Succeeded" {
+        // Which leaf failed and why, so a failure in CI explains itself.
+        for n in json["status"]["nodes"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if n["type"] == "Pod" && matches!(n["phase"].as_str(), Some("Failed" | "Error")) {
+                message.push_str(&format!(
+                    " [{}: {}]",
+                    n["displayName"].as_str().unwrap_or(""),
+                    n["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
     // The exit code must agree with the phase.
     let want_code = if phase == "Succeeded" { 0 } else { 1 };
     if out.status.code() != Some(want_code) {
@@ -163,7 +179,9 @@ fn argo_examples_that_argo_expects_to_succeed_succeed() {
                         });
                         match &r {
                             Ok((phase, msg))
-                                if dice && phase == "Failed" && msg == "No more retries left" =>
+                                if dice
+                                    && phase == "Failed"
+                                    && msg.starts_with("No more retries left") =>
                             {
                                 r = run_example(&p, run_root.path());
                             }

@@ -66,7 +66,7 @@ fn kustomizations_name_existing_files() {
 
 #[test]
 fn server_deployment_is_hardened_and_probed() {
-    let d = &documents(&deploy_dir().join("deployment.yaml"))[0];
+    let d = &documents(&deploy_dir().join("base/deployment.yaml"))[0];
     assert_eq!(d["spec"]["replicas"], 2);
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -88,4 +88,59 @@ fn server_deployment_is_hardened_and_probed() {
         args.iter().any(|a| a.starts_with("--auth-file=")),
         "{args:?}"
     );
+}
+
+/// Both commands `deploy/README.md` gives render with a real kustomize (kubectl's, v5): the
+/// overlay once failed with "cycle detected" because it included its own parent directory.
+/// The rendered objects pass the official schemas too.
+#[test]
+fn both_kustomizations_render_with_kubectl() {
+    let probe = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    let Ok(probe) = probe else {
+        assert!(
+            std::env::var_os("RIPOSTE_REQUIRE_KUSTOMIZE").is_none(),
+            "kubectl (with kustomize v5) is required"
+        );
+        eprintln!("skipping: kubectl not found");
+        return;
+    };
+    let version = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        version.contains("Kustomize Version: v5"),
+        "kubectl's kustomize must be v5 (Debian's kubernetes-client 1.20 is too old): {version}"
+    );
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    for (dir, kinds) in [("", 7), ("responder", 9)] {
+        let out = std::process::Command::new("kubectl")
+            .arg("kustomize")
+            .arg(deploy_dir().join(dir))
+            .output()
+            .expect("kubectl kustomize");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize deploy/{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let docs = spec::yaml::load_documents(&text).expect("rendered YAML");
+        assert_eq!(docs.len(), kinds, "deploy/{dir}: {text}");
+        for d in &docs {
+            if d.value["kind"] != "Namespace"
+                && !d.value["kind"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Cluster")
+            {
+                assert_eq!(d.value["metadata"]["namespace"], "riposte", "{}", d.value);
+            }
+        }
+        let file = out_dir.path().join(format!(
+            "rendered-{}.yaml",
+            if dir.is_empty() { "base" } else { dir }
+        ));
+        std::fs::write(&file, &text).expect("write rendered");
+        common::validate_kubernetes_manifests(&[file], &format!("kubectl kustomize deploy/{dir}"));
+    }
 }

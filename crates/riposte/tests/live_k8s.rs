@@ -520,9 +520,9 @@ fn live_deploy_rbac_is_exactly_enough_for_the_playbook() {
     let Some(l) = live("rbac") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let manifests = [
-        "deploy/namespace.yaml",
-        "deploy/serviceaccount.yaml",
-        "deploy/rbac-base.yaml",
+        "deploy/base/namespace.yaml",
+        "deploy/base/serviceaccount.yaml",
+        "deploy/base/rbac-base.yaml",
         "deploy/responder/rbac-responder.yaml",
     ];
     l.runtime.block_on(async {
