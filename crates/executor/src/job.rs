@@ -22,6 +22,9 @@ pub const WRAPPER_DIR: &str = "/var/run/riposte";
 pub struct JobOptions {
     /// The Riposte image that provides `riposte exec` to the init container.
     pub riposte_image: String,
+    /// The init container's `imagePullPolicy` (`IfNotPresent` by default: the image is
+    /// pinned to a version, and steps must not depend on a registry being reachable).
+    pub riposte_image_pull_policy: String,
     /// `ttlSecondsAfterFinished` of every Job.
     pub ttl_seconds_after_finished: i64,
     /// The namespace Jobs go to when not the workflow's own.
@@ -166,6 +169,7 @@ pub fn job_manifest(node: &ExecuteNode, opts: &JobOptions) -> Result<Value, JobE
         json!([{
             "name": "riposte-init",
             "image": opts.riposte_image,
+            "imagePullPolicy": opts.riposte_image_pull_policy,
             "command": ["riposte", "install-wrapper", WRAPPER_DIR],
             "volumeMounts": [{"name": "riposte-wrapper", "mountPath": WRAPPER_DIR}],
             // Ours, so it must pass the `restricted` Pod Security profile and namespace
@@ -293,6 +297,7 @@ mod tests {
     fn opts() -> JobOptions {
         JobOptions {
             riposte_image: "riposte:test".into(),
+            riposte_image_pull_policy: "IfNotPresent".into(),
             ttl_seconds_after_finished: 60,
             namespace: None,
             workflow_uid: "uid-1".into(),
@@ -336,6 +341,8 @@ mod tests {
         assert_eq!(main["resources"]["limits"]["cpu"], "100m");
         assert_eq!(main["volumeMounts"][0]["mountPath"], WRAPPER_DIR);
         assert_eq!(pod["initContainers"][0]["image"], "riposte:test");
+        // Pinned and pulled once per node: a step must not depend on a registry per run.
+        assert_eq!(pod["initContainers"][0]["imagePullPolicy"], "IfNotPresent");
     }
 
     #[test]

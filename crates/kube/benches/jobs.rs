@@ -69,6 +69,7 @@ async fn main() {
         client,
         ClusterOptions {
             riposte_image: "riposte:bench".into(),
+            riposte_image_pull_policy: "IfNotPresent".into(),
             ttl_seconds_after_finished: 600,
             job_namespace: None,
             callback_url: None,

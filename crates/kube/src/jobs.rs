@@ -49,6 +49,7 @@ pub fn manifest_for(exec: &KubeExecutor, node: &ExecuteNode) -> Result<Value, St
         node,
         &JobOptions {
             riposte_image: opts.riposte_image.clone(),
+            riposte_image_pull_policy: opts.riposte_image_pull_policy.clone(),
             ttl_seconds_after_finished: opts.ttl_seconds_after_finished,
             namespace: Some(namespace),
             workflow_uid: exec.workflow_uid.clone(),

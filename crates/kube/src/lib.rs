@@ -42,6 +42,8 @@ pub enum KubeError {
 pub struct ClusterOptions {
     /// The Riposte image whose init container installs `riposte exec` into step pods.
     pub riposte_image: String,
+    /// The init container's `imagePullPolicy` (`IfNotPresent`, `Always` or `Never`).
+    pub riposte_image_pull_policy: String,
     /// `ttlSecondsAfterFinished` of step Jobs.
     pub ttl_seconds_after_finished: i64,
     /// Run every Job in this namespace instead of the workflow's own.

@@ -19,6 +19,7 @@ async fn setup() -> (FakeApiServer, Cluster) {
         client,
         ClusterOptions {
             riposte_image: "ghcr.io/riposte/riposte:test".into(),
+            riposte_image_pull_policy: "IfNotPresent".into(),
             ttl_seconds_after_finished: 600,
             job_namespace: None,
             callback_url: None,

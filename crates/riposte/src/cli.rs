@@ -462,13 +462,23 @@ pub(crate) struct KubeArgs {
     )]
     pub(crate) executor: String,
     /// Kubernetes: the Riposte image whose init container installs the step wrapper
-    /// (`riposte exec`) into each step's pod.
+    /// (`riposte exec`) into each step's pod. Defaults to this build's own version, so the
+    /// wrapper matches the server.
     #[arg(
         long,
         env = "RIPOSTE_IMAGE",
-        default_value = "ghcr.io/riposte/riposte:latest"
+        default_value = concat!("ghcr.io/riposte/riposte:v", env!("CARGO_PKG_VERSION"))
     )]
     pub(crate) riposte_image: String,
+    /// Kubernetes: the init container's `imagePullPolicy`. `IfNotPresent` pulls the wrapper
+    /// image once per node, not once per step.
+    #[arg(
+        long,
+        env = "RIPOSTE_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        value_parser = ["IfNotPresent", "Always", "Never"]
+    )]
+    pub(crate) riposte_image_pull_policy: String,
     /// Kubernetes: create every Job in this namespace instead of the workflow's own.
     #[arg(long, env = "RIPOSTE_JOB_NAMESPACE", value_name = "NAMESPACE")]
     pub(crate) job_namespace: Option<String>,
@@ -501,6 +511,7 @@ impl KubeArgs {
     ) -> Result<riposte_kube::Cluster> {
         let cluster = riposte_kube::Cluster::connect(riposte_kube::ClusterOptions {
             riposte_image: self.riposte_image.clone(),
+            riposte_image_pull_policy: self.riposte_image_pull_policy.clone(),
             ttl_seconds_after_finished: self.job_ttl_seconds,
             job_namespace: self.job_namespace.clone(),
             callback_url,

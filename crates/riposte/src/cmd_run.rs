@@ -61,6 +61,7 @@ pub(crate) fn print_first_jobs(
         .map_err(|e| InvalidInput(e.to_string()))?;
     let opts = executor::job::JobOptions {
         riposte_image: a.kube.riposte_image.clone(),
+        riposte_image_pull_policy: a.kube.riposte_image_pull_policy.clone(),
         ttl_seconds_after_finished: a.kube.job_ttl_seconds,
         namespace: a.kube.job_namespace.clone(),
         workflow_uid: id.uid.clone(),

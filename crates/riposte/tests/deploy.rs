@@ -144,3 +144,23 @@ fn both_kustomizations_render_with_kubectl() {
         common::validate_kubernetes_manifests(&[file], &format!("kubectl kustomize deploy/{dir}"));
     }
 }
+
+/// The image the Deployment runs and the one step pods get their wrapper from are this
+/// build's version, never a moving tag that Kubernetes would pull for every step.
+#[test]
+fn images_are_pinned_to_this_version() {
+    let want = format!("ghcr.io/riposte/riposte:v{}", env!("CARGO_PKG_VERSION"));
+    let d = &documents(&deploy_dir().join("base/deployment.yaml"))[0];
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], want.as_str());
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    let cm = &documents(&deploy_dir().join("base/configmap.yaml"))[0];
+    assert_eq!(cm["data"]["RIPOSTE_IMAGE"], want.as_str());
+    // And the binary's own default agrees.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["run", "--help"])
+        .output()
+        .expect("riposte run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains(&want), "{help}");
+}
