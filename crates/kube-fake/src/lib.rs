@@ -387,6 +387,50 @@ impl FakeApiServer {
         exit_code: i32,
         message: &str,
     ) -> Result<(), StatusError> {
+        self.terminate_main(namespace, pod, exit_code, message)?;
+        self.finish_job_of(namespace, pod, exit_code)
+    }
+
+    /// Plays the kubelet for an init container that failed: the pod fails without `main`
+    /// ever running. The Job controller then fails the Job.
+    pub fn fail_init_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        exit_code: i32,
+        message: &str,
+    ) -> Result<(), StatusError> {
+        self.update_status("pods", namespace, pod, |status| {
+            status.insert("phase".into(), json!("Failed"));
+            status.insert(
+                "initContainerStatuses".into(),
+                json!([{"name": container, "ready": false, "restartCount": 0,
+                "state": {"terminated": {
+                    "exitCode": exit_code,
+                    "reason": "StartError",
+                    "message": message,
+                    "finishedAt": now_rfc3339(),
+                }}}]),
+            );
+            status.insert(
+                "containerStatuses".into(),
+                json!([{"name": "main", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "PodInitializing"}}}]),
+            );
+        })?;
+        self.finish_job_of(namespace, pod, exit_code.max(1))
+    }
+
+    /// Plays the kubelet only: `main` terminated, and the Job controller has not noticed yet
+    /// (on a real cluster it takes seconds); [`FakeApiServer::finish_job_of`] is its part.
+    pub fn terminate_main(
+        &self,
+        namespace: &str,
+        pod: &str,
+        exit_code: i32,
+        message: &str,
+    ) -> Result<(), StatusError> {
         let phase = if exit_code == 0 {
             "Succeeded"
         } else {
@@ -404,8 +448,16 @@ impl FakeApiServer {
                     "finishedAt": now_rfc3339(),
                 }}}]),
             );
-        })?;
-        // The Job controller's part.
+        })
+    }
+
+    /// Plays the Job controller after the pod ended: the Job's conditions.
+    pub fn finish_job_of(
+        &self,
+        namespace: &str,
+        pod: &str,
+        exit_code: i32,
+    ) -> Result<(), StatusError> {
         let pod_obj = self.get("pods", namespace, pod);
         let job = pod_obj.as_ref().and_then(|p| {
             p["metadata"]["labels"]["job-name"]
@@ -905,6 +957,15 @@ async fn serve(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, StatusError> {
+    if path == "/version" {
+        // What readiness checks ask: it says plainly that this is the fake.
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-riposte-fake",
+                    "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+                    "goVersion": "", "compiler": "", "platform": "linux/amd64"}),
+        ));
+    }
     let routed = route(&fake.lock(), path)?;
     let t = match routed {
         Route::CoreVersions => {

@@ -105,8 +105,12 @@ async fn create_token_secret(
 
 enum End {
     Reported(Report),
-    /// The pod cannot start (bad image, missing Secret...): the reason, for the node message.
+    /// The pod cannot start (bad image, missing Secret, a failed init container): the reason,
+    /// for the node message.
     Stuck(String),
+    /// The `main` container ended with the wrapper's report in its termination message: the
+    /// result, without waiting for the Job controller to mark the Job finished.
+    MainReported(Report),
     JobFinished(Box<Result<DynamicObject, String>>),
     Cancelled,
     Deadline,
@@ -162,6 +166,7 @@ pub(crate) async fn run(
             None => std::future::pending().await,
         }
     };
+    let deadline_at = deadline_in.map(|d| tokio::time::Instant::now() + d);
     let end = tokio::select! {
         r = reported => match r {
             Ok(report) => End::Reported(report),
@@ -169,13 +174,16 @@ pub(crate) async fn run(
             Err(_) => End::JobFinished(Box::new(wait_finished(&jobs, &name).await)),
         },
         j = wait_finished(&jobs, &name) => End::JobFinished(Box::new(j)),
-        why = stuck(client.clone(), &namespace, &name, exec.cluster.options().image_pull_grace) => End::Stuck(why),
+        seen = watch_pod(client.clone(), &namespace, &name, exec.cluster.options().image_pull_grace, deadline_at) => match seen {
+            PodSeen::Stuck(why) => End::Stuck(why),
+            PodSeen::MainReported(report) => End::MainReported(report),
+        },
         _ = cancelled(&mut cancel) => End::Cancelled,
         _ = deadline => End::Deadline,
     };
     exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
     let result = match end {
-        End::Reported(report) => report.into_exec_result(),
+        End::Reported(report) | End::MainReported(report) => report.into_exec_result(),
         End::JobFinished(finished) => match *finished {
             Ok(job) => from_finished_job(&client, &namespace, &job).await,
             Err(e) => ExecResult::error(e),
@@ -342,14 +350,31 @@ async fn from_finished_job(
                 }
             }
         }
-        None => ExecResult::error(match failed {
-            Some(c) => format!(
-                "Job {name} failed: {}",
-                c["message"].as_str().unwrap_or("no message")
-            ),
-            None => format!("Job {name} finished but its pod is gone; no result"),
-        }),
+        None => {
+            // The wrapper never ran: say why, from the init container, like a main one.
+            let init = listed_init_failure(&pods, &name).await;
+            ExecResult::error(match (init, failed) {
+                (Some(why), _) => why,
+                (None, Some(c)) => format!(
+                    "Job {name} failed: {}",
+                    c["message"].as_str().unwrap_or("no message")
+                ),
+                (None, None) => format!("Job {name} finished but its pod is gone; no result"),
+            })
+        }
     }
+}
+
+/// The init container failure of the Job's pod, if any (see [`init_failure`]).
+async fn listed_init_failure(pods: &Api<Pod>, job: &str) -> Option<String> {
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .ok()?;
+    listed
+        .items
+        .iter()
+        .find_map(|p| init_failure(p.status.as_ref()?))
 }
 
 /// Waiting reasons that no amount of waiting cures.
@@ -361,9 +386,27 @@ const HOPELESS: &[&str] = &[
 /// Waiting reasons that may clear (a registry hiccup), given time.
 const RETRYING: &[&str] = &["ErrImagePull", "ImagePullBackOff", "CreateContainerError"];
 
-/// Resolves when the Job's pod cannot start: at once for [`HOPELESS`] reasons, after `grace`
-/// of [`RETRYING`] ones. Never resolves for a pod that starts.
-async fn stuck(client: kube::Client, namespace: &str, job: &str, grace: Duration) -> String {
+/// What the Job's pod showed first.
+enum PodSeen {
+    /// It cannot start (see [`watch_pod`]).
+    Stuck(String),
+    /// Its `main` container terminated with the wrapper's report.
+    MainReported(Report),
+}
+
+/// Watches the Job's pod. Resolves when it cannot start — at once for [`HOPELESS`] reasons or
+/// a failed init container (`riposte-init`'s own message), after `grace` of [`RETRYING`]
+/// ones — or when its `main` container has terminated with the wrapper's report (seconds
+/// before the Job controller marks the Job `Complete`). Near the step's deadline the Job's
+/// own condition decides instead, so a step killed for its deadline reads as one. Never
+/// resolves otherwise.
+async fn watch_pod(
+    client: kube::Client,
+    namespace: &str,
+    job: &str,
+    grace: Duration,
+    deadline_at: Option<tokio::time::Instant>,
+) -> PodSeen {
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let cfg = watcher::Config::default().labels(&format!("job-name={job}"));
     let mut events = watcher(pods, cfg)
@@ -379,7 +422,7 @@ async fn stuck(client: kube::Client, namespace: &str, job: &str, grace: Duration
                     e = events.next() => e,
                     _ = tokio::time::sleep_until(at) => {
                         if let Some((_, why)) = since.take() {
-                            return why;
+                            return PodSeen::Stuck(why);
                         }
                         continue;
                     }
@@ -392,24 +435,34 @@ async fn stuck(client: kube::Client, namespace: &str, job: &str, grace: Duration
             Some(Err(_)) => continue,
             None => return std::future::pending().await,
         };
-        let waiting = pod.status.as_ref().and_then(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
-                .find_map(|c| {
-                    let w = c.state.as_ref()?.waiting.as_ref()?;
-                    let reason = w.reason.clone()?;
-                    Some((
-                        c.name.clone(),
-                        reason,
-                        w.message.clone().unwrap_or_default(),
-                    ))
-                })
-        });
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        if let Some(why) = init_failure(status) {
+            return PodSeen::Stuck(why);
+        }
+        let near_deadline =
+            deadline_at.is_some_and(|d| tokio::time::Instant::now() + Duration::from_secs(2) >= d);
+        if !near_deadline && let Some(report) = main_report(status) {
+            return PodSeen::MainReported(report);
+        }
+        let waiting = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+            .find_map(|c| {
+                let w = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = w.reason.clone()?;
+                Some((
+                    c.name.clone(),
+                    reason,
+                    w.message.clone().unwrap_or_default(),
+                ))
+            });
         match waiting {
             Some((container, reason, message)) if HOPELESS.contains(&reason.as_str()) => {
-                return format!("{container}: {reason}: {message}");
+                return PodSeen::Stuck(format!("{container}: {reason}: {message}"));
             }
             Some((container, reason, message)) if RETRYING.contains(&reason.as_str()) => {
                 if since.is_none() {
@@ -422,6 +475,44 @@ async fn stuck(client: kube::Client, namespace: &str, job: &str, grace: Duration
             _ => since = None,
         }
     }
+}
+
+/// An init container that terminated unsuccessfully (the wrapper was never installed, so
+/// `main` never runs): its name, reason, exit code and the kubelet's message.
+fn init_failure(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<String> {
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.exit_code != 0).then(|| {
+                let detail = t.message.as_deref().unwrap_or("").trim();
+                format!(
+                    "{}: {} (exit code {}){}",
+                    c.name,
+                    t.reason.as_deref().unwrap_or("Error"),
+                    t.exit_code,
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
+                )
+            })
+        })
+}
+
+/// The wrapper's report, once `main` has terminated and left it as its termination message.
+fn main_report(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<Report> {
+    let main = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "main")?;
+    let t = main.state.as_ref()?.terminated.as_ref()?;
+    let v: Value = serde_json::from_str(t.message.as_deref()?).ok()?;
+    Report::from_json(&v)
 }
 
 async fn delete_job(jobs: &Api<DynamicObject>, name: &str) {

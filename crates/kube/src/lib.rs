@@ -95,6 +95,20 @@ impl Cluster {
         &self.client
     }
 
+    /// Whether the API server answers (for readiness): its version, or why not.
+    pub async fn ping(&self) -> Result<String, String> {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            self.client().apiserver_version(),
+        )
+        .await
+        {
+            Ok(Ok(v)) => Ok(v.git_version),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 3 s".into()),
+        }
+    }
+
     pub fn options(&self) -> &ClusterOptions {
         &self.options
     }

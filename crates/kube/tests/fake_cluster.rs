@@ -880,3 +880,74 @@ async fn transient_api_errors_are_retried() {
     assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("Forbidden"), "{}", r.message);
 }
+
+/// The result is taken when the pod's `main` container has terminated with the wrapper's
+/// report, not seconds later when the Job controller marks the Job `Complete` (which here
+/// never happens).
+#[tokio::test]
+async fn the_result_comes_from_the_terminated_pod_before_the_job_completes() {
+    let (fake, cluster) = setup().await;
+    let exec = cluster.executor("uid-1", None);
+    let n = node(
+        "quick",
+        json!({"name": "quick", "container": {"image": "alpine", "command": ["echo", "hi"]}}),
+    );
+    let task = tokio::spawn({
+        let exec = exec.clone();
+        async move { run(&exec, &n).await }
+    });
+    let pod = fake
+        .wait_for("pods", "team-a", Duration::from_secs(10), |p| {
+            p["metadata"]["labels"]["job-name"] == "wf-quick-1234"
+        })
+        .await
+        .expect("pod");
+    let name = pod["metadata"]["name"].as_str().expect("name").to_string();
+    fake.start_pod("team-a", &name).expect("start");
+    let report = json!({"exitCode": 0, "result": "hi", "outputs": {}, "missingOutputs": []});
+    fake.terminate_main("team-a", &name, 0, &report.to_string())
+        .expect("terminate");
+    let r = task.await.expect("join");
+    assert_eq!(
+        (r.phase, r.result.as_deref()),
+        (Phase::Succeeded, Some("hi"))
+    );
+    let job = fake.get("jobs", "team-a", "wf-quick-1234").expect("job");
+    assert!(
+        job["status"]["conditions"].is_null(),
+        "the Job was not finished yet: {job}"
+    );
+}
+
+/// An init container that fails (the wrapper cannot be installed) is reported with its own
+/// reason and message, like a failing main container, not as a vague Job failure.
+#[tokio::test]
+async fn a_failed_init_container_is_reported_with_its_message() {
+    let (fake, cluster) = setup().await;
+    let exec = cluster.executor("uid-1", None);
+    let n = node(
+        "noinit",
+        json!({"name": "noinit", "container": {"image": "alpine", "command": ["true"]}}),
+    );
+    let task = tokio::spawn({
+        let exec = exec.clone();
+        async move { run(&exec, &n).await }
+    });
+    let pod = fake
+        .wait_for("pods", "team-a", Duration::from_secs(10), |p| {
+            p["metadata"]["labels"]["job-name"] == "wf-noinit-1234"
+        })
+        .await
+        .expect("pod");
+    let name = pod["metadata"]["name"].as_str().expect("name").to_string();
+    let kubelet =
+        "failed to create containerd task: exec: \"riposte\": executable file not found in $PATH";
+    fake.fail_init_container("team-a", &name, "riposte-init", 128, kubelet)
+        .expect("fail init");
+    let r = task.await.expect("join");
+    assert_eq!(r.phase, Phase::Error, "{}", r.message);
+    assert_eq!(
+        r.message,
+        format!("riposte-init: StartError (exit code 128): {kubelet}")
+    );
+}

@@ -242,29 +242,44 @@ fn build_report(stdout: &[u8], exit_code: i32, outputs: &[(String, PathBuf)]) ->
     })
 }
 
-/// The report cut to fit: the result is shortened (and marked) before anything else.
+/// The report cut to fit: the result is shortened (and marked) before anything else, keeping
+/// as much of it as fits. The cut is measured on the encoded message, because JSON escaping
+/// (newlines, quotes, control characters) makes the encoding longer than the text.
 fn termination_message(report: &Value) -> String {
     let full = report.to_string();
     if full.len() <= TERMINATION_MESSAGE_LIMIT {
         return full;
     }
-    let mut cut = report.clone();
     let result = report["result"].as_str().unwrap_or("");
-    let over = full.len() - TERMINATION_MESSAGE_LIMIT;
-    let mut keep = result.len().saturating_sub(over + 64);
-    while !result.is_char_boundary(keep) {
-        keep -= 1;
+    let with = |keep: usize| -> String {
+        let mut cut = report.clone();
+        cut["result"] = json!(&result[..keep]);
+        cut["resultTruncated"] = json!(true);
+        cut.to_string()
+    };
+    // The longest prefix (on a character boundary) whose message fits: binary search.
+    let (mut lo, mut hi) = (0usize, result.len());
+    let mut best = None;
+    while lo <= hi {
+        let mut mid = lo + (hi - lo) / 2;
+        while !result.is_char_boundary(mid) {
+            mid -= 1;
+        }
+        let text = with(mid);
+        if text.len() <= TERMINATION_MESSAGE_LIMIT {
+            best = Some(text);
+            lo = mid + 1;
+        } else if mid == 0 {
+            break;
+        } else {
+            hi = mid - 1;
+        }
     }
-    cut["result"] = json!(&result[..keep]);
-    cut["resultTruncated"] = json!(true);
-    let text = cut.to_string();
-    if text.len() <= TERMINATION_MESSAGE_LIMIT {
-        text
-    } else {
+    best.unwrap_or_else(|| {
         // Outputs alone are too large: keep what says how the step ended.
         json!({"exitCode": report["exitCode"], "nodeId": report["nodeId"], "truncated": true})
             .to_string()
-    }
+    })
 }
 
 /// POSTs the report. Behind a Service with several replicas the request may reach one that
@@ -387,5 +402,22 @@ mod tests {
         assert_eq!(cut["exitCode"], 2);
         assert_eq!(cut["resultTruncated"], true);
         assert!(cut["result"].as_str().expect("result").len() > 3000);
+        // Text that JSON escapes (newlines, quotes, tabs) still fills the message: nearly all
+        // of the 4096 bytes are used, not half of them.
+        let escaped = "line \"one\"\n\ttab\u{1}é".repeat(2000);
+        let report = build_report(escaped.as_bytes(), 0, &[]);
+        let message = termination_message(&report);
+        assert!(
+            message.len() <= TERMINATION_MESSAGE_LIMIT,
+            "{}",
+            message.len()
+        );
+        assert!(
+            message.len() > TERMINATION_MESSAGE_LIMIT - 16,
+            "{}",
+            message.len()
+        );
+        let cut: Value = serde_json::from_str(&message).expect("json");
+        assert!(escaped.starts_with(cut["result"].as_str().expect("result")));
     }
 }

@@ -419,6 +419,59 @@ async fn script_steps_run_as_jobs() {
         .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
         .expect("pod node");
     assert_eq!(node["outputs"]["result"], "answer 42");
+    // `command: [sh, -c]` runs the script file by its path, so it must be executable (Argo
+    // writes it 0755; without the bit, sh answers 126 "Permission denied").
+    let by_path = tmp.path().join("script-c.yaml");
+    std::fs::write(
+        &by_path,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: script-c-}\nspec:\n  entrypoint: s\n  templates:\n  - name: s\n    script:\n      image: alpine:3.20\n      command: [sh, -c]\n      source: |\n        #!/bin/sh\n        echo \"ran by path\"\n",
+    )
+    .expect("write");
+    let (wf, _) = run_on_kubernetes(&by_path, &kubeconfig, tmp.path()).await;
+    let node = wf["status"]["nodes"]
+        .as_object()
+        .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
+        .expect("pod node");
+    assert_eq!(node["outputs"]["result"], "ran by path", "{node}");
+}
+
+/// `/readyz` says ready only while the Kubernetes API answers too (a replica that cannot
+/// reach it cannot run a step), and names what is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_includes_the_kubernetes_api() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let port = free_port();
+    let _server = start_server(tmp.path(), &kubeconfig, port).await;
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let get = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut r = agent.get(&url).call().expect("GET");
+            (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(get(url.clone()).await, (200, "ok".to_string()));
+    // The client itself retries a 503 a few times; an API server that stays down fails.
+    for _ in 0..10 {
+        fake.fail_next("GET", "/version", 503, "ServiceUnavailable");
+    }
+    let (code, text) = get(url).await;
+    let versions: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("version"))
+        .collect();
+    assert_eq!(code, 503, "{text} {versions:?}");
+    assert!(text.contains("Kubernetes API not reachable"), "{text}");
 }
 
 /// `riposte terminate` of a workflow whose step runs as a Job deletes that Job (and its pod).

@@ -658,15 +658,26 @@ async fn metrics_text() -> Response {
     }
 }
 
+/// Ready when the database answers and, with the Kubernetes executor, the API server too: a
+/// replica that cannot reach either cannot run anything, so it should get no traffic.
 async fn readyz(State(c): State<Controller>) -> Response {
-    match c.store().ping().await {
-        Ok(()) => "ok".into_response(),
-        Err(e) => (
+    if let Err(e) = c.store().ping().await {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("database not reachable: {e}"),
+            format!("database not reachable: {}", store::chain(&e)),
         )
-            .into_response(),
+            .into_response();
     }
+    if let Some(cluster) = c.cluster()
+        && let Err(e) = cluster.ping().await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kubernetes API not reachable: {e}"),
+        )
+            .into_response();
+    }
+    "ok".into_response()
 }
 
 /// A step's report, delivered to the node waiting for it.
