@@ -182,6 +182,16 @@ pub(crate) async fn run(
         _ = deadline => End::Deadline,
     };
     exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+    // How results arrive, for operators (and the live suite, which checks callbacks work).
+    let via = match &end {
+        End::Reported(_) => Some("callback"),
+        End::MainReported(_) => Some("pod_status"),
+        End::JobFinished(_) => Some("job_condition"),
+        _ => None,
+    };
+    if let Some(via) = via {
+        metrics::counter!("riposte_step_results_total", "via" => via).increment(1);
+    }
     let result = match end {
         End::Reported(report) | End::MainReported(report) => report.into_exec_result(),
         End::JobFinished(finished) => match *finished {

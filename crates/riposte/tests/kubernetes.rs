@@ -204,6 +204,26 @@ async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
     .expect("request");
     assert_eq!(status, 401);
 
+    // The server counts how results arrived: here, all by callback.
+    let metrics = tokio::task::spawn_blocking({
+        let url = format!("{base}/metrics");
+        move || {
+            ureq::get(&url)
+                .call()
+                .expect("metrics")
+                .body_mut()
+                .read_to_string()
+                .expect("text")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        metrics.contains("riposte_step_results_total{via=\"callback\"} 3"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("via=\"job_condition\""), "{metrics}");
+
     // Deleting the workflow deletes its Jobs (and their pods) from the cluster.
     assert_eq!(fake.list("jobs", "default").len(), 3);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))

@@ -287,6 +287,47 @@ fn live_dag_of_jobs_passes_parameters_and_retries() {
     assert_eq!(failed, 1, "the flaky step failed once");
 }
 
+/// Job creation → result for a one-step `echo`, measured and printed (not asserted: a
+/// benchmark, not a test of speed). Run three times so the node is warm; the result is taken
+/// when the pod's `main` container terminates, not when the Job controller marks the Job.
+#[test]
+fn live_one_echo_step_job_to_result_time() {
+    let Some(l) = live("echo") else { return };
+    let jobs: Api<Job> = Api::namespaced(l.client.clone(), &l.namespace);
+    let mut times = Vec::new();
+    let mut walls = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let wf = run(&l, "one-echo.yaml");
+        walls.push(t0.elapsed());
+        assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+        let node = wf["status"]["nodes"]
+            .as_object()
+            .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
+            .expect("pod node");
+        assert_eq!(node["outputs"]["result"], "hello");
+        // The node's start and finish are second-resolution (Argo's format); the Job's
+        // creation is too. Wall time of the step, from the engine's view:
+        let started = node["startedAt"]
+            .as_str()
+            .and_then(expr::time::parse_rfc3339);
+        let finished = node["finishedAt"]
+            .as_str()
+            .and_then(expr::time::parse_rfc3339);
+        if let (Some(a), Some(b)) = (started, finished) {
+            times.push(b - a);
+        }
+    }
+    let listed = l
+        .runtime
+        .block_on(jobs.list(&ListParams::default()))
+        .expect("jobs");
+    assert_eq!(listed.items.len(), 3);
+    eprintln!(
+        "one-echo step: node start -> result {times:?} s (1 s resolution); whole `riposte run` (connect, Job, pod, result) {walls:?}"
+    );
+}
+
 #[test]
 fn live_deadline_cancels_and_deletes_the_job() {
     let Some(l) = live("cancel") else { return };
@@ -385,23 +426,39 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
         .expect("port")
         .port();
     let base = format!("http://127.0.0.1:{port}");
+    // Where step pods reach this server. Inside a pod 127.0.0.1 is the pod itself, so on a
+    // cluster with real kubelets name an address of this machine that pods can reach
+    // (RIPOSTE_LIVE_CALLBACK_HOST, e.g. the node's IP): the server then listens on all
+    // addresses, which needs bearer-token auth. Without it only the test's own kubelet
+    // (RIPOSTE_LIVE_PLAY_KUBELET) reaches the loopback address.
+    let callback_host = std::env::var("RIPOSTE_LIVE_CALLBACK_HOST").ok();
+    let token = "live-test-token-0123456789abcdef0123456789abcdef";
+    let auth_file = home.path().join("auth.yaml");
+    std::fs::write(
+        &auth_file,
+        format!(
+            "identities:\n  - name: live-test\n    tokenSha256: {}\n    roles: {{{:?}: admin}}\n",
+            server::auth::sha256_hex(token),
+            l.namespace
+        ),
+    )
+    .expect("auth file");
+    let (listen, callback_base) = match &callback_host {
+        Some(host) => (format!("0.0.0.0:{port}"), format!("http://{host}:{port}")),
+        None => (format!("127.0.0.1:{port}"), base.clone()),
+    };
     let start = || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--lease-seconds",
-                "1",
-            ])
+            .args(["server", "--listen", &listen, "--lease-seconds", "1"])
             .args([
                 "--executor",
                 "kubernetes",
                 "--callback-url",
-                &base,
+                &callback_base,
                 "--riposte-image",
                 &l.image,
             ])
+            .args(["--auth-file".as_ref(), auth_file.as_os_str()])
             .env("RIPOSTE_HOME", home.path())
             .env_remove("DATABASE_URL")
             .stderr(std::process::Stdio::piped())
@@ -430,6 +487,7 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
         .args(["submit", "-n", &l.namespace])
         .arg(&wf)
         .env("RIPOSTE_SERVER", &base)
+        .env("RIPOSTE_TOKEN", token)
         .output()
         .expect("submit");
     assert!(
@@ -456,6 +514,7 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
     let url = format!("{base}/api/v1/workflows/{}/slow", l.namespace);
     let wf = loop {
         let wf: Value = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
             .call()
             .expect("GET")
             .body_mut()
@@ -470,9 +529,20 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
         assert!(Instant::now() < deadline, "still {}", wf["status"]["phase"]);
         std::thread::sleep(Duration::from_millis(300));
     };
+    // The result came by callback, not only by the termination-message fallback.
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
     let _ = second.kill();
     let _ = second.wait();
     assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    assert!(
+        metrics.contains("riposte_step_results_total{via=\"callback\"} 1"),
+        "the re-attached step's result did not come by callback:\n{metrics}"
+    );
     let node = wf["status"]["nodes"]
         .as_object()
         .and_then(|n| n.values().find(|n| n["type"] == "Pod").cloned())
@@ -533,32 +603,33 @@ fn live_deploy_rbac_is_exactly_enough_for_the_playbook() {
             }
         }
     });
-    // The token controller gives the ServiceAccount a token Secret.
+    // A token for the ServiceAccount: since Kubernetes 1.24 none is created automatically,
+    // so ask for one the way every version supports — a `service-account-token` Secret that
+    // the token controller fills in.
     let sas: Api<ServiceAccount> = Api::namespaced(l.client.clone(), "riposte");
     let secrets: Api<Secret> = Api::namespaced(l.client.clone(), "riposte");
+    l.runtime
+        .block_on(sas.get("riposte"))
+        .expect("service account");
+    l.runtime.block_on(apply(
+        &l.client,
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "riposte-live-token", "namespace": "riposte",
+                         "annotations": {"kubernetes.io/service-account.name": "riposte"}},
+            "type": "kubernetes.io/service-account-token"}),
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     let token = loop {
-        let sa = l
+        let secret = l
             .runtime
-            .block_on(sas.get("riposte"))
-            .expect("service account");
-        let name = sa
-            .secrets
-            .unwrap_or_default()
-            .first()
-            .and_then(|s| s.name.clone());
-        if let Some(name) = name {
-            let secret = l
-                .runtime
-                .block_on(secrets.get(&name))
-                .expect("token secret");
-            if let Some(t) = secret.data.and_then(|d| d.get("token").cloned()) {
-                break String::from_utf8(t.0).expect("utf-8 token");
-            }
+            .block_on(secrets.get("riposte-live-token"))
+            .expect("token secret");
+        if let Some(t) = secret.data.and_then(|d| d.get("token").cloned()) {
+            break String::from_utf8(t.0).expect("utf-8 token");
         }
         assert!(
             Instant::now() < deadline,
-            "no token for the riposte ServiceAccount"
+            "the token controller did not fill in riposte-live-token"
         );
         std::thread::sleep(Duration::from_millis(500));
     };

@@ -98,6 +98,10 @@ fn describe() {
         "API request latency by route"
     );
     describe_counter!(
+        "riposte_step_results_total",
+        "Kubernetes step results by how they arrived: callback, pod_status (the main container's termination message) or job_condition"
+    );
+    describe_counter!(
         "riposte_driver_panics_total",
         "Workflow drivers that panicked (the workflow ended Error)"
     );
