@@ -50,6 +50,20 @@ impl Phase {
     pub fn failed_or_error(self) -> bool {
         matches!(self, Phase::Failed | Phase::Error)
     }
+    /// The phase a stored or rendered `phase` string names.
+    pub fn parse(s: &str) -> Option<Phase> {
+        Some(match s {
+            "Pending" => Phase::Pending,
+            "Running" => Phase::Running,
+            "Succeeded" => Phase::Succeeded,
+            "Failed" => Phase::Failed,
+            "Error" => Phase::Error,
+            "Skipped" => Phase::Skipped,
+            "Omitted" => Phase::Omitted,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",

@@ -59,33 +59,36 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
 /// The resource template's shape: action, mergeStrategy, flags, manifest.
 fn structure(l: &Loaded, path: &str, r: &spec::ResourceTemplate, out: &mut Vec<Diagnostic>) {
     let rpath = format!("{path}.resource");
-    if !matches!(
-        r.action.as_str(),
-        "get" | "create" | "apply" | "replace" | "patch" | "delete"
-    ) {
+    let action = spec::ResourceAction::parse(&r.action);
+    if action.is_none() {
         out.push(l.diagnostic(
             &format!("{rpath}.action"),
             Severity::Error,
             format!(
-                "action {:?} is not one of get, create, apply, replace, patch, delete",
-                r.action
+                "action {:?} is not one of {}",
+                r.action,
+                spec::ResourceAction::ALL
             ),
         ));
     }
+    let strategy = spec::MergeStrategy::parse(r.merge_strategy.as_deref());
     if let Some(m) = &r.merge_strategy
-        && !matches!(m.as_str(), "strategic" | "merge" | "json")
+        && strategy.is_none()
     {
         out.push(l.diagnostic(
             &format!("{rpath}.mergeStrategy"),
             Severity::Error,
-            format!("mergeStrategy {m:?} is not one of strategic, merge, json"),
+            format!(
+                "mergeStrategy {m:?} is not one of {}",
+                spec::MergeStrategy::ALL
+            ),
         ));
     }
     if r.flags.iter().all(|f| !f.contains("{{")) {
         match crate::flags::Flags::parse(&r.flags) {
             Ok(f) => {
-                if r.action == "patch"
-                    && r.merge_strategy.as_deref() == Some("json")
+                if action == Some(spec::ResourceAction::Patch)
+                    && strategy == Some(spec::MergeStrategy::Json)
                     && f.target.len() != 2
                 {
                     out.push(l.diagnostic(

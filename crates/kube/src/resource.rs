@@ -29,6 +29,7 @@ pub(crate) async fn run(cluster: &Cluster, node: &ExecuteNode, workflow_uid: &st
 }
 
 pub use executor::flags::Flags;
+use spec::{MergeStrategy, ResourceAction};
 
 /// kubectl's names for common kinds: `pod`, `pods`, `po`, ...
 fn kind_for_type(t: &str) -> Option<(&'static str, &'static str, &'static str)> {
@@ -188,8 +189,22 @@ async fn run_inner(
         }
         None => Value::Null,
     };
-    let strategy = r.merge_strategy.as_deref().unwrap_or("strategic");
-    let json_patch = r.action == "patch" && strategy == "json";
+    // Parsed once; lint names a wrong value with its position before anything runs.
+    let action = ResourceAction::parse(&r.action).ok_or_else(|| {
+        format!(
+            "action {:?} is not one of {}",
+            r.action,
+            ResourceAction::ALL
+        )
+    })?;
+    let strategy = MergeStrategy::parse(r.merge_strategy.as_deref()).ok_or_else(|| {
+        format!(
+            "mergeStrategy {:?} is not one of {}",
+            r.merge_strategy.as_deref().unwrap_or(""),
+            MergeStrategy::ALL
+        )
+    })?;
+    let json_patch = action == ResourceAction::Patch && strategy == MergeStrategy::Json;
     if json_patch && flags.target.len() != 2 {
         return Err("a json patch's manifest is the list of operations, so the target goes in flags: [TYPE, NAME] (e.g. [pod, \"{{pod.name}}\"])".into());
     }
@@ -235,8 +250,8 @@ async fn run_inner(
     let post = PostParams::default();
     let background = DeleteParams::background();
     let apply = Patch::Apply(&body);
-    let obj: Option<DynamicObject> = match r.action.as_str() {
-        "get" => {
+    let obj: Option<DynamicObject> = match action {
+        ResourceAction::Get => {
             let name = need_name()?;
             Some(
                 with_retries(|| t.api.get(&name))
@@ -244,7 +259,7 @@ async fn run_inner(
                     .map_err(|e| format!("get {}: {}", what(&name), describe(&e)))?,
             )
         }
-        "create" => {
+        ResourceAction::Create => {
             let o = object_of(&body)?;
             Some(
                 with_retries(|| t.api.create(&post, &o))
@@ -258,7 +273,7 @@ async fn run_inner(
                     })?,
             )
         }
-        "apply" => {
+        ResourceAction::Apply => {
             let name = need_name()?;
             let mut pp =
                 PatchParams::apply(flags.field_manager.as_deref().unwrap_or(FIELD_MANAGER));
@@ -270,7 +285,7 @@ async fn run_inner(
                     .map_err(|e| format!("apply {}: {}", what(&name), describe(&e)))?,
             )
         }
-        "replace" => {
+        ResourceAction::Replace => {
             let name = need_name()?;
             let current = t
                 .api
@@ -285,7 +300,7 @@ async fn run_inner(
                     .map_err(|e| format!("replace {}: {}", what(&name), describe(&e)))?,
             )
         }
-        "patch" => {
+        ResourceAction::Patch => {
             let name = need_name()?;
             let pp = PatchParams {
                 field_manager: Some(
@@ -297,17 +312,12 @@ async fn run_inner(
                 ..PatchParams::default()
             };
             let patch = match strategy {
-                "strategic" => Patch::Strategic(body.clone()),
-                "merge" => Patch::Merge(body.clone()),
-                "json" => Patch::Json(
+                MergeStrategy::Strategic => Patch::Strategic(body.clone()),
+                MergeStrategy::Merge => Patch::Merge(body.clone()),
+                MergeStrategy::Json => Patch::Json(
                     serde_json::from_value::<json_patch::Patch>(manifest.clone())
                         .map_err(|e| format!("the json patch is not a list of operations: {e}"))?,
                 ),
-                other => {
-                    return Err(format!(
-                        "mergeStrategy {other:?} is not one of strategic, merge, json"
-                    ));
-                }
             };
             Some(with_retries(|| t.api.patch(&name, &pp, &patch)).await.map_err(|e| {
                 if api_status(&e).is_some_and(|(c, _)| c == 404) {
@@ -316,7 +326,7 @@ async fn run_inner(
                         what(&name),
                         describe(&e)
                     )
-                } else if api_status(&e).is_some_and(|(c, _)| c == 415) && strategy == "strategic" {
+                } else if api_status(&e).is_some_and(|(c, _)| c == 415) && strategy == MergeStrategy::Strategic {
                     format!(
                         "patch {}: custom resources do not support strategic merge patch (the default); set mergeStrategy: merge ({})",
                         what(&name),
@@ -327,7 +337,7 @@ async fn run_inner(
                 }
             })?)
         }
-        "delete" => {
+        ResourceAction::Delete => {
             let by_label =
                 ListParams::default().labels(flags.selector.as_deref().unwrap_or_default());
             let names: Vec<String> = match (&t.name, &flags.selector) {
@@ -361,11 +371,6 @@ async fn run_inner(
                 }
             }
             None
-        }
-        other => {
-            return Err(format!(
-                "action {other:?} is not one of get, create, apply, replace, patch, delete"
-            ));
         }
     };
     let Some(mut obj) = obj else {

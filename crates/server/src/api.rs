@@ -1324,7 +1324,7 @@ async fn node_logs(c: &Controller, namespace: &str, name: &str) -> ApiResult<Nod
             (id.clone(), pod)
         })
         .collect();
-    let finished = matches!(rec.phase.as_str(), "Succeeded" | "Failed" | "Error");
+    let finished = engine::Phase::parse(&rec.phase).is_some_and(engine::Phase::completed);
     Ok(NodeLogs {
         lines,
         pods,

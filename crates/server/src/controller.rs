@@ -410,7 +410,8 @@ impl Controller {
         let waiting: Vec<&store::NodeRow> = nodes
             .iter()
             .filter(|n| {
-                n.status["type"] == "Suspend" && matches!(n.phase.as_str(), "Running" | "Pending")
+                n.status["type"] == "Suspend"
+                    && engine::Phase::parse(&n.phase).is_some_and(|p| !p.fulfilled())
             })
             .collect();
         let matches = |n: &&store::NodeRow| {
@@ -508,7 +509,8 @@ impl Controller {
                 "workflow {namespace}/{name} is still running; only finished workflows can be retried"
             )));
         }
-        if rec.phase == "Succeeded" && !restart_successful {
+        if engine::Phase::parse(&rec.phase) == Some(engine::Phase::Succeeded) && !restart_successful
+        {
             return Err(ControlError::FailedPrecondition(format!(
                 "workflow {namespace}/{name} succeeded; use restartSuccessful to run nodes again"
             )));

@@ -69,10 +69,11 @@ pub fn validate(c: &CronWorkflow) -> Result<(), String> {
     for s in &all {
         next_fire(s, c.spec.timezone.as_deref(), 0)?;
     }
-    match c.spec.concurrency_policy.as_deref() {
-        None | Some("Allow") | Some("Forbid") | Some("Replace") => Ok(()),
-        Some(other) => Err(format!(
-            "concurrencyPolicy {other:?} is not Allow, Forbid or Replace"
+    match spec::ConcurrencyPolicy::parse(c.spec.concurrency_policy.as_deref()) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "concurrencyPolicy {:?} is not Allow, Forbid or Replace",
+            c.spec.concurrency_policy.as_deref().unwrap_or("")
         )),
     }
 }
@@ -99,15 +100,17 @@ impl Controller {
             let running = self
                 .unfinished_with_label(&rec.namespace, CRON_LABEL, &rec.name)
                 .await?;
-            match cron.spec.concurrency_policy.as_deref() {
-                Some("Forbid") if !running.is_empty() => {
+            let policy = spec::ConcurrencyPolicy::parse(cron.spec.concurrency_policy.as_deref())
+                .unwrap_or_default();
+            match policy {
+                spec::ConcurrencyPolicy::Forbid if !running.is_empty() => {
                     // Skipped, not postponed: mark the time as handled.
                     self.store()
                         .claim_cron_firing(&rec.namespace, &rec.name, at)
                         .await?;
                     continue;
                 }
-                Some("Replace") => {
+                spec::ConcurrencyPolicy::Replace => {
                     for name in running {
                         let stop = engine::Input::Stop {
                             now,

@@ -115,7 +115,7 @@ pub fn record_step(commit: Duration, transitions: usize, nodes: &[store::NodeRow
     }
     for n in nodes {
         let is_leaf = matches!(n.status["type"].as_str(), Some("Pod" | "Container"));
-        let finished = matches!(n.phase.as_str(), "Succeeded" | "Failed" | "Error");
+        let finished = engine::Phase::parse(&n.phase).is_some_and(engine::Phase::completed);
         if !(is_leaf && finished) {
             continue;
         }

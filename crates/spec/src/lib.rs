@@ -10,6 +10,8 @@
 //!
 //! This crate does no IO: callers pass text in.
 
+pub mod vocabulary;
+pub use vocabulary::{ConcurrencyPolicy, MergeStrategy, ResourceAction, RetryPolicy};
 pub mod lint;
 pub mod types;
 pub mod yaml;

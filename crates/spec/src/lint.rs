@@ -332,15 +332,13 @@ fn lint_workflow(cx: &mut Ctx, kind: Kind, spec: &WorkflowSpec, path: &str) {
 fn lint_retry(cx: &mut Ctx, path: &str, rs: &RetryStrategy) {
     cx.unimplemented(path, &[RETRY]);
     if let Some(p) = &rs.retry_policy
-        && !matches!(
-            p.as_str(),
-            "Always" | "OnFailure" | "OnError" | "OnTransientError"
-        )
+        && crate::RetryPolicy::parse(p).is_none()
     {
         cx.error(
             &format!("{path}.retryPolicy"),
             format!(
-                "unknown retryPolicy {p:?}; expected Always, OnFailure, OnError or OnTransientError"
+                "unknown retryPolicy {p:?}; expected {}",
+                crate::RetryPolicy::ALL
             ),
         );
     }

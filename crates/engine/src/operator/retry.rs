@@ -202,12 +202,13 @@ impl Workflow {
                 n.wake_at = None;
             }
         }
-        let policy = rs.retry_policy.as_deref().unwrap_or("OnFailure");
-        let (on_failed, on_error) = match policy {
-            "Always" => (true, true),
-            "OnError" | "OnTransientError" => (false, true),
-            _ => (true, false),
-        };
+        // Lint refuses unknown policies; Argo's default stands in for one that slipped by.
+        let (on_failed, on_error) = rs
+            .retry_policy
+            .as_deref()
+            .and_then(spec::RetryPolicy::parse)
+            .unwrap_or(spec::RetryPolicy::OnFailure)
+            .retries();
         if (last.phase == Phase::Failed && !on_failed) || (last.phase == Phase::Error && !on_error)
         {
             self.set_phase(retry_id, last.phase, Some(last.message.clone()));
