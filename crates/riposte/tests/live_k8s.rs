@@ -443,6 +443,10 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
         ),
     )
     .expect("auth file");
+    // Both server processes sign callback tokens with the same key, as replicas do in
+    // deploy/ (a Secret): a step started by the first reports to the second.
+    let callback_key = home.path().join("callback.key");
+    std::fs::write(&callback_key, "live-test-callback-key-0123456789").expect("key");
     let (listen, callback_base) = match &callback_host {
         Some(host) => (format!("0.0.0.0:{port}"), format!("http://{host}:{port}")),
         None => (format!("127.0.0.1:{port}"), base.clone()),
@@ -459,6 +463,7 @@ fn live_server_callbacks_and_reattach_after_sigkill() {
                 &l.image,
             ])
             .args(["--auth-file".as_ref(), auth_file.as_os_str()])
+            .args(["--callback-secret-file".as_ref(), callback_key.as_os_str()])
             .env("RIPOSTE_HOME", home.path())
             .env_remove("DATABASE_URL")
             .stderr(std::process::Stdio::piped())
