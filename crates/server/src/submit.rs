@@ -535,4 +535,126 @@ mod tests {
             Some(("ns".into(), "nightly".into(), 86_400_000))
         );
     }
+
+    /// Hostile or random API bodies: whatever JSON arrives as a workflow, the submit path
+    /// answers with a workflow or an error, never a panic.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-z{}.= -]{0,12}".prop_map(Value::String),
+                prop_oneof![
+                    Just("main"),
+                    Just("{{inputs.parameters.x}}"),
+                    Just("{{= 1 +}}"),
+                    Just("busybox"),
+                    Just("a.Succeeded || !b")
+                ]
+                .prop_map(|s| json!(s)),
+            ];
+            leaf.prop_recursive(5, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("name".to_string()),
+                            Just("template".to_string()),
+                            Just("steps".to_string()),
+                            Just("dag".to_string()),
+                            Just("tasks".to_string()),
+                            Just("depends".to_string()),
+                            Just("when".to_string()),
+                            Just("withItems".to_string()),
+                            Just("withSequence".to_string()),
+                            Just("container".to_string()),
+                            Just("arguments".to_string()),
+                            Just("parameters".to_string()),
+                            "[a-z]{1,6}",
+                        ],
+                        inner,
+                        0..5,
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => Just("main".to_string()),
+                4 => Just("a".to_string()),
+                4 => Just("b".to_string()),
+                1 => Just("{{inputs.parameters.x}}".to_string()),
+                1 => Just("{{steps.a.outputs.result}}".to_string()),
+                1 => Just("{{= sprig.add(1, 2) }}".to_string()),
+                1 => Just("a.Succeeded || !(b.Failed".to_string()),
+                1 => "[a-z{}.()|!&= ]{0,10}",
+            ]
+        }
+
+        /// Templates shaped like Argo's (steps, dag, container, suspend), filled with words
+        /// that are sometimes right and often wrong, and with random JSON where the shape
+        /// allows anything.
+        fn template() -> impl Strategy<Value = Value> {
+            let step = (word(), word(), proptest::option::of(word()), json_value()).prop_map(
+                |(name, template, when, items)| {
+                    let mut s = json!({"name": name, "template": template});
+                    if let Some(w) = when {
+                        s["when"] = json!(w);
+                    }
+                    if items.is_array() {
+                        s["withItems"] = items;
+                    }
+                    s
+                },
+            );
+            let task = (word(), word(), proptest::option::of(word())).prop_map(
+                |(name, template, depends)| {
+                    let mut t = json!({"name": name, "template": template});
+                    if let Some(d) = depends {
+                        t["depends"] = json!(d);
+                    }
+                    t
+                },
+            );
+            prop_oneof![
+                3 => (word(), proptest::collection::vec(proptest::collection::vec(step, 1..3), 1..3))
+                    .prop_map(|(name, steps)| json!({"name": name, "steps": steps})),
+                3 => (word(), proptest::collection::vec(task, 1..4))
+                    .prop_map(|(name, tasks)| json!({"name": name, "dag": {"tasks": tasks}})),
+                3 => (word(), proptest::collection::vec(word(), 0..3)).prop_map(|(name, args)| {
+                    json!({"name": name, "inputs": {"parameters": [{"name": "x", "value": "1"}]},
+                           "container": {"image": "busybox", "command": ["echo"], "args": args}})
+                }),
+                2 => word().prop_map(|name| json!({"name": name, "suspend": {}})),
+                1 => json_value(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1500))]
+            #[test]
+            fn any_workflow_body_is_admitted_or_refused_cleanly(
+                templates in proptest::collection::vec(template(), 1..5),
+                entry in prop_oneof![8 => Just(json!("main")), 1 => json_value()],
+                args in prop_oneof![8 => Just(json!({})), 1 => json_value()],
+            ) {
+                let body = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                    "metadata": {"generateName": "fuzz-"},
+                    "spec": {"entrypoint": entry, "arguments": args, "templates": templates}});
+                if let Ok(resource) = serde_json::from_value::<WorkflowResource>(body) {
+                    let req = SubmitRequest::new("ns", Origin::Inline(Box::new(resource)), "a", "s");
+                    if let Ok(mut p) = prepare(req, Library::default(), "u".into(), "abcde", 0) {
+                        // Admitted: the engine takes its first step without panicking.
+                        let _ = p.workflow.step(&[engine::Input::Start { now: 0 }]);
+                    }
+                }
+            }
+        }
+    }
 }
