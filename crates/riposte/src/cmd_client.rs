@@ -241,3 +241,120 @@ pub(crate) fn template_cmd(cmd: TemplateCmd, remote: &Remote) -> Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `riposte list`.
+pub(crate) fn list_cmd(remote: &Remote) -> Result<ExitCode> {
+    let v = remote.client().call(
+        "GET",
+        &format!("/api/v1/workflows/{}", remote.namespace),
+        None,
+    )?;
+    client::print_list(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte resume NAME [--node N] [--set k=v]` (an approval with `--set`).
+pub(crate) fn resume_cmd(
+    name: &str,
+    node: Option<String>,
+    set: &[String],
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let c = remote.client();
+    let path = format!("/api/v1/workflows/{}/{name}", remote.namespace);
+    let selector = node.map(|n| format!("displayName={n}"));
+    if set.is_empty() {
+        c.call(
+            "PUT",
+            &format!("{path}/resume"),
+            Some(&serde_json::json!({"nodeFieldSelector": selector})),
+        )?;
+    } else {
+        let outputs: serde_json::Map<String, serde_json::Value> = parse_pairs(set, "--set")?
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let body = serde_json::json!({"nodeFieldSelector": selector, "outputParameters": serde_json::Value::Object(outputs).to_string()});
+        c.call("PUT", &format!("{path}/set"), Some(&body))?;
+    }
+    println!("workflow {name} resumed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte logs NAME [--node N] [--follow]`.
+pub(crate) fn logs_cmd(
+    name: &str,
+    node: Option<String>,
+    follow: bool,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let mut query = Vec::new();
+    if let Some(n) = node {
+        query.push(format!("podName={n}"));
+    }
+    if follow {
+        query.push("logOptions.follow=true".to_string());
+    }
+    let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in remote.client().stream_lines(&path)? {
+        let line = line.context("reading the log stream")?;
+        let v: serde_json::Value = serde_json::from_str(&line).context("reading the log stream")?;
+        writeln!(
+            out,
+            "{}: {}",
+            v["result"]["podName"].as_str().unwrap_or(""),
+            v["result"]["content"].as_str().unwrap_or("")
+        )?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte retry NAME`.
+pub(crate) fn retry_cmd(
+    name: &str,
+    restart_successful: bool,
+    node_field_selector: Option<String>,
+    parameters: Vec<String>,
+    remote: &Remote,
+) -> Result<ExitCode> {
+    let body = serde_json::json!({
+        "restartSuccessful": restart_successful,
+        "nodeFieldSelector": node_field_selector.map(|s| format!("name={s}")),
+        "parameters": parameters,
+    });
+    remote.client().call(
+        "PUT",
+        &format!("/api/v1/workflows/{}/{name}/retry", remote.namespace),
+        Some(&body),
+    )?;
+    println!("workflow {name}: retrying");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte resubmit NAME`.
+pub(crate) fn resubmit_cmd(name: &str, remote: &Remote) -> Result<ExitCode> {
+    let v = remote.client().call(
+        "PUT",
+        &format!("/api/v1/workflows/{}/{name}/resubmit", remote.namespace),
+        Some(&serde_json::json!({})),
+    )?;
+    println!("{}", v["metadata"]["name"].as_str().unwrap_or(""));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte delete NAME`.
+pub(crate) fn delete_cmd(name: &str, remote: &Remote) -> Result<ExitCode> {
+    remote.client().call(
+        "DELETE",
+        &format!("/api/v1/workflows/{}/{name}", remote.namespace),
+        None,
+    )?;
+    println!("workflow {name} deleted");
+    Ok(ExitCode::SUCCESS)
+}

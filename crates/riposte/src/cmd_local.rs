@@ -194,3 +194,73 @@ pub(crate) async fn audit(cmd: AuditCmd, db: DbArgs) -> Result<ExitCode> {
         }
     }
 }
+
+/// `riposte bench WORKLOAD`.
+pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
+    match workload {
+        BenchCmd::Engine { shape, tasks } => {
+            report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS))
+        }
+        BenchCmd::Submit {
+            workflows,
+            concurrency,
+            db,
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            let config = server::ControllerConfig {
+                runs_dir: std::env::temp_dir().join("riposte-bench-submit"),
+                images: ImageTable::new(host_python(), BTreeMap::new()),
+                argosay_binary: std::env::current_exe()?,
+                isolation: Isolation::None("benchmark".into()),
+                holder: format!("bench-{}", generate_suffix()),
+                lease_ttl_ms: 600_000,
+                cluster: None,
+            };
+            bench::submit(store, config, workflows, concurrency)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        })),
+        BenchCmd::Api { db } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            let config = server::ControllerConfig {
+                runs_dir: std::env::temp_dir().join("riposte-bench-api"),
+                images: ImageTable::new(host_python(), BTreeMap::new()),
+                argosay_binary: std::env::current_exe()?,
+                isolation: Isolation::None("benchmark".into()),
+                holder: "bench".into(),
+                lease_ttl_ms: 15_000,
+                cluster: None,
+            };
+            bench::api(store, config).await.map(|()| ExitCode::SUCCESS)
+        })),
+        BenchCmd::Store { shape, tasks, db } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            bench::store(shape, tasks, store)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        })),
+        BenchCmd::Host {
+            processes,
+            threads,
+            no_isolation,
+        } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            report(rt.block_on(async {
+                let run_dir = riposte_home().join("bench").join(generate_suffix());
+                let exec = host_executor(run_dir.clone(), BTreeMap::new(), no_isolation, false)?;
+                bench::host(processes, threads, exec, run_dir)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }))
+        }
+    }
+}

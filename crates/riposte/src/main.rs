@@ -98,15 +98,7 @@ fn main() -> ExitCode {
             wait,
             remote,
         } => report(submit_cmd(file, from, parameters, wait, &remote)),
-        Cmd::List { remote } => report((|| {
-            let v = remote.client().call(
-                "GET",
-                &format!("/api/v1/workflows/{}", remote.namespace),
-                None,
-            )?;
-            client::print_list(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))?;
-            Ok(ExitCode::SUCCESS)
-        })()),
+        Cmd::List { remote } => report(list_cmd(&remote)),
         Cmd::Get {
             name,
             output,
@@ -118,28 +110,7 @@ fn main() -> ExitCode {
             node,
             set,
             remote,
-        } => report((|| {
-            let c = remote.client();
-            let path = format!("/api/v1/workflows/{}/{name}", remote.namespace);
-            let selector = node.map(|n| format!("displayName={n}"));
-            if set.is_empty() {
-                c.call(
-                    "PUT",
-                    &format!("{path}/resume"),
-                    Some(&serde_json::json!({"nodeFieldSelector": selector})),
-                )?;
-            } else {
-                let outputs: serde_json::Map<String, serde_json::Value> =
-                    parse_pairs(&set, "--set")?
-                        .into_iter()
-                        .map(|(k, v)| (k, serde_json::Value::String(v)))
-                        .collect();
-                let body = serde_json::json!({"nodeFieldSelector": selector, "outputParameters": serde_json::Value::Object(outputs).to_string()});
-                c.call("PUT", &format!("{path}/set"), Some(&body))?;
-            }
-            println!("workflow {name} resumed");
-            Ok(ExitCode::SUCCESS)
-        })()),
+        } => report(resume_cmd(&name, node, &set, &remote)),
         Cmd::Stop { name, remote } => report(simple_put(&remote, &name, "stop")),
         Cmd::Suspend { name, remote } => report(simple_put(&remote, &name, "suspend")),
         Cmd::Watch { name, remote } => report(watch_cmd(&name, &remote)),
@@ -148,34 +119,7 @@ fn main() -> ExitCode {
             node,
             follow,
             remote,
-        } => report((|| {
-            let mut query = Vec::new();
-            if let Some(n) = node {
-                query.push(format!("podName={n}"));
-            }
-            if follow {
-                query.push("logOptions.follow=true".to_string());
-            }
-            let mut path = format!("/api/v1/workflows/{}/{name}/log", remote.namespace);
-            if !query.is_empty() {
-                path.push('?');
-                path.push_str(&query.join("&"));
-            }
-            let mut out = std::io::stdout().lock();
-            for line in remote.client().stream_lines(&path)? {
-                let line = line.context("reading the log stream")?;
-                let v: serde_json::Value =
-                    serde_json::from_str(&line).context("reading the log stream")?;
-                writeln!(
-                    out,
-                    "{}: {}",
-                    v["result"]["podName"].as_str().unwrap_or(""),
-                    v["result"]["content"].as_str().unwrap_or("")
-                )?;
-                out.flush()?;
-            }
-            Ok(ExitCode::SUCCESS)
-        })()),
+        } => report(logs_cmd(&name, node, follow, &remote)),
         Cmd::Cron { cmd, remote } => report(cron_cmd(cmd, &remote)),
         Cmd::Retry {
             name,
@@ -183,115 +127,19 @@ fn main() -> ExitCode {
             node_field_selector,
             parameters,
             remote,
-        } => report((|| {
-            let body = serde_json::json!({
-                "restartSuccessful": restart_successful,
-                "nodeFieldSelector": node_field_selector.map(|s| format!("name={s}")),
-                "parameters": parameters,
-            });
-            remote.client().call(
-                "PUT",
-                &format!("/api/v1/workflows/{}/{name}/retry", remote.namespace),
-                Some(&body),
-            )?;
-            println!("workflow {name}: retrying");
-            Ok(ExitCode::SUCCESS)
-        })()),
-        Cmd::Resubmit { name, remote } => report((|| {
-            let v = remote.client().call(
-                "PUT",
-                &format!("/api/v1/workflows/{}/{name}/resubmit", remote.namespace),
-                Some(&serde_json::json!({})),
-            )?;
-            println!("{}", v["metadata"]["name"].as_str().unwrap_or(""));
-            Ok(ExitCode::SUCCESS)
-        })()),
+        } => report(retry_cmd(
+            &name,
+            restart_successful,
+            node_field_selector,
+            parameters,
+            &remote,
+        )),
+        Cmd::Resubmit { name, remote } => report(resubmit_cmd(&name, &remote)),
         Cmd::Terminate { name, remote } => report(simple_put(&remote, &name, "terminate")),
-        Cmd::Delete { name, remote } => report((|| {
-            remote.client().call(
-                "DELETE",
-                &format!("/api/v1/workflows/{}/{name}", remote.namespace),
-                None,
-            )?;
-            println!("workflow {name} deleted");
-            Ok(ExitCode::SUCCESS)
-        })()),
+        Cmd::Delete { name, remote } => report(delete_cmd(&name, &remote)),
         Cmd::Template { cmd, remote } => report(template_cmd(cmd, &remote)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
-        Cmd::Bench {
-            workload: BenchCmd::Engine { shape, tasks },
-        } => report(bench::engine(shape, tasks).map(|()| ExitCode::SUCCESS)),
-        Cmd::Bench {
-            workload:
-                BenchCmd::Submit {
-                    workflows,
-                    concurrency,
-                    db,
-                },
-        } => report(block_on(async move {
-            let store = open_store(&db).await?;
-            let config = server::ControllerConfig {
-                runs_dir: std::env::temp_dir().join("riposte-bench-submit"),
-                images: ImageTable::new(host_python(), BTreeMap::new()),
-                argosay_binary: std::env::current_exe()?,
-                isolation: Isolation::None("benchmark".into()),
-                holder: format!("bench-{}", generate_suffix()),
-                lease_ttl_ms: 600_000,
-                cluster: None,
-            };
-            bench::submit(store, config, workflows, concurrency)
-                .await
-                .map(|()| ExitCode::SUCCESS)
-        })),
-        Cmd::Bench {
-            workload: BenchCmd::Api { db },
-        } => report(block_on(async move {
-            let store = open_store(&db).await?;
-            let config = server::ControllerConfig {
-                runs_dir: std::env::temp_dir().join("riposte-bench-api"),
-                images: ImageTable::new(host_python(), BTreeMap::new()),
-                argosay_binary: std::env::current_exe()?,
-                isolation: Isolation::None("benchmark".into()),
-                holder: "bench".into(),
-                lease_ttl_ms: 15_000,
-                cluster: None,
-            };
-            bench::api(store, config).await.map(|()| ExitCode::SUCCESS)
-        })),
-        Cmd::Bench {
-            workload: BenchCmd::Store { shape, tasks, db },
-        } => report(block_on(async move {
-            let store = open_store(&db).await?;
-            bench::store(shape, tasks, store)
-                .await
-                .map(|_| ExitCode::SUCCESS)
-        })),
-        Cmd::Bench {
-            workload:
-                BenchCmd::Host {
-                    processes,
-                    threads,
-                    no_isolation,
-                },
-        } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            report(rt.block_on(async {
-                let run_dir = riposte_home().join("bench").join(generate_suffix());
-                let exec = host_executor(run_dir.clone(), BTreeMap::new(), no_isolation, false)?;
-                bench::host(processes, threads, exec, run_dir)
-                    .await
-                    .map(|()| ExitCode::SUCCESS)
-            }))
-        }
+        Cmd::Bench { workload } => bench_cmd(workload),
         Cmd::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
