@@ -1,0 +1,494 @@
+//! The REST API, on Argo Server's paths and JSON shapes so Argo's clients work against it.
+//!
+//! Handlers extract their inputs, call one controller or store function and map errors to
+//! Argo's `{"code": <gRPC code>, "message": "..."}` with the matching HTTP status.
+
+use std::collections::HashMap;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use engine::Input;
+use serde_json::{Value, json};
+use spec::WorkflowResource;
+
+use crate::auth::{Auth, Denied, Role};
+use crate::controller::{ControlError, Controller, RetryRequest};
+use crate::driver::now_ms;
+use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
+
+mod archived;
+mod crons;
+mod operations;
+mod streams;
+mod templates;
+mod workflows;
+
+use archived::*;
+use crons::*;
+use operations::openapi_doc;
+pub use operations::{OPERATIONS, openapi};
+use streams::*;
+use templates::*;
+use workflows::*;
+
+/// An API error in Argo's shape.
+pub struct ApiError {
+    status: StatusCode,
+    code: u16,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, 3, message)
+    }
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, 5, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        match e {
+            ControlError::Invalid(m) => ApiError::invalid(m),
+            ControlError::NotFound(m) => ApiError::not_found(m),
+            ControlError::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, 6, m),
+            ControlError::FailedPrecondition(m) => ApiError::new(StatusCode::BAD_REQUEST, 9, m),
+            ControlError::Store(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, msg)
+            }
+        }
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> ApiError {
+        ControlError::from(e).into()
+    }
+}
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// Who is calling (the token's identity, or `anonymous` without authentication) and from
+/// where; recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub source: String,
+}
+
+impl Caller {
+    /// An audit row for `action` on `object` by this caller, now.
+    fn audit(&self, action: &str, object: String, details: Value) -> store::AuditEntry {
+        store::AuditEntry {
+            at: now_ms(),
+            actor: self.name.clone(),
+            action: action.to_string(),
+            object,
+            source: self.source.clone(),
+            details,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    controller: Controller,
+    auth: Option<Arc<Auth>>,
+}
+
+impl FromRef<AppState> for Controller {
+    fn from_ref(s: &AppState) -> Controller {
+        s.controller.clone()
+    }
+}
+
+/// The role an API call needs, and in which namespace.
+fn required(method: &Method, path: &str) -> (Option<String>, Role) {
+    let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    let namespace = parts
+        .get(1)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_string());
+    let role = match (method, parts.as_slice()) {
+        (&Method::GET, _) => Role::Viewer,
+        (&Method::POST, ["workflows", _])
+        | (&Method::POST, ["workflows", _, "submit" | "lint"]) => Role::Submitter,
+        (&Method::PUT, ["workflows", _, _, "resubmit" | "retry"]) => Role::Submitter,
+        (&Method::POST, [_, _, "lint"])
+        | (&Method::POST, ["cluster-workflow-templates", "lint"]) => Role::Submitter,
+        (&Method::PUT, ["workflows", _, _, "resume" | "set" | "suspend"]) => Role::Approver,
+        _ => Role::Admin,
+    };
+    match parts.first() {
+        Some(&"workflows") | Some(&"workflow-templates") | Some(&"workflow-events") => {
+            (namespace, role)
+        }
+        // Cluster-wide objects need the role for every namespace (`"*"`).
+        Some(&"cluster-workflow-templates") | Some(&"archived-workflows") => {
+            (Some("*".to_string()), role)
+        }
+        _ => (None, role),
+    }
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let source = addr.ip().to_string();
+    let name = match &state.auth {
+        None => "anonymous".to_string(),
+        Some(auth) => {
+            let (namespace, role) = required(req.method(), req.uri().path());
+            let header = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok());
+            match auth.authorize(header, namespace.as_deref(), role) {
+                Ok(name) => name,
+                Err(Denied::Unauthenticated(m)) => {
+                    return ApiError::new(StatusCode::UNAUTHORIZED, 16, m).into_response();
+                }
+                Err(Denied::Forbidden(m)) => {
+                    return ApiError::new(StatusCode::FORBIDDEN, 7, m).into_response();
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(Caller { name, source });
+    next.run(req).await
+}
+
+/// The API; with `auth`, every request needs a bearer token with a sufficient role.
+pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
+    let state = AppState {
+        controller,
+        auth: auth.map(Arc::new),
+    };
+    Router::new()
+        .route("/api/v1/version", get(version))
+        .route("/api/v1/openapi.json", get(openapi_doc))
+        .route("/api/v1/info", get(info))
+        .route("/api/v1/userinfo", get(userinfo))
+        .route(
+            "/api/v1/workflows/{namespace}",
+            post(create_workflow).get(list_workflows),
+        )
+        .route("/api/v1/workflows/{namespace}/lint", post(lint_workflow))
+        .route(
+            "/api/v1/workflows/{namespace}/submit",
+            post(submit_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}",
+            get(get_workflow).delete(delete_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resume",
+            put(resume_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/set",
+            put(set_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/stop",
+            put(stop_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/terminate",
+            put(terminate_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/log",
+            get(workflow_logs),
+        )
+        .route("/api/v1/workflow-events/{namespace}", get(watch_workflows))
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resubmit",
+            put(resubmit_workflow),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates",
+            post(create_cluster_template).get(list_cluster_templates),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/{name}",
+            get(get_cluster_template)
+                .put(update_cluster_template)
+                .delete(delete_cluster_template),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}",
+            post(create_cron).get(list_crons),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}",
+            get(get_cron).put(update_cron).delete(delete_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/suspend",
+            put(suspend_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/resume",
+            put(resume_cron),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/suspend",
+            put(suspend_workflow),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}/lint",
+            post(lint_template),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/lint",
+            post(lint_cluster_template),
+        )
+        .route("/api/v1/cron-workflows/{namespace}/lint", post(lint_cron))
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/retry",
+            put(retry_workflow),
+        )
+        .route(
+            "/api/v1/archived-workflows/{uid}/retry",
+            put(retry_archived),
+        )
+        .route(
+            "/api/v1/archived-workflows/{uid}/resubmit",
+            put(resubmit_archived),
+        )
+        .route("/api/v1/archived-workflows", get(list_archived))
+        .route(
+            "/api/v1/archived-workflows/{uid}",
+            get(get_archived).delete(delete_archived),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}",
+            post(create_template).get(list_templates),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}/{name}",
+            get(get_template)
+                .put(update_template)
+                .delete(delete_template),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Kubelet probes carry no token: these two are outside authentication and say
+        // nothing beyond "alive" and "the database answers".
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        // Prometheus scrapes without a token, like the probes; it says counts, not contents.
+        .route("/metrics", get(metrics_text))
+        // Step pods authenticate with their node's token, checked by the handler.
+        .route(
+            "/api/v1/riposte/callbacks/{uid}/{nodeId}",
+            post(node_callback),
+        )
+        .layer(middleware::from_fn(count_request))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The largest request body accepted (a workflow with its templates, a callback report with a
+/// 256 kB result); larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Counts every request by route template (not by path, so names do not explode the label
+/// set), method and status code.
+async fn count_request(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    crate::metrics::api_request(&route, &method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn metrics_text() -> Response {
+    match crate::metrics::install() {
+        Ok(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("metrics are not available: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Ready when the database answers and, with the Kubernetes executor, the API server too: a
+/// replica that cannot reach either cannot run anything, so it should get no traffic.
+async fn readyz(State(c): State<Controller>) -> Response {
+    if let Err(e) = c.store().ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not reachable: {}", store::chain(&e)),
+        )
+            .into_response();
+    }
+    if let Some(cluster) = c.cluster()
+        && let Err(e) = cluster.ping().await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kubernetes API not reachable: {e}"),
+        )
+            .into_response();
+    }
+    "ok".into_response()
+}
+
+/// A step's report, delivered to the node waiting for it.
+async fn node_callback(
+    State(c): State<Controller>,
+    Path((uid, node_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let cluster = c.cluster().ok_or_else(|| {
+        ApiError::not_found("callbacks are served only when steps run with --executor kubernetes")
+    })?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !cluster.token_is_valid(&uid, &node_id, token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "the token is not this node's callback token",
+        ));
+    }
+    let report = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| riposte_kube::Report::from_json(&v))
+        .ok_or_else(|| {
+            ApiError::invalid("the body is not a `riposte exec` report (exitCode, result, outputs)")
+        })?;
+    let delivered = cluster.deliver(&uid, &node_id, report);
+    Ok(Json(json!({"delivered": delivered})))
+}
+
+async fn version() -> Json<Value> {
+    Json(
+        json!({"version": format!("v{}", env!("CARGO_PKG_VERSION")), "platform": "riposte", "compiler": "rustc"}),
+    )
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({"managedNamespace": "", "links": [], "modals": {}, "navColor": ""}))
+}
+
+async fn userinfo(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({"subject": caller.name}))
+}
+
+fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
+    serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+}
+
+/// Lint errors as one InvalidArgument error; warnings are allowed.
+async fn lint_resource(c: &Controller, namespace: &str, v: &Value) -> ApiResult<()> {
+    let text = serde_json::to_string(v).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (loaded, mut diags) = spec::load("request", &text);
+    let mut library = c.library(namespace).await?;
+    for l in &loaded {
+        library.add(l);
+    }
+    diags.extend(spec::lint(&loaded, &library));
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.severity == spec::Severity::Error)
+        .map(|d| d.message.clone())
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors.join("; ")));
+    }
+    if loaded.is_empty() {
+        return Err(ApiError::invalid("not an argoproj.io/v1alpha1 Workflow"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in `api/openapi.json` is the generated document: regenerate it with
+    /// `cargo run -p riposte -- openapi > api/openapi.json` when the API changes.
+    #[test]
+    fn checked_in_openapi_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../api/openapi.json");
+        let text = std::fs::read_to_string(&path).expect("api/openapi.json is checked in");
+        let checked_in: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(
+            checked_in == openapi(),
+            "api/openapi.json is stale: run `cargo run -p riposte -- openapi > api/openapi.json`"
+        );
+    }
+
+    /// Every documented operation is routed, and nothing routed is undocumented.
+    #[test]
+    fn router_serves_exactly_the_documented_operations() {
+        let source = include_str!("mod.rs");
+        let routed: std::collections::BTreeSet<&str> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|r| {
+                r.trim_start()
+                    .strip_prefix('"')
+                    .and_then(|r| r.split('"').next())
+            })
+            .filter(|p| p.starts_with("/api/"))
+            .collect();
+        let documented: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.1).collect();
+        assert_eq!(routed, documented);
+    }
+}
