@@ -278,6 +278,10 @@ pub struct Workflow {
     /// Nested `execute_template` calls in the walk now (bounded by
     /// [`limits::MAX_STACK_DEPTH`]).
     pub(crate) stack_depth: usize,
+    /// The most nodes this workflow may have ([`limits::MAX_NODES`] unless set lower).
+    pub(crate) node_limit: usize,
+    /// Set by a walk that reached `node_limit`; the step then aborts the workflow.
+    pub(crate) node_limit_hit: Option<String>,
     /// Node creations and phase changes, for metrics and benchmarks.
     pub(crate) transitions: u64,
     pub(crate) commands: Vec<Command>,
@@ -456,6 +460,8 @@ impl Workflow {
             active_by_boundary: HashMap::new(),
             mutations: 0,
             stack_depth: 0,
+            node_limit: limits::MAX_NODES,
+            node_limit_hit: None,
             transitions: 0,
             commands: Vec::new(),
             wakeups: BTreeSet::new(),
@@ -470,6 +476,12 @@ impl Workflow {
     pub fn identity(&self) -> &WorkflowIdentity {
         &self.id
     }
+    /// Lowers the most nodes this workflow may have (below [`limits::MAX_NODES`]): for
+    /// embedders with tighter budgets, and tests.
+    pub fn set_node_limit(&mut self, limit: usize) {
+        self.node_limit = limit.min(limits::MAX_NODES);
+    }
+
     /// Whether the whole workflow is suspended.
     pub fn is_suspended(&self) -> bool {
         self.suspended
@@ -548,6 +560,16 @@ impl Workflow {
         let walk_needed = !only_started || hooks_watch;
         if walk_needed && self.started_at.is_some() && !self.is_finished() {
             self.operate();
+            // The walk hit the node limit: the workflow cannot go on, so it ends `Error` like
+            // an abort (running nodes are failed, exit handlers do not run). Decided from the
+            // state alone, so replay agrees.
+            if let Some(message) = self.node_limit_hit.take() {
+                if !matches!(self.shutdown, Some(Shutdown::Abort(_))) {
+                    self.shutdown = Some(Shutdown::Abort(message.clone()));
+                    self.fail_active(&message);
+                }
+                self.operate();
+            }
         }
         let mut commands = std::mem::take(&mut self.commands);
         // Ask to be woken for the earliest future timer only; earlier ones have fired.

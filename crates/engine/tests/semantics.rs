@@ -951,3 +951,34 @@ fn unbounded_recursion_errors_instead_of_crashing() {
         );
     }
 }
+
+/// Recursion in breadth: a DAG whose two tasks both call the DAG would make 2^100 nodes
+/// under the depth limit alone (found by fuzzing the submit path). The node limit ends the
+/// workflow as `Error` (here lowered to 2,000 to keep the test quick).
+#[test]
+fn recursion_in_breadth_stops_at_the_node_limit() {
+    let mut wf = workflow(
+        &format!(
+            "{HEAD}{}",
+            r#"
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: a, template: main}
+      - {name: b, template: main}
+"#
+        ),
+        &[],
+    );
+    wf.set_node_limit(2_000);
+    let run = simulate(wf, &shell_like(BTreeMap::new()), 1000, Vec::new());
+    assert_eq!(run.wf.phase(), Phase::Error);
+    assert!(
+        run.wf.message().contains("reached 2000 nodes"),
+        "{}",
+        run.wf.message()
+    );
+    assert!(run.wf.nodes().len() <= 2_000);
+}

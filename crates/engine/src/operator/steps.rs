@@ -585,15 +585,16 @@ impl Workflow {
     /// A loop may add at most [`crate::limits::MAX_LOOP_ITEMS`] nodes, and not take the
     /// workflow past [`crate::limits::MAX_NODES`].
     fn check_loop_size(&self, n: usize, what: &str) -> Result<(), String> {
-        use crate::limits::{MAX_LOOP_ITEMS, MAX_NODES};
+        use crate::limits::MAX_LOOP_ITEMS;
+        let max_nodes = self.node_limit;
         if n > MAX_LOOP_ITEMS {
             return Err(format!(
                 "{what} has {n} items; a loop may have at most {MAX_LOOP_ITEMS} (split the work, or use several steps)"
             ));
         }
-        if self.nodes.len().saturating_add(n) > MAX_NODES {
+        if self.nodes.len().saturating_add(n) > max_nodes {
             return Err(format!(
-                "{what} with {n} items would take the workflow past {MAX_NODES} nodes (it has {})",
+                "{what} with {n} items would take the workflow past {max_nodes} nodes (it has {})",
                 self.nodes.len()
             ));
         }

@@ -383,6 +383,22 @@ impl Workflow {
     }
 
     pub(crate) fn execute_template(&mut self, inv: Invocation) -> Outcome {
+        // Recursion can also grow in breadth (a DAG whose tasks call the DAG): the node limit
+        // stops it where the depth limit alone would allow 2^depth nodes.
+        if self.nodes.len() >= self.node_limit
+            && self
+                .nodes
+                .get(&node_id(&self.id.name, &inv.node_name))
+                .is_none()
+        {
+            self.node_limit_hit.get_or_insert_with(|| {
+                format!(
+                    "the workflow reached {} nodes, the most one workflow may have",
+                    self.node_limit
+                )
+            });
+            return Outcome::NotStarted;
+        }
         if self.stack_depth >= crate::limits::MAX_STACK_DEPTH {
             return self.error_node(
                 &inv,
