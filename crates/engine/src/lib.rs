@@ -564,11 +564,7 @@ impl Workflow {
             // an abort (running nodes are failed, exit handlers do not run). Decided from the
             // state alone, so replay agrees.
             if let Some(message) = self.node_limit_hit.take() {
-                if !matches!(self.shutdown, Some(Shutdown::Abort(_))) {
-                    self.shutdown = Some(Shutdown::Abort(message.clone()));
-                    self.fail_active(&message);
-                }
-                self.operate();
+                self.abort_now(&message);
             }
         }
         let mut commands = std::mem::take(&mut self.commands);

@@ -270,6 +270,36 @@ impl Workflow {
     }
 
     /// Fails every running leaf and suspend node (stop, terminate, deadline).
+    /// Ends the workflow at once, without walking it again: every unfinished node becomes
+    /// `Error` with `message` (running leaves are cancelled) and so does the workflow; exit
+    /// handlers do not run. For a workflow past its node limit, where another walk of it is
+    /// the work that cannot be afforded.
+    pub(crate) fn abort_now(&mut self, message: &str) {
+        self.shutdown = Some(Shutdown::Abort(message.to_string()));
+        let ids: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.phase.fulfilled())
+            .map(|n| n.id.clone())
+            .collect();
+        for id in ids {
+            if self.pending.remove(&id).is_some()
+                && self.nodes.get(&id).is_some_and(|n| n.node_type.is_leaf())
+            {
+                self.commands.push(Command::Cancel {
+                    node_id: id.clone(),
+                });
+            }
+            self.set_phase(&id, Phase::Error, Some(message.to_string()));
+        }
+        self.phase = Phase::Error;
+        self.message = message.to_string();
+        self.globals
+            .insert("workflow.status".into(), Phase::Error.as_str().to_string());
+        self.finished_at = Some(self.now);
+        self.wakeups.clear();
+    }
+
     pub(crate) fn fail_active(&mut self, message: &str) {
         let ids: Vec<String> = self
             .nodes

@@ -78,7 +78,7 @@ impl Workflow {
         for _ in 0..MAX_WALKS {
             let before = self.mutations;
             self.walk();
-            if self.mutations == before || self.is_finished() {
+            if self.mutations == before || self.is_finished() || self.node_limit_hit.is_some() {
                 break;
             }
         }
