@@ -46,15 +46,8 @@ pub(crate) fn callback_secret(file: Option<&Path>) -> Result<Vec<u8>> {
             }
             Ok(key)
         }
-        None => {
-            let mut key = vec![0u8; 32];
-            std::io::Read::read_exact(
-                &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
-                &mut key,
-            )
-            .context("reading /dev/urandom")?;
-            Ok(key)
-        }
+        // One key for this process (replicas need a shared one: --callback-secret-file).
+        None => Ok(server::ids::random_bytes::<32>().to_vec()),
     }
 }
 
