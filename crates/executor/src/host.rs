@@ -39,6 +39,19 @@ pub struct HostConfig {
     /// restarted server re-attaches to it (`run` with `reattach`). `riposte run` does not
     /// need it; `riposte server` does.
     pub detach: bool,
+    /// The workflow's uid: detached steps leave a pointer to their directory under
+    /// `$TMPDIR/riposte-steps/<uid>/<node id>`, so any server on this machine (another
+    /// replica with another `RIPOSTE_HOME`) can re-attach to them.
+    pub workflow_uid: Option<String>,
+}
+
+/// Where a detached step's pointer to its node directory lives (machine-local; gone at
+/// reboot, like the step's process).
+fn step_pointer(uid: &str, node_id: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("riposte-steps")
+        .join(uid)
+        .join(node_id)
 }
 
 /// Where a detached step's wrapper writes its report and pid file, as the step sees them.
@@ -170,7 +183,32 @@ impl HostExecutor {
     ) -> Reattached {
         let cfg = &self.config;
         let isolated = matches!(cfg.isolation, Isolation::PrivateRoot);
-        let node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
+        let mut node_dir = cfg.run_dir.join("nodes").join(&node.node_id);
+        // Started by another server on this machine (its own RIPOSTE_HOME): its pointer says
+        // where the step's directory is.
+        if !node_dir.exists()
+            && let Some(uid) = &cfg.workflow_uid
+            && let Ok(dir) = std::fs::read_to_string(step_pointer(uid, &node.node_id))
+            && Path::new(dir.trim()).exists()
+        {
+            node_dir = PathBuf::from(dir.trim());
+            // Its output still goes to the log file of the server that started it: read that
+            // one under our name, so its lines keep reaching the store.
+            let theirs = node_dir
+                .parent()
+                .and_then(Path::parent)
+                .map(|run_dir| log_path(run_dir, &node.node_id));
+            let ours = log_path(&cfg.run_dir, &node.node_id);
+            if let Some(theirs) = theirs
+                && theirs.exists()
+                && std::fs::symlink_metadata(&ours).is_err()
+            {
+                if let Some(parent) = ours.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::os::unix::fs::symlink(&theirs, &ours);
+            }
+        }
         let (report, pid_file) = step_files(&node_dir, isolated);
         let deadline = deadline_in.map(|d| tokio::time::Instant::now() + d);
         let started = tokio::time::Instant::now();
@@ -286,6 +324,9 @@ impl HostExecutor {
             // Best effort: a leftover directory under the run dir is harmless.
             let _ = std::fs::remove_dir_all(node_dir);
         }
+        if let (Some(uid), Some(node_id)) = (&self.config.workflow_uid, node_dir.file_name()) {
+            let _ = std::fs::remove_file(step_pointer(uid, &node_id.to_string_lossy()));
+        }
     }
 
     async fn run_process(
@@ -331,6 +372,21 @@ impl HostExecutor {
             // A report left by an earlier attempt of this node must not be taken for this one.
             let _ = std::fs::remove_file(&report_host);
             let _ = std::fs::remove_file(&pid_host);
+            if let Some(uid) = &cfg.workflow_uid {
+                let pointer = step_pointer(uid, &node.node_id);
+                let written = pointer
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .and_then(|_| {
+                        let abs = std::path::absolute(&node_dir)?;
+                        std::fs::write(&pointer, abs.display().to_string())
+                    });
+                if let Err(e) = written {
+                    // Only another server on this machine needs it; this one knows the way.
+                    tracing::debug!(pointer = %pointer.display(), error = %e, "writing a step pointer");
+                }
+            }
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
             let skeleton = self.skeleton()?;

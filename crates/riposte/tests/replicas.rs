@@ -261,11 +261,13 @@ fn setup(tag: &str) -> Setup {
     let home = tempfile::tempdir().expect("tempdir");
     let db = database(tag);
     let ports = vec![free_port(), free_port()];
-    // Two replicas on one machine share its disk (RIPOSTE_HOME): a detached host step that
-    // one started is re-attached by the other. (On Kubernetes, Jobs play that part.)
+    // Two replicas on one machine, each with its own RIPOSTE_HOME: a detached host step that
+    // one started is re-attached by the other through its machine-local pointer. (On
+    // Kubernetes, Jobs play that part.)
     let replicas: Vec<Replica> = ports
         .iter()
-        .map(|p| start(&home.path().join("home"), &db, *p))
+        .enumerate()
+        .map(|(i, p)| start(&home.path().join(format!("home-{i}")), &db, *p))
         .collect();
     let base = proxy(ports.clone());
     let count = home.path().join("count.txt");
@@ -402,6 +404,14 @@ fn approvals_watch_and_logs_through_any_replica_and_kill_9_mid_step() {
         logs.contains("tick 6") && logs.contains("report-output"),
         "{logs}"
     );
+    // Each line once: the survivor goes on from what the dead replica had stored.
+    for line in ["prepare-output", "tick 1", "tick 2", "tick 6"] {
+        assert_eq!(
+            logs.matches(&format!("\\\"{line}\\\"")).count(),
+            1,
+            "{line}: {logs}"
+        );
+    }
     // And the audit trail has the approval and every transition, chained.
     let approvals = query(
         &s.db,

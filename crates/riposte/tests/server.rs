@@ -29,9 +29,14 @@ fn start(home: &Path) -> Server {
 }
 
 fn start_with(home: &Path, extra: &[&str]) -> Server {
+    start_with_env(home, extra, &[])
+}
+
+fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["server", "--listen", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("RIPOSTE_HOME", home)
         .env_remove("DATABASE_URL")
         .stderr(Stdio::piped())
@@ -363,6 +368,13 @@ fn kill_9_then_restart_reattaches_to_the_running_step() {
         .expect("slow");
     assert_eq!(slow["phase"], "Succeeded", "{slow}");
     assert_eq!(slow["outputs"]["result"], "slow-result", "{slow}");
+    // Its log is whole and not doubled: the restarted server goes on from the stored lines.
+    let (_, logs) = call(
+        "GET",
+        &format!("{}/api/v1/workflows/default/crash/log", s.base),
+        None,
+    );
+    assert_eq!(logs.to_string().matches("slow-result").count(), 1, "{logs}");
     // Every step ran exactly once.
     assert_eq!(
         std::fs::read_to_string(&marker)
@@ -374,9 +386,10 @@ fn kill_9_then_restart_reattaches_to_the_running_step() {
 }
 
 #[test]
-/// Replicas on different machines (here: different homes) share workflows through the
-/// database; a host step that ran on the dead replica's machine leaves no trace on the
-/// survivor's, so it is "process lost" and retried, and finished steps never run again.
+/// Replicas on different machines (here: different homes and temporary directories) share
+/// workflows through the database; a host step that ran on the dead replica's machine leaves
+/// no trace on the survivor's, so it is "process lost" and retried, and finished steps never
+/// run again.
 fn two_replicas_share_postgres_and_take_over_after_a_crash() {
     let db = format!("riposte_replicas_{}", std::process::id());
     let psql = |sql: &str| common::psql("postgres", sql);
@@ -393,8 +406,8 @@ fn two_replicas_share_postgres_and_take_over_after_a_crash() {
         "--database-url",
         url.as_str(),
     ];
-    let mut a = start_with(home_a.path(), &args);
-    let b = start_with(home_b.path(), &args);
+    let mut a = start_with_env(home_a.path(), &args, &[("TMPDIR", home_a.path())]);
+    let b = start_with_env(home_b.path(), &args, &[("TMPDIR", home_b.path())]);
     let names: Vec<String> = (0..4).map(|i| format!("wf{i}")).collect();
     for name in &names {
         let marker = markers.path().join(name);

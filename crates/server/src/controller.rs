@@ -147,6 +147,7 @@ impl Controller {
             keep_node_dirs: false,
             // Steps outlive a restart of the server and are re-attached.
             detach: true,
+            workflow_uid: Some(uid.to_string()),
         });
         (StepExecutor::Host(exec), run_dir)
     }
@@ -584,6 +585,12 @@ impl Controller {
         persist.next_seq = rec.history_len;
         for node in store.nodes(&rec.uid).await? {
             persist.phases.insert(node.id, node.phase);
+        }
+        // Log lines already stored (by this or a dead replica) are not shipped again.
+        for (node_id, n) in store.node_log_counts(&rec.uid).await? {
+            persist
+                .shipped_lines
+                .insert(node_id, usize::try_from(n).unwrap_or(0));
         }
         wf.take_dirty_nodes();
         wf.take_deleted_nodes();

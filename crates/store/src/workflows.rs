@@ -442,6 +442,28 @@ impl Store {
         })
     }
 
+    /// How many log lines of each node are stored (a driver that takes a workflow over goes
+    /// on from there).
+    pub async fn node_log_counts(&self, uid: &str) -> Result<Vec<(String, i64)>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT node_id, COUNT(*) AS n FROM node_logs WHERE workflow_uid = $1 GROUP BY node_id",
+            )
+            .bind(uid)
+            .fetch_all(p)
+            .await
+            .map_err(q("counting node logs"))?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("node_id").map_err(corrupt("log count row"))?,
+                        r.try_get("n").map_err(corrupt("log count row"))?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// A workflow's stored log lines: (node id, line), by node then line order.
     pub async fn node_logs(&self, uid: &str) -> Result<Vec<(String, String)>> {
         on_pool!(&self.pool, |p| {
