@@ -6,6 +6,8 @@ use crate::*;
 pub(crate) fn lint(a: LintArgs) -> Result<ExitCode> {
     let (loaded, mut diags, n_files) = files::load_all(&a.paths)?;
     files::lint_with_templates(&loaded, &a.templates, &mut diags)?;
+    let (n_events, event_diags) = files::lint_events_in(&a.paths)?;
+    diags.extend(event_diags);
     diags.sort_by(|x, y| (&x.file, x.position).cmp(&(&y.file, y.position)));
     let errors = diags
         .iter()
@@ -22,7 +24,7 @@ pub(crate) fn lint(a: LintArgs) -> Result<ExitCode> {
     out.flush()?;
     eprintln!(
         "{n_files} file(s), {} resource(s): {errors} error(s), {warnings} warning(s)",
-        loaded.len()
+        loaded.len() + n_events
     );
     Ok(if errors > 0 {
         ExitCode::from(1)

@@ -52,6 +52,23 @@ pub fn load_all(paths: &[PathBuf]) -> Result<(Vec<Loaded>, Vec<Diagnostic>, usiz
     Ok((loaded, diags, n_files))
 }
 
+/// The Sensors and EventSources under `paths`, linted (Argo Events' kinds; `spec::load`
+/// already reported YAML errors). Returns how many there are and the diagnostics.
+pub fn lint_events_in(paths: &[PathBuf]) -> Result<(usize, Vec<Diagnostic>)> {
+    let mut count = 0;
+    let mut diags = Vec::new();
+    for p in paths {
+        for f in yaml_files(p)? {
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let (l, _) = spec::load_events(&f.display().to_string(), &text);
+            count += l.len();
+            diags.extend(spec::lint_events(&l));
+        }
+    }
+    Ok((count, diags))
+}
+
 /// A library of the WorkflowTemplates among `loaded`.
 pub fn library_of(loaded: &[Loaded]) -> Library {
     let mut lib = Library::default();

@@ -721,3 +721,31 @@ fn a_local_server_does_not_adopt_a_running_run() {
         "each step ran once"
     );
 }
+
+/// `riposte lint` covers Argo Events' Sensors and EventSources with positions (they were
+/// skipped silently before).
+#[test]
+fn lint_covers_sensors_and_event_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "sensor.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nmetadata: {name: s}\nspec:\n  dependencies:\n    - {name: a, eventSourceName: w, eventName: e, filters: {data: [{path: \"body..x\", type: string, value: [y]}]}}\n  triggers:\n    - template: {name: t, conditions: \"a && b\", log: {}}\n---\napiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata: {name: w}\nspec:\n  webhook:\n    e: {port: \"12000\", endpoint: hook}\n",
+    );
+    let out = riposte().arg("lint").arg(&file).output().expect("lint");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let f = file.display();
+    for want in [
+        format!("{f}:6:75: error: data path \"body..x\": segment 2 is empty"),
+        format!("{f}:8:39: error: conditions \"a && b\": \"b\" is not a dependency"),
+        format!("{f}:15:34: error: endpoint \"hook\" must start with `/`"),
+    ] {
+        assert!(text.contains(&want), "{want}\n{text}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 resource(s): 3 error(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
