@@ -16,6 +16,17 @@ pub fn eval(expr: &Expr, env: &Value) -> Result<Value, Error> {
     .eval(expr, None)
 }
 
+/// Evaluates a govaluate expression with parameters (`env`'s keys), as Argo Events' filter
+/// `exprs` do; bare words that are not parameters are strings.
+pub fn eval_govaluate(src: &str, env: &Value) -> Result<Value, Error> {
+    let ast = crate::parse(src, Dialect::Govaluate)?;
+    Evaluator {
+        env,
+        dialect: Dialect::Govaluate,
+    }
+    .eval(&ast, None)
+}
+
 /// Evaluates a govaluate `when` expression (already `{{}}`-substituted) to a boolean, with
 /// Argo's rule that bare identifiers are string literals.
 pub fn eval_when(src: &str) -> Result<bool, Error> {
@@ -144,6 +155,11 @@ impl Evaluator<'_> {
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Ident(name) => {
                 if self.dialect == Dialect::Govaluate {
+                    // govaluate's parameters (Argo Events' expr fields); otherwise, as in
+                    // Argo's `when`, a bare word is a string.
+                    if let Some(v) = self.env.get(name) {
+                        return Ok(v.clone());
+                    }
                     return Ok(Value::String(name.clone()));
                 }
                 Ok(self.env.get(name).cloned().unwrap_or(Value::Null))

@@ -215,6 +215,12 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Argo Events Sensors, offline: `sensor test SENSOR.yaml --event EVENT.json` shows what
+    /// the sensor would decide for an event, and why.
+    Sensor {
+        #[command(subcommand)]
+        cmd: SensorCmd,
+    },
     /// Database maintenance: `db migrate` applies the schema migrations.
     Db {
         #[command(subcommand)]
@@ -294,6 +300,31 @@ pub(crate) enum CronCmd {
     Suspend { name: String },
     /// Let a suspended CronWorkflow fire again from its next scheduled time.
     Resume { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SensorCmd {
+    /// Try a sensor before you arm it: for each dependency, whether the event passes its
+    /// filters and why; for each trigger, whether its conditions hold, the parameters taken
+    /// from the event, and the workflow (or object) it would create. Nothing is submitted.
+    ///
+    /// Exit code 0 when a trigger would fire, 1 when none would, 2 for invalid input.
+    ///
+    /// Examples:
+    ///   riposte sensor test sensor.yaml --event alert.json
+    ///   riposte sensor test sensor.yaml --event shell=falco.json --event audit=audit.json
+    Test {
+        /// The file with the Sensor (the first Sensor in it).
+        file: PathBuf,
+        /// An event: FILE for every dependency, or DEPENDENCY=FILE for one. A CloudEvents
+        /// envelope (with `specversion`) or just its data, such as a webhook's
+        /// `{"body": ...}`. JSON or YAML.
+        #[arg(long = "event", value_name = "[DEP=]FILE", required = true)]
+        events: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -266,3 +266,175 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
         }
     }
 }
+
+/// `riposte sensor test SENSOR.yaml --event [DEP=]FILE...`: the sensor's decision for the
+/// events, with reasons; nothing is submitted.
+pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) -> Result<ExitCode> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+    let (loaded, mut diags) = spec::load_events(&name, &text);
+    diags.extend(spec::lint_events(&loaded));
+    let errors: Vec<&spec::Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        for d in &errors {
+            eprintln!("{d}");
+        }
+        bail!(InvalidInput(format!(
+            "{name} has {} error(s); see `riposte lint {name}`",
+            errors.len()
+        )));
+    }
+    let Some(sensor) = loaded.iter().find(|l| l.kind == spec::EventsKind::Sensor) else {
+        bail!(InvalidInput(format!("{name} contains no Sensor")));
+    };
+    let spec_v = &sensor.document.value["spec"];
+    let deps: Vec<serde_json::Value> = spec_v["dependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let dep_names: Vec<String> = deps
+        .iter()
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
+        .collect();
+    // Which event each dependency is tested with.
+    let mut for_all: Option<events::Event> = None;
+    let mut per_dep: Vec<(String, events::Event)> = Vec::new();
+    for arg in event_args {
+        let (dep, path) = match arg.split_once('=') {
+            Some((d, p)) if dep_names.iter().any(|n| n == d) => (Some(d.to_string()), p),
+            Some((d, _)) if !Path::new(arg).exists() => bail!(InvalidInput(format!(
+                "--event {arg}: {d:?} is not a dependency of {} (dependencies: {})",
+                sensor.name,
+                dep_names.join(", ")
+            ))),
+            _ => (None, arg.as_str()),
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let docs = spec::yaml::load_documents(&text).map_err(|e| {
+            InvalidInput(format!(
+                "{path}:{}:{}: {}",
+                e.position.line, e.position.col, e.message
+            ))
+        })?;
+        let value = docs.into_iter().next().map(|d| d.value).unwrap_or_default();
+        let event = events::Event::from_json(value);
+        match dep {
+            Some(d) => per_dep.push((d, event)),
+            None => for_all = Some(event),
+        }
+    }
+    let mut dep_reports = Vec::new();
+    let mut trigger_reports = Vec::new();
+    let mut satisfied = Vec::new();
+    let mut used: Vec<(String, events::Event)> = Vec::new();
+    for d in &deps {
+        let dname = d["name"].as_str().unwrap_or("").to_string();
+        let event = per_dep
+            .iter()
+            .find(|(n, _)| *n == dname)
+            .map(|(_, e)| e.clone())
+            .or_else(|| for_all.clone());
+        let entry = match event {
+            None => {
+                serde_json::json!({"name": dname, "matched": false, "reasons": ["no event given for this dependency"]})
+            }
+            Some(e) => {
+                let v = events::evaluate_dependency(d, &e);
+                if v.matched {
+                    satisfied.push(dname.clone());
+                    used.push((dname.clone(), e));
+                }
+                serde_json::json!({"name": dname, "eventSource": d["eventSourceName"], "eventName": d["eventName"], "matched": v.matched, "reasons": v.reasons})
+            }
+        };
+        dep_reports.push(entry);
+    }
+    let mut fired = 0;
+    for t in spec_v["triggers"].as_array().into_iter().flatten() {
+        let tpl = &t["template"];
+        let tname = tpl["name"].as_str().unwrap_or("");
+        let fires = events::conditions_hold(tpl["conditions"].as_str(), &dep_names, &satisfied);
+        let ty = spec::events::TRIGGER_TYPES
+            .iter()
+            .find(|ty| !tpl[**ty].is_null())
+            .copied();
+        let mut entry = serde_json::json!({"name": tname, "fires": fires,
+            "conditions": tpl["conditions"].as_str().unwrap_or("all dependencies"), "type": ty});
+        if fires {
+            fired += 1;
+            // The object it creates, with the parameters from the events applied.
+            let body = ty.map(|ty| &tpl[ty]).cloned().unwrap_or_default();
+            let mut params: Vec<serde_json::Value> =
+                body["parameters"].as_array().cloned().unwrap_or_default();
+            params.extend(t["parameters"].as_array().cloned().unwrap_or_default());
+            let resource = body["source"]["resource"].clone();
+            let (resource, notes) = events::apply_parameters(resource, &params, &used);
+            entry["parameters"] = serde_json::json!(notes);
+            if !resource.is_null() {
+                entry["operation"] = body["operation"].clone();
+                entry["resource"] = resource;
+            } else {
+                entry["settings"] = body;
+            }
+        }
+        trigger_reports.push(entry);
+    }
+    let report = serde_json::json!({"sensor": sensor.name, "dependencies": dep_reports,
+                                    "triggers": trigger_reports});
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(out, "sensor {}", sensor.name)?;
+        for d in report["dependencies"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  dependency {}: {}",
+                d["name"].as_str().unwrap_or(""),
+                if d["matched"] == true {
+                    "matched"
+                } else {
+                    "not matched"
+                }
+            )?;
+            for r in d["reasons"].as_array().into_iter().flatten() {
+                writeln!(out, "    {}", r.as_str().unwrap_or(""))?;
+            }
+        }
+        for t in report["triggers"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  trigger {} ({}): {} (conditions: {})",
+                t["name"].as_str().unwrap_or(""),
+                t["type"].as_str().unwrap_or("unsupported type"),
+                if t["fires"] == true {
+                    "fires"
+                } else {
+                    "does not fire"
+                },
+                t["conditions"].as_str().unwrap_or("")
+            )?;
+            for p in t["parameters"].as_array().into_iter().flatten() {
+                writeln!(out, "    parameter {}", p.as_str().unwrap_or(""))?;
+            }
+            if !t["resource"].is_null() {
+                writeln!(
+                    out,
+                    "    would {} (not submitted):",
+                    t["operation"].as_str().unwrap_or("create")
+                )?;
+                for line in yaml_out::to_yaml(&t["resource"]).lines() {
+                    writeln!(out, "      {line}")?;
+                }
+            }
+        }
+    }
+    Ok(if fired > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

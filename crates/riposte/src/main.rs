@@ -138,6 +138,9 @@ fn main() -> ExitCode {
         Cmd::Terminate { name, remote } => report(simple_put(&remote, &name, "terminate")),
         Cmd::Delete { name, remote } => report(delete_cmd(&name, &remote)),
         Cmd::Template { cmd, remote } => report(template_cmd(cmd, &remote)),
+        Cmd::Sensor {
+            cmd: SensorCmd::Test { file, events, json },
+        } => report(sensor_test(&file, &events, json)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench { workload } => bench_cmd(workload),
         Cmd::Run(a) => {

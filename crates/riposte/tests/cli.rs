@@ -749,3 +749,56 @@ fn lint_covers_sensors_and_event_sources() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `riposte sensor test`: a real Falco alert against the example sensor fires the trigger
+/// with the pod and namespace taken from the alert; an Argo Events example sensor decides by
+/// its data filter; the exit code says whether anything would fire.
+#[test]
+fn sensor_test_explains_what_would_fire() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sensor = root.join("workflows/examples/falco-shell-sensor.yaml");
+    let alert = root.join("tests/fixtures/falco-terminal-shell.json");
+    let out = riposte()
+        .args(["sensor", "test"])
+        .arg(&sensor)
+        .arg("--event")
+        .arg(&alert)
+        .arg("--json")
+        .output()
+        .expect("sensor test");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dependencies"][0]["matched"], true, "{v:#}");
+    let t = &v["triggers"][0];
+    assert_eq!(t["fires"], true, "{v:#}");
+    let params = &t["resource"]["spec"]["arguments"]["parameters"];
+    assert_eq!(params[0]["value"], "payments-api-7c9d4f8b7-k2x9q");
+    assert_eq!(params[1]["value"], "payments");
+
+    // Argo Events' own example: fires for "hello", not for "bye".
+    let example =
+        root.join("tests/conformance/argo-events/examples/sensors/filter-with-data-simple-1.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (message, code) in [("hello there", 0), ("bye", 1)] {
+        let event = write(
+            dir.path(),
+            "event.json",
+            &format!("{{\"body\": {{\"message\": \"{message}\"}}}}"),
+        );
+        let out = riposte()
+            .args(["sensor", "test"])
+            .arg(&example)
+            .arg("--event")
+            .arg(&event)
+            .output()
+            .expect("sensor test");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{message}: {text}");
+        assert!(text.contains("data body.message"), "{text}");
+    }
+}
