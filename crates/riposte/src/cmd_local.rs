@@ -245,25 +245,13 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
             processes,
             threads,
             no_isolation,
-        } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            report(rt.block_on(async {
-                let run_dir = riposte_home().join("bench").join(generate_suffix());
-                let exec = host_executor(run_dir.clone(), BTreeMap::new(), no_isolation, false)?;
-                bench::host(processes, threads, exec, run_dir)
-                    .await
-                    .map(|()| ExitCode::SUCCESS)
-            }))
-        }
+        } => report(block_on(async {
+            let run_dir = riposte_home().join("bench").join(generate_suffix());
+            let exec = host_executor(run_dir.clone(), BTreeMap::new(), no_isolation, false)?;
+            bench::host(processes, threads, exec, run_dir)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        })),
     }
 }
 
@@ -274,19 +262,7 @@ pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) ->
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
     let (loaded, mut diags) = spec::load_events(&name, &text);
     diags.extend(spec::lint_events(&loaded));
-    let errors: Vec<&spec::Diagnostic> = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        for d in &errors {
-            eprintln!("{d}");
-        }
-        bail!(InvalidInput(format!(
-            "{name} has {} error(s); see `riposte lint {name}`",
-            errors.len()
-        )));
-    }
+    fail_on_lint_errors(&diags, &name, &name)?;
     let Some(sensor) = loaded.iter().find(|l| l.kind == spec::EventsKind::Sensor) else {
         bail!(InvalidInput(format!("{name} contains no Sensor")));
     };

@@ -116,21 +116,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<ExitCode> {
     let file_name = a.file.display().to_string();
     let (loaded, mut diags) = spec::load(&file_name, &text);
     let library = files::lint_with_templates(&loaded, &a.templates, &mut diags)?;
-    let errors: Vec<_> = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        for d in &errors {
-            eprintln!("{d}");
-        }
-        bail!(InvalidInput(format!(
-            "{} has {} error(s); fix them or see `riposte lint {}`",
-            file_name,
-            errors.len(),
-            file_name
-        )));
-    }
+    fail_on_lint_errors(&diags, &file_name, &file_name)?;
     let pick = loaded
         .iter()
         .find(|l| l.kind() == Kind::Workflow)

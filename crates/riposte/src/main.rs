@@ -143,19 +143,7 @@ fn main() -> ExitCode {
         } => report(sensor_test(&file, &events, json)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench { workload } => bench_cmd(workload),
-        Cmd::Run(a) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            report(rt.block_on(run(a)))
-        }
+        Cmd::Run(a) => report(block_on(run(a))),
     }
 }
 
@@ -228,7 +216,29 @@ fn host_python() -> PathBuf {
     }
 }
 
-fn block_on(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+/// Prints the error diagnostics and fails with `what` when there are any.
+pub(crate) fn fail_on_lint_errors(
+    diags: &[spec::Diagnostic],
+    what: &str,
+    file: &str,
+) -> Result<()> {
+    let errors: Vec<&spec::Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for d in &errors {
+        eprintln!("{d}");
+    }
+    bail!(InvalidInput(format!(
+        "{what} has {} error(s); fix them or see `riposte lint {file}`",
+        errors.len()
+    )))
+}
+
+pub(crate) fn block_on(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

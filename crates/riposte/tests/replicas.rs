@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
+use common::{agent, call, phase};
 
 struct Replica {
     child: Child,
@@ -137,31 +138,6 @@ fn pipe(a: TcpStream, b: TcpStream) {
     copy(b, a2);
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let a = agent();
-    let resp = match (method, body) {
-        ("GET", _) => a.get(url).call(),
-        ("POST", Some(b)) => a.post(url).send_json(b),
-        ("PUT", Some(b)) => a.put(url).send_json(b),
-        ("PUT", None) => a.put(url).send_empty(),
-        (m, _) => panic!("unsupported {m}"),
-    };
-    let mut resp = resp.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn wait_for(base: &str, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -179,10 +155,6 @@ fn wait_for(base: &str, name: &str, what: &str, done: impl Fn(&Value) -> bool) -
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn phase(wf: &Value) -> &str {
-    wf["status"]["phase"].as_str().unwrap_or("")
 }
 
 fn node_phase(wf: &Value, display: &str) -> String {

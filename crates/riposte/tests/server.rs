@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
+use common::{agent, call, phase};
 
 struct Server {
     child: Child,
@@ -67,32 +68,6 @@ fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server 
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let a = agent();
-    let resp = match (method, body) {
-        ("GET", _) => a.get(url).call(),
-        ("DELETE", _) => a.delete(url).call(),
-        ("POST", Some(b)) => a.post(url).send_json(b),
-        ("PUT", Some(b)) => a.put(url).send_json(b),
-        ("PUT", None) => a.put(url).send_empty(),
-        (m, _) => panic!("unsupported {m}"),
-    };
-    let mut resp = resp.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Polls the workflow until `done` holds (a bounded wait on another process).
 fn wait_for(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -111,10 +86,6 @@ fn wait_for(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn phase(wf: &Value) -> &str {
-    wf["status"]["phase"].as_str().unwrap_or("")
 }
 
 fn finished(wf: &Value) -> bool {

@@ -362,9 +362,17 @@ pub async fn record(
 /// the namespace's templates) and the resource-template languages (conditions, jsonPath,
 /// jqFilter, flags, manifests). Errors become one `Invalid` naming each problem.
 pub fn lint(resource: &WorkflowResource, library: &Library) -> Result<(), ControlError> {
-    let text = serde_json::to_string_pretty(resource)
+    let v = serde_json::to_value(resource)
         .map_err(|e| ControlError::Invalid(format!("encoding the workflow: {e}")))?;
-    let (loaded, mut diags) = spec::load("workflow", &text);
+    lint_value(&v, library)
+}
+
+/// [`lint`] of any Argo Workflows object as JSON (a Workflow, a template, a cron workflow, as
+/// the API receives them).
+pub fn lint_value(v: &Value, library: &Library) -> Result<(), ControlError> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| ControlError::Invalid(format!("encoding the object: {e}")))?;
+    let (loaded, mut diags) = spec::load("request", &text);
     let mut library = library.clone();
     for l in &loaded {
         library.add(l);
@@ -381,7 +389,7 @@ pub fn lint(resource: &WorkflowResource, library: &Library) -> Result<(), Contro
     }
     if loaded.is_empty() {
         return Err(ControlError::Invalid(
-            "not an argoproj.io/v1alpha1 Workflow".into(),
+            "not an argoproj.io/v1alpha1 Workflow, WorkflowTemplate or CronWorkflow".into(),
         ));
     }
     Ok(())

@@ -43,3 +43,36 @@ pub fn psql(database: &str, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An HTTP agent that returns error statuses as responses, for asserting on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// One API call: the status and the body (JSON, or the text as a JSON string).
+pub fn call(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let a = agent();
+    let resp = match (method, body) {
+        ("GET", _) => a.get(url).call(),
+        ("DELETE", _) => a.delete(url).call(),
+        ("POST", Some(b)) => a.post(url).send_json(b),
+        ("PUT", Some(b)) => a.put(url).send_json(b),
+        ("PUT", None) => a.put(url).send_empty(),
+        (m, _) => panic!("unsupported {m}"),
+    };
+    let mut resp = resp.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// A workflow's phase from its JSON.
+pub fn phase(wf: &serde_json::Value) -> &str {
+    wf["status"]["phase"].as_str().unwrap_or("")
+}

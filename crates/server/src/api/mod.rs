@@ -436,24 +436,7 @@ fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
 
 /// Lint errors as one InvalidArgument error; warnings are allowed.
 async fn lint_resource(c: &Controller, namespace: &str, v: &Value) -> ApiResult<()> {
-    let text = serde_json::to_string(v).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let (loaded, mut diags) = spec::load("request", &text);
-    let mut library = c.library(namespace).await?;
-    for l in &loaded {
-        library.add(l);
-    }
-    diags.extend(spec::lint(&loaded, &library));
-    let errors: Vec<String> = diags
-        .iter()
-        .filter(|d| d.severity == spec::Severity::Error)
-        .map(|d| d.message.clone())
-        .collect();
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors.join("; ")));
-    }
-    if loaded.is_empty() {
-        return Err(ApiError::invalid("not an argoproj.io/v1alpha1 Workflow"));
-    }
+    crate::submit::lint_value(v, &c.library(namespace).await?)?;
     Ok(())
 }
 
