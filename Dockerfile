@@ -1,4 +1,5 @@
-# The Riposte image: `docker build -t riposte .`
+# The Riposte image: `docker build -t ghcr.io/riposte/riposte:v$(cargo pkgid -p riposte | cut -d# -f2) .`
+# (deploy/ and the step wrapper default expect the tag of this version).
 #
 # The binary is static (musl): the same file runs the server here and, copied by the init
 # container of every step (`riposte install-wrapper`), runs as the step wrapper inside
