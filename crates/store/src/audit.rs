@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::types::Json;
 
-use crate::{Pool, Result, Store, StoreError, q};
+use crate::{Pool, Result, Store, StoreError, corrupt, q};
 
 /// The hash before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -121,10 +121,7 @@ pub fn row_hash(seq: i64, prev_hash: &str, e: &AuditEntry) -> String {
 macro_rules! audit_row {
     ($r:expr) => {{
         let r = $r;
-        let bad = |e: sqlx::Error| StoreError::Corrupt {
-            what: "audit row",
-            message: e.to_string(),
-        };
+        let bad = corrupt("audit row");
         Ok::<_, StoreError>(AuditRecord {
             seq: r.try_get("seq").map_err(bad)?,
             entry: AuditEntry {
@@ -293,10 +290,7 @@ impl Store {
                 .fetch_all(&mut *$tx)
                 .await
                 .map_err(q("reading staged audit entries"))?;
-                let bad = |e: sqlx::Error| StoreError::Corrupt {
-                    what: "staged audit entry",
-                    message: e.to_string(),
-                };
+                let bad = corrupt("staged audit entry");
                 let mut entries = Vec::with_capacity(rows.len());
                 let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
                 for r in &rows {

@@ -77,7 +77,7 @@ pub(crate) fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// A row that does not decode as `what` (a column missing or of the wrong type).
-pub(crate) fn corrupt(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+pub(crate) fn corrupt(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Copy {
     move |e| StoreError::Corrupt {
         what,
         message: e.to_string(),

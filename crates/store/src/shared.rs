@@ -4,10 +4,10 @@
 //! `NOTIFY`; SQLite serves one process, which notifies itself).
 
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::types::Json;
+use sqlx::{FromRow, Row};
 
-use crate::{AuditEntry, NewWorkflow, Pool, Result, Store, StoreError, q};
+use crate::{AuditEntry, NewWorkflow, Pool, Result, Store, StoreError, corrupt, q};
 
 /// The channel every replica `LISTEN`s on.
 pub const NOTIFY_CHANNEL: &str = "riposte";
@@ -64,9 +64,10 @@ impl Notice {
 }
 
 /// An unconsumed inbox entry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct InboxEntry {
     pub id: i64,
+    #[sqlx(json)]
     pub input: Value,
 }
 
@@ -314,16 +315,7 @@ impl Store {
             .await
             .map_err(q("reading the inbox"))?;
             rows.iter()
-                .map(|r| {
-                    let bad = |e: sqlx::Error| StoreError::Corrupt {
-                        what: "inbox row",
-                        message: e.to_string(),
-                    };
-                    Ok(InboxEntry {
-                        id: r.try_get("id").map_err(bad)?,
-                        input: r.try_get::<Json<Value>, _>("input").map_err(bad)?.0,
-                    })
-                })
+                .map(|r| InboxEntry::from_row(r).map_err(corrupt("inbox row")))
                 .collect()
         })
     }

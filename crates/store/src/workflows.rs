@@ -397,10 +397,7 @@ impl Store {
                 .map(|r| {
                     r.try_get::<Json<Value>, _>("inputs")
                         .map(|j| j.0)
-                        .map_err(|e| StoreError::Corrupt {
-                            what: "history",
-                            message: e.to_string(),
-                        })
+                        .map_err(corrupt("history"))
                 })
                 .collect()
         })
@@ -476,10 +473,7 @@ impl Store {
             .map_err(q("reading node logs"))?;
             rows.iter()
                 .map(|r| -> Result<(String, String)> {
-                    let bad = |e: sqlx::Error| StoreError::Corrupt {
-                        what: "log row",
-                        message: e.to_string(),
-                    };
+                    let bad = corrupt("log row");
                     Ok((
                         r.try_get("node_id").map_err(bad)?,
                         r.try_get("line").map_err(bad)?,
@@ -508,10 +502,7 @@ impl Store {
                 .map_err(q("reading nodes"))?;
             rows.iter()
                 .map(|r| -> Result<(String, String)> {
-                    let bad = |e: sqlx::Error| StoreError::Corrupt {
-                        what: "node row",
-                        message: e.to_string(),
-                    };
+                    let bad = corrupt("node row");
                     Ok((
                         r.try_get("node_id").map_err(bad)?,
                         r.try_get("status").map_err(bad)?,
@@ -531,10 +522,7 @@ impl Store {
                 .map_err(q("reading nodes"))?;
             rows.iter()
                 .map(|r| -> Result<NodeRow> {
-                    let bad = |e: sqlx::Error| StoreError::Corrupt {
-                        what: "node row",
-                        message: e.to_string(),
-                    };
+                    let bad = corrupt("node row");
                     Ok(NodeRow {
                         id: r.try_get("node_id").map_err(bad)?,
                         name: r.try_get("name").map_err(bad)?,
