@@ -22,17 +22,7 @@ pub(super) async fn put_cron(
     create: bool,
     name_in_path: Option<&str>,
 ) -> ApiResult {
-    let mut cw = body
-        .get("cronWorkflow")
-        .cloned()
-        .ok_or_else(|| ApiError::invalid("request body needs a `cronWorkflow`"))?;
-    if cw["kind"].is_null() {
-        cw["kind"] = json!("CronWorkflow");
-    }
-    if cw["apiVersion"].is_null() {
-        cw["apiVersion"] = json!("argoproj.io/v1alpha1");
-    }
-    lint_resource(c, namespace, &cw).await?;
+    let cw = linted_object(c, namespace, body, "cronWorkflow", "CronWorkflow").await?;
     let parsed: spec::CronWorkflow = serde_json::from_value(cw.clone())
         .map_err(|e| ApiError::invalid(format!("cronWorkflow: {e}")))?;
     crate::cron::validate(&parsed).map_err(ApiError::invalid)?;
@@ -41,13 +31,7 @@ pub(super) async fn put_cron(
         .name
         .clone()
         .ok_or_else(|| ApiError::invalid("cronWorkflow metadata.name is required"))?;
-    if let Some(p) = name_in_path
-        && p != name
-    {
-        return Err(ApiError::invalid(format!(
-            "name in path ({p}) and body ({name}) differ"
-        )));
-    }
+    same_name(name_in_path, &name)?;
     let now = now_ms();
     let audit = caller.audit(
         if create { "cron.create" } else { "cron.update" },

@@ -435,6 +435,39 @@ fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
 }
 
 /// Lint errors as one InvalidArgument error; warnings are allowed.
+/// The object under `key` of a request body (`template`, `cronWorkflow`), with `kind` and
+/// Argo's `apiVersion` filled in when absent, linted against the namespace's templates.
+async fn linted_object(
+    c: &Controller,
+    namespace: &str,
+    body: &Value,
+    key: &str,
+    kind: &str,
+) -> ApiResult<Value> {
+    let mut obj = body
+        .get(key)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid(format!("request body needs a `{key}`")))?;
+    if obj["kind"].is_null() {
+        obj["kind"] = json!(kind);
+    }
+    if obj["apiVersion"].is_null() {
+        obj["apiVersion"] = json!("argoproj.io/v1alpha1");
+    }
+    lint_resource(c, namespace, &obj).await?;
+    Ok(obj)
+}
+
+/// An update names its object twice, in the path and in the body: they must agree.
+fn same_name(in_path: Option<&str>, in_body: &str) -> ApiResult<()> {
+    match in_path {
+        Some(p) if p != in_body => Err(ApiError::invalid(format!(
+            "name in path ({p}) and body ({in_body}) differ"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 async fn lint_resource(c: &Controller, namespace: &str, v: &Value) -> ApiResult<()> {
     crate::submit::lint_value(v, &c.library(namespace).await?)?;
     Ok(())

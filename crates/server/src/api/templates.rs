@@ -21,34 +21,19 @@ pub(super) async fn put_template(
     name_in_path: Option<&str>,
     cluster: bool,
 ) -> ApiResult {
-    let t = body
-        .get("template")
-        .ok_or_else(|| ApiError::invalid("request body needs a `template`"))?;
-    let mut t = t.clone();
-    if t["kind"].is_null() {
-        t["kind"] = json!(if cluster {
-            "ClusterWorkflowTemplate"
-        } else {
-            "WorkflowTemplate"
-        });
-    }
-    if t["apiVersion"].is_null() {
-        t["apiVersion"] = json!("argoproj.io/v1alpha1");
-    }
-    lint_resource(c, namespace, &t).await?;
+    let kind = if cluster {
+        "ClusterWorkflowTemplate"
+    } else {
+        "WorkflowTemplate"
+    };
+    let t = linted_object(c, namespace, body, "template", kind).await?;
     let resource = parse_resource(&t, "template")?;
     let name = resource
         .metadata
         .name
         .clone()
         .ok_or_else(|| ApiError::invalid("template metadata.name is required"))?;
-    if let Some(p) = name_in_path
-        && p != name
-    {
-        return Err(ApiError::invalid(format!(
-            "name in path ({p}) and body ({name}) differ"
-        )));
-    }
+    same_name(name_in_path, &name)?;
     let now = now_ms();
     let rec = store::TemplateRecord {
         cluster,
@@ -208,18 +193,7 @@ pub(super) async fn lint_object(
     key: &str,
     kind: &str,
 ) -> ApiResult {
-    let mut obj = body
-        .get(key)
-        .cloned()
-        .ok_or_else(|| ApiError::invalid(format!("request body needs a `{key}`")))?;
-    if obj["kind"].is_null() {
-        obj["kind"] = json!(kind);
-    }
-    if obj["apiVersion"].is_null() {
-        obj["apiVersion"] = json!("argoproj.io/v1alpha1");
-    }
-    lint_resource(c, namespace, &obj).await?;
-    Ok(Json(obj))
+    Ok(Json(linted_object(c, namespace, body, key, kind).await?))
 }
 
 pub(super) async fn lint_template(
