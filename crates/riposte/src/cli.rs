@@ -54,43 +54,7 @@ pub(crate) enum Cmd {
     /// a cluster with `--executor kubernetes` (Jobs, re-attached after a restart); every step
     /// is recorded in the database, and unfinished workflows continue after a restart.
     /// Without authentication configured, the server only listens on loopback addresses.
-    Server {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:2746")]
-        listen: String,
-        /// Run steps without a private root.
-        #[arg(long)]
-        no_isolation: bool,
-        /// Identities and roles for bearer-token authentication (see `riposte auth new-token`).
-        /// Without it the server listens on loopback addresses only.
-        #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
-        auth_file: Option<PathBuf>,
-        /// Lease length: when a replica dies, another takes its workflows over after this.
-        #[arg(
-            long,
-            env = "RIPOSTE_LEASE_SECONDS",
-            default_value_t = 15.0,
-            value_name = "SECONDS"
-        )]
-        lease_seconds: f64,
-        /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
-        /// Which lines: `RUST_LOG` (default `info`), e.g. `RUST_LOG=riposte_server=debug`.
-        #[arg(long, env = "RIPOSTE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-        log_format: String,
-        #[command(flatten)]
-        kube: KubeArgs,
-        /// Kubernetes: this server's URL as step pods reach it (e.g.
-        /// http://riposte.riposte.svc:2746). Step wrappers then report results there at once;
-        /// without it the executor reads each pod's termination message when its Job ends.
-        #[arg(long, env = "RIPOSTE_CALLBACK_BASE_URL", value_name = "URL")]
-        callback_url: Option<String>,
-        /// Kubernetes: file holding the key of per-node callback tokens. Give every replica
-        /// the same key; without it each process picks a random one.
-        #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
-        callback_secret_file: Option<PathBuf>,
-        #[command(flatten)]
-        db: DbArgs,
-    },
+    Server(ServeArgs),
     /// Authentication helpers: `auth new-token NAME --role NAMESPACE=ROLE` prints a new token
     /// and the entry to add to the server's --auth-file.
     Auth {
@@ -300,6 +264,46 @@ pub(crate) enum CronCmd {
     Suspend { name: String },
     /// Let a suspended CronWorkflow fire again from its next scheduled time.
     Resume { name: String },
+}
+
+/// `riposte server`'s settings.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2746")]
+    pub(crate) listen: String,
+    /// Run steps without a private root.
+    #[arg(long)]
+    pub(crate) no_isolation: bool,
+    /// Identities and roles for bearer-token authentication (see `riposte auth new-token`).
+    /// Without it the server listens on loopback addresses only.
+    #[arg(long, env = "RIPOSTE_AUTH_FILE", value_name = "FILE")]
+    pub(crate) auth_file: Option<PathBuf>,
+    /// Lease length: when a replica dies, another takes its workflows over after this.
+    #[arg(
+        long,
+        env = "RIPOSTE_LEASE_SECONDS",
+        default_value_t = 15.0,
+        value_name = "SECONDS"
+    )]
+    pub(crate) lease_seconds: f64,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    /// Which lines: `RUST_LOG` (default `info`), e.g. `RUST_LOG=riposte_server=debug`.
+    #[arg(long, env = "RIPOSTE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
+    #[command(flatten)]
+    pub(crate) kube: KubeArgs,
+    /// Kubernetes: this server's URL as step pods reach it (e.g.
+    /// http://riposte.riposte.svc:2746). Step wrappers then report results there at once;
+    /// without it the executor reads each pod's termination message when its Job ends.
+    #[arg(long, env = "RIPOSTE_CALLBACK_BASE_URL", value_name = "URL")]
+    pub(crate) callback_url: Option<String>,
+    /// Kubernetes: file holding the key of per-node callback tokens. Give every replica
+    /// the same key; without it each process picks a random one.
+    #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
+    pub(crate) callback_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
 }
 
 #[derive(Subcommand)]

@@ -3,18 +3,6 @@
 #[allow(unused_imports)]
 use crate::*;
 
-pub(crate) struct ServeArgs {
-    pub(crate) listen: String,
-    pub(crate) no_isolation: bool,
-    pub(crate) auth_file: Option<PathBuf>,
-    pub(crate) lease_seconds: f64,
-    pub(crate) log_format: String,
-    pub(crate) kube: KubeArgs,
-    pub(crate) callback_url: Option<String>,
-    pub(crate) callback_secret_file: Option<PathBuf>,
-    pub(crate) db: DbArgs,
-}
-
 /// Logs through `tracing`: `RUST_LOG` picks what (default `default_filter`), `format` how.
 pub(crate) fn init_tracing(format: &str, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
