@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,20 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{agent, call, phase};
-
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        // The test is over; a replica that already exited is fine.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Server as Replica, agent, call, phase, start_server};
 
 /// A fresh PostgreSQL database for one test.
 fn database(tag: &str) -> String {
@@ -51,39 +38,13 @@ fn query(db_url: &str, sql: &str) -> String {
 }
 
 fn start(home: &Path, db_url: &str, port: u16) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args(["server", "--no-isolation", "--lease-seconds", "2"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args(["server", "--no-isolation", "--lease-seconds", "2"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--database-url", db_url])
         .env("RIPOSTE_HOME", home)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start riposte server");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut r = Replica {
-        child,
-        base: String::new(),
-    };
-    let mut reader = BufReader::new(stderr);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).expect("read server output") > 0,
-            "server exited before listening"
-        );
-        if let Some(rest) = line.strip_prefix("riposte server listening on ") {
-            r.base = rest.split_whitespace().next().expect("address").to_string();
-            std::thread::spawn(move || {
-                for l in reader.lines().map_while(Result::ok) {
-                    eprintln!("[replica {port}] {l}");
-                }
-            });
-            return r;
-        }
-    }
+        .env("RUST_LOG", "warn");
+    start_server(cmd, move |l| eprintln!("[replica {port}] {l}"))
 }
 
 fn free_port() -> u16 {

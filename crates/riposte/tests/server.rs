@@ -3,26 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{agent, call, phase};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The test is over; a server that already exited is fine.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Server, agent, call, phase, start_server};
 
 /// Starts a server on a free port with its own SQLite database under `home`.
 fn start(home: &Path) -> Server {
@@ -34,38 +21,13 @@ fn start_with(home: &Path, extra: &[&str]) -> Server {
 }
 
 fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args(["server", "--listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args(["server", "--listen", "127.0.0.1:0"])
         .args(extra)
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("RIPOSTE_HOME", home)
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start riposte server");
-    let stderr = child.stderr.take().expect("stderr");
-    // Owned from here on, so the process is killed and reaped whatever happens.
-    let mut running = Server {
-        child,
-        base: String::new(),
-    };
-    let mut reader = BufReader::new(stderr);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).expect("read server output") > 0,
-            "server exited before listening"
-        );
-        if let Some(rest) = line.strip_prefix("riposte server listening on ") {
-            let base = rest.split_whitespace().next().expect("address").to_string();
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in reader.lines() {});
-            running.base = base;
-            return running;
-        }
-    }
+        .env_remove("DATABASE_URL");
+    start_server(cmd, |_| {})
 }
 
 /// Polls the workflow until `done` holds (a bounded wait on another process).
@@ -1035,43 +997,29 @@ fn lint_endpoints_fields_and_submit_from_cron() {
 #[test]
 fn metrics_and_json_logs() {
     let home = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--no-isolation",
-        ])
-        .env("RIPOSTE_HOME", home.path())
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start riposte server");
-    let stderr = child.stderr.take().expect("stderr");
-    let s = Server {
-        child,
-        base: String::new(),
-    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--no-isolation",
+    ])
+    .env("RIPOSTE_HOME", home.path())
+    .env("RUST_LOG", "info")
+    .env_remove("DATABASE_URL");
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
+    let s = {
         let lines = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = l.strip_prefix("riposte server listening on ") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(l);
-            }
-        });
-    }
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server says where it listens");
+        start_server(cmd, move |l| {
+            lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l.to_string())
+        })
+    };
+    let base = s.base.clone();
     let wf = json!({"workflow": {"metadata": {"name": "measured"},
         "spec": {"entrypoint": "main", "templates": [
             {"name": "main", "container": {"image": "busybox", "command": ["sh", "-c", "exit 3"]}}]}}});

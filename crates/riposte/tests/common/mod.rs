@@ -76,3 +76,51 @@ pub fn call(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, s
 pub fn phase(wf: &serde_json::Value) -> &str {
     wf["status"]["phase"].as_str().unwrap_or("")
 }
+
+/// A `riposte server` process, killed and reaped when dropped (whatever the test did).
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The test is over; a server that already exited is fine.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (a `riposte server ... --listen ...` command) and waits until it says where it
+/// listens. Every stderr line, before and after, goes to `on_line`, on a thread that keeps
+/// reading so the server never blocks on a full pipe.
+pub fn start_server(mut cmd: Command, mut on_line: impl FnMut(&str) + Send + 'static) -> Server {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start riposte server");
+    let stderr = child.stderr.take().expect("stderr");
+    // Owned from here on, so the process is killed and reaped whatever happens.
+    let mut server = Server {
+        child,
+        base: String::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("riposte server listening on ") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+            on_line(&line);
+        }
+    });
+    server.base = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the server says where it listens (it exited, or took over a minute)");
+    server
+}
