@@ -61,6 +61,8 @@ pub struct Persist {
     /// Log lines of each node already in the store (shipped while it runs, so any replica
     /// can serve and follow them).
     pub shipped_lines: HashMap<String, usize>,
+    /// Where in each node's log file the shipped lines end (known after the first read).
+    shipped_bytes: HashMap<String, u64>,
     /// `(namespace, name)` announced to other replicas after each step.
     pub notify: Option<(String, String)>,
 }
@@ -79,6 +81,7 @@ impl Persist {
             next_seq: 0,
             logs_dir: None,
             shipped_lines: HashMap::new(),
+            shipped_bytes: HashMap::new(),
             notify,
         }
     }
@@ -178,17 +181,30 @@ impl Persist {
             return Ok(());
         };
         for node_id in nodes {
-            let Ok(text) = std::fs::read_to_string(dir.join(format!("{node_id}.log"))) else {
+            let path = dir.join(format!("{node_id}.log"));
+            let from = self.shipped_lines.get(node_id).copied().unwrap_or(0);
+            // Only what was written since the last look is read: a chatty step's log is not
+            // read again from its start every second.
+            let Some((start, bytes)) =
+                read_from(&path, self.shipped_bytes.get(node_id).copied(), from)
+            else {
                 continue;
             };
-            let complete = if all || text.ends_with('\n') {
-                &text[..]
+            // Whole lines only while the step may still be writing the last one.
+            let complete = if all || bytes.ends_with(b"\n") {
+                &bytes[..]
             } else {
-                text.rfind('\n').map_or("", |i| &text[..=i])
+                bytes
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(&bytes[..0], |i| &bytes[..=i])
             };
-            let from = self.shipped_lines.get(node_id).copied().unwrap_or(0);
-            let lines: Vec<String> = complete.lines().skip(from).map(str::to_string).collect();
+            let lines: Vec<String> = String::from_utf8_lossy(complete)
+                .lines()
+                .map(str::to_string)
+                .collect();
             if lines.is_empty() {
+                self.shipped_bytes.insert(node_id.clone(), start);
                 continue;
             }
             self.store
@@ -196,6 +212,8 @@ impl Persist {
                 .await?;
             self.shipped_lines
                 .insert(node_id.clone(), from + lines.len());
+            self.shipped_bytes
+                .insert(node_id.clone(), start + complete.len() as u64);
         }
         Ok(())
     }
@@ -249,6 +267,40 @@ impl Persist {
             }
         }
     }
+}
+
+/// A log file's text after what was shipped: from byte `offset` when known, else after the
+/// first `lines` lines (a driver that took the workflow over knows only the stored count).
+/// Returns where that text starts. `None` when the file cannot be read (not written yet).
+fn read_from(path: &std::path::Path, offset: Option<u64>, lines: usize) -> Option<(u64, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let start = match offset {
+        Some(o) => o,
+        None => {
+            let mut whole = Vec::new();
+            f.read_to_end(&mut whole).ok()?;
+            let mut seen = 0;
+            let mut at = 0;
+            while seen < lines {
+                match whole[at..].iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        at += i + 1;
+                        seen += 1;
+                    }
+                    None => {
+                        at = whole.len();
+                        break;
+                    }
+                }
+            }
+            at as u64
+        }
+    };
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).ok()?;
+    Some((start, rest))
 }
 
 /// How often a driver looks at its inbox and ships running steps' logs without being woken
@@ -562,4 +614,23 @@ pub async fn drive(
 /// When the outside channel closes, step once with a tick so the loop goes on waiting.
 fn continue_with_tick() -> Input {
     Input::Tick { now: now_ms() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_from;
+
+    #[test]
+    fn log_files_are_read_from_where_shipping_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n.log");
+        std::fs::write(&path, "one\ntwo\nthr").expect("write");
+        // A driver that took over knows only that one line is stored.
+        assert_eq!(read_from(&path, None, 1), Some((4, b"two\nthr".to_vec())));
+        // More lines stored than the file has (it was replaced): nothing is read again.
+        assert_eq!(read_from(&path, None, 9), Some((11, Vec::new())));
+        // Known offset: only what came after.
+        assert_eq!(read_from(&path, Some(8), 2), Some((8, b"thr".to_vec())));
+        assert_eq!(read_from(&dir.path().join("missing.log"), None, 0), None);
+    }
 }
