@@ -844,6 +844,20 @@ fn retry_reruns_only_what_failed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The retry is in the audit log (written with the step that records it).
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["audit", "list", "--workflow", "flaky", "--json"])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("audit list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("\"workflow.retry\"").count(),
+        1,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

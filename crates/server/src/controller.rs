@@ -516,7 +516,7 @@ impl Controller {
                 "workflow {namespace}/{name} succeeded; use restartSuccessful to run nodes again"
             )));
         }
-        let (mut wf, persist) = self.rebuild(&rec).await?;
+        let (mut wf, mut persist) = self.rebuild(&rec).await?;
         let now = now_ms();
         let retry = Input::Retry {
             now,
@@ -543,16 +543,15 @@ impl Controller {
                 "workflow {namespace}/{name} is driven by another replica"
             )));
         }
-        store
-            .audit_append(&[store::AuditEntry {
-                at: now,
-                actor: actor.to_string(),
-                action: "workflow.retry".into(),
-                object: format!("workflows/{namespace}/{name}"),
-                source: source.to_string(),
-                details: serde_json::to_value(&retry).unwrap_or(Value::Null),
-            }])
-            .await?;
+        // Written with the step that records the retry, like every other change.
+        persist.pending_audit.push(store::AuditEntry {
+            at: now,
+            actor: actor.to_string(),
+            action: "workflow.retry".into(),
+            object: format!("workflows/{namespace}/{name}"),
+            source: source.to_string(),
+            details: serde_json::to_value(&retry).unwrap_or(Value::Null),
+        });
         self.spawn(wf, persist, vec![retry], Vec::new());
         Ok(())
     }

@@ -63,6 +63,9 @@ pub struct Persist {
     pub shipped_lines: HashMap<String, usize>,
     /// Where in each node's log file the shipped lines end (known after the first read).
     shipped_bytes: HashMap<String, u64>,
+    /// Audit rows of an outside action (a retry) that go into the next recorded step's
+    /// transaction, with the input that carries the action out.
+    pub pending_audit: Vec<store::AuditEntry>,
     /// `(namespace, name)` announced to other replicas after each step.
     pub notify: Option<(String, String)>,
 }
@@ -82,6 +85,7 @@ impl Persist {
             logs_dir: None,
             shipped_lines: HashMap::new(),
             shipped_bytes: HashMap::new(),
+            pending_audit: Vec::new(),
             notify,
         }
     }
@@ -123,7 +127,7 @@ impl Persist {
         };
         let inputs = serde_json::to_value(batch).map_err(DriveError::Encode)?;
         let now = now_ms();
-        let mut transitions = Vec::new();
+        let mut transitions = std::mem::take(&mut self.pending_audit);
         for n in &nodes {
             let before = self.phases.get(&n.id);
             if before != Some(&n.phase) {
