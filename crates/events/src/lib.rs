@@ -7,6 +7,8 @@
 //! business); anything this core cannot evaluate is a "did not match" with a reason, never a
 //! silent pass.
 
+pub mod sensor;
+
 use serde_json::{Map, Value};
 
 /// A CloudEvents 1.0 envelope.
@@ -57,7 +59,8 @@ impl Event {
         }
     }
 
-    fn context(&self) -> Value {
+    /// The CloudEvents context attributes (Argo's `contextKey` paths).
+    pub fn context(&self) -> Value {
         serde_json::json!({
             "id": self.id, "source": self.source, "type": self.kind, "subject": self.subject,
             "time": self.time, "datacontenttype": self.datacontenttype, "specversion": "1.0",

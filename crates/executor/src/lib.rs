@@ -6,7 +6,7 @@
 //!   ([`http`]); images map to host programs through [`image::ImageTable`].
 //! - [`condition`]: resource templates' `successCondition`/`failureCondition` (pure).
 //! - [`kubectl_jsonpath`]: resource outputs' `valueFrom.jsonPath` (kubectl templates, pure).
-//! - [`jq`]: resource outputs' `valueFrom.jqFilter` (jaq, printed like `jq -rc`, pure).
+//! - [`jq`]: re-exported from `expr` (resource outputs' `valueFrom.jqFilter`).
 //! - [`job`]: the `batch/v1` Job manifest a step becomes on Kubernetes (pure; the executor
 //!   that creates and watches Jobs is not built yet).
 //!
@@ -18,7 +18,7 @@ pub mod host;
 pub mod http;
 pub mod image;
 pub mod job;
-pub mod jq;
+pub use expr::jq;
 pub mod kubectl_jsonpath;
 pub mod report;
 pub mod resource_lint;

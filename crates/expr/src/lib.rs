@@ -6,6 +6,7 @@
 //!   tags, `expression:` fields and `retryStrategy.expression` use, and govaluate for `when`
 //!   ([`eval_when`]).
 //! - [`depends`]: Argo's enhanced DAG `depends` logic.
+//! - [`jq`]: jq filters (jaq), printed like `jq -rc`.
 //! - [`time`]: RFC 3339 and Go duration helpers (pure; callers pass the time in).
 //!
 //! # Example
@@ -21,6 +22,7 @@ pub mod ast;
 pub mod depends;
 pub mod eval;
 mod functions;
+pub mod jq;
 pub mod template;
 pub mod time;
 

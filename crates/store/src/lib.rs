@@ -11,6 +11,8 @@
 //! - `shared`: what replicas share — [`Store::submit_workflow`] (workflow, lease, idempotency
 //!   key, cron firing and audit row in one transaction), the inbox of outside inputs
 //!   ([`Store::enqueue_input`]), change notifications ([`Notice`], PostgreSQL `NOTIFY`).
+//! - `events`: events keyed by `(source, id)` ([`Store::append_events`]), sensors' decisions
+//!   and dependency state, dedupe keys, and the Sensor/EventSource/WorkflowEventBinding objects.
 //! - `templates`, `crons`, `leases`: their tables; every change writes its audit row in the
 //!   same transaction.
 //! - [`audit`]: the hash-chained audit log; rows are staged with the change they describe and
@@ -104,12 +106,14 @@ macro_rules! on_pool {
 
 pub mod audit;
 mod crons;
+mod events;
 mod leases;
 mod shared;
 mod templates;
 mod workflows;
 
 pub use crons::CronRecord;
+pub use events::{Appended, DecisionRecord, EventObject, EventQuery, EventRecord, NewEvent};
 pub use templates::TemplateRecord;
 pub use workflows::{ListQuery, NewWorkflow, NodeRow, StepRecord, WorkflowRecord, WorkflowState};
 

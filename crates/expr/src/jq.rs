@@ -38,6 +38,27 @@ pub fn run(obj: &Value, filter: &str) -> Result<String, JqError> {
     })
 }
 
+/// Runs `filter` over `obj` and returns its first output as JSON (Argo Events' dependency
+/// `transform.jq`: the output replaces the event's data). A filter with no output is an error.
+pub fn transform(obj: &Value, filter: &str) -> Result<Value, JqError> {
+    let text = compile_and(filter, |compiled| {
+        let input = jaq_json::read::parse_single(obj.to_string().as_bytes())
+            .map_err(|e| format!("the object is not JSON: {e}"))?;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new([]));
+        let first = compiled
+            .id
+            .run((ctx, input))
+            .map(unwrap_valr)
+            .next()
+            .ok_or_else(|| "produced no output".to_string())?;
+        Ok(first.map_err(|e| format!("failed: {e}"))?.to_string())
+    })?;
+    serde_json::from_str(&text).map_err(|e| JqError {
+        filter: filter.to_string(),
+        message: format!("produced something that is not JSON: {e}"),
+    })
+}
+
 fn compile_and(
     filter: &str,
     then: impl FnOnce(

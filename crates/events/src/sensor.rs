@@ -1,0 +1,507 @@
+//! One sensor's decision about one event: which dependencies it matches (after their
+//! `transform`) and why, which triggers that completes (trigger `conditions` over the latest
+//! matching event per dependency, kept per trigger), and for each firing the resolved trigger
+//! template, the object it creates and the idempotency key that makes it happen once.
+//!
+//! Pure: the state comes in (the events each trigger is waiting with) and the updates to it
+//! go out, so the server stores them with the decision and `riposte sensor test` calls the
+//! same function.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::{Event, Verdict, apply_parameters, conditions_hold, evaluate_dependency};
+
+/// An event as the sensor core sees it: where it came from and its stored sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub seq: i64,
+    pub namespace: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub event: Event,
+}
+
+/// The events each trigger has matched and is waiting with (its conditions did not hold yet):
+/// trigger name → dependency → event.
+pub type Waiting = BTreeMap<String, BTreeMap<String, Incoming>>;
+
+/// What a sensor decided about one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The dependencies on this event's source and name, with their verdicts.
+    pub dependencies: Vec<DependencyResult>,
+    /// Per trigger that a matched dependency feeds: fire, or wait for more.
+    pub triggers: Vec<TriggerResult>,
+    /// How the waiting state changes: `(trigger, dependency, Some(event seq))` to remember,
+    /// `None` to forget.
+    pub state: Vec<(String, String, Option<i64>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencyResult {
+    pub name: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerResult {
+    Fire(Box<Firing>),
+    /// The trigger's conditions do not hold yet; `have` are the dependencies it has events for.
+    Wait {
+        trigger: String,
+        conditions: String,
+        have: Vec<String>,
+    },
+}
+
+/// What kind of effect a trigger has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// `argoWorkflow` (operation `submit`, `submit-from`, `resubmit`, `resume`, `retry`,
+    /// `suspend`, `terminate`, `stop`), or a `k8s` trigger whose object is a Workflow.
+    ArgoWorkflow { operation: String },
+    /// `k8s` create/update/patch/delete of any other object.
+    K8s { operation: String },
+    Http,
+    Log,
+    /// A trigger type Riposte does not carry out (lint warned about it).
+    Unsupported(String),
+}
+
+/// A trigger that fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    pub trigger: String,
+    pub kind: TriggerKind,
+    /// The trigger template after the trigger-level `parameters`.
+    pub template: Value,
+    /// The object to create/patch/delete (Workflow, any Kubernetes object) or, for `http`,
+    /// the JSON payload; after the template's own `parameters`.
+    pub resource: Value,
+    /// One line per parameter applied.
+    pub notes: Vec<String>,
+    /// The dependency events it fires with.
+    pub events: Vec<(String, i64)>,
+    /// `namespace/sensor:<name>/<trigger>/<seq>[,<seq>…]`: the same firing, however often it
+    /// is computed (redelivery, another replica), has the same key.
+    pub key: String,
+    /// The dedupe window's key and length, when the trigger has one (Riposte's `dedupe`).
+    pub dedupe: Option<(String, i64)>,
+}
+
+/// Decides what `sensor` (its raw JSON, `spec.dependencies` / `spec.triggers`) does with
+/// `incoming`, given the events its triggers wait with.
+pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decision {
+    let namespace = sensor["metadata"]["namespace"].as_str().unwrap_or("");
+    let sensor_name = sensor["metadata"]["name"].as_str().unwrap_or("");
+    let spec = &sensor["spec"];
+    let empty = Vec::new();
+    let dependencies = spec["dependencies"].as_array().unwrap_or(&empty);
+    let all_names: Vec<String> = dependencies
+        .iter()
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
+        .collect();
+
+    let mut decision = Decision {
+        dependencies: Vec::new(),
+        triggers: Vec::new(),
+        state: Vec::new(),
+    };
+    if !namespace.is_empty() && namespace != incoming.namespace {
+        return decision;
+    }
+    // Dependencies on this event's source and name, each with the event as its transform
+    // leaves it.
+    let mut matched: BTreeMap<String, Incoming> = BTreeMap::new();
+    for dep in dependencies {
+        if dep["eventSourceName"].as_str() != Some(incoming.event_source.as_str())
+            || dep["eventName"].as_str() != Some(incoming.event_name.as_str())
+        {
+            continue;
+        }
+        let name = dep["name"].as_str().unwrap_or("").to_string();
+        let (event, transform_note) = transformed(dep, &incoming.event);
+        let mut verdict = match &event {
+            Some(e) => evaluate_dependency(dep, e),
+            None => Verdict {
+                matched: false,
+                reasons: Vec::new(),
+            },
+        };
+        if let Some(note) = transform_note {
+            verdict.reasons.insert(0, note);
+        }
+        if verdict.matched
+            && let Some(event) = event
+        {
+            matched.insert(
+                name.clone(),
+                Incoming {
+                    event,
+                    ..incoming.clone()
+                },
+            );
+        }
+        decision
+            .dependencies
+            .push(DependencyResult { name, verdict });
+    }
+    if matched.is_empty() {
+        return decision;
+    }
+
+    for trigger in spec["triggers"].as_array().unwrap_or(&empty) {
+        let template = &trigger["template"];
+        let trigger_name = template["name"].as_str().unwrap_or("").to_string();
+        let conditions = template["conditions"].as_str().filter(|c| !c.trim().is_empty());
+        let feeds: Vec<String> = match conditions {
+            Some(c) => condition_names(c)
+                .into_iter()
+                .filter(|n| all_names.contains(n))
+                .collect(),
+            None => all_names.clone(),
+        };
+        if !matched.keys().any(|m| feeds.contains(m)) {
+            continue;
+        }
+        let mut have: BTreeMap<String, Incoming> = waiting
+            .get(&trigger_name)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(d, _)| feeds.contains(d))
+            .collect();
+        for (dep, ev) in &matched {
+            if feeds.contains(dep) {
+                have.insert(dep.clone(), ev.clone());
+            }
+        }
+        let satisfied: Vec<String> = have.keys().cloned().collect();
+        if conditions_hold(conditions, &all_names, &satisfied) {
+            // The events it fires with are consumed: the trigger waits afresh.
+            for dep in waiting.get(&trigger_name).into_iter().flat_map(|w| w.keys()) {
+                decision
+                    .state
+                    .push((trigger_name.clone(), dep.clone(), None));
+            }
+            decision.triggers.push(TriggerResult::Fire(Box::new(firing(
+                namespace_or(namespace, &incoming.namespace),
+                sensor_name,
+                trigger,
+                &have,
+            ))));
+        } else {
+            for (dep, ev) in &matched {
+                if feeds.contains(dep) {
+                    decision
+                        .state
+                        .push((trigger_name.clone(), dep.clone(), Some(ev.seq)));
+                }
+            }
+            decision.triggers.push(TriggerResult::Wait {
+                trigger: trigger_name,
+                conditions: conditions
+                    .map(str::to_string)
+                    .unwrap_or_else(|| all_names.join(" && ")),
+                have: satisfied,
+            });
+        }
+    }
+    decision
+}
+
+fn namespace_or<'a>(sensor: &'a str, event: &'a str) -> &'a str {
+    if sensor.is_empty() { event } else { sensor }
+}
+
+/// The event as a dependency's `transform.jq` leaves it (`None` when the transform fails),
+/// with a note saying what the transform did.
+fn transformed(dep: &Value, event: &Event) -> (Option<Event>, Option<String>) {
+    let Some(filter) = dep["transform"]["jq"].as_str() else {
+        if dep["transform"]["script"].is_string() {
+            return (
+                None,
+                Some("transform.script (Lua) is not supported by Riposte, so it does not match".into()),
+            );
+        }
+        return (Some(event.clone()), None);
+    };
+    match expr::jq::transform(&event.data, filter) {
+        Ok(data) => (
+            Some(Event {
+                data,
+                ..event.clone()
+            }),
+            Some(format!("transform.jq {filter:?} applied")),
+        ),
+        Err(e) => (None, Some(format!("transform: {e}, so it does not match"))),
+    }
+}
+
+/// Dependency names a `conditions` expression mentions.
+pub fn condition_names(conditions: &str) -> Vec<String> {
+    conditions
+        .split(|c: char| c.is_whitespace() || "&|!()".contains(c))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn firing(
+    namespace: &str,
+    sensor: &str,
+    trigger: &Value,
+    have: &BTreeMap<String, Incoming>,
+) -> Firing {
+    let trigger_name = trigger["template"]["name"].as_str().unwrap_or("").to_string();
+    let events: Vec<(String, Event)> = have
+        .iter()
+        .map(|(d, i)| (d.clone(), i.event.clone()))
+        .collect();
+    let empty = Vec::new();
+    let (template, mut notes) = apply_parameters(
+        trigger["template"].clone(),
+        trigger["parameters"].as_array().unwrap_or(&empty),
+        &events,
+    );
+    let (kind, resource, resource_notes) = if let Some(w) = template.get("argoWorkflow") {
+        let operation = w["operation"].as_str().unwrap_or("submit").to_string();
+        let (r, n) = apply_parameters(
+            w["source"]["resource"].clone(),
+            w["parameters"].as_array().unwrap_or(&empty),
+            &events,
+        );
+        (TriggerKind::ArgoWorkflow { operation }, r, n)
+    } else if let Some(k) = template.get("k8s") {
+        let operation = k["operation"].as_str().unwrap_or("create").to_string();
+        let (r, n) = apply_parameters(
+            k["source"]["resource"].clone(),
+            k["parameters"].as_array().unwrap_or(&empty),
+            &events,
+        );
+        let is_workflow = r["kind"] == "Workflow" && operation == "create";
+        if is_workflow {
+            (
+                TriggerKind::ArgoWorkflow {
+                    operation: "submit".into(),
+                },
+                r,
+                n,
+            )
+        } else {
+            (TriggerKind::K8s { operation }, r, n)
+        }
+    } else if let Some(h) = template.get("http") {
+        let (r, n) = apply_parameters(json!({}), h["payload"].as_array().unwrap_or(&empty), &events);
+        (TriggerKind::Http, r, n)
+    } else if template.get("log").is_some() {
+        (TriggerKind::Log, Value::Null, Vec::new())
+    } else {
+        let other = template
+            .as_object()
+            .and_then(|m| {
+                m.keys()
+                    .find(|k| !["name", "conditions", "conditionsReset"].contains(&k.as_str()))
+                    .cloned()
+            })
+            .unwrap_or_else(|| "(none)".into());
+        (TriggerKind::Unsupported(other), Value::Null, Vec::new())
+    };
+    notes.extend(resource_notes);
+    let seqs: Vec<String> = have.values().map(|i| i.seq.to_string()).collect();
+    let key = format!("{namespace}/sensor:{sensor}/{trigger_name}/{}", seqs.join(","));
+    let dedupe = dedupe_key(&trigger["dedupe"], have, &mut notes);
+    Firing {
+        trigger: trigger_name,
+        kind,
+        template,
+        resource,
+        notes,
+        events: have.iter().map(|(d, i)| (d.clone(), i.seq)).collect(),
+        key,
+        dedupe,
+    }
+}
+
+/// Riposte's trigger `dedupe: {key: EXPR, window: DURATION}`: the key is an expr-lang
+/// expression over the firing's events (each dependency's data by its name, and `event`, the
+/// data of the latest one).
+fn dedupe_key(
+    dedupe: &Value,
+    have: &BTreeMap<String, Incoming>,
+    notes: &mut Vec<String>,
+) -> Option<(String, i64)> {
+    let src = dedupe["key"].as_str()?;
+    let window = dedupe["window"]
+        .as_str()
+        .and_then(expr::time::parse_duration_millis)
+        .unwrap_or(60_000);
+    let mut env = serde_json::Map::new();
+    let mut latest: Option<&Incoming> = None;
+    for (dep, i) in have {
+        env.insert(dep.clone(), i.event.data.clone());
+        if latest.is_none_or(|l| l.seq < i.seq) {
+            latest = Some(i);
+        }
+    }
+    if let Some(l) = latest {
+        env.insert("event".into(), l.event.data.clone());
+    }
+    match expr::parse(src, expr::Dialect::Expr).and_then(|e| expr::eval(&e, &Value::Object(env))) {
+        Ok(v) => {
+            let key = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            notes.push(format!("dedupe key {key:?} for {window} ms"));
+            Some((key, window))
+        }
+        Err(e) => {
+            // A key that cannot be computed must not suppress the response: fire, and say so.
+            notes.push(format!("dedupe key {src:?} failed ({e}); firing without dedupe"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(seq: i64, name: &str, body: Value) -> Incoming {
+        Incoming {
+            seq,
+            namespace: "default".into(),
+            event_source: "webhook".into(),
+            event_name: name.into(),
+            event: Event {
+                id: format!("e{seq}"),
+                source: "test".into(),
+                kind: "webhook".into(),
+                subject: String::new(),
+                time: "2026-12-01T00:00:00Z".into(),
+                datacontenttype: "application/json".into(),
+                data: json!({"header": {}, "body": body}),
+            },
+        }
+    }
+
+    fn sensor(triggers: Value) -> Value {
+        json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "spec": {
+                "dependencies": [
+                    {"name": "a", "eventSourceName": "webhook", "eventName": "a",
+                     "filters": {"data": [{"path": "body.go", "type": "bool", "value": ["true"]}]}},
+                    {"name": "b", "eventSourceName": "webhook", "eventName": "b"},
+                ],
+                "triggers": triggers,
+            }
+        })
+    }
+
+    fn apply(waiting: &mut Waiting, d: &Decision, events: &[Incoming]) {
+        for (t, dep, seq) in &d.state {
+            match seq {
+                Some(s) => {
+                    let e = events.iter().find(|e| e.seq == *s).unwrap().clone();
+                    waiting.entry(t.clone()).or_default().insert(dep.clone(), e);
+                }
+                None => {
+                    waiting.entry(t.clone()).or_default().remove(dep);
+                }
+            }
+        }
+    }
+
+    fn fired(d: &Decision) -> Vec<String> {
+        d.triggers
+            .iter()
+            .filter_map(|t| match t {
+                TriggerResult::Fire(f) => Some(f.key.clone()),
+                TriggerResult::Wait { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_dependencies_by_default_then_consumed() {
+        let s = sensor(json!([{"template": {"name": "t", "log": {}}}]));
+        let events = [
+            incoming(1, "a", json!({"go": true})),
+            incoming(2, "b", json!({})),
+            incoming(3, "b", json!({})),
+        ];
+        let mut waiting = Waiting::new();
+        let d1 = decide(&s, &waiting, &events[0]);
+        assert!(fired(&d1).is_empty());
+        apply(&mut waiting, &d1, &events);
+        let d2 = decide(&s, &waiting, &events[1]);
+        assert_eq!(fired(&d2), vec!["default/sensor:s/t/1,2"]);
+        apply(&mut waiting, &d2, &events);
+        // `a` was consumed by the firing: `b` alone waits again.
+        let d3 = decide(&s, &waiting, &events[2]);
+        assert!(fired(&d3).is_empty());
+    }
+
+    #[test]
+    fn conditions_or_and_filters() {
+        let s = sensor(json!([
+            {"template": {"name": "either", "conditions": "a || b", "log": {}}},
+            {"template": {"name": "only-a", "conditions": "a", "log": {}}},
+        ]));
+        let waiting = Waiting::new();
+        let d = decide(&s, &waiting, &incoming(7, "b", json!({})));
+        assert_eq!(fired(&d), vec!["default/sensor:s/either/7"]);
+        // A filtered-out `a` feeds nothing.
+        let d = decide(&s, &waiting, &incoming(8, "a", json!({"go": false})));
+        assert!(fired(&d).is_empty());
+        assert!(!d.dependencies[0].verdict.matched);
+        let d = decide(&s, &waiting, &incoming(9, "a", json!({"go": true})));
+        assert_eq!(
+            fired(&d),
+            vec!["default/sensor:s/either/9", "default/sensor:s/only-a/9"]
+        );
+    }
+
+    #[test]
+    fn parameters_transform_and_dedupe() {
+        let mut s = sensor(json!([{
+            "template": {"name": "wf", "conditions": "b", "argoWorkflow": {"operation": "submit", "source": {"resource": {
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"generateName": "isolate-"},
+                "spec": {"workflowTemplateRef": {"name": "isolate"}, "arguments": {"parameters": [{"name": "pod", "value": "x"}]}}
+            }}, "parameters": [{"src": {"dependencyName": "b", "dataKey": "body.pod"}, "dest": "spec.arguments.parameters.0.value"}]}},
+            "dedupe": {"key": "event.body.pod", "window": "30s"},
+        }]));
+        s["spec"]["dependencies"][1]["transform"] = json!({"jq": ".body.pod |= ascii_upcase"});
+        let d = decide(&s, &Waiting::new(), &incoming(3, "b", json!({"pod": "web-1"})));
+        let TriggerResult::Fire(f) = &d.triggers[0] else {
+            panic!("fires: {d:?}")
+        };
+        assert_eq!(
+            f.kind,
+            TriggerKind::ArgoWorkflow {
+                operation: "submit".into()
+            }
+        );
+        assert_eq!(
+            f.resource["spec"]["arguments"]["parameters"][0]["value"],
+            "WEB-1"
+        );
+        assert_eq!(f.dedupe, Some(("WEB-1".into(), 30_000)));
+    }
+
+    #[test]
+    fn other_namespaces_and_sources_are_ignored() {
+        let s = sensor(json!([{"template": {"name": "t", "log": {}}}]));
+        let mut e = incoming(1, "b", json!({}));
+        e.namespace = "other".into();
+        assert_eq!(decide(&s, &Waiting::new(), &e).dependencies.len(), 0);
+        let mut e = incoming(1, "b", json!({}));
+        e.event_source = "calendar".into();
+        assert_eq!(decide(&s, &Waiting::new(), &e).dependencies.len(), 0);
+    }
+}

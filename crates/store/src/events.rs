@@ -1,0 +1,442 @@
+//! Events, sensors' decisions about them, sensor state, and the event objects (Sensor,
+//! EventSource, WorkflowEventBinding).
+//!
+//! An event is keyed by its CloudEvents `(source, id)`: appending one that exists returns
+//! the stored one (a producer's retry is one event). `processed_at` is set once every armed
+//! sensor has decided about the event; events without it are re-delivered by a sweeper, so a
+//! crash between commit and processing loses nothing.
+
+use serde_json::Value;
+use sqlx::FromRow;
+use sqlx::types::Json;
+
+use crate::shared::Arg;
+use crate::{AuditEntry, Pool, Result, Store, StoreError, corrupt, q};
+
+/// An event to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub source: String,
+    pub event_id: String,
+    pub namespace: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub received_at: i64,
+    /// The CloudEvents envelope (JSON format).
+    pub envelope: Value,
+}
+
+/// What appending an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: i64,
+    /// The event was stored before (same source and id): nothing new was written.
+    pub duplicate: bool,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub source: String,
+    pub event_id: String,
+    pub namespace: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub received_at: i64,
+    #[sqlx(json)]
+    pub envelope: Value,
+    pub processed_at: Option<i64>,
+}
+
+/// One sensor's decision about one event.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DecisionRecord {
+    pub event_seq: i64,
+    pub sensor: String,
+    pub at: i64,
+    #[sqlx(json)]
+    pub decision: Value,
+}
+
+/// Which events to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub namespace: Option<String>,
+    pub event_source: Option<String>,
+    /// Only events with a smaller seq (paging).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A stored Sensor, EventSource or WorkflowEventBinding.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[sqlx(json)]
+    pub body: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Stores events in one transaction (an audit batch is split into many events and is
+    /// stored whole or not at all). An event whose `(source, id)` is stored already is not
+    /// written again; its stored seq is returned with `duplicate`.
+    pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<Appended>> {
+        macro_rules! append {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                let mut out = Vec::with_capacity(events.len());
+                for e in events {
+                    let inserted: Option<(i64,)> = sqlx::query_as(
+                        "INSERT INTO events (source, event_id, namespace, event_source, event_name, received_at, envelope) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+                    )
+                    .bind(&e.source)
+                    .bind(&e.event_id)
+                    .bind(&e.namespace)
+                    .bind(&e.event_source)
+                    .bind(&e.event_name)
+                    .bind(e.received_at)
+                    .bind(Json(&e.envelope))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(q("storing an event"))?;
+                    let appended = match inserted {
+                        Some((seq,)) => Appended { seq, duplicate: false },
+                        None => {
+                            let (seq,): (i64,) = sqlx::query_as(
+                                "SELECT seq FROM events WHERE source = $1 AND event_id = $2",
+                            )
+                            .bind(&e.source)
+                            .bind(&e.event_id)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(q("reading a stored event"))?;
+                            Appended { seq, duplicate: true }
+                        }
+                    };
+                    out.push(appended);
+                }
+                tx.commit().await.map_err(q("committing events"))?;
+                out
+            }};
+        }
+        Ok(on_pool!(&self.pool, |p| append!(p)))
+    }
+
+    pub async fn get_event(&self, seq: i64) -> Result<EventRecord> {
+        let row = on_pool!(&self.pool, |p| {
+            sqlx::query("SELECT seq, source, event_id, namespace, event_source, event_name, received_at, envelope, processed_at FROM events WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(p)
+                .await
+                .map_err(q("reading an event"))?
+                .map(|r| EventRecord::from_row(&r).map_err(corrupt("event row")))
+                .transpose()?
+        });
+        row.ok_or_else(|| StoreError::NotFound {
+            namespace: "events".into(),
+            name: seq.to_string(),
+        })
+    }
+
+    /// Events, newest first.
+    pub async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT seq, source, event_id, namespace, event_source, event_name, received_at, envelope, processed_at FROM events WHERE ($1 = '' OR namespace = $1) AND ($2 = '' OR event_source = $2) \
+                 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+            )
+                .bind(query.namespace.as_deref().unwrap_or(""))
+                .bind(query.event_source.as_deref().unwrap_or(""))
+                .bind(query.before.unwrap_or(i64::MAX))
+                .bind(query.limit.clamp(1, 10_000))
+                .fetch_all(p)
+                .await
+                .map_err(q("listing events"))?;
+            rows.iter()
+                .map(|r| EventRecord::from_row(r).map_err(corrupt("event row")))
+                .collect()
+        })
+    }
+
+    /// Events no sensor pass has finished, received before `received_before`, oldest first.
+    pub async fn unprocessed_events(&self, received_before: i64, limit: i64) -> Result<Vec<i64>> {
+        on_pool!(&self.pool, |p| {
+            let rows: Vec<(i64,)> = sqlx::query_as(
+                "SELECT seq FROM events WHERE processed_at IS NULL AND received_at < $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(received_before)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map_err(q("listing unprocessed events"))?;
+            Ok(rows.into_iter().map(|(s,)| s).collect())
+        })
+    }
+
+    /// Marks an event processed (`Some(at)`) or due for re-delivery (`None`).
+    pub async fn set_event_processed(&self, seq: i64, at: Option<i64>) -> Result<()> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE events SET processed_at = $2 WHERE seq = $1")
+                .bind(seq)
+                .bind(at)
+                .execute(p)
+                .await
+                .map_err(q("marking an event processed"))?;
+        });
+        Ok(())
+    }
+
+    /// Deletes events received before `before` (and their decisions). Returns how many.
+    pub async fn prune_events(&self, before: i64) -> Result<u64> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM events WHERE received_at < $1 AND processed_at IS NOT NULL")
+                .bind(before)
+                .execute(p)
+                .await
+                .map_err(q("pruning events"))?
+                .rows_affected()
+        }))
+    }
+
+    /// Records a sensor's decision about an event and the dependency state it leaves
+    /// (`dependencies`: `(dependency, Some(event seq))` to set, `None` to clear), in one
+    /// transaction.
+    pub async fn record_decision(
+        &self,
+        d: &DecisionRecord,
+        dependencies: &[(String, Option<i64>)],
+    ) -> Result<()> {
+        macro_rules! record {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                sqlx::query(
+                    "INSERT INTO event_decisions (event_seq, sensor, at, decision) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (event_seq, sensor) DO UPDATE SET at = excluded.at, decision = excluded.decision",
+                )
+                .bind(d.event_seq)
+                .bind(&d.sensor)
+                .bind(d.at)
+                .bind(Json(&d.decision))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording a sensor decision"))?;
+                for (dep, seq) in dependencies {
+                    match seq {
+                        Some(seq) => sqlx::query(
+                            "INSERT INTO sensor_dependencies (sensor, dependency, event_seq) VALUES ($1, $2, $3) \
+                             ON CONFLICT (sensor, dependency) DO UPDATE SET event_seq = excluded.event_seq",
+                        )
+                        .bind(&d.sensor)
+                        .bind(dep)
+                        .bind(seq),
+                        None => sqlx::query(
+                            "DELETE FROM sensor_dependencies WHERE sensor = $1 AND dependency = $2",
+                        )
+                        .bind(&d.sensor)
+                        .bind(dep),
+                    }
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("recording sensor state"))?;
+                }
+                tx.commit().await.map_err(q("committing a sensor decision"))?;
+            }};
+        }
+        on_pool!(&self.pool, |p| record!(p));
+        Ok(())
+    }
+
+    /// Every sensor's decision about an event.
+    pub async fn event_decisions(&self, seq: i64) -> Result<Vec<DecisionRecord>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT event_seq, sensor, at, decision FROM event_decisions WHERE event_seq = $1 ORDER BY sensor",
+            )
+            .bind(seq)
+            .fetch_all(p)
+            .await
+            .map_err(q("reading sensor decisions"))?;
+            rows.iter()
+                .map(|r| DecisionRecord::from_row(r).map_err(corrupt("decision row")))
+                .collect()
+        })
+    }
+
+    /// A sensor's latest matching event per dependency.
+    pub async fn sensor_dependencies(&self, sensor: &str) -> Result<Vec<(String, i64)>> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT dependency, event_seq FROM sensor_dependencies WHERE sensor = $1 ORDER BY dependency",
+            )
+            .bind(sensor)
+            .fetch_all(p)
+            .await
+            .map_err(q("reading sensor state"))
+        })
+    }
+
+    /// Clears a sensor's dependency state (`conditionsReset`, or the sensor was replaced).
+    pub async fn reset_sensor_dependencies(&self, sensor: &str) -> Result<()> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM sensor_dependencies WHERE sensor = $1")
+                .bind(sensor)
+                .execute(p)
+                .await
+                .map_err(q("resetting sensor state"))?;
+        });
+        Ok(())
+    }
+
+    /// Claims a dedupe key until `expires_at`: true when it was free (or its window had
+    /// passed at `now`), false when a firing holds it. One statement, so replicas agree.
+    pub async fn claim_dedupe(
+        &self,
+        sensor: &str,
+        key: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool> {
+        on_pool!(&self.pool, |p| {
+            let row: Option<(String,)> = sqlx::query_as(
+                "INSERT INTO sensor_dedupe (sensor, key, expires_at) VALUES ($1, $2, $4) \
+                 ON CONFLICT (sensor, key) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE sensor_dedupe.expires_at <= $3 RETURNING key",
+            )
+            .bind(sensor)
+            .bind(key)
+            .bind(now)
+            .bind(expires_at)
+            .fetch_optional(p)
+            .await
+            .map_err(q("claiming a dedupe key"))?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Creates (`create`, failing if it exists) or replaces an event object, with its audit
+    /// row in the same transaction.
+    pub async fn put_event_object(
+        &self,
+        o: &EventObject,
+        create: bool,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let sql = if create {
+            "INSERT INTO event_objects (kind, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        } else {
+            "UPDATE event_objects SET body = $4, updated_at = $6 WHERE kind = $1 AND namespace = $2 AND name = $3"
+        };
+        let res = self
+            .exec_audited(
+                sql,
+                &[
+                    Arg::Text(&o.kind),
+                    Arg::Text(&o.namespace),
+                    Arg::Text(&o.name),
+                    Arg::Json(&o.body),
+                    Arg::Int(o.created_at),
+                    Arg::Int(o.updated_at),
+                ],
+                audit,
+            )
+            .await;
+        match res {
+            Ok(0) => Err(StoreError::NotFound {
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+            }),
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists {
+                    namespace: o.namespace.clone(),
+                    name: o.name.clone(),
+                })
+            }
+            Err(e) => Err(StoreError::Query {
+                op: "storing an event object",
+                source: e,
+            }),
+        }
+    }
+
+    pub async fn get_event_object(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<EventObject> {
+        let row = on_pool!(&self.pool, |p| {
+            sqlx::query("SELECT kind, namespace, name, body, created_at, updated_at FROM event_objects WHERE kind = $1 AND namespace = $2 AND name = $3")
+                .bind(kind)
+                .bind(namespace)
+                .bind(name)
+                .fetch_optional(p)
+                .await
+                .map_err(q("reading an event object"))?
+                .map(|r| EventObject::from_row(&r).map_err(corrupt("event object row")))
+                .transpose()?
+        });
+        row.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    /// Objects of a kind in a namespace, or in every namespace when `namespace` is `None`.
+    pub async fn list_event_objects(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<EventObject>> {
+        on_pool!(&self.pool, |p| {
+            let rows = sqlx::query("SELECT kind, namespace, name, body, created_at, updated_at FROM event_objects WHERE kind = $1 AND ($2 = '' OR namespace = $2) ORDER BY namespace, name")
+                .bind(kind)
+                .bind(namespace.unwrap_or(""))
+                .fetch_all(p)
+                .await
+                .map_err(q("listing event objects"))?;
+            rows.iter()
+                .map(|r| EventObject::from_row(r).map_err(corrupt("event object row")))
+                .collect()
+        })
+    }
+
+    /// Deletes an event object (with its audit row). Returns whether it existed.
+    pub async fn delete_event_object(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let n = self
+            .exec_audited(
+                "DELETE FROM event_objects WHERE kind = $1 AND namespace = $2 AND name = $3",
+                &[Arg::Text(kind), Arg::Text(namespace), Arg::Text(name)],
+                audit,
+            )
+            .await
+            .map_err(q("deleting an event object"))?;
+        Ok(n > 0)
+    }
+
+    /// The workflows an idempotency key prefix created (`namespace/sensor-prefix...`), for
+    /// showing which workflows an event's firings made.
+    pub async fn workflow_for_key(&self, key: &str) -> Result<Option<(String, String)>> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT w.namespace, w.name FROM idempotency_keys k JOIN workflows w ON w.uid = k.workflow_uid WHERE k.key = $1",
+            )
+            .bind(key)
+            .fetch_optional(p)
+            .await
+            .map_err(q("reading an idempotency key"))
+        })
+    }
+}
