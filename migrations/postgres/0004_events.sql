@@ -40,10 +40,12 @@ CREATE TABLE sensor_dependencies (
     PRIMARY KEY (sensor, dependency)
 );
 
--- A dedupe window: a key claimed until `expires_at` makes later firings with it no-ops.
+-- A dedupe window: a key claimed until `expires_at` by one firing (its idempotency key)
+-- makes other firings with it no-ops; the claiming firing may claim again (re-delivery).
 CREATE TABLE sensor_dedupe (
     sensor        TEXT NOT NULL,
     key           TEXT NOT NULL,
+    firing        TEXT NOT NULL,
     expires_at    BIGINT NOT NULL,
     PRIMARY KEY (sensor, key)
 );

@@ -7,6 +7,7 @@
 //! business); anything this core cannot evaluate is a "did not match" with a reason, never a
 //! silent pass.
 
+pub mod ingest;
 pub mod sensor;
 
 use serde_json::{Map, Value};

@@ -168,6 +168,93 @@ async fn target(
     })
 }
 
+/// A sensor's `k8s` trigger: `operation` (`create`, `update`, `patch`, `delete`, `apply`) on
+/// the object `manifest` names (namespaced objects without a namespace go to `namespace`).
+/// A patch of a missing object is an error: a trigger must not appear to isolate a pod that
+/// is not there. Returns `kind/name` of the object.
+pub async fn object_action(
+    cluster: &Cluster,
+    operation: &str,
+    manifest: &Value,
+    namespace: &str,
+) -> Result<String, String> {
+    let api_version = manifest["apiVersion"]
+        .as_str()
+        .ok_or("the object has no apiVersion")?;
+    let kind = manifest["kind"].as_str().ok_or("the object has no kind")?;
+    let (g, v) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let gvk = GroupVersionKind::gvk(g, v, kind);
+    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
+        .await
+        .map_err(|e| {
+            format!("the cluster does not serve {api_version} {kind} (is the CRD installed?): {}", describe(&e))
+        })?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
+        Scope::Namespaced => {
+            let ns = manifest["metadata"]["namespace"].as_str().unwrap_or(namespace);
+            Api::namespaced_with(cluster.client().clone(), ns, &resource)
+        }
+    };
+    let name = manifest["metadata"]["name"].as_str().map(str::to_string);
+    let need_name = || {
+        name.clone()
+            .ok_or_else(|| format!("{operation} needs the object's metadata.name"))
+    };
+    let what = |n: &str| format!("{}/{n}", kind.to_lowercase());
+    let object: DynamicObject = serde_json::from_value(manifest.clone())
+        .map_err(|e| format!("the object is not a Kubernetes object: {e}"))?;
+    let post = PostParams::default();
+    let apply = Patch::Apply(manifest);
+    let merge = Patch::Merge(manifest);
+    let done = match operation {
+        "create" => with_retries(|| api.create(&post, &object))
+            .await
+            .map_err(|e| format!("create {}: {}", what(name.as_deref().unwrap_or("(generated)")), describe(&e)))?,
+        "apply" | "update" => {
+            let n = need_name()?;
+            let mut pp = PatchParams::apply(FIELD_MANAGER);
+            pp.force = true;
+            with_retries(|| api.patch(&n, &pp, &apply))
+                .await
+                .map_err(|e| format!("{operation} {}: {}", what(&n), describe(&e)))?
+        }
+        "patch" => {
+            let n = need_name()?;
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            with_retries(|| api.patch(&n, &pp, &merge))
+                .await
+                .map_err(|e| {
+                    if api_status(&e).is_some_and(|(c, _)| c == 404) {
+                        format!("patch {}: the object does not exist, and a patch never creates it", what(&n))
+                    } else {
+                        format!("patch {}: {}", what(&n), describe(&e))
+                    }
+                })?
+        }
+        "delete" => {
+            let n = need_name()?;
+            let dp = DeleteParams::background();
+            with_retries(|| api.delete(&n, &dp))
+                .await
+                .map_err(|e| format!("delete {}: {}", what(&n), describe(&e)))?;
+            return Ok(what(&n));
+        }
+        other => {
+            return Err(format!(
+                "k8s trigger operation {other:?} is not one of create, update, patch, delete, apply"
+            ));
+        }
+    };
+    Ok(what(&done.metadata.name.unwrap_or_default()))
+}
+
 async fn run_inner(
     cluster: &Cluster,
     node: &ExecuteNode,

@@ -153,11 +153,20 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
 pub async fn api(store: store::Store, config: server::ControllerConfig) -> Result<()> {
     let uid = self::store(Shape::Fanout, 10_000, store.clone()).await?;
     let controller = server::Controller::new(store.clone(), config);
+    let events = server::events::Events::start(
+        controller.clone(),
+        server::events::EventsConfig {
+            run_sources: false,
+            ..Default::default()
+        },
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(server::serve(
         listener,
         controller,
+        events,
         None,
         std::future::pending(),
     ));

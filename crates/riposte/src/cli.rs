@@ -179,11 +179,31 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Argo Events Sensors, offline: `sensor test SENSOR.yaml --event EVENT.json` shows what
-    /// the sensor would decide for an event, and why.
+    /// Argo Events Sensors: `sensor test SENSOR.yaml --event EVENT.json` (offline) shows what
+    /// the sensor would decide for an event and why; `apply FILE`, `list`, `get NAME`,
+    /// `delete NAME` manage the sensors a server has armed.
     Sensor {
         #[command(subcommand)]
         cmd: SensorCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Argo Events EventSources on the server (webhook, calendar, resource, nats, mqtt, amqp,
+    /// redis, redisStream, file): `apply FILE`, `list`, `get NAME`, `delete NAME`.
+    #[command(name = "eventsource", alias = "event-source")]
+    EventSource {
+        #[command(subcommand)]
+        cmd: ObjectCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stored events: `list`, `get SEQ` (the envelope and every sensor's decision: which
+    /// dependencies matched and why, what fired, which workflows it created), `redeliver SEQ`.
+    Event {
+        #[command(subcommand)]
+        cmd: EventCmd,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Database maintenance: `db migrate` applies the schema migrations.
     Db {
@@ -302,8 +322,62 @@ pub(crate) struct ServeArgs {
     /// the same key; without it each process picks a random one.
     #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
     pub(crate) callback_secret_file: Option<PathBuf>,
+    /// The event bus between stored events and sensors: `memory` (one process) or a NATS
+    /// JetStream URL (nats://HOST:4222) so that replicas share the sensors' work.
+    #[arg(long, env = "RIPOSTE_BUS", default_value = "memory", value_name = "memory|nats://…")]
+    pub(crate) bus: String,
+    /// Sensors, EventSources and WorkflowEventBindings to apply at start (every .yaml/.yml/.json
+    /// file in DIR): a GitOps checkout as the source of truth. Applied like `apply`, audited.
+    #[arg(long, env = "RIPOSTE_CONFIG_DIR", value_name = "DIR")]
+    pub(crate) config_dir: Option<PathBuf>,
+    /// Where secrets that event sources and triggers reference (`{name, key}`) are read:
+    /// DIR/NAME/KEY, the layout of a mounted Kubernetes Secret.
+    #[arg(long, env = "RIPOSTE_SECRETS_DIR", default_value = "/var/run/riposte/secrets", value_name = "DIR")]
+    pub(crate) secrets_dir: PathBuf,
+    /// How long processed events are kept (e.g. 7d, 12h).
+    #[arg(long, env = "RIPOSTE_EVENT_RETENTION", default_value = "7d", value_name = "DURATION")]
+    pub(crate) event_retention: String,
     #[command(flatten)]
     pub(crate) db: DbArgs,
+}
+
+/// Managing stored objects of one kind.
+#[derive(Subcommand)]
+pub(crate) enum ObjectCmd {
+    /// Create the objects in FILE, or replace them when they exist (like `kubectl apply`).
+    Apply { file: PathBuf },
+    /// The objects' names.
+    List,
+    /// Print one object as YAML.
+    Get { name: String },
+    /// Delete an object.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EventCmd {
+    /// Stored events, newest first: number, time, source, type, subject, processed.
+    List {
+        /// Only events from this EventSource.
+        #[arg(long)]
+        event_source: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Every namespace (default: --namespace's).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// One event: its envelope and, for each sensor, which dependencies matched and why,
+    /// which triggers fired and what they created.
+    Get {
+        seq: i64,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a stored event to the sensors armed now (earlier firings are not repeated).
+    Redeliver { seq: i64 },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +403,8 @@ pub(crate) enum SensorCmd {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Object(ObjectCmd),
 }
 
 #[derive(Subcommand)]

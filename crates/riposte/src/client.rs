@@ -126,7 +126,7 @@ pub fn submit(
 
 /// The documents of `kind` in a YAML file; an error (with file:line:col for bad YAML)
 /// when there are none.
-fn documents_of_kind(file: &std::path::Path, kind: &str) -> Result<Vec<Value>> {
+pub(crate) fn documents_of_kind(file: &std::path::Path, kind: &str) -> Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let docs = spec::yaml::load_documents(&text).map_err(|e| {

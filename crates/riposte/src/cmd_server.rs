@@ -49,8 +49,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         kube,
         callback_url,
         callback_secret_file,
+        bus,
+        config_dir,
+        secrets_dir,
+        event_retention,
         db,
     } = args;
+    let bus = server::events::BusConfig::parse(&bus).map_err(InvalidInput)?;
+    let retention_ms = parse_retention(&event_retention)?;
     init_tracing(&log_format, "info");
     if !(lease_seconds.is_finite() && (0.1..=86_400.0).contains(&lease_seconds)) {
         bail!(InvalidInput(format!(
@@ -137,6 +143,21 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
     tokio::spawn(controller.clone().lease_loop());
     tokio::spawn(controller.clone().listen_loop());
     tokio::spawn(controller.clone().cron_loop());
+    let events = server::events::Events::start(
+        controller.clone(),
+        server::events::EventsConfig {
+            bus,
+            retention_ms,
+            secrets_dir,
+            run_sources: true,
+            webhook_host: addr.ip(),
+        },
+    )
+    .await
+    .context("starting the events half (bus, sensors, event sources)")?;
+    if let Some(dir) = &config_dir {
+        apply_config_dir(&events, dir).await?;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -167,6 +188,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut serving = tokio::spawn(server::serve(
         listener,
         controller.clone(),
+        events,
         auth,
         async move {
             let _ = stop_rx.await;
@@ -215,4 +237,61 @@ pub(crate) async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down: no new requests, releasing leases");
+}
+
+fn parse_retention(s: &str) -> Result<i64> {
+    let days = s.strip_suffix('d').and_then(|d| d.parse::<i64>().ok());
+    let ms = match days {
+        Some(d) => Some(d.saturating_mul(86_400_000)),
+        None => expr::time::parse_duration_millis(s),
+    };
+    match ms {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => bail!(InvalidInput(format!(
+            "--event-retention {s:?} is not a duration like 7d, 12h or 30m"
+        ))),
+    }
+}
+
+/// Applies every Sensor, EventSource and WorkflowEventBinding in DIR's YAML/JSON files; a lint
+/// error in any of them stops the start, with file:line:col.
+async fn apply_config_dir(events: &server::events::Events, dir: &Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading --config-dir {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    let mut applied = 0;
+    for file in files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+        let (loaded, mut diags) = spec::load_events(&name, &text);
+        diags.extend(spec::lint_events(&loaded));
+        fail_on_lint_errors(&diags, &name, &name)?;
+        let docs = spec::yaml::load_documents(&text)
+            .map_err(|e| InvalidInput(format!("{name}:{}:{}: {}", e.position.line, e.position.col, e.message)))?;
+        for d in docs {
+            let kind = d.value["kind"].as_str().unwrap_or("").to_string();
+            if !["Sensor", "EventSource", "WorkflowEventBinding"].contains(&kind.as_str()) {
+                continue;
+            }
+            let ns = d.value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            let what = server::api::apply_event_object(events, "config-dir", &ns, d.value, &kind)
+                .await
+                .map_err(|e| InvalidInput(format!("{name}: {e}")))?;
+            tracing::info!(file = %name, kind = %kind, namespace = %ns, what, "applied from the config directory");
+            applied += 1;
+        }
+    }
+    eprintln!("applied {applied} object(s) from {}", dir.display());
+    Ok(())
 }

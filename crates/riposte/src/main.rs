@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod cmd_client;
+mod cmd_events;
 mod cmd_local;
 mod cmd_run;
 mod cmd_server;
@@ -28,6 +29,7 @@ use spec::{Kind, Resource, Severity};
 
 pub(crate) use cli::*;
 pub(crate) use cmd_client::*;
+pub(crate) use cmd_events::*;
 pub(crate) use cmd_local::*;
 pub(crate) use cmd_run::*;
 pub(crate) use cmd_server::*;
@@ -120,7 +122,14 @@ fn main() -> ExitCode {
         Cmd::Template { cmd, remote } => report(template_cmd(cmd, &remote)),
         Cmd::Sensor {
             cmd: SensorCmd::Test { file, events, json },
+            ..
         } => report(sensor_test(&file, &events, json)),
+        Cmd::Sensor {
+            cmd: SensorCmd::Object(cmd),
+            remote,
+        } => report(object_cmd(cmd, "Sensor", &remote)),
+        Cmd::EventSource { cmd, remote } => report(object_cmd(cmd, "EventSource", &remote)),
+        Cmd::Event { cmd, remote } => report(event_cmd(cmd, &remote)),
         Cmd::Audit { cmd, db } => report(block_on(audit(cmd, db))),
         Cmd::Bench { workload } => bench_cmd(workload),
         Cmd::Run(a) => report(block_on(run(a))),

@@ -4,6 +4,7 @@
 //! - [`controller`]: accepts workflows, runs each in a task, forwards resume/stop, and
 //!   recovers unfinished workflows from their history after a restart.
 //! - [`submit`]: the one way a workflow comes into being (API, cron, `riposte run`, sensors).
+//! - [`events`]: event sources, the event bus, sensors and triggers.
 //! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles.
 //! - [`metrics`]: Prometheus metrics (`/metrics`).
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod controller;
 pub mod cron;
 pub mod driver;
+pub mod events;
 pub mod ids;
 pub mod metrics;
 pub mod submit;
@@ -24,10 +26,11 @@ pub use submit::{Origin, SubmitOutcome, SubmitRequest};
 pub async fn serve(
     listener: tokio::net::TcpListener,
     controller: Controller,
+    events: events::Events,
     auth: Option<auth::Auth>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(controller, auth);
+    let app = api::router(controller, events, auth);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

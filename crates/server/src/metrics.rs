@@ -102,6 +102,22 @@ fn describe() {
         "Kubernetes step results by how they arrived: callback, pod_status (the main container's termination message) or job_condition"
     );
     describe_counter!(
+        "riposte_events_received_total",
+        "Events stored by event source; duplicate=true for a producer's retry of a stored event"
+    );
+    describe_counter!(
+        "riposte_sensor_filter_results_total",
+        "Sensor dependency verdicts by sensor and result (matched or not)"
+    );
+    describe_counter!(
+        "riposte_trigger_firings_total",
+        "Trigger firings by sensor, trigger and result (fired, existing, deduplicated, failed)"
+    );
+    describe_counter!(
+        "riposte_event_source_errors_total",
+        "Event source task failures (each is retried with backoff)"
+    );
+    describe_counter!(
         "riposte_driver_panics_total",
         "Workflow drivers that panicked (the workflow ended Error)"
     );
@@ -144,4 +160,20 @@ pub fn api_request(route: &str, method: &str, code: u16, took: Duration) {
     metrics::counter!("riposte_api_requests_total", "route" => route.to_string(), "method" => method.to_string(), "code" => code.to_string()).increment(1);
     metrics::histogram!("riposte_api_request_duration_seconds", "route" => route.to_string())
         .record(took.as_secs_f64());
+}
+
+pub fn event_received(event_source: &str, duplicate: bool) {
+    metrics::counter!("riposte_events_received_total", "event_source" => event_source.to_string(), "duplicate" => duplicate.to_string()).increment(1);
+}
+
+pub fn filter_result(sensor: &str, matched: bool) {
+    metrics::counter!("riposte_sensor_filter_results_total", "sensor" => sensor.to_string(), "matched" => matched.to_string()).increment(1);
+}
+
+pub fn trigger_fired(sensor: &str, trigger: &str, result: &str) {
+    metrics::counter!("riposte_trigger_firings_total", "sensor" => sensor.to_string(), "trigger" => trigger.to_string(), "result" => result.to_string()).increment(1);
+}
+
+pub fn source_error(event_source: &str) {
+    metrics::counter!("riposte_event_source_errors_total", "event_source" => event_source.to_string()).increment(1);
 }

@@ -293,25 +293,28 @@ impl Store {
         Ok(())
     }
 
-    /// Claims a dedupe key until `expires_at`: true when it was free (or its window had
-    /// passed at `now`), false when a firing holds it. One statement, so replicas agree.
+    /// Claims a dedupe key for `firing` until `expires_at`: true when it was free, its window
+    /// had passed at `now`, or `firing` holds it already; false when another firing holds it.
+    /// One statement, so replicas agree.
     pub async fn claim_dedupe(
         &self,
         sensor: &str,
         key: &str,
+        firing: &str,
         now: i64,
         expires_at: i64,
     ) -> Result<bool> {
         on_pool!(&self.pool, |p| {
             let row: Option<(String,)> = sqlx::query_as(
-                "INSERT INTO sensor_dedupe (sensor, key, expires_at) VALUES ($1, $2, $4) \
-                 ON CONFLICT (sensor, key) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE sensor_dedupe.expires_at <= $3 RETURNING key",
+                "INSERT INTO sensor_dedupe (sensor, key, firing, expires_at) VALUES ($1, $2, $5, $4) \
+                 ON CONFLICT (sensor, key) DO UPDATE SET expires_at = excluded.expires_at, firing = excluded.firing \
+                 WHERE sensor_dedupe.expires_at <= $3 OR sensor_dedupe.firing = $5 RETURNING key",
             )
             .bind(sensor)
             .bind(key)
             .bind(now)
             .bind(expires_at)
+            .bind(firing)
             .fetch_optional(p)
             .await
             .map_err(q("claiming a dedupe key"))?;

@@ -25,6 +25,7 @@ use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 
 mod archived;
 mod crons;
+mod events;
 mod operations;
 mod streams;
 mod templates;
@@ -32,7 +33,9 @@ mod workflows;
 
 use archived::*;
 use crons::*;
+use events::*;
 use operations::openapi_doc;
+pub use events::apply_event_object;
 pub use operations::{OPERATIONS, openapi};
 use streams::*;
 use templates::*;
@@ -125,6 +128,7 @@ impl Caller {
 #[derive(Clone)]
 struct AppState {
     controller: Controller,
+    events: crate::events::Events,
     auth: Option<Arc<Auth>>,
 }
 
@@ -149,14 +153,25 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::POST, [_, _, "lint"])
         | (&Method::POST, ["cluster-workflow-templates", "lint"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resume" | "set" | "suspend"]) => Role::Approver,
+        // Producers of events (webhooks, Argo's event endpoint) need only to submit.
+        (&Method::POST, ["webhooks", _, _, _]) | (&Method::POST, ["events", _, _]) => {
+            Role::Submitter
+        }
         _ => Role::Admin,
     };
     match parts.first() {
-        Some(&"workflows") | Some(&"workflow-templates") | Some(&"workflow-events") => {
-            (namespace, role)
-        }
+        Some(&"workflows")
+        | Some(&"workflow-templates")
+        | Some(&"workflow-events")
+        | Some(&"sensors")
+        | Some(&"event-sources")
+        | Some(&"workflow-event-bindings")
+        | Some(&"webhooks")
+        | Some(&"events") => (namespace, role),
         // Cluster-wide objects need the role for every namespace (`"*"`).
-        Some(&"cluster-workflow-templates") | Some(&"archived-workflows") => {
+        Some(&"cluster-workflow-templates")
+        | Some(&"archived-workflows")
+        | Some(&"riposte") => {
             (Some("*".to_string()), role)
         }
         _ => (None, role),
@@ -194,9 +209,10 @@ async fn authenticate(
 }
 
 /// The API; with `auth`, every request needs a bearer token with a sufficient role.
-pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
+pub fn router(controller: Controller, events: crate::events::Events, auth: Option<Auth>) -> Router {
     let state = AppState {
         controller,
+        events,
         auth: auth.map(Arc::new),
     };
     Router::new()
@@ -307,6 +323,46 @@ pub fn router(controller: Controller, auth: Option<Auth>) -> Router {
             get(get_template)
                 .put(update_template)
                 .delete(delete_template),
+        )
+        .route(
+            "/api/v1/sensors/{namespace}",
+            post(create_sensor).get(list_sensors),
+        )
+        .route(
+            "/api/v1/sensors/{namespace}/{name}",
+            get(get_sensor).put(update_sensor).delete(delete_sensor),
+        )
+        .route(
+            "/api/v1/event-sources/{namespace}",
+            post(create_event_source).get(list_event_sources),
+        )
+        .route(
+            "/api/v1/event-sources/{namespace}/{name}",
+            get(get_event_source)
+                .put(update_event_source)
+                .delete(delete_event_source),
+        )
+        .route(
+            "/api/v1/workflow-event-bindings/{namespace}",
+            post(create_binding).get(list_bindings),
+        )
+        .route(
+            "/api/v1/workflow-event-bindings/{namespace}/{name}",
+            get(get_binding).put(update_binding).delete(delete_binding),
+        )
+        .route(
+            "/api/v1/events/{namespace}/{discriminator}",
+            post(receive_event),
+        )
+        .route(
+            "/api/v1/webhooks/{namespace}/{eventSource}/{eventName}",
+            axum::routing::any(receive_webhook),
+        )
+        .route("/api/v1/riposte/events", get(list_events))
+        .route("/api/v1/riposte/events/{seq}", get(get_event))
+        .route(
+            "/api/v1/riposte/events/{seq}/redeliver",
+            post(redeliver_event),
         )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Kubelet probes carry no token: these two are outside authentication and say

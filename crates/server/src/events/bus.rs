@@ -1,0 +1,196 @@
+//! The event bus between the store and the sensors. It carries committed events' sequence
+//! numbers, never the only copy of an event: a lost message is re-delivered by the sweeper
+//! from the store.
+//!
+//! - `memory` (default): a channel in this process; each replica processes what it received.
+//! - `nats://…`: a JetStream work-queue stream (`RIPOSTE_EVENTS`) with one durable pull
+//!   consumer shared by every replica, so each event goes to one replica and, when that one
+//!   dies before acknowledging, to another after the ack wait. Publishing sets `Nats-Msg-Id`
+//!   to the sequence number, so the sweeper's re-publication of a message JetStream already
+//!   holds is dropped by JetStream's duplicate window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Events, EventsError};
+
+/// How many events one replica processes at once.
+const CONCURRENCY: usize = 32;
+pub const NATS_STREAM: &str = "RIPOSTE_EVENTS";
+pub const NATS_SUBJECT: &str = "riposte.events";
+pub const NATS_CONSUMER: &str = "riposte-sensors";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusConfig {
+    Memory,
+    Nats { url: String },
+}
+
+impl BusConfig {
+    pub fn parse(s: &str) -> Result<BusConfig, String> {
+        if s == "memory" {
+            Ok(BusConfig::Memory)
+        } else if s.starts_with("nats://") || s.starts_with("tls://") {
+            Ok(BusConfig::Nats { url: s.to_string() })
+        } else {
+            Err(format!(
+                "--bus {s:?}: use `memory` (one process) or a NATS JetStream URL like nats://127.0.0.1:4222"
+            ))
+        }
+    }
+}
+
+pub(super) enum Bus {
+    Memory {
+        tx: mpsc::UnboundedSender<i64>,
+        rx: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
+    },
+    Nats {
+        js: async_nats::jetstream::Context,
+    },
+}
+
+impl Bus {
+    pub(super) async fn connect(config: &BusConfig) -> Result<Bus, EventsError> {
+        match config {
+            BusConfig::Memory => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                Ok(Bus::Memory {
+                    tx,
+                    rx: tokio::sync::Mutex::new(Some(rx)),
+                })
+            }
+            BusConfig::Nats { url } => {
+                let client = async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(url.as_str())
+                    .await
+                    .map_err(|e| EventsError::Bus(format!("connecting to {url}: {e}")))?;
+                let js = async_nats::jetstream::new(client);
+                js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: NATS_STREAM.into(),
+                    subjects: vec![NATS_SUBJECT.into()],
+                    retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| EventsError::Bus(format!("creating stream {NATS_STREAM} on {url}: {e}")))?;
+                Ok(Bus::Nats { js })
+            }
+        }
+    }
+
+    pub(super) async fn publish(&self, seq: i64) -> Result<(), String> {
+        match self {
+            Bus::Memory { tx, .. } => tx.send(seq).map_err(|_| "the processor has stopped".to_string()),
+            Bus::Nats { js } => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", seq.to_string().as_str());
+                let ack = js
+                    .publish_with_headers(NATS_SUBJECT, headers, seq.to_string().into())
+                    .await
+                    .map_err(|e| format!("publishing event {seq}: {e}"))?;
+                ack.await.map_err(|e| format!("JetStream did not store event {seq}: {e}"))?;
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn start_consumer(&self, events: Events) -> Result<(), EventsError> {
+        let permits = Arc::new(Semaphore::new(CONCURRENCY));
+        match self {
+            Bus::Memory { rx, .. } => {
+                let Some(mut rx) = rx.lock().await.take() else {
+                    return Err(EventsError::Bus("the consumer runs already".into()));
+                };
+                tokio::spawn(async move {
+                    while let Some(seq) = rx.recv().await {
+                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                        let events = events.clone();
+                        tokio::spawn(async move {
+                            events.process(seq).await;
+                            drop(permit);
+                        });
+                    }
+                });
+                Ok(())
+            }
+            Bus::Nats { js } => {
+                let js = js.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if let Err(e) = consume_nats(&js, &events, &permits).await {
+                            tracing::warn!(error = %e, "NATS consumer stopped; reconnecting in 1 s");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn consume_nats(
+    js: &async_nats::jetstream::Context,
+    events: &Events,
+    permits: &Arc<Semaphore>,
+) -> Result<(), String> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let stream = js
+        .get_stream(NATS_STREAM)
+        .await
+        .map_err(|e| format!("stream {NATS_STREAM}: {e}"))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            NATS_CONSUMER,
+            pull::Config {
+                durable_name: Some(NATS_CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1024,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("consumer {NATS_CONSUMER}: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("pulling from {NATS_CONSUMER}: {e}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| format!("receiving: {e}"))?;
+        let seq = std::str::from_utf8(&msg.payload)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok());
+        let Some(seq) = seq else {
+            tracing::warn!("dropping a bus message that is not an event sequence number");
+            let _ = msg.ack().await;
+            continue;
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let kind = if events.process(seq).await {
+                async_nats::jetstream::AckKind::Ack
+            } else {
+                async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(2)))
+            };
+            if let Err(e) = msg.ack_with(kind).await {
+                // Unacknowledged: JetStream re-delivers after the ack wait; the firing keys
+                // make that harmless.
+                tracing::warn!(seq, error = %e, "acknowledging a bus message failed");
+            }
+            drop(permit);
+        });
+    }
+    Err("the message stream ended".into())
+}

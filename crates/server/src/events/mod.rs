@@ -1,0 +1,575 @@
+//! Events: sources → store → bus → sensors → triggers (see `ARCHITECTURE.md`, "Events").
+//!
+//! - [`Events::ingest`] stores a receiver's envelopes (one transaction, keyed by source and
+//!   id) and only then lets the receiver acknowledge its producer; then it publishes the
+//!   events' sequence numbers on the [`bus`].
+//! - The processor takes sequence numbers off the bus, asks every armed sensor of the event's
+//!   namespace for its decision (the pure `events::sensor::decide`), carries out the firings
+//!   ([`triggers`]), stores each decision and marks the event processed. A sweeper re-delivers
+//!   events left unprocessed (a crash, a bus outage, a database error), so none is lost; every
+//!   firing has an idempotency key, so re-delivery never doubles a workflow.
+//! - [`sources`] run the EventSources (webhook listeners, calendar, brokers, resource
+//!   watches, files), restarted when their definitions change.
+
+pub mod bus;
+pub mod sources;
+pub mod triggers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use events::sensor::{Decision, Incoming, TriggerResult, Waiting};
+use events::{Event, ingest};
+use serde_json::{Value, json};
+use store::{EventRecord, NewEvent};
+
+use crate::controller::{ControlError, Controller};
+use crate::driver::now_ms;
+
+pub use bus::BusConfig;
+
+/// The kinds stored in `event_objects`.
+pub const SENSOR: &str = "Sensor";
+pub const EVENT_SOURCE: &str = "EventSource";
+pub const BINDING: &str = "WorkflowEventBinding";
+
+/// How the events half runs.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    pub bus: BusConfig,
+    /// Processed events older than this are deleted.
+    pub retention_ms: i64,
+    /// Where Kubernetes-style secret references (`{name, key}`) are read from:
+    /// `DIR/<name>/<key>`, like a mounted Secret volume.
+    pub secrets_dir: std::path::PathBuf,
+    /// Start EventSources (listeners, brokers); off in tests that only post to the API.
+    pub run_sources: bool,
+    /// The address webhook event sources listen on (their own ports): the API's, so a
+    /// loopback-only server does not open ports to the network.
+    pub webhook_host: std::net::IpAddr,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            bus: BusConfig::Memory,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            secrets_dir: "/var/run/riposte/secrets".into(),
+            run_sources: true,
+            webhook_host: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("event bus: {0}")]
+    Bus(String),
+}
+
+impl From<EventsError> for ControlError {
+    fn from(e: EventsError) -> ControlError {
+        match e {
+            EventsError::Store(s) => ControlError::Store(s),
+            EventsError::Invalid(m) => ControlError::Invalid(m),
+            EventsError::Bus(m) => ControlError::Invalid(format!("event bus: {m}")),
+        }
+    }
+}
+
+/// The events half of a server; cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    controller: Controller,
+    config: EventsConfig,
+    bus: bus::Bus,
+    /// Armed sensors (with `metadata.namespace` set), reloaded on change and every few seconds.
+    sensors: tokio::sync::RwLock<Arc<Vec<Value>>>,
+    /// Sensors whose triggers wait for several dependencies are decided one event at a time.
+    sensor_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events being processed here (the sweeper must not hand them out again).
+    in_flight: Mutex<HashSet<i64>>,
+    rate: Mutex<HashMap<String, RateWindow>>,
+    sources: tokio::sync::Mutex<sources::Supervisor>,
+}
+
+struct RateWindow {
+    started: i64,
+    count: u64,
+}
+
+impl Events {
+    /// Connects the bus, loads sensors and starts the processor, the sweeper and (with
+    /// `run_sources`) the event sources.
+    pub async fn start(controller: Controller, config: EventsConfig) -> Result<Events, EventsError> {
+        let bus = bus::Bus::connect(&config.bus).await?;
+        let events = Events {
+            inner: Arc::new(Inner {
+                controller,
+                bus,
+                sensors: tokio::sync::RwLock::new(Arc::new(Vec::new())),
+                sensor_locks: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(HashSet::new()),
+                rate: Mutex::new(HashMap::new()),
+                sources: tokio::sync::Mutex::new(sources::Supervisor::default()),
+                config,
+            }),
+        };
+        events.reload().await?;
+        events.inner.bus.start_consumer(events.clone()).await?;
+        tokio::spawn(events.clone().sweep_loop());
+        Ok(events)
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.inner.controller
+    }
+
+    pub fn config(&self) -> &EventsConfig {
+        &self.inner.config
+    }
+
+    /// Re-reads sensors and event sources from the store (after a change through the API, a
+    /// config directory, or periodically for other replicas' changes) and restarts the
+    /// sources whose definitions changed.
+    pub async fn reload(&self) -> Result<(), EventsError> {
+        let store = self.inner.controller.store();
+        let sensors: Vec<Value> = store
+            .list_event_objects(SENSOR, None)
+            .await?
+            .into_iter()
+            .map(|o| {
+                let mut b = o.body;
+                b["metadata"]["namespace"] = json!(o.namespace);
+                b
+            })
+            .collect();
+        *self.inner.sensors.write().await = Arc::new(sensors);
+        if self.inner.config.run_sources {
+            let defs = store.list_event_objects(EVENT_SOURCE, None).await?;
+            self.inner.sources.lock().await.sync(self, defs).await;
+        }
+        Ok(())
+    }
+
+    /// Stores a receiver's envelopes (one transaction), then publishes them for the sensors.
+    /// Returns after the commit: the caller may acknowledge its producer. Duplicates (same
+    /// namespace, source and id) are acknowledged and not processed again.
+    pub async fn ingest(
+        &self,
+        namespace: &str,
+        event_source: &str,
+        event_name: &str,
+        events: Vec<Event>,
+    ) -> Result<Vec<store::Appended>, EventsError> {
+        let now = now_ms();
+        let rows: Vec<NewEvent> = events
+            .into_iter()
+            .map(|e| {
+                let envelope = envelope_json(&e);
+                NewEvent {
+                    source: e.source,
+                    event_id: e.id,
+                    namespace: namespace.to_string(),
+                    event_source: event_source.to_string(),
+                    event_name: event_name.to_string(),
+                    received_at: now,
+                    envelope,
+                }
+            })
+            .collect();
+        let appended = self.inner.controller.store().append_events(&rows).await?;
+        for a in &appended {
+            crate::metrics::event_received(event_source, a.duplicate);
+            if !a.duplicate {
+                // A failed publish is not the producer's problem: the event is stored, and the
+                // sweeper re-delivers it.
+                if let Err(e) = self.inner.bus.publish(a.seq).await {
+                    tracing::warn!(seq = a.seq, error = %e, "publishing an event failed; the sweeper re-delivers it");
+                }
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Receives one HTTP request on a webhook event source: recognises its shape, stores its
+    /// events and returns them.
+    pub async fn receive_http(
+        &self,
+        namespace: &str,
+        event_source: &str,
+        event_name: &str,
+        format: ingest::Format,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<store::Appended>, EventsError> {
+        let now = expr::time::rfc3339(now_ms());
+        let r = ingest::Received {
+            headers,
+            body,
+            event_source,
+            event_name,
+            now: &now,
+        };
+        let events = ingest::envelopes(&r, format, &mut || uuid::Uuid::new_v4().to_string())
+            .map_err(|e| EventsError::Invalid(e.0))?;
+        self.ingest(namespace, event_source, event_name, events).await
+    }
+
+    /// Decides every armed sensor of the event's namespace about event `seq`, carries out the
+    /// firings and records the decisions. Returns whether the event is done (false: a store or
+    /// transient error; it stays unprocessed and is re-delivered).
+    pub async fn process(&self, seq: i64) -> bool {
+        if !self.inner.in_flight.lock().map(|mut s| s.insert(seq)).unwrap_or(false) {
+            return false;
+        }
+        let done = match self.process_inner(seq).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(seq, error = %store::chain(&e), "processing an event failed; it will be re-delivered");
+                false
+            }
+        };
+        if let Ok(mut s) = self.inner.in_flight.lock() {
+            s.remove(&seq);
+        }
+        done
+    }
+
+    async fn process_inner(&self, seq: i64) -> Result<bool, EventsError> {
+        let store = self.inner.controller.store();
+        let rec = match store.get_event(seq).await {
+            Ok(r) => r,
+            // Pruned or never committed: nothing to do.
+            Err(store::StoreError::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        let incoming = incoming_of(&rec)?;
+        let sensors = self.inner.sensors.read().await.clone();
+        let mut done = true;
+        for sensor in sensors.iter() {
+            if sensor["metadata"]["namespace"].as_str() != Some(rec.namespace.as_str()) {
+                continue;
+            }
+            if !sensor_listens(sensor, &rec) {
+                continue;
+            }
+            done &= self.decide_sensor(sensor, &incoming).await?;
+        }
+        if done {
+            store.set_event_processed(seq, Some(now_ms())).await?;
+        }
+        Ok(done)
+    }
+
+    async fn decide_sensor(&self, sensor: &Value, incoming: &Incoming) -> Result<bool, EventsError> {
+        let key = sensor_key(sensor);
+        let store = self.inner.controller.store();
+        let stateful = has_waiting_triggers(sensor);
+        let lock = stateful.then(|| self.sensor_lock(&key));
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let waiting = if stateful {
+            self.waiting(&key).await?
+        } else {
+            Waiting::new()
+        };
+        let decision = events::sensor::decide(sensor, &waiting, incoming);
+        if decision.dependencies.is_empty() {
+            return Ok(true);
+        }
+        for d in &decision.dependencies {
+            crate::metrics::filter_result(&key, d.verdict.matched);
+        }
+        let mut done = true;
+        let mut triggers_json = Vec::new();
+        for t in &decision.triggers {
+            match t {
+                TriggerResult::Wait {
+                    trigger,
+                    conditions,
+                    have,
+                } => triggers_json.push(json!({
+                    "trigger": trigger, "fired": false,
+                    "waiting": {"conditions": conditions, "have": have},
+                })),
+                TriggerResult::Fire(f) => {
+                    let outcome = self.fire(sensor, f).await;
+                    if outcome.retry_later {
+                        done = false;
+                    }
+                    crate::metrics::trigger_fired(&key, &f.trigger, outcome.result_label());
+                    triggers_json.push(outcome.json(f));
+                }
+            }
+        }
+        let record = store::DecisionRecord {
+            event_seq: incoming.seq,
+            sensor: key.clone(),
+            at: now_ms(),
+            decision: decision_json(&decision, triggers_json),
+        };
+        let state: Vec<(String, Option<i64>)> = decision
+            .state
+            .iter()
+            .map(|(t, d, s)| (format!("{t}\u{1f}{d}"), *s))
+            .collect();
+        // A firing that must be retried keeps its inputs: the state does not advance.
+        let state = if done { state } else { Vec::new() };
+        store.record_decision(&record, &state).await?;
+        Ok(done)
+    }
+
+    fn sensor_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.inner.sensor_locks.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The events a sensor's triggers wait with, from the store.
+    async fn waiting(&self, key: &str) -> Result<Waiting, EventsError> {
+        let store = self.inner.controller.store();
+        let mut w = Waiting::new();
+        for (entry, seq) in store.sensor_dependencies(key).await? {
+            let Some((trigger, dep)) = entry.split_once('\u{1f}') else {
+                continue;
+            };
+            let rec = match store.get_event(seq).await {
+                Ok(r) => r,
+                Err(store::StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            w.entry(trigger.to_string())
+                .or_default()
+                .insert(dep.to_string(), incoming_of(&rec)?);
+        }
+        Ok(w)
+    }
+
+    /// Re-delivers a stored event to the sensors now armed (idempotent: firings that created a
+    /// workflow before return it again).
+    pub async fn redeliver(&self, seq: i64) -> Result<bool, EventsError> {
+        let store = self.inner.controller.store();
+        store.get_event(seq).await?;
+        store.set_event_processed(seq, None).await?;
+        Ok(self.process(seq).await)
+    }
+
+    /// Whether a trigger's `rateLimit` lets it fire now; counts the firing when it does.
+    fn rate_allows(&self, key: &str, limit: &Value) -> Option<i64> {
+        let per = limit["requestsPerUnit"].as_u64().filter(|n| *n > 0)?;
+        let unit_ms = match limit["unit"].as_str().unwrap_or("Second") {
+            "Minute" => 60_000,
+            "Hour" => 3_600_000,
+            _ => 1_000,
+        };
+        let now = now_ms();
+        let mut rate = match self.inner.rate.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let w = rate.entry(key.to_string()).or_insert(RateWindow {
+            started: now,
+            count: 0,
+        });
+        if now - w.started >= unit_ms {
+            w.started = now;
+            w.count = 0;
+        }
+        if w.count < per {
+            w.count += 1;
+            None
+        } else {
+            Some(w.started + unit_ms - now)
+        }
+    }
+
+    async fn sweep_loop(self) {
+        let mut last_prune = 0i64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let store = self.inner.controller.store();
+            let now = now_ms();
+            match store.unprocessed_events(now - 5_000, 500).await {
+                Ok(seqs) => {
+                    for seq in seqs {
+                        let busy = self
+                            .inner
+                            .in_flight
+                            .lock()
+                            .map(|s| s.contains(&seq))
+                            .unwrap_or(true);
+                        if !busy && let Err(e) = self.inner.bus.publish(seq).await {
+                            tracing::warn!(seq, error = %e, "re-delivering an event failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %store::chain(&e), "looking for unprocessed events"),
+            }
+            if now - last_prune > 60_000 {
+                last_prune = now;
+                match store.prune_events(now - self.inner.config.retention_ms).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "deleted events past retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %store::chain(&e), "pruning events"),
+                }
+            }
+            // Other replicas' (and a config directory's) sensor and source changes.
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %store::chain(&e), "reloading sensors");
+            }
+        }
+    }
+
+    /// A secret referenced as `{name, key}` (a Kubernetes SecretKeySelector), read from the
+    /// secrets directory.
+    pub fn secret(&self, selector: &Value) -> Result<String, String> {
+        let name = selector["name"].as_str().ok_or("the secret reference has no name")?;
+        let key = selector["key"].as_str().ok_or("the secret reference has no key")?;
+        if [name, key].iter().any(|s| s.contains('/') || s.contains("..")) {
+            return Err(format!("secret reference {name}/{key} is not a plain name and key"));
+        }
+        let path = self.inner.config.secrets_dir.join(name).join(key);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| {
+                format!(
+                    "reading secret {name}/{key} from {}: {e} (mount the Secret there, or set --secrets-dir)",
+                    path.display()
+                )
+            })
+    }
+}
+
+/// `namespace/name` of a sensor.
+pub fn sensor_key(sensor: &Value) -> String {
+    format!(
+        "{}/{}",
+        sensor["metadata"]["namespace"].as_str().unwrap_or(""),
+        sensor["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+fn sensor_listens(sensor: &Value, rec: &EventRecord) -> bool {
+    sensor["spec"]["dependencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| {
+            d["eventSourceName"].as_str() == Some(rec.event_source.as_str())
+                && d["eventName"].as_str() == Some(rec.event_name.as_str())
+        })
+}
+
+/// Whether some trigger needs more than one dependency (then its waiting state matters).
+fn has_waiting_triggers(sensor: &Value) -> bool {
+    let deps = sensor["spec"]["dependencies"]
+        .as_array()
+        .map(|d| d.len())
+        .unwrap_or(0);
+    if deps <= 1 {
+        return false;
+    }
+    sensor["spec"]["triggers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| match t["template"]["conditions"].as_str() {
+            Some(c) if !c.trim().is_empty() => {
+                let names: BTreeMap<String, ()> = events::sensor::condition_names(c)
+                    .into_iter()
+                    .map(|n| (n, ()))
+                    .collect();
+                names.len() > 1 && c.contains("&&")
+            }
+            _ => true,
+        })
+}
+
+fn incoming_of(rec: &EventRecord) -> Result<Incoming, EventsError> {
+    let event: Event = serde_json::from_value(rec.envelope.clone()).map_err(|e| {
+        EventsError::Store(store::StoreError::Corrupt {
+            what: "event envelope",
+            message: e.to_string(),
+        })
+    })?;
+    Ok(Incoming {
+        seq: rec.seq,
+        namespace: rec.namespace.clone(),
+        event_source: rec.event_source.clone(),
+        event_name: rec.event_name.clone(),
+        event,
+    })
+}
+
+/// The CloudEvents JSON format of an envelope.
+pub fn envelope_json(e: &Event) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": e.id, "source": e.source, "type": e.kind, "subject": e.subject,
+        "time": e.time, "datacontenttype": e.datacontenttype, "data": e.data,
+    })
+}
+
+fn decision_json(d: &Decision, triggers: Vec<Value>) -> Value {
+    json!({
+        "dependencies": d.dependencies.iter().map(|r| json!({
+            "name": r.name, "matched": r.verdict.matched, "reasons": r.verdict.reasons,
+        })).collect::<Vec<_>>(),
+        "triggers": triggers,
+    })
+}
+
+/// How one firing went.
+pub struct FireOutcome {
+    /// `workflows/NS/NAME`, `pod/x`, an HTTP status...
+    pub effect: Option<String>,
+    pub error: Option<String>,
+    /// The firing's effect already existed (re-delivery, another replica).
+    pub existing: bool,
+    /// Suppressed by the dedupe window.
+    pub deduplicated: bool,
+    /// A transient failure: the event stays unprocessed and is re-delivered.
+    pub retry_later: bool,
+}
+
+impl FireOutcome {
+    fn result_label(&self) -> &'static str {
+        if self.deduplicated {
+            "deduplicated"
+        } else if self.error.is_some() {
+            "failed"
+        } else if self.existing {
+            "existing"
+        } else {
+            "fired"
+        }
+    }
+
+    fn json(&self, f: &events::sensor::Firing) -> Value {
+        json!({
+            "trigger": f.trigger,
+            "fired": self.error.is_none() && !self.deduplicated,
+            "key": f.key,
+            "events": f.events.iter().map(|(d, s)| json!({"dependency": d, "event": s})).collect::<Vec<_>>(),
+            "effect": self.effect,
+            "existing": self.existing,
+            "deduplicated": self.deduplicated,
+            "error": self.error,
+            "notes": f.notes,
+        })
+    }
+}

@@ -1,0 +1,785 @@
+//! EventSources as running components: each entry of an EventSource (`spec.<type>.<event
+//! name>`) becomes a task that receives from its producer, hands envelopes to
+//! [`Events::ingest`] and acknowledges the producer only after the commit. Tasks reconnect
+//! with backoff; a changed definition restarts its tasks; a deleted one stops them.
+//!
+//! Webhook entries are grouped by port: one HTTP listener per port serves every endpoint
+//! configured on it. They are also reachable on the API port at
+//! `/api/v1/webhooks/{namespace}/{eventSource}/{eventName}`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use events::Event;
+use events::ingest::Format;
+use serde_json::{Value, json};
+use store::EventObject;
+use tokio::task::JoinHandle;
+
+use super::Events;
+use crate::driver::now_ms;
+
+/// Running source tasks, by what they run.
+#[derive(Default)]
+pub struct Supervisor {
+    /// `(namespace/name/type/event)` → (definition, task).
+    tasks: HashMap<String, (Value, JoinHandle<()>)>,
+    /// port → (its endpoints, the listener task).
+    listeners: HashMap<u16, (Value, JoinHandle<()>)>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for (_, (_, t)) in self.tasks.drain() {
+            t.abort();
+        }
+        for (_, (_, t)) in self.listeners.drain() {
+            t.abort();
+        }
+    }
+}
+
+/// A webhook entry: where it listens and what it checks.
+#[derive(Debug, Clone)]
+pub struct WebhookEntry {
+    pub namespace: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub spec: Value,
+}
+
+impl Supervisor {
+    /// Starts, restarts and stops tasks so that they match `defs`.
+    pub(super) async fn sync(&mut self, events: &Events, defs: Vec<EventObject>) {
+        let mut wanted: HashMap<String, (Value, String, String, String, String)> = HashMap::new();
+        let mut ports: BTreeMap<u16, Vec<Value>> = BTreeMap::new();
+        for o in &defs {
+            let Some(spec) = o.body["spec"].as_object() else { continue };
+            for (ty, entries) in spec {
+                let Some(entries) = entries.as_object() else { continue };
+                for (event_name, entry) in entries {
+                    if ty == "webhook" {
+                        let port = entry["port"]
+                            .as_str()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .or_else(|| entry["port"].as_u64().and_then(|p| u16::try_from(p).ok()));
+                        if let Some(port) = port {
+                            ports.entry(port).or_default().push(json!({
+                                "namespace": o.namespace, "eventSource": o.name,
+                                "eventName": event_name, "spec": entry,
+                            }));
+                        }
+                        continue;
+                    }
+                    if !RUNNABLE.contains(&ty.as_str()) {
+                        continue;
+                    }
+                    let key = format!("{}/{}/{ty}/{event_name}", o.namespace, o.name);
+                    wanted.insert(
+                        key,
+                        (entry.clone(), o.namespace.clone(), o.name.clone(), ty.clone(), event_name.clone()),
+                    );
+                }
+            }
+        }
+        self.tasks.retain(|key, (def, task)| {
+            let keep = wanted.get(key).is_some_and(|w| &w.0 == def) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (def, namespace, name, ty, event_name)) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let ctx = SourceCtx {
+                events: events.clone(),
+                namespace,
+                event_source: name,
+                event_name,
+            };
+            let spec = def.clone();
+            let task = tokio::spawn(async move { run_source(ctx, ty, spec).await });
+            self.tasks.insert(key, (def, task));
+        }
+        let wanted_ports: HashMap<u16, Value> =
+            ports.into_iter().map(|(p, e)| (p, Value::Array(e))).collect();
+        self.listeners.retain(|port, (def, task)| {
+            let keep = wanted_ports.get(port) == Some(def) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (port, def) in wanted_ports {
+            if self.listeners.contains_key(&port) {
+                continue;
+            }
+            let entries: Vec<WebhookEntry> = def
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| WebhookEntry {
+                    namespace: e["namespace"].as_str().unwrap_or("").into(),
+                    event_source: e["eventSource"].as_str().unwrap_or("").into(),
+                    event_name: e["eventName"].as_str().unwrap_or("").into(),
+                    spec: e["spec"].clone(),
+                })
+                .collect();
+            let task = tokio::spawn(webhook_listener(events.clone(), port, entries));
+            self.listeners.insert(port, (def, task));
+        }
+    }
+}
+
+const RUNNABLE: &[&str] = &["calendar", "file", "nats", "mqtt", "amqp", "redis", "redisStream", "resource"];
+
+/// What a source task knows about where its events go.
+#[derive(Clone)]
+pub struct SourceCtx {
+    pub events: Events,
+    pub namespace: String,
+    pub event_source: String,
+    pub event_name: String,
+}
+
+impl SourceCtx {
+    /// An envelope from this source (`source` = the EventSource's name, like Argo).
+    fn event(&self, kind: &str, id: String, data: Value) -> Event {
+        Event {
+            id,
+            source: self.event_source.clone(),
+            kind: kind.to_string(),
+            subject: self.event_name.clone(),
+            time: expr::time::rfc3339(now_ms()),
+            datacontenttype: "application/json".into(),
+            data,
+        }
+    }
+
+    /// Stores events; returns after the commit (the caller acknowledges its producer then).
+    async fn ingest(&self, events: Vec<Event>) -> Result<(), String> {
+        self.events
+            .ingest(&self.namespace, &self.event_source, &self.event_name, events)
+            .await
+            .map(drop)
+            .map_err(|e| store::chain(&e))
+    }
+}
+
+async fn run_source(ctx: SourceCtx, ty: String, spec: Value) {
+    let mut backoff = 1u64;
+    loop {
+        let started = std::time::Instant::now();
+        let result = match ty.as_str() {
+            "calendar" => calendar(&ctx, &spec).await,
+            "file" => file(&ctx, &spec).await,
+            "nats" => nats(&ctx, &spec).await,
+            "mqtt" => mqtt(&ctx, &spec).await,
+            "amqp" => amqp(&ctx, &spec).await,
+            "redis" => redis_pubsub(&ctx, &spec).await,
+            "redisStream" => redis_stream(&ctx, &spec).await,
+            "resource" => resource(&ctx, &spec).await,
+            _ => return,
+        };
+        if let Err(e) = result {
+            crate::metrics::source_error(&ctx.event_source);
+            tracing::warn!(namespace = %ctx.namespace, event_source = %ctx.event_source, event = %ctx.event_name, kind = %ty, error = %e, "event source failed; restarting");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = 1;
+        }
+        tokio::time::sleep(Duration::from_secs(backoff)).await;
+        backoff = (backoff * 2).min(30);
+    }
+}
+
+/// Bodies of broker messages: JSON when they parse (Argo's `jsonBody`), text otherwise.
+fn body_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+// --- webhook ---
+
+async fn webhook_listener(events: Events, port: u16, entries: Vec<WebhookEntry>) {
+    let addr = std::net::SocketAddr::new(events.config().webhook_host, port);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(port, error = %e, "webhook event source cannot listen");
+            return;
+        }
+    };
+    tracing::info!(port, endpoints = entries.len(), "webhook event source listening");
+    let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let events = events.clone();
+        let entries = entries.clone();
+        async move {
+            let path = uri.path();
+            match entries.iter().find(|e| e.spec["endpoint"].as_str() == Some(path)) {
+                Some(entry) => receive_webhook(&events, entry, &method, &headers, &body).await,
+                None => (StatusCode::NOT_FOUND, format!("no webhook endpoint {path} on this port\n")),
+            }
+        }
+    });
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(port, error = %e, "webhook listener stopped");
+    }
+}
+
+/// Checks and stores one webhook request; the status is the producer's acknowledgement
+/// (2xx only after the commit).
+pub async fn receive_webhook(
+    events: &Events,
+    entry: &WebhookEntry,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, String) {
+    let spec = &entry.spec;
+    let want = spec["method"].as_str().unwrap_or("POST");
+    if !method.as_str().eq_ignore_ascii_case(want) {
+        return (StatusCode::METHOD_NOT_ALLOWED, format!("this endpoint takes {want}\n"));
+    }
+    if let Some(max) = spec["maxPayloadSize"].as_i64().or_else(|| spec["maxPayloadSize"].as_str().and_then(|s| s.parse().ok()))
+        && max > 0
+        && body.len() as i64 > max
+    {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body has {} bytes; this endpoint takes at most {max}\n", body.len()),
+        );
+    }
+    if !spec["authSecret"].is_null() {
+        let expected = match events.secret(&spec["authSecret"]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook authSecret");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's secret is not readable\n".into());
+            }
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into());
+        }
+    }
+    if let Some(hmac_spec) = spec.get("hmac").filter(|h| !h.is_null()) {
+        let header_name = hmac_spec["header"].as_str().unwrap_or("X-Signature-256");
+        let key = match events.secret(&hmac_spec["secret"]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook hmac secret");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's secret is not readable\n".into());
+            }
+        };
+        let given = headers.get(header_name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !signature_valid(key.as_bytes(), body, given) {
+            return (StatusCode::UNAUTHORIZED, format!("missing or wrong {header_name} signature (HMAC-SHA256 of the body, hex, optionally prefixed sha256=)\n"));
+        }
+    }
+    let format = match Format::parse(spec["format"].as_str().unwrap_or("auto")) {
+        Some(f) => f,
+        None => return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's format is not valid\n".into()),
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k != &axum::http::header::AUTHORIZATION)
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    match events
+        .receive_http(&entry.namespace, &entry.event_source, &entry.event_name, format, &pairs, body)
+        .await
+    {
+        Ok(appended) => {
+            let body = json!({
+                "events": appended.iter().map(|a| json!({"seq": a.seq, "duplicate": a.duplicate})).collect::<Vec<_>>()
+            });
+            (StatusCode::OK, format!("{body}\n"))
+        }
+        Err(super::EventsError::Invalid(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")),
+        Err(e) => {
+            tracing::warn!(error = %store::chain(&e), "storing a webhook event failed; the producer should retry");
+            (StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored; retry\n".into())
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn signature_valid(key: &[u8], body: &[u8], given: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let given = given.strip_prefix("sha256=").unwrap_or(given);
+    let Ok(given) = (0..given.len())
+        .step_by(2)
+        .map(|i| given.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()))
+        .collect::<Result<Vec<u8>, ()>>()
+    else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+// --- calendar ---
+
+/// Fires at each scheduled time; with `persistence` on, times missed while no replica ran
+/// fire after a restart (each time once: its id is the time). Exclusion dates skip a day.
+async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    let schedule = match (spec["schedule"].as_str(), spec["interval"].as_str()) {
+        (Some(s), _) if !s.is_empty() => s.to_string(),
+        (_, Some(i)) if !i.is_empty() => format!("@every {i}"),
+        _ => return Err("calendar needs `schedule` (cron) or `interval` (like 10s)".into()),
+    };
+    let tz = spec["timezone"].as_str();
+    let exclusions: Vec<String> = spec["exclusionDates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(|s| s.chars().take(10).collect()))
+        .collect();
+    let catch_up = spec["persistence"]["catchup"]["enabled"].as_bool().unwrap_or(false);
+    let max_catch_up = spec["persistence"]["catchup"]["maxDuration"]
+        .as_str()
+        .and_then(expr::time::parse_duration_millis)
+        .unwrap_or(24 * 3600 * 1000);
+    let store = ctx.events.controller().store().clone();
+    // Where to continue from: the last stored firing of this entry (with persistence), else now.
+    let mut after = now_ms();
+    if catch_up {
+        let last = store
+            .list_events(&store::EventQuery {
+                namespace: Some(ctx.namespace.clone()),
+                event_source: Some(ctx.event_source.clone()),
+                before: None,
+                limit: 50,
+            })
+            .await
+            .map_err(|e| store::chain(&e))?
+            .into_iter()
+            .filter(|e| e.event_name == ctx.event_name)
+            .filter_map(|e| e.event_id.parse::<i64>().ok())
+            .max();
+        if let Some(last) = last {
+            after = last.max(now_ms() - max_catch_up);
+        }
+    }
+    loop {
+        let next = crate::cron::next_fire(&schedule, tz, after)?;
+        let now = now_ms();
+        if next > now {
+            tokio::time::sleep(Duration::from_millis((next - now) as u64)).await;
+        }
+        after = next;
+        let day = expr::time::rfc3339(next);
+        if exclusions.iter().any(|d| day.starts_with(d.as_str())) {
+            continue;
+        }
+        let data = json!({"eventTime": expr::time::rfc3339(next), "metadata": spec["metadata"]});
+        // The id is the scheduled time: two replicas (or a catch-up) fire it once.
+        ctx.ingest(vec![ctx.event("calendar", next.to_string(), data)]).await?;
+    }
+}
+
+// --- file ---
+
+/// Polls a directory (no inotify dependency; a second is fine for the files this watches):
+/// a new or changed file matching `path`/`pathRegexp` is an event keyed by path, size and
+/// modification time.
+async fn file(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    let w = &spec["watchPathConfig"];
+    let dir = w["directory"].as_str().ok_or("file needs watchPathConfig.directory")?.to_string();
+    let path = w["path"].as_str().map(str::to_string);
+    let re = match w["pathRegexp"].as_str() {
+        Some(r) => Some(regex::Regex::new(r).map_err(|e| format!("pathRegexp: {e}"))?),
+        None => None,
+    };
+    let op = spec["eventType"].as_str().unwrap_or("CREATE").to_string();
+    let interval = spec["polling"]["interval"].as_str().and_then(expr::time::parse_duration_millis).unwrap_or(1000).max(100);
+    let mut seen: HashMap<String, (u64, i64)> = HashMap::new();
+    let mut first = true;
+    loop {
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| format!("reading {dir}: {e}"))?;
+        let mut batch = Vec::new();
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.as_deref().is_some_and(|p| p != name) || re.as_ref().is_some_and(|r| !r.is_match(&name)) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata().await else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            let stamp = (meta.len(), mtime);
+            let previous = seen.insert(name.clone(), stamp);
+            let changed = match previous {
+                None => !first,
+                Some(p) => p != stamp && op == "WRITE",
+            };
+            if changed {
+                let full = format!("{}/{name}", dir.trim_end_matches('/'));
+                batch.push(ctx.event("file", format!("{full}@{}:{}", stamp.0, stamp.1), json!({"name": full, "op": op})));
+            }
+        }
+        first = false;
+        if !batch.is_empty() {
+            ctx.ingest(batch).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(interval as u64)).await;
+    }
+}
+
+// --- NATS ---
+
+/// Core NATS subscription, or with `jetstream: {stream, consumer}` (Riposte's extension) a
+/// durable JetStream consumer acknowledged after the commit.
+async fn nats(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let url = spec["url"].as_str().ok_or("nats needs url")?;
+    let subject = spec["subject"].as_str().ok_or("nats needs subject")?.to_string();
+    let client = async_nats::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    if let Some(stream) = spec["jetstream"]["stream"].as_str() {
+        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(stream).await.map_err(|e| format!("JetStream stream {stream}: {e}"))?;
+        let durable = spec["jetstream"]["consumer"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
+        let consumer = stream
+            .get_or_create_consumer(&durable, pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: subject.clone(),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("JetStream consumer {durable}: {e}"))?;
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            let info = msg.info().map_err(|e| e.to_string())?;
+            let id = format!("{}/{}", info.stream, info.stream_sequence);
+            let data = json!({"subject": msg.subject.as_str(), "body": body_of(&msg.payload)});
+            ctx.ingest(vec![ctx.event("nats", id, data)]).await?;
+            msg.ack().await.map_err(|e| format!("acknowledging: {e}"))?;
+        }
+        return Err("the JetStream message stream ended".into());
+    }
+    let mut sub = client.subscribe(subject.clone()).await.map_err(|e| format!("subscribing to {subject}: {e}"))?;
+    while let Some(msg) = sub.next().await {
+        let headers: Value = msg
+            .headers
+            .as_ref()
+            .map(|h| {
+                Value::Object(h.iter().map(|(k, v)| (k.to_string(), json!(v.iter().map(|x| x.as_str()).collect::<Vec<_>>()))).collect())
+            })
+            .unwrap_or(Value::Null);
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id").map(|v| v.as_str().to_string()))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let data = json!({"subject": msg.subject.as_str(), "header": headers, "body": body_of(&msg.payload)});
+        ctx.ingest(vec![ctx.event("nats", id, data)]).await?;
+    }
+    Err("the NATS subscription ended".into())
+}
+
+// --- MQTT ---
+
+/// Subscribes with QoS 1 and manual acknowledgements: a message is acknowledged (PUBACK)
+/// after its commit, so the broker re-sends what a crash did not store.
+async fn mqtt(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+    let url = spec["url"].as_str().ok_or("mqtt needs url")?;
+    let topic = spec["topic"].as_str().ok_or("mqtt needs topic")?.to_string();
+    let hostport = url.trim_start_matches("tcp://").trim_start_matches("mqtt://");
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(|| format!("mqtt url {url:?} needs host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("mqtt url {url:?}: bad port"))?;
+    let client_id = spec["clientId"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_manual_acks(true);
+    opts.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    client.subscribe(topic.clone(), QoS::AtLeastOnce).await.map_err(|e| format!("subscribing to {topic}: {e}"))?;
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let data = json!({"topic": p.topic, "messageId": p.pkid, "body": body_of(&p.payload)});
+                ctx.ingest(vec![ctx.event("mqtt", uuid::Uuid::new_v4().to_string(), data)]).await?;
+                client.ack(&p).await.map_err(|e| format!("acknowledging: {e}"))?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("mqtt {url}: {e}")),
+        }
+    }
+}
+
+// --- AMQP ---
+
+/// Consumes a queue bound to the exchange; each delivery is acknowledged after its commit.
+async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    let url = spec["url"].as_str().ok_or("amqp needs url")?;
+    let exchange = spec["exchangeName"].as_str().ok_or("amqp needs exchangeName")?;
+    let exchange_type = spec["exchangeType"].as_str().unwrap_or("topic");
+    let routing_key = spec["routingKey"].as_str().unwrap_or("#");
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let kind = match exchange_type {
+        "direct" => lapin::ExchangeKind::Direct,
+        "fanout" => lapin::ExchangeKind::Fanout,
+        "headers" => lapin::ExchangeKind::Headers,
+        _ => lapin::ExchangeKind::Topic,
+    };
+    let ex = &spec["exchangeDeclare"];
+    ch.exchange_declare(
+        exchange.into(),
+        kind,
+        ExchangeDeclareOptions { durable: ex["durable"].as_bool().unwrap_or(true), auto_delete: ex["autoDelete"].as_bool().unwrap_or(false), ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
+    let qd = &spec["queueDeclare"];
+    let queue_name = qd["name"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte.{}.{}.{}", ctx.namespace, ctx.event_source, ctx.event_name));
+    ch.queue_declare(
+        queue_name.as_str().into(),
+        QueueDeclareOptions { durable: qd["durable"].as_bool().unwrap_or(true), auto_delete: qd["autoDelete"].as_bool().unwrap_or(false), exclusive: qd["exclusive"].as_bool().unwrap_or(false), ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("declaring queue {queue_name}: {e}"))?;
+    ch.queue_bind(queue_name.as_str().into(), exchange.into(), routing_key.into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("binding {queue_name} to {exchange}: {e}"))?;
+    let mut consumer = ch
+        .basic_consume(queue_name.as_str().into(), format!("riposte-{}", ctx.event_name).as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("consuming {queue_name}: {e}"))?;
+    while let Some(delivery) = consumer.next().await {
+        let d = delivery.map_err(|e| e.to_string())?;
+        let props = &d.properties;
+        let id = props
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let data = json!({
+            "contentType": props.content_type().as_ref().map(|s| s.to_string()),
+            "messageId": props.message_id().as_ref().map(|s| s.to_string()),
+            "correlationId": props.correlation_id().as_ref().map(|s| s.to_string()),
+            "exchange": d.exchange.to_string(),
+            "routingKey": d.routing_key.to_string(),
+            "body": body_of(&d.data),
+        });
+        ctx.ingest(vec![ctx.event("amqp", id, data)]).await?;
+        d.ack(BasicAckOptions::default()).await.map_err(|e| format!("acknowledging: {e}"))?;
+    }
+    Err("the AMQP consumer ended".into())
+}
+
+// --- Redis ---
+
+fn redis_url(spec: &Value) -> Result<String, String> {
+    let host = spec["hostAddress"].as_str().ok_or("redis needs hostAddress (host:port)")?;
+    let db = spec["db"].as_i64().unwrap_or(0);
+    Ok(format!("redis://{host}/{db}"))
+}
+
+/// Pub/sub is fire-and-forget on Redis' side: what arrives while no replica listens is gone
+/// (use `redisStream` for durability).
+async fn redis_pubsub(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let url = redis_url(spec)?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    for ch in spec["channels"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
+        pubsub.subscribe(ch).await.map_err(|e| format!("subscribing to {ch}: {e}"))?;
+    }
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let payload: Vec<u8> = msg.get_payload().unwrap_or_default();
+        let data = json!({"channel": msg.get_channel_name(), "pattern": msg.get_pattern::<String>().ok(), "body": body_of(&payload)});
+        ctx.ingest(vec![ctx.event("redis", uuid::Uuid::new_v4().to_string(), data)]).await?;
+    }
+    Err("the Redis subscription ended".into())
+}
+
+/// Reads streams through a consumer group; entries are acknowledged (XACK) after their
+/// commit and keyed by stream and entry id, so a re-read after a crash is one event.
+async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use redis::AsyncCommands;
+    use redis::streams::{StreamReadOptions, StreamReadReply};
+    let url = redis_url(spec)?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
+    let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let streams: Vec<String> = spec["streams"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect();
+    if streams.is_empty() {
+        return Err("redisStream needs streams".into());
+    }
+    let group = spec["consumerGroup"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}", ctx.event_source));
+    for s in &streams {
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(s, &group, "$").await;
+        if let Err(e) = created
+            && !e.to_string().contains("BUSYGROUP")
+        {
+            return Err(format!("creating consumer group {group} on {s}: {e}"));
+        }
+    }
+    let consumer = format!("riposte-{}", std::process::id());
+    let count = spec["maxMsgCountPerRead"].as_u64().unwrap_or(10).max(1) as usize;
+    // First what this consumer was given and did not acknowledge (a crash), then new entries.
+    let mut cursor = "0".to_string();
+    loop {
+        let ids: Vec<String> = streams.iter().map(|_| cursor.clone()).collect();
+        let opts = StreamReadOptions::default().group(&group, &consumer).count(count).block(2000);
+        let reply: StreamReadReply = conn.xread_options(&streams, &ids, &opts).await.map_err(|e| format!("reading streams: {e}"))?;
+        let mut got = 0;
+        for key in reply.keys {
+            for entry in key.ids {
+                got += 1;
+                let values: serde_json::Map<String, Value> = entry
+                    .map
+                    .iter()
+                    .map(|(k, v)| {
+                        let s: String = redis::from_redis_value(v.clone()).unwrap_or_default();
+                        (k.clone(), Value::String(s))
+                    })
+                    .collect();
+                let data = json!({"stream": key.key, "id": entry.id, "values": values});
+                ctx.ingest(vec![ctx.event("redisStream", format!("{}/{}", key.key, entry.id), data)]).await?;
+                let _: i64 = conn.xack(&key.key, &group, &[&entry.id]).await.map_err(|e| format!("acknowledging: {e}"))?;
+            }
+        }
+        if cursor == "0" && got == 0 {
+            cursor = ">".into();
+        }
+    }
+}
+
+// --- Kubernetes resources ---
+
+/// Watches a group/version/resource (with label and field selectors) and emits ADD, UPDATE
+/// and DELETE events keyed by the object's uid and resourceVersion, so the re-list after a
+/// restart or a 410 Gone (kube's watcher does it) is not a second event for an unchanged
+/// object.
+async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    use kube::runtime::watcher;
+    let cluster = ctx
+        .events
+        .controller()
+        .cluster()
+        .ok_or("a resource event source needs the Kubernetes connection (riposte server --executor kubernetes)")?
+        .clone();
+    let group = spec["group"].as_str().unwrap_or("");
+    let version = spec["version"].as_str().ok_or("resource needs version")?;
+    let plural = spec["resource"].as_str().ok_or("resource needs resource (the plural, e.g. policyreports)")?;
+    let gvk = GroupVersionKind::gvk(group, version, "");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let api: Api<DynamicObject> = match spec["namespace"].as_str().filter(|n| !n.is_empty()) {
+        Some(ns) => Api::namespaced_with(cluster.client().clone(), ns, &ar),
+        None => Api::all_with(cluster.client().clone(), &ar),
+    };
+    let mut config = watcher::Config::default();
+    let labels: Vec<String> = spec["filter"]["labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let key = l["key"].as_str()?;
+            let op = l["operation"].as_str().unwrap_or("==");
+            Some(match l["value"].as_str() {
+                Some(v) => format!("{key}{op}{v}"),
+                None => key.to_string(),
+            })
+        })
+        .collect();
+    if !labels.is_empty() {
+        config = config.labels(&labels.join(","));
+    }
+    let fields: Vec<String> = spec["filter"]["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| Some(format!("{}{}{}", l["key"].as_str()?, l["operation"].as_str().unwrap_or("=="), l["value"].as_str().unwrap_or(""))))
+        .collect();
+    if !fields.is_empty() {
+        config = config.fields(&fields.join(","));
+    }
+    let types: Vec<String> = spec["eventTypes"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+    let wants = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
+    let after_start = spec["filter"]["afterStart"].as_bool().unwrap_or(false);
+    let started = now_ms();
+    let mut known: HashMap<String, String> = HashMap::new();
+    let mut initial = true;
+    let mut stream = watcher(api, config).boxed();
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| format!("watching {group}/{version} {plural}: {e}"))?;
+        let (kind, objs): (&str, Vec<DynamicObject>) = match ev {
+            watcher::Event::Init => {
+                initial = true;
+                continue;
+            }
+            watcher::Event::InitDone => {
+                initial = false;
+                continue;
+            }
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                let uid = o.metadata.uid.clone().unwrap_or_default();
+                let kind = if known.contains_key(&uid) { "UPDATE" } else { "ADD" };
+                (kind, vec![o])
+            }
+            watcher::Event::Delete(o) => ("DELETE", vec![o]),
+        };
+        let mut batch = Vec::new();
+        for o in objs {
+            let uid = o.metadata.uid.clone().unwrap_or_default();
+            let rv = o.metadata.resource_version.clone().unwrap_or_default();
+            if kind == "DELETE" {
+                known.remove(&uid);
+            } else {
+                if known.get(&uid) == Some(&rv) {
+                    continue;
+                }
+                known.insert(uid.clone(), rv.clone());
+            }
+            if !wants(kind) {
+                continue;
+            }
+            if after_start && (initial || o.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_millisecond() < started)) && kind == "ADD" {
+                continue;
+            }
+            let body = serde_json::to_value(&o).unwrap_or(Value::Null);
+            let data = json!({"type": kind, "body": body, "group": group, "version": version, "resource": plural});
+            batch.push(ctx.event("resource", format!("{uid}/{rv}/{kind}"), data));
+        }
+        if !batch.is_empty() {
+            ctx.ingest(batch).await?;
+        }
+    }
+    Err("the watch ended".into())
+}

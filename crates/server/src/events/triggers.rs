@@ -1,0 +1,269 @@
+//! Carrying out a firing: submit (or resume, stop, ...) a workflow through the one
+//! `Controller::submit` with the firing's idempotency key; create/patch/delete a Kubernetes
+//! object; POST to a URL; log. With the trigger's `rateLimit`, `retryStrategy` and Riposte's
+//! `dedupe` window.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::Input;
+use events::sensor::{Firing, TriggerKind};
+use serde_json::{Value, json};
+
+use super::{Events, FireOutcome};
+use crate::controller::ControlError;
+use crate::driver::now_ms;
+use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
+
+/// Labels Argo Events puts on what a sensor creates.
+pub const SENSOR_LABEL: &str = "events.argoproj.io/sensor";
+pub const TRIGGER_LABEL: &str = "events.argoproj.io/trigger";
+
+enum Failure {
+    /// The store did not answer: retry the whole event later.
+    Transient(String),
+    /// The trigger is wrong or its target refused: retrying the same input will not help
+    /// (beyond the trigger's own retryStrategy).
+    Permanent(String),
+    Retryable(String),
+}
+
+impl From<ControlError> for Failure {
+    fn from(e: ControlError) -> Failure {
+        match e {
+            ControlError::Store(s) => Failure::Transient(store::chain(&s)),
+            other => Failure::Permanent(other.to_string()),
+        }
+    }
+}
+
+impl Events {
+    pub(super) async fn fire(&self, sensor: &Value, f: &Firing) -> FireOutcome {
+        let key = super::sensor_key(sensor);
+        let trigger = sensor["spec"]["triggers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["template"]["name"].as_str() == Some(f.trigger.as_str()))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut outcome = FireOutcome {
+            effect: None,
+            error: None,
+            existing: false,
+            deduplicated: false,
+            retry_later: false,
+        };
+        if let Some((dedupe_key, window)) = &f.dedupe {
+            let now = now_ms();
+            match self
+                .controller()
+                .store()
+                .claim_dedupe(&format!("{key}/{}", f.trigger), dedupe_key, &f.key, now, now + window)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    outcome.deduplicated = true;
+                    return outcome;
+                }
+                Err(e) => {
+                    outcome.error = Some(store::chain(&e));
+                    outcome.retry_later = true;
+                    return outcome;
+                }
+            }
+        }
+        if let Some(wait) = self.rate_allows(&format!("{key}/{}", f.trigger), &trigger["rateLimit"]) {
+            tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+        }
+        let retry = &trigger["retryStrategy"];
+        let steps = retry["steps"].as_u64().unwrap_or(1).clamp(1, 20);
+        let mut delay = retry["duration"]
+            .as_str()
+            .and_then(expr::time::parse_duration_millis)
+            .or_else(|| retry["duration"].as_i64().map(|s| s * 1000))
+            .unwrap_or(1000)
+            .clamp(0, 600_000);
+        let factor = retry["factor"].as_f64().or_else(|| retry["factor"].as_str().and_then(|s| s.parse().ok())).unwrap_or(1.0).clamp(1.0, 10.0);
+        for attempt in 1..=steps {
+            match self.fire_once(sensor, f).await {
+                Ok((effect, existing)) => {
+                    outcome.effect = Some(effect);
+                    outcome.existing = existing;
+                    outcome.error = None;
+                    return outcome;
+                }
+                Err(Failure::Transient(m)) => {
+                    outcome.error = Some(m);
+                    outcome.retry_later = true;
+                    return outcome;
+                }
+                Err(Failure::Permanent(m)) => {
+                    outcome.error = Some(m);
+                    return outcome;
+                }
+                Err(Failure::Retryable(m)) => {
+                    tracing::warn!(sensor = %key, trigger = %f.trigger, attempt, error = %m, "trigger failed");
+                    outcome.error = Some(m);
+                    if attempt < steps {
+                        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+                        delay = ((delay as f64) * factor) as i64;
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn fire_once(&self, sensor: &Value, f: &Firing) -> Result<(String, bool), Failure> {
+        let namespace = sensor["metadata"]["namespace"].as_str().unwrap_or("default");
+        let sensor_name = sensor["metadata"]["name"].as_str().unwrap_or("");
+        let c = self.controller();
+        let actor = format!("system:sensor:{namespace}/{sensor_name}");
+        match &f.kind {
+            TriggerKind::ArgoWorkflow { operation } => {
+                let name_of = || {
+                    f.resource["metadata"]["name"]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            Failure::Permanent(format!(
+                                "argoWorkflow {operation} needs the workflow's name in source.resource.metadata.name"
+                            ))
+                        })
+                };
+                let ns = f.resource["metadata"]["namespace"].as_str().unwrap_or(namespace).to_string();
+                let input = |now| match operation.as_str() {
+                    "resume" => Some(Input::Resume { now, node: None, parameters: BTreeMap::new() }),
+                    "suspend" => Some(Input::Suspend { now }),
+                    "terminate" => Some(Input::Stop { now, terminate: true, message: Some(format!("terminated by sensor {sensor_name}")) }),
+                    "stop" => Some(Input::Stop { now, terminate: false, message: Some(format!("stopped by sensor {sensor_name}")) }),
+                    _ => None,
+                };
+                if let Some(i) = input(now_ms()) {
+                    let name = name_of()?;
+                    c.send(&ns, &name, i, &actor, "sensor", &format!("workflow.{operation}")).await?;
+                    return Ok((format!("workflows/{ns}/{name} {operation}"), false));
+                }
+                let mut req = match operation.as_str() {
+                    "submit" | "" => {
+                        let resource: spec::WorkflowResource = serde_json::from_value(f.resource.clone())
+                            .map_err(|e| Failure::Permanent(format!("source.resource is not a Workflow: {e}")))?;
+                        SubmitRequest::new(&ns, Origin::Inline(Box::new(resource)), &actor, "sensor")
+                    }
+                    "submit-from" => {
+                        let name = name_of()?;
+                        match f.resource["kind"].as_str() {
+                            Some("CronWorkflow") => {
+                                let cron = c.store().get_cron(&ns, &name).await.map_err(ControlError::from)?;
+                                let cron: spec::CronWorkflow = serde_json::from_value(cron.body)
+                                    .map_err(|e| Failure::Permanent(format!("stored CronWorkflow {ns}/{name}: {e}")))?;
+                                SubmitRequest::new(&ns, Origin::Cron { cron: Box::new(cron), scheduled_at: None }, &actor, "sensor")
+                            }
+                            Some("WorkflowTemplate") => SubmitRequest::new(&ns, Origin::Template { name, cluster: false }, &actor, "sensor"),
+                            Some("ClusterWorkflowTemplate") => SubmitRequest::new(&ns, Origin::Template { name, cluster: true }, &actor, "sensor"),
+                            other => return Err(Failure::Permanent(format!(
+                                "submit-from needs a CronWorkflow or WorkflowTemplate in source.resource, not {other:?}"
+                            ))),
+                        }
+                    }
+                    "resubmit" => {
+                        let name = name_of()?;
+                        let rec = c.store().get_workflow(&ns, &name).await.map_err(ControlError::from)?;
+                        let definition = crate::controller::Definition::from_value(&rec.definition)?;
+                        SubmitRequest::new(&ns, Origin::Resubmit { from: name, definition: Box::new(definition) }, &actor, "sensor")
+                    }
+                    "retry" => {
+                        let name = name_of()?;
+                        c.retry(&ns, &name, crate::controller::RetryRequest { restart_successful: false, node_selector: None, parameters: Vec::new() }, &actor, "sensor").await?;
+                        return Ok((format!("workflows/{ns}/{name} retry"), false));
+                    }
+                    other => {
+                        return Err(Failure::Permanent(format!(
+                            "argoWorkflow operation {other:?} is not one of submit, submit-from, resubmit, resume, retry, suspend, stop, terminate"
+                        )));
+                    }
+                };
+                req.idempotency_key = Some(f.key.clone());
+                req.labels.insert(SENSOR_LABEL.into(), sensor_name.to_string());
+                req.labels.insert(TRIGGER_LABEL.into(), f.trigger.clone());
+                req.details = json!({"sensor": sensor_name, "trigger": f.trigger, "events": f.events.iter().map(|(_, s)| s).collect::<Vec<_>>()});
+                match c.submit(req).await? {
+                    SubmitOutcome::Created { name, .. } => Ok((format!("workflows/{ns}/{name}"), false)),
+                    SubmitOutcome::Existing { name, .. } => Ok((format!("workflows/{ns}/{name}"), true)),
+                    SubmitOutcome::CronFiringTaken => Ok(("cron firing taken".into(), true)),
+                }
+            }
+            TriggerKind::K8s { operation } => {
+                let cluster = c.cluster().ok_or_else(|| {
+                    Failure::Permanent("a k8s trigger needs the Kubernetes connection (riposte server --executor kubernetes)".into())
+                })?;
+                riposte_kube::resource::object_action(cluster, operation, &f.resource, namespace)
+                    .await
+                    .map(|what| (format!("{what} {operation}"), false))
+                    .map_err(Failure::Retryable)
+            }
+            TriggerKind::Http => {
+                let http = &f.template["http"];
+                let url = http["url"].as_str().ok_or_else(|| Failure::Permanent("http trigger without url".into()))?.to_string();
+                let method = http["method"].as_str().unwrap_or("POST").to_string();
+                let mut headers: Vec<(String, String)> = http["headers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect();
+                for h in http["secureHeaders"].as_array().into_iter().flatten() {
+                    let name = h["name"].as_str().unwrap_or("").to_string();
+                    let value = self.secret(&h["valueFrom"]["secretKeyRef"]).map_err(Failure::Permanent)?;
+                    headers.push((name, value));
+                }
+                let body = f.resource.to_string();
+                let timeout = http["timeout"].as_u64().unwrap_or(10).clamp(1, 300);
+                let status = tokio::task::spawn_blocking(move || http_call(&method, &url, &headers, body, timeout))
+                    .await
+                    .map_err(|e| Failure::Retryable(format!("http trigger task: {e}")))?
+                    .map_err(Failure::Retryable)?;
+                Ok((format!("http {status}"), false))
+            }
+            TriggerKind::Log => {
+                tracing::info!(sensor = %sensor_name, trigger = %f.trigger, events = ?f.events, "log trigger fired");
+                Ok(("logged".into(), false))
+            }
+            TriggerKind::Unsupported(kind) => Err(Failure::Permanent(format!(
+                "trigger type {kind:?} is not carried out by Riposte (use argoWorkflow, k8s, http or log)"
+            ))),
+        }
+    }
+}
+
+fn http_call(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: String,
+    timeout_s: u64,
+) -> Result<u16, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(timeout_s)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    let mut has_ct = false;
+    for (k, v) in headers {
+        has_ct |= k.eq_ignore_ascii_case("content-type");
+        req = req.header(k, v);
+    }
+    if !has_ct {
+        req = req.header("Content-Type", "application/json");
+    }
+    let req = req.body(body).map_err(|e| format!("http trigger request to {url}: {e}"))?;
+    let resp = agent.run(req).map_err(|e| format!("http trigger {method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    if status >= 300 {
+        return Err(format!("http trigger {method} {url}: status {status}"));
+    }
+    Ok(status)
+}
