@@ -84,8 +84,9 @@ pub struct Firing {
     pub notes: Vec<String>,
     /// The dependency events it fires with.
     pub events: Vec<(String, i64)>,
-    /// `namespace/sensor:<name>/<trigger>/<seq>[,<seq>…]`: the same firing, however often it
-    /// is computed (redelivery, another replica), has the same key.
+    /// `sensor:<name>/<trigger>/<seq>[,<seq>…]` (submit scopes it to the namespace): the
+    /// same firing, however often it is computed (redelivery, another replica), has the same
+    /// key.
     pub key: String,
     /// The dedupe window's key and length, when the trigger has one (Riposte's `dedupe`).
     pub dedupe: Option<(String, i64)>,
@@ -187,7 +188,6 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
                     .push((trigger_name.clone(), dep.clone(), None));
             }
             decision.triggers.push(TriggerResult::Fire(Box::new(firing(
-                namespace_or(namespace, &incoming.namespace),
                 sensor_name,
                 trigger,
                 &have,
@@ -210,10 +210,6 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
         }
     }
     decision
-}
-
-fn namespace_or<'a>(sensor: &'a str, event: &'a str) -> &'a str {
-    if sensor.is_empty() { event } else { sensor }
 }
 
 /// The event as a dependency's `transform.jq` leaves it (`None` when the transform fails),
@@ -250,7 +246,6 @@ pub fn condition_names(conditions: &str) -> Vec<String> {
 }
 
 fn firing(
-    namespace: &str,
     sensor: &str,
     trigger: &Value,
     have: &BTreeMap<String, Incoming>,
@@ -311,7 +306,7 @@ fn firing(
     };
     notes.extend(resource_notes);
     let seqs: Vec<String> = have.values().map(|i| i.seq.to_string()).collect();
-    let key = format!("{namespace}/sensor:{sensor}/{trigger_name}/{}", seqs.join(","));
+    let key = format!("sensor:{sensor}/{trigger_name}/{}", seqs.join(","));
     let dedupe = dedupe_key(&trigger["dedupe"], have, &mut notes);
     Firing {
         trigger: trigger_name,
@@ -439,7 +434,7 @@ mod tests {
         assert!(fired(&d1).is_empty());
         apply(&mut waiting, &d1, &events);
         let d2 = decide(&s, &waiting, &events[1]);
-        assert_eq!(fired(&d2), vec!["default/sensor:s/t/1,2"]);
+        assert_eq!(fired(&d2), vec!["sensor:s/t/1,2"]);
         apply(&mut waiting, &d2, &events);
         // `a` was consumed by the firing: `b` alone waits again.
         let d3 = decide(&s, &waiting, &events[2]);
@@ -454,7 +449,7 @@ mod tests {
         ]));
         let waiting = Waiting::new();
         let d = decide(&s, &waiting, &incoming(7, "b", json!({})));
-        assert_eq!(fired(&d), vec!["default/sensor:s/either/7"]);
+        assert_eq!(fired(&d), vec!["sensor:s/either/7"]);
         // A filtered-out `a` feeds nothing.
         let d = decide(&s, &waiting, &incoming(8, "a", json!({"go": false})));
         assert!(fired(&d).is_empty());
@@ -462,7 +457,7 @@ mod tests {
         let d = decide(&s, &waiting, &incoming(9, "a", json!({"go": true})));
         assert_eq!(
             fired(&d),
-            vec!["default/sensor:s/either/9", "default/sensor:s/only-a/9"]
+            vec!["sensor:s/either/9", "sensor:s/only-a/9"]
         );
     }
 

@@ -3,8 +3,9 @@
 //! from the store.
 //!
 //! - `memory` (default): a channel in this process; each replica processes what it received.
-//! - `nats://…`: a JetStream work-queue stream (`RIPOSTE_EVENTS`) with one durable pull
-//!   consumer shared by every replica, so each event goes to one replica and, when that one
+//! - `nats://HOST:PORT[/NAME]`: a JetStream work-queue stream (`NAME`, default
+//!   `RIPOSTE_EVENTS`; one per installation sharing a NATS) with one durable pull consumer
+//!   shared by every replica, so each event goes to one replica and, when that one
 //!   dies before acknowledging, to another after the ack wait. Publishing sets `Nats-Msg-Id`
 //!   to the sequence number, so the sweeper's re-publication of a message JetStream already
 //!   holds is dropped by JetStream's duplicate window.
@@ -20,21 +21,34 @@ use super::{Events, EventsError};
 /// How many events one replica processes at once.
 const CONCURRENCY: usize = 32;
 pub const NATS_STREAM: &str = "RIPOSTE_EVENTS";
-pub const NATS_SUBJECT: &str = "riposte.events";
-pub const NATS_CONSUMER: &str = "riposte-sensors";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusConfig {
     Memory,
-    Nats { url: String },
+    /// `url` is the server; `stream` names this installation's stream, subject and consumer.
+    Nats { url: String, stream: String },
 }
 
 impl BusConfig {
     pub fn parse(s: &str) -> Result<BusConfig, String> {
         if s == "memory" {
             Ok(BusConfig::Memory)
-        } else if s.starts_with("nats://") || s.starts_with("tls://") {
-            Ok(BusConfig::Nats { url: s.to_string() })
+        } else if let Some(rest) = s.strip_prefix("nats://").or_else(|| s.strip_prefix("tls://")) {
+            let scheme = &s[..s.len() - rest.len()];
+            let (host, stream) = match rest.split_once('/') {
+                Some((h, n)) if !n.is_empty() => (h, n),
+                Some((h, _)) => (h, NATS_STREAM),
+                None => (rest, NATS_STREAM),
+            };
+            if !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(format!(
+                    "--bus {s:?}: the stream name {stream:?} may hold letters, digits, - and _ only"
+                ));
+            }
+            Ok(BusConfig::Nats {
+                url: format!("{scheme}{host}"),
+                stream: stream.to_string(),
+            })
         } else {
             Err(format!(
                 "--bus {s:?}: use `memory` (one process) or a NATS JetStream URL like nats://127.0.0.1:4222"
@@ -50,7 +64,16 @@ pub(super) enum Bus {
     },
     Nats {
         js: async_nats::jetstream::Context,
+        stream: String,
     },
+}
+
+fn subject(stream: &str) -> String {
+    format!("riposte.{stream}.events")
+}
+
+fn consumer_name(stream: &str) -> String {
+    format!("{stream}-sensors")
 }
 
 impl Bus {
@@ -63,7 +86,7 @@ impl Bus {
                     rx: tokio::sync::Mutex::new(Some(rx)),
                 })
             }
-            BusConfig::Nats { url } => {
+            BusConfig::Nats { url, stream } => {
                 let client = async_nats::ConnectOptions::new()
                     .retry_on_initial_connect()
                     .connection_timeout(Duration::from_secs(5))
@@ -72,16 +95,16 @@ impl Bus {
                     .map_err(|e| EventsError::Bus(format!("connecting to {url}: {e}")))?;
                 let js = async_nats::jetstream::new(client);
                 js.get_or_create_stream(async_nats::jetstream::stream::Config {
-                    name: NATS_STREAM.into(),
-                    subjects: vec![NATS_SUBJECT.into()],
+                    name: stream.clone(),
+                    subjects: vec![subject(stream)],
                     retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
                     storage: async_nats::jetstream::stream::StorageType::File,
                     duplicate_window: Duration::from_secs(120),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| EventsError::Bus(format!("creating stream {NATS_STREAM} on {url}: {e}")))?;
-                Ok(Bus::Nats { js })
+                .map_err(|e| EventsError::Bus(format!("creating stream {stream} on {url}: {e}")))?;
+                Ok(Bus::Nats { js, stream: stream.clone() })
             }
         }
     }
@@ -89,11 +112,11 @@ impl Bus {
     pub(super) async fn publish(&self, seq: i64) -> Result<(), String> {
         match self {
             Bus::Memory { tx, .. } => tx.send(seq).map_err(|_| "the processor has stopped".to_string()),
-            Bus::Nats { js } => {
+            Bus::Nats { js, stream } => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", seq.to_string().as_str());
                 let ack = js
-                    .publish_with_headers(NATS_SUBJECT, headers, seq.to_string().into())
+                    .publish_with_headers(subject(stream), headers, seq.to_string().into())
                     .await
                     .map_err(|e| format!("publishing event {seq}: {e}"))?;
                 ack.await.map_err(|e| format!("JetStream did not store event {seq}: {e}"))?;
@@ -121,11 +144,12 @@ impl Bus {
                 });
                 Ok(())
             }
-            Bus::Nats { js } => {
+            Bus::Nats { js, stream } => {
                 let js = js.clone();
+                let stream = stream.clone();
                 tokio::spawn(async move {
                     loop {
-                        if let Err(e) = consume_nats(&js, &events, &permits).await {
+                        if let Err(e) = consume_nats(&js, &stream, &events, &permits).await {
                             tracing::warn!(error = %e, "NATS consumer stopped; reconnecting in 1 s");
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -139,19 +163,21 @@ impl Bus {
 
 async fn consume_nats(
     js: &async_nats::jetstream::Context,
+    stream_name: &str,
     events: &Events,
     permits: &Arc<Semaphore>,
 ) -> Result<(), String> {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     let stream = js
-        .get_stream(NATS_STREAM)
+        .get_stream(stream_name)
         .await
-        .map_err(|e| format!("stream {NATS_STREAM}: {e}"))?;
+        .map_err(|e| format!("stream {stream_name}: {e}"))?;
+    let name = consumer_name(stream_name);
     let consumer = stream
         .get_or_create_consumer(
-            NATS_CONSUMER,
+            &name,
             pull::Config {
-                durable_name: Some(NATS_CONSUMER.into()),
+                durable_name: Some(name.clone()),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 1024,
@@ -159,11 +185,11 @@ async fn consume_nats(
             },
         )
         .await
-        .map_err(|e| format!("consumer {NATS_CONSUMER}: {e}"))?;
+        .map_err(|e| format!("consumer {name}: {e}"))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| format!("pulling from {NATS_CONSUMER}: {e}"))?;
+        .map_err(|e| format!("pulling from {name}: {e}"))?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| format!("receiving: {e}"))?;
         let seq = std::str::from_utf8(&msg.payload)

@@ -540,6 +540,11 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use lapin::options::*;
     use lapin::types::FieldTable;
     let url = spec["url"].as_str().ok_or("amqp needs url")?;
+    // `amqp://host:5672/` names the empty vhost, which nobody means: it is the default `/`.
+    let url = match url.strip_suffix('/') {
+        Some(u) if u.matches('/').count() == 2 => u,
+        _ => url,
+    };
     let exchange = spec["exchangeName"].as_str().ok_or("amqp needs exchangeName")?;
     let exchange_type = spec["exchangeType"].as_str().unwrap_or("topic");
     let routing_key = spec["routingKey"].as_str().unwrap_or("#");
@@ -634,7 +639,12 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use redis::streams::{StreamReadOptions, StreamReadReply};
     let url = redis_url(spec)?;
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
-    let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    // Reads block for a while on the server; the client must wait longer than that.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
     let streams: Vec<String> = spec["streams"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect();
     if streams.is_empty() {
         return Err("redisStream needs streams".into());
