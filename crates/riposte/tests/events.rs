@@ -473,3 +473,23 @@ fn broker_file_and_calendar_sources_deliver_events() {
     let body = query(&db, "SELECT envelope->'data'->'body'->>'i' FROM events WHERE event_name = 'm' ORDER BY seq LIMIT 1");
     assert_eq!(body, "0", "a JSON body is JSON in the event");
 }
+
+/// Hera's EventsService (Argo's Python SDK), unmodified: sensors and event sources created,
+/// read, listed, updated and deleted; an alert through the webhook makes the sensor's
+/// workflow; `receive_event` with a WorkflowEventBinding submits a template.
+#[test]
+fn hera_events_service_manages_sensors_and_event_sources() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hera/events.py");
+    let probe = Command::new("python3").args(["-c", "import hera"]).output().expect("python3");
+    assert!(
+        probe.status.success(),
+        "hera is not installed: run scripts/test (it installs hera from PyPI) or pip install hera==7.1.0"
+    );
+    let db = database("hera");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    let out = Command::new("python3").arg(&script).arg(&s.base).output().expect("run the hera script");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hera events ok"), "{text}");
+}

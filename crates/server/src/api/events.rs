@@ -49,8 +49,77 @@ fn lint_event_object(v: &Value, kind: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Argo's generated clients (Hera) write some fields the way the protobuf definitions name
+/// them: a webhook's settings under `webhookContext`, a trigger's object as `resource.value`
+/// (base64 of its JSON) or as `inline` YAML. Stored objects use the YAML (CRD) form.
+fn normalize(kind: &str, obj: &mut Value) -> ApiResult<()> {
+    if kind == EVENT_SOURCE
+        && let Some(hooks) = obj["spec"]["webhook"].as_object_mut()
+    {
+        for entry in hooks.values_mut() {
+            if let Some(Value::Object(ctx)) = entry.as_object_mut().and_then(|e| e.remove("webhookContext")) {
+                for (k, v) in ctx {
+                    entry[k.as_str()] = v;
+                }
+            }
+        }
+    }
+    if kind == SENSOR
+        && let Some(triggers) = obj["spec"]["triggers"].as_array_mut()
+    {
+        for t in triggers {
+            for ty in ["argoWorkflow", "k8s"] {
+                // `get_mut`, not indexing: indexing would create the missing keys.
+                let Some(source) = t
+                    .get_mut("template")
+                    .and_then(|x| x.get_mut(ty))
+                    .and_then(|x| x.get_mut("source"))
+                    .filter(|x| x.is_object())
+                else {
+                    continue;
+                };
+                if let Some(b64) = source["resource"]["value"].as_str() {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| ApiError::invalid(format!("triggers: source.resource.value is not base64: {e}")))?;
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    source["resource"] = parse_object_text(&text)?;
+                } else if let Some(text) = source["inline"].as_str().map(str::to_string) {
+                    source["resource"] = parse_object_text(&text)?;
+                    if let Some(m) = source.as_object_mut() {
+                        m.remove("inline");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_object_text(text: &str) -> ApiResult<Value> {
+    spec::yaml::load_documents(text)
+        .map_err(|e| ApiError::invalid(format!("a trigger's object does not parse: {}", e.message)))?
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .ok_or_else(|| ApiError::invalid("a trigger's object is empty"))
+}
+
 fn object_json(o: &store::EventObject) -> Value {
     let mut body = o.body.clone();
+    // Also under the protobuf name, for generated clients (Hera) that read it there.
+    if o.kind == EVENT_SOURCE
+        && let Some(hooks) = body["spec"]["webhook"].as_object_mut()
+    {
+        for entry in hooks.values_mut() {
+            let ctx: serde_json::Map<String, Value> = entry
+                .as_object()
+                .map(|e| e.iter().filter(|(k, _)| k.as_str() != "filter").map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            entry["webhookContext"] = Value::Object(ctx);
+        }
+    }
     body["metadata"]["namespace"] = json!(o.namespace);
     body["metadata"]["creationTimestamp"] = json!(expr::time::rfc3339(o.created_at));
     body["metadata"]["uid"] = json!(format!("{}-{}", o.kind.to_lowercase(), o.name));
@@ -92,6 +161,7 @@ pub(crate) async fn put_event_object(
     if obj["apiVersion"].is_null() {
         obj["apiVersion"] = json!("argoproj.io/v1alpha1");
     }
+    normalize(kind, &mut obj)?;
     if obj["kind"] != kind {
         return Err(ApiError::invalid(format!(
             "the object's kind is {}, expected {kind}",
