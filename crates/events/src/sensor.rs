@@ -499,4 +499,43 @@ mod tests {
         e.event_source = "calendar".into();
         assert_eq!(decide(&s, &Waiting::new(), &e).dependencies.len(), 0);
     }
+
+    fn fold(s: &Value, events: &[Incoming]) -> Vec<Decision> {
+        let mut waiting = Waiting::new();
+        events
+            .iter()
+            .map(|e| {
+                let d = decide(s, &waiting, e);
+                apply(&mut waiting, &d, events);
+                d
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The same events in the same order give the same decisions (so `sensor test` and
+        /// `event get` explain what the server did), and an `a && b` trigger never fires more
+        /// often than the scarcer dependency matched.
+        #[test]
+        fn decisions_are_a_deterministic_fold(
+            seq in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY), 0..40)
+        ) {
+            let s = sensor(json!([
+                {"template": {"name": "both", "log": {}}},
+                {"template": {"name": "any", "conditions": "a || b", "log": {}}},
+            ]));
+            let events: Vec<Incoming> = seq
+                .iter()
+                .enumerate()
+                .map(|(i, (is_a, go))| incoming(i as i64 + 1, if *is_a { "a" } else { "b" }, json!({"go": go})))
+                .collect();
+            let first = fold(&s, &events);
+            proptest::prop_assert_eq!(&first, &fold(&s, &events));
+            let fired = |name: &str| first.iter().flat_map(|d| &d.triggers).filter(|t| matches!(t, TriggerResult::Fire(f) if f.trigger == name)).count();
+            let a = seq.iter().filter(|(is_a, go)| *is_a && *go).count();
+            let b = seq.iter().filter(|(is_a, _)| !*is_a).count();
+            proptest::prop_assert!(fired("both") <= a.min(b));
+            proptest::prop_assert_eq!(fired("any"), a + b);
+        }
+    }
 }

@@ -302,58 +302,94 @@ pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) ->
             None => for_all = Some(event),
         }
     }
-    let mut dep_reports = Vec::new();
-    let mut trigger_reports = Vec::new();
-    let mut satisfied = Vec::new();
-    let mut used: Vec<(String, events::Event)> = Vec::new();
-    for d in &deps {
+    // The server's own decision (`events::sensor::decide`), one event per dependency in the
+    // order the dependencies are listed, so what this prints is what a server would do.
+    let mut sensor_value = sensor.document.value.clone();
+    if sensor_value["metadata"]["namespace"].is_null() {
+        sensor_value["metadata"]["namespace"] = serde_json::json!("default");
+    }
+    let namespace = sensor_value["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let mut waiting = events::sensor::Waiting::new();
+    let mut dep_reports: Vec<serde_json::Value> = Vec::new();
+    let mut fired_triggers: Vec<events::sensor::Firing> = Vec::new();
+    let mut waits: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (i, d) in deps.iter().enumerate() {
         let dname = d["name"].as_str().unwrap_or("").to_string();
         let event = per_dep
             .iter()
             .find(|(n, _)| *n == dname)
             .map(|(_, e)| e.clone())
             .or_else(|| for_all.clone());
-        let entry = match event {
-            None => {
-                serde_json::json!({"name": dname, "matched": false, "reasons": ["no event given for this dependency"]})
-            }
-            Some(e) => {
-                let v = events::evaluate_dependency(d, &e);
-                if v.matched {
-                    satisfied.push(dname.clone());
-                    used.push((dname.clone(), e));
-                }
-                serde_json::json!({"name": dname, "eventSource": d["eventSourceName"], "eventName": d["eventName"], "matched": v.matched, "reasons": v.reasons})
-            }
+        let Some(event) = event else {
+            dep_reports.push(serde_json::json!({"name": dname, "matched": false, "reasons": ["no event given for this dependency"]}));
+            continue;
         };
-        dep_reports.push(entry);
+        let incoming = events::sensor::Incoming {
+            seq: i as i64 + 1,
+            namespace: namespace.clone(),
+            event_source: d["eventSourceName"].as_str().unwrap_or("").to_string(),
+            event_name: d["eventName"].as_str().unwrap_or("").to_string(),
+            event,
+        };
+        let decision = events::sensor::decide(&sensor_value, &waiting, &incoming);
+        if let Some(r) = decision.dependencies.iter().find(|r| r.name == dname) {
+            dep_reports.push(serde_json::json!({"name": dname, "eventSource": d["eventSourceName"], "eventName": d["eventName"],
+                "matched": r.verdict.matched, "reasons": r.verdict.reasons}));
+        }
+        for (trigger, dep, seq) in &decision.state {
+            match seq {
+                Some(_) => {
+                    waiting
+                        .entry(trigger.clone())
+                        .or_default()
+                        .insert(dep.clone(), incoming.clone());
+                }
+                None => {
+                    waiting.entry(trigger.clone()).or_default().remove(dep);
+                }
+            }
+        }
+        for t in decision.triggers {
+            match t {
+                events::sensor::TriggerResult::Fire(f) => {
+                    waits.remove(&f.trigger);
+                    fired_triggers.push(*f);
+                }
+                events::sensor::TriggerResult::Wait { trigger, have, .. } => {
+                    waits.insert(trigger, have);
+                }
+            }
+        }
     }
     let mut fired = 0;
+    let mut trigger_reports = Vec::new();
     for t in spec_v["triggers"].as_array().into_iter().flatten() {
         let tpl = &t["template"];
         let tname = tpl["name"].as_str().unwrap_or("");
-        let fires = events::conditions_hold(tpl["conditions"].as_str(), &dep_names, &satisfied);
         let ty = spec::events::TRIGGER_TYPES
             .iter()
             .find(|ty| !tpl[**ty].is_null())
             .copied();
-        let mut entry = serde_json::json!({"name": tname, "fires": fires,
+        let firing = fired_triggers.iter().find(|f| f.trigger == tname);
+        let mut entry = serde_json::json!({"name": tname, "fires": firing.is_some(),
             "conditions": tpl["conditions"].as_str().unwrap_or("all dependencies"), "type": ty});
-        if fires {
+        if let Some(have) = waits.get(tname) {
+            entry["waitingWith"] = serde_json::json!(have);
+        }
+        if let Some(f) = firing {
             fired += 1;
-            // The object it creates, with the parameters from the events applied.
-            let body = ty.map(|ty| &tpl[ty]).cloned().unwrap_or_default();
-            let mut params: Vec<serde_json::Value> =
-                body["parameters"].as_array().cloned().unwrap_or_default();
-            params.extend(t["parameters"].as_array().cloned().unwrap_or_default());
-            let resource = body["source"]["resource"].clone();
-            let (resource, notes) = events::apply_parameters(resource, &params, &used);
-            entry["parameters"] = serde_json::json!(notes);
-            if !resource.is_null() {
-                entry["operation"] = body["operation"].clone();
-                entry["resource"] = resource;
+            entry["parameters"] = serde_json::json!(f.notes);
+            entry["idempotencyKey"] = serde_json::json!(f.key);
+            if !f.resource.is_null() {
+                entry["operation"] = ty
+                    .map(|ty| tpl[ty]["operation"].clone())
+                    .unwrap_or_default();
+                entry["resource"] = f.resource.clone();
             } else {
-                entry["settings"] = body;
+                entry["settings"] = ty.map(|ty| f.template[ty].clone()).unwrap_or_default();
             }
         }
         trigger_reports.push(entry);

@@ -110,6 +110,8 @@ const TRIGGER: &[&str] = &[
     "retryStrategy",
     "rateLimit",
     "atLeastOnce",
+    // Riposte's: fire the same logical alert once per window.
+    "dedupe",
 ];
 const TRIGGER_TEMPLATE_FIELDS: &[&str] = &["name", "conditions", "conditionsReset"];
 const PARAMETER: &[&str] = &["src", "dest", "operation"];
@@ -209,6 +211,11 @@ fn lint_sensor(cx: &mut Lint) {
         if !d["transform"].is_null() {
             let t = &d["transform"];
             cx.fields(t, &format!("{path}.transform"), &["jq"]);
+            if let Some(jq) = t["jq"].as_str()
+                && let Err(e) = expr::jq::check(jq)
+            {
+                cx.error(&format!("{path}.transform.jq"), e.to_string());
+            }
         }
         lint_filters(cx, &d["filters"], &format!("{path}.filters"));
     }
@@ -254,6 +261,23 @@ fn lint_sensor(cx: &mut Lint) {
         }
         if let Some(c) = tpl["conditions"].as_str() {
             condition(cx, c, &names, &format!("{tpath}.conditions"));
+        }
+        if !t["dedupe"].is_null() {
+            let dp = format!("{path}.dedupe");
+            cx.fields(&t["dedupe"], &dp, &["key", "window"]);
+            match t["dedupe"]["key"].as_str() {
+                Some(k) => {
+                    if let Err(e) = expr::parse(k, expr::Dialect::Expr) {
+                        cx.error(&format!("{dp}.key"), format!("dedupe key {k:?}: {e}"));
+                    }
+                }
+                None => cx.error(&dp, format!("{dp}.key (an expression over the event, e.g. event.body.rule) is required")),
+            }
+            if let Some(w) = t["dedupe"]["window"].as_str()
+                && expr::time::parse_duration_millis(w).is_none_or(|ms| ms <= 0)
+            {
+                cx.error(&format!("{dp}.window"), format!("window {w:?} is not a duration like 60s or 10m"));
+            }
         }
         for (j, p) in t["parameters"].as_array().into_iter().flatten().enumerate() {
             parameter(cx, p, &names, &format!("{path}.parameters[{j}]"));
@@ -602,7 +626,17 @@ fn lint_event_source(cx: &mut Lint) {
             match ty.as_str() {
                 "webhook" => webhook(cx, cfg, &p),
                 "calendar" => calendar(cx, cfg, &p),
-                _ => {}
+                other => {
+                    for field in required_fields(other) {
+                        let missing = match field.split_once('.') {
+                            Some((a, b)) => cfg[a][b].is_null(),
+                            None => cfg[*field].is_null(),
+                        };
+                        if missing {
+                            cx.error(&p, format!("{p}.{field} is required"));
+                        }
+                    }
+                }
             }
         }
     }
@@ -642,6 +676,35 @@ fn webhook(cx: &mut Lint, cfg: &Value, path: &str) {
             &format!("{path}.method"),
             format!("method {m:?} is not an HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD)"),
         );
+    }
+    // Riposte's: which shape the requests have (default: recognised per request).
+    if let Some(f) = cfg["format"].as_str()
+        && !["auto", "webhook", "cloudevents", "falco", "tracee", "audit", "k8s-audit"].contains(&f)
+    {
+        cx.error(
+            &format!("{path}.format"),
+            format!("format {f:?} is not one of auto, webhook, cloudevents, falco, tracee, audit"),
+        );
+    }
+    if !cfg["hmac"].is_null() && cfg["hmac"]["secret"].is_null() {
+        cx.error(
+            &format!("{path}.hmac"),
+            format!("{path}.hmac.secret ({{name, key}} of the shared key) is required"),
+        );
+    }
+}
+
+/// What each broker, file and resource source cannot run without.
+fn required_fields(ty: &str) -> &'static [&'static str] {
+    match ty {
+        "nats" => &["url", "subject"],
+        "mqtt" => &["url", "topic"],
+        "amqp" => &["url", "exchangeName"],
+        "redis" => &["hostAddress", "channels"],
+        "redisStream" => &["hostAddress", "streams"],
+        "file" => &["watchPathConfig.directory"],
+        "resource" => &["version", "resource"],
+        _ => &[],
     }
 }
 
