@@ -197,12 +197,17 @@ pub fn envelopes(
                         .as_object()
                         .map(|o| {
                             let get = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("");
-                            [get("namespace"), get("resource"), get("name"), get("subresource")]
-                                .iter()
-                                .filter(|s| !s.is_empty())
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join("/")
+                            [
+                                get("namespace"),
+                                get("resource"),
+                                get("name"),
+                                get("subresource"),
+                            ]
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("/")
                         })
                         .unwrap_or_else(|| text_of(&item["requestURI"]));
                     Ok(Event {
@@ -244,16 +249,18 @@ pub fn detect(headers: &[(String, String)], body: &Value) -> Format {
     if body["specversion"].is_string() && body["id"].is_string() && body["source"].is_string() {
         return Format::CloudEvents;
     }
-    if body["apiVersion"].as_str().is_some_and(|a| a.starts_with("audit.k8s.io/"))
+    if body["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("audit.k8s.io/"))
         && (body["kind"] == "EventList" || body["kind"] == "Event")
     {
         return Format::Audit;
     }
-    if body["rule"].is_string() && (body["output_fields"].is_object() || body["uuid"].is_string())
-    {
+    if body["rule"].is_string() && (body["output_fields"].is_object() || body["uuid"].is_string()) {
         return Format::Falco;
     }
-    if body["eventName"].is_string() && (body["processName"].is_string() || !body["eventId"].is_null())
+    if body["eventName"].is_string()
+        && (body["processName"].is_string() || !body["eventId"].is_null())
     {
         return Format::Tracee;
     }
@@ -327,7 +334,11 @@ mod tests {
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
-    fn ingest(headers: &[(&str, &str)], body: &[u8], format: Format) -> Result<Vec<Event>, IngestError> {
+    fn ingest(
+        headers: &[(&str, &str)],
+        body: &[u8],
+        format: Format,
+    ) -> Result<Vec<Event>, IngestError> {
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -349,11 +360,19 @@ mod tests {
     #[test]
     fn shapes_and_keys() {
         let falco = payload("falco-terminal-shell.json");
-        let e = ingest(&[("Content-Type", "application/json")], &falco, Format::Auto).unwrap();
+        let e = ingest(
+            &[("Content-Type", "application/json")],
+            &falco,
+            Format::Auto,
+        )
+        .unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].source, "falco");
         assert!(!e[0].id.starts_with("fresh"), "keyed by the alert's uuid");
-        assert_eq!(e[0].data["header"]["Content-Type"], json!(["application/json"]));
+        assert_eq!(
+            e[0].data["header"]["Content-Type"],
+            json!(["application/json"])
+        );
         assert!(e[0].data["body"]["output_fields"]["k8s.pod.name"].is_string());
 
         let audit = payload("k8s-audit-eventlist.json");
@@ -370,15 +389,26 @@ mod tests {
         let a = ingest(&[], &tracee, Format::Auto).unwrap();
         let b = ingest(&[], &tracee, Format::Auto).unwrap();
         assert_eq!(a[0].source, "tracee");
-        assert_eq!(a[0].id, b[0].id, "a retry of the same Tracee event is one event");
+        assert_eq!(
+            a[0].id, b[0].id,
+            "a retry of the same Tracee event is one event"
+        );
 
         let binary = ingest(
-            &[("ce-id", "42"), ("ce-source", "s"), ("ce-type", "t"), ("ce-specversion", "1.0")],
+            &[
+                ("ce-id", "42"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+                ("ce-specversion", "1.0"),
+            ],
             br#"{"x":1}"#,
             Format::Auto,
         )
         .unwrap();
-        assert_eq!((binary[0].id.as_str(), binary[0].source.as_str()), ("42", "s"));
+        assert_eq!(
+            (binary[0].id.as_str(), binary[0].source.as_str()),
+            ("42", "s")
+        );
         assert_eq!(binary[0].data["body"], json!({"x": 1}));
 
         let structured = ingest(

@@ -61,9 +61,13 @@ pub enum TriggerResult {
 pub enum TriggerKind {
     /// `argoWorkflow` (operation `submit`, `submit-from`, `resubmit`, `resume`, `retry`,
     /// `suspend`, `terminate`, `stop`), or a `k8s` trigger whose object is a Workflow.
-    ArgoWorkflow { operation: String },
+    ArgoWorkflow {
+        operation: String,
+    },
     /// `k8s` create/update/patch/delete of any other object.
-    K8s { operation: String },
+    K8s {
+        operation: String,
+    },
     Http,
     Log,
     /// A trigger type Riposte does not carry out (lint warned about it).
@@ -156,7 +160,9 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
     for trigger in spec["triggers"].as_array().unwrap_or(&empty) {
         let template = &trigger["template"];
         let trigger_name = template["name"].as_str().unwrap_or("").to_string();
-        let conditions = template["conditions"].as_str().filter(|c| !c.trim().is_empty());
+        let conditions = template["conditions"]
+            .as_str()
+            .filter(|c| !c.trim().is_empty());
         let feeds: Vec<String> = match conditions {
             Some(c) => condition_names(c)
                 .into_iter()
@@ -182,7 +188,11 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
         let satisfied: Vec<String> = have.keys().cloned().collect();
         if conditions_hold(conditions, &all_names, &satisfied) {
             // The events it fires with are consumed: the trigger waits afresh.
-            for dep in waiting.get(&trigger_name).into_iter().flat_map(|w| w.keys()) {
+            for dep in waiting
+                .get(&trigger_name)
+                .into_iter()
+                .flat_map(|w| w.keys())
+            {
                 decision
                     .state
                     .push((trigger_name.clone(), dep.clone(), None));
@@ -219,7 +229,10 @@ fn transformed(dep: &Value, event: &Event) -> (Option<Event>, Option<String>) {
         if dep["transform"]["script"].is_string() {
             return (
                 None,
-                Some("transform.script (Lua) is not supported by Riposte, so it does not match".into()),
+                Some(
+                    "transform.script (Lua) is not supported by Riposte, so it does not match"
+                        .into(),
+                ),
             );
         }
         return (Some(event.clone()), None);
@@ -245,12 +258,11 @@ pub fn condition_names(conditions: &str) -> Vec<String> {
         .collect()
 }
 
-fn firing(
-    sensor: &str,
-    trigger: &Value,
-    have: &BTreeMap<String, Incoming>,
-) -> Firing {
-    let trigger_name = trigger["template"]["name"].as_str().unwrap_or("").to_string();
+fn firing(sensor: &str, trigger: &Value, have: &BTreeMap<String, Incoming>) -> Firing {
+    let trigger_name = trigger["template"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let events: Vec<(String, Event)> = have
         .iter()
         .map(|(d, i)| (d.clone(), i.event.clone()))
@@ -289,7 +301,11 @@ fn firing(
             (TriggerKind::K8s { operation }, r, n)
         }
     } else if let Some(h) = template.get("http") {
-        let (r, n) = apply_parameters(json!({}), h["payload"].as_array().unwrap_or(&empty), &events);
+        let (r, n) = apply_parameters(
+            json!({}),
+            h["payload"].as_array().unwrap_or(&empty),
+            &events,
+        );
         (TriggerKind::Http, r, n)
     } else if template.get("log").is_some() {
         (TriggerKind::Log, Value::Null, Vec::new())
@@ -355,7 +371,9 @@ fn dedupe_key(
         }
         Err(e) => {
             // A key that cannot be computed must not suppress the response: fire, and say so.
-            notes.push(format!("dedupe key {src:?} failed ({e}); firing without dedupe"));
+            notes.push(format!(
+                "dedupe key {src:?} failed ({e}); firing without dedupe"
+            ));
             None
         }
     }
@@ -455,10 +473,7 @@ mod tests {
         assert!(fired(&d).is_empty());
         assert!(!d.dependencies[0].verdict.matched);
         let d = decide(&s, &waiting, &incoming(9, "a", json!({"go": true})));
-        assert_eq!(
-            fired(&d),
-            vec!["sensor:s/either/9", "sensor:s/only-a/9"]
-        );
+        assert_eq!(fired(&d), vec!["sensor:s/either/9", "sensor:s/only-a/9"]);
     }
 
     #[test]
@@ -472,7 +487,11 @@ mod tests {
             "dedupe": {"key": "event.body.pod", "window": "30s"},
         }]));
         s["spec"]["dependencies"][1]["transform"] = json!({"jq": ".body.pod |= ascii_upcase"});
-        let d = decide(&s, &Waiting::new(), &incoming(3, "b", json!({"pod": "web-1"})));
+        let d = decide(
+            &s,
+            &Waiting::new(),
+            &incoming(3, "b", json!({"pod": "web-1"})),
+        );
         let TriggerResult::Fire(f) = &d.triggers[0] else {
             panic!("fires: {d:?}")
         };

@@ -190,12 +190,17 @@ pub async fn object_action(
     let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
         .await
         .map_err(|e| {
-            format!("the cluster does not serve {api_version} {kind} (is the CRD installed?): {}", describe(&e))
+            format!(
+                "the cluster does not serve {api_version} {kind} (is the CRD installed?): {}",
+                describe(&e)
+            )
         })?;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
         Scope::Namespaced => {
-            let ns = manifest["metadata"]["namespace"].as_str().unwrap_or(namespace);
+            let ns = manifest["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(namespace);
             Api::namespaced_with(cluster.client().clone(), ns, &resource)
         }
     };
@@ -213,7 +218,13 @@ pub async fn object_action(
     let done = match operation {
         "create" => with_retries(|| api.create(&post, &object))
             .await
-            .map_err(|e| format!("create {}: {}", what(name.as_deref().unwrap_or("(generated)")), describe(&e)))?,
+            .map_err(|e| {
+                format!(
+                    "create {}: {}",
+                    what(name.as_deref().unwrap_or("(generated)")),
+                    describe(&e)
+                )
+            })?,
         "apply" | "update" => {
             let n = need_name()?;
             let mut pp = PatchParams::apply(FIELD_MANAGER);
@@ -232,7 +243,10 @@ pub async fn object_action(
                 .await
                 .map_err(|e| {
                     if api_status(&e).is_some_and(|(c, _)| c == 404) {
-                        format!("patch {}: the object does not exist, and a patch never creates it", what(&n))
+                        format!(
+                            "patch {}: the object does not exist, and a patch never creates it",
+                            what(&n)
+                        )
                     } else {
                         format!("patch {}: {}", what(&n), describe(&e))
                     }

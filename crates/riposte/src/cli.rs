@@ -324,7 +324,12 @@ pub(crate) struct ServeArgs {
     pub(crate) callback_secret_file: Option<PathBuf>,
     /// The event bus between stored events and sensors: `memory` (one process) or a NATS
     /// JetStream URL (nats://HOST:4222) so that replicas share the sensors' work.
-    #[arg(long, env = "RIPOSTE_BUS", default_value = "memory", value_name = "memory|nats://…")]
+    #[arg(
+        long,
+        env = "RIPOSTE_BUS",
+        default_value = "memory",
+        value_name = "memory|nats://…"
+    )]
     pub(crate) bus: String,
     /// Sensors, EventSources and WorkflowEventBindings to apply at start (every .yaml/.yml/.json
     /// file in DIR): a GitOps checkout as the source of truth. Applied like `apply`, audited.
@@ -332,10 +337,20 @@ pub(crate) struct ServeArgs {
     pub(crate) config_dir: Option<PathBuf>,
     /// Where secrets that event sources and triggers reference (`{name, key}`) are read:
     /// DIR/NAME/KEY, the layout of a mounted Kubernetes Secret.
-    #[arg(long, env = "RIPOSTE_SECRETS_DIR", default_value = "/var/run/riposte/secrets", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "RIPOSTE_SECRETS_DIR",
+        default_value = "/var/run/riposte/secrets",
+        value_name = "DIR"
+    )]
     pub(crate) secrets_dir: PathBuf,
     /// How long processed events are kept (e.g. 7d, 12h).
-    #[arg(long, env = "RIPOSTE_EVENT_RETENTION", default_value = "7d", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "RIPOSTE_EVENT_RETENTION",
+        default_value = "7d",
+        value_name = "DURATION"
+    )]
     pub(crate) event_retention: String,
     #[command(flatten)]
     pub(crate) db: DbArgs,

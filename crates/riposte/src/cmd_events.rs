@@ -99,7 +99,11 @@ pub(crate) fn event_cmd(cmd: EventCmd, remote: &Remote) -> Result<ExitCode> {
                     ),
                     e["envelope"]["source"].as_str().unwrap_or(""),
                     e["envelope"]["type"].as_str().unwrap_or(""),
-                    if e["processedAt"].is_null() { "no" } else { "yes" }
+                    if e["processedAt"].is_null() {
+                        "no"
+                    } else {
+                        "yes"
+                    }
                 );
             }
         }
@@ -112,7 +116,11 @@ pub(crate) fn event_cmd(cmd: EventCmd, remote: &Remote) -> Result<ExitCode> {
             }
         }
         EventCmd::Redeliver { seq } => {
-            let v = c.call("POST", &format!("/api/v1/riposte/events/{seq}/redeliver"), None)?;
+            let v = c.call(
+                "POST",
+                &format!("/api/v1/riposte/events/{seq}/redeliver"),
+                None,
+            )?;
             print_event(&v);
         }
     }
@@ -121,7 +129,13 @@ pub(crate) fn event_cmd(cmd: EventCmd, remote: &Remote) -> Result<ExitCode> {
 
 fn print_event(v: &Value) {
     let env = &v["envelope"];
-    println!("Event {}  ({}/{} in {})", v["seq"], s(&v["eventSource"]), s(&v["eventName"]), s(&v["namespace"]));
+    println!(
+        "Event {}  ({}/{} in {})",
+        v["seq"],
+        s(&v["eventSource"]),
+        s(&v["eventName"]),
+        s(&v["namespace"])
+    );
     println!("  id:       {}", s(&env["id"]));
     println!("  source:   {}", s(&env["source"]));
     println!("  type:     {}", s(&env["type"]));
@@ -130,7 +144,9 @@ fn print_event(v: &Value) {
     println!("  received: {}", s(&v["receivedAt"]));
     println!(
         "  processed: {}",
-        v["processedAt"].as_str().unwrap_or("not yet (it will be re-delivered)")
+        v["processedAt"]
+            .as_str()
+            .unwrap_or("not yet (it will be re-delivered)")
     );
     let sensors = v["sensors"].as_array().cloned().unwrap_or_default();
     if sensors.is_empty() {
@@ -139,7 +155,11 @@ fn print_event(v: &Value) {
     for sensor in sensors {
         println!("\nSensor {}", s(&sensor["sensor"]));
         for d in sensor["dependencies"].as_array().into_iter().flatten() {
-            let mark = if d["matched"] == true { "matched" } else { "did not match" };
+            let mark = if d["matched"] == true {
+                "matched"
+            } else {
+                "did not match"
+            };
             println!("  dependency {}: {mark}", s(&d["name"]));
             for r in d["reasons"].as_array().into_iter().flatten() {
                 println!("    - {}", s(r));

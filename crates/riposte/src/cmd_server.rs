@@ -274,8 +274,12 @@ async fn apply_config_dir(events: &server::events::Events, dir: &Path) -> Result
         let (loaded, mut diags) = spec::load_events(&name, &text);
         diags.extend(spec::lint_events(&loaded));
         fail_on_lint_errors(&diags, &name, &name)?;
-        let docs = spec::yaml::load_documents(&text)
-            .map_err(|e| InvalidInput(format!("{name}:{}:{}: {}", e.position.line, e.position.col, e.message)))?;
+        let docs = spec::yaml::load_documents(&text).map_err(|e| {
+            InvalidInput(format!(
+                "{name}:{}:{}: {}",
+                e.position.line, e.position.col, e.message
+            ))
+        })?;
         for d in docs {
             let kind = d.value["kind"].as_str().unwrap_or("").to_string();
             if !["Sensor", "EventSource", "WorkflowEventBinding"].contains(&kind.as_str()) {

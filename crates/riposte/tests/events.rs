@@ -88,7 +88,8 @@ fn create(base: &str, collection: &str, key: &str, obj: Value) {
 /// The Falco sensor of `workflows/examples`, on event source `falco`, event `alerts`.
 fn falco_sensor(base: &str, extra_trigger: Value) {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/examples/falco-shell-sensor.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../workflows/examples/falco-shell-sensor.yaml"),
     )
     .expect("example sensor");
     let mut sensor: Value = serde_yaml_like(&text);
@@ -170,74 +171,148 @@ fn falco_cloudevents_and_audit_batches_are_stored_once_and_fire_once() {
 
     // The same alert twice (falcosidekick's retry): one event, one workflow.
     let alert = serde_json::to_vec(&payload("falco-terminal-shell.json")).expect("JSON");
-    let (s1, b1) = post_raw(&hook("alerts"), &[("Content-Type", "application/json")], &alert);
-    let (s2, b2) = post_raw(&hook("alerts"), &[("Content-Type", "application/json")], &alert);
+    let (s1, b1) = post_raw(
+        &hook("alerts"),
+        &[("Content-Type", "application/json")],
+        &alert,
+    );
+    let (s2, b2) = post_raw(
+        &hook("alerts"),
+        &[("Content-Type", "application/json")],
+        &alert,
+    );
     assert_eq!((s1, s2), (200, 200), "{b1} {b2}");
     assert!(b2.contains("\"duplicate\":true"), "{b2}");
-    wait_until("the workflow", Duration::from_secs(20), || sensor_workflows(&db) == 1);
+    wait_until("the workflow", Duration::from_secs(20), || {
+        sensor_workflows(&db) == 1
+    });
     let wf = query(&db, "SELECT definition::text FROM workflows LIMIT 1");
-    assert!(wf.contains("payments-api-7c9d4f8b7-k2x9q"), "parameter from the alert: {wf}");
+    assert!(
+        wf.contains("payments-api-7c9d4f8b7-k2x9q"),
+        "parameter from the alert: {wf}"
+    );
 
     // Its journey, as `riposte event get` shows it.
-    let (_, events) = call("GET", &format!("{base}/api/v1/riposte/events?namespace=default"), None);
+    let (_, events) = call(
+        "GET",
+        &format!("{base}/api/v1/riposte/events?namespace=default"),
+        None,
+    );
     let seq = events["items"][0]["seq"].as_i64().expect("seq");
     let (_, ev) = call("GET", &format!("{base}/api/v1/riposte/events/{seq}"), None);
     let sensor = &ev["sensors"][0];
     assert_eq!(sensor["sensor"], "default/falco-shell", "{ev}");
     assert_eq!(sensor["dependencies"][0]["matched"], true, "{ev}");
-    assert!(sensor["triggers"][0]["effect"].as_str().unwrap_or("").starts_with("workflows/default/isolate-"), "{ev}");
+    assert!(
+        sensor["triggers"][0]["effect"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("workflows/default/isolate-"),
+        "{ev}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["event", "get", &seq.to_string(), "--server", &base])
         .output()
         .expect("riposte event get");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("dependency shell: matched") && text.contains("trigger isolate: fired"), "{text}");
+    assert!(
+        text.contains("dependency shell: matched") && text.contains("trigger isolate: fired"),
+        "{text}"
+    );
 
     // A filtered-out alert is stored and explained, and fires nothing.
     let mut quiet = payload("falco-write-below-etc.json");
     quiet["uuid"] = json!("not-a-shell");
-    let (s3, _) = post_raw(&hook("alerts"), &[], &serde_json::to_vec(&quiet).expect("JSON"));
+    let (s3, _) = post_raw(
+        &hook("alerts"),
+        &[],
+        &serde_json::to_vec(&quiet).expect("JSON"),
+    );
     assert_eq!(s3, 200);
 
     // CloudEvents, binary mode, sent twice: one event.
-    let ce = [("ce-id", "ce-1"), ("ce-source", "falco.org"), ("ce-type", "falco.rule.output.v1"), ("ce-specversion", "1.0"), ("Content-Type", "application/json")];
+    let ce = [
+        ("ce-id", "ce-1"),
+        ("ce-source", "falco.org"),
+        ("ce-type", "falco.rule.output.v1"),
+        ("ce-specversion", "1.0"),
+        ("Content-Type", "application/json"),
+    ];
     for _ in 0..2 {
         assert_eq!(post_raw(&hook("any"), &ce, b"{\"rule\":\"x\"}").0, 200);
     }
     // The same id from another source is another event.
-    let other = [("ce-id", "ce-1"), ("ce-source", "tracee"), ("ce-type", "t"), ("ce-specversion", "1.0")];
+    let other = [
+        ("ce-id", "ce-1"),
+        ("ce-source", "tracee"),
+        ("ce-type", "t"),
+        ("ce-specversion", "1.0"),
+    ];
     assert_eq!(post_raw(&hook("any"), &other, b"{}").0, 200);
     // A structured CloudEvent.
     let structured = json!({"specversion": "1.0", "id": "ce-2", "source": "falco.org", "type": "t", "data": {"a": 1}});
-    assert_eq!(post_raw(&hook("any"), &[("Content-Type", "application/cloudevents+json")], structured.to_string().as_bytes()).0, 200);
+    assert_eq!(
+        post_raw(
+            &hook("any"),
+            &[("Content-Type", "application/cloudevents+json")],
+            structured.to_string().as_bytes()
+        )
+        .0,
+        200
+    );
     let ces = query(&db, "SELECT count(*) FROM events WHERE event_name = 'any'");
     assert_eq!(ces, "3", "ce-1 from falco.org once, ce-1 from tracee, ce-2");
 
     // An audit batch is one event per item, never just its first.
     let batch = payload("k8s-audit-eventlist.json");
     let items = batch["items"].as_array().expect("items").len();
-    assert_eq!(post_raw(&hook("audit"), &[], batch.to_string().as_bytes()).0, 200);
-    let stored: usize = query(&db, "SELECT count(*) FROM events WHERE event_name = 'audit'").parse().expect("n");
+    assert_eq!(
+        post_raw(&hook("audit"), &[], batch.to_string().as_bytes()).0,
+        200
+    );
+    let stored: usize = query(
+        &db,
+        "SELECT count(*) FROM events WHERE event_name = 'audit'",
+    )
+    .parse()
+    .expect("n");
     assert_eq!(stored, items);
 
     // Bad input is refused with what was expected, and nothing is stored.
     let (s4, b4) = post_raw(&hook("any"), &[("ce-id", "x")], b"{}");
     assert_eq!(s4, 400, "{b4}");
     assert!(b4.contains("ce-source"), "{b4}");
-    let (s5, _) = post_raw(&format!("{base}/api/v1/webhooks/default/falco/nope"), &[], b"{}");
+    let (s5, _) = post_raw(
+        &format!("{base}/api/v1/webhooks/default/falco/nope"),
+        &[],
+        b"{}",
+    );
     assert_eq!(s5, 404);
 
     // Every event is processed; still exactly one workflow.
     wait_until("every event processed", Duration::from_secs(20), || {
-        query(&db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
     });
     assert_eq!(sensor_workflows(&db), 1);
 
     // A sensor that does not lint is refused with the reason.
-    let (s6, v6) = call("POST", &format!("{base}/api/v1/sensors/default"), Some(json!({"sensor": {
-        "metadata": {"name": "broken"}, "spec": {"dependencies": [], "triggers": []}}})));
+    let (s6, v6) = call(
+        "POST",
+        &format!("{base}/api/v1/sensors/default"),
+        Some(json!({"sensor": {
+        "metadata": {"name": "broken"}, "spec": {"dependencies": [], "triggers": []}}})),
+    );
     assert_eq!(s6, 400, "{v6}");
-    assert!(v6["message"].as_str().unwrap_or("").contains("dependencies"), "{v6}");
+    assert!(
+        v6["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dependencies"),
+        "{v6}"
+    );
 }
 
 #[test]
@@ -248,17 +323,29 @@ fn dedupe_window_fires_the_same_logical_alert_once() {
     create_template(&s.base);
     falco_source(&s.base);
     // The same pod and rule within 10 minutes is one response, whatever the alert ids.
-    falco_sensor(&s.base, json!({"dedupe": {
-        "key": "event.body.rule + '/' + event.body.output_fields['k8s.pod.name']", "window": "10m"}}));
+    falco_sensor(
+        &s.base,
+        json!({"dedupe": {
+        "key": "event.body.rule + '/' + event.body.output_fields['k8s.pod.name']", "window": "10m"}}),
+    );
     let hook = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
     for i in 0..5 {
-        assert_eq!(post_raw(&hook, &[], &alert_with_uuid(&format!("dup-{i}"))).0, 200);
+        assert_eq!(
+            post_raw(&hook, &[], &alert_with_uuid(&format!("dup-{i}"))).0,
+            200
+        );
     }
     wait_until("every event processed", Duration::from_secs(20), || {
-        query(&db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
     });
     assert_eq!(sensor_workflows(&db), 1);
-    let deduplicated = query(&db, "SELECT count(*) FROM event_decisions WHERE decision->'triggers'->0->>'deduplicated' = 'true'");
+    let deduplicated = query(
+        &db,
+        "SELECT count(*) FROM event_decisions WHERE decision->'triggers'->0->>'deduplicated' = 'true'",
+    );
     assert_eq!(deduplicated, "4");
 }
 
@@ -275,7 +362,6 @@ fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
     drop(first);
     let mut acked = std::collections::BTreeSet::new();
     let mut sent = std::collections::BTreeSet::new();
-    let mut n = 0u32;
     let mut rng = 0x2545F4914F6CDD1Du64;
     let mut next = |m: u64| {
         rng ^= rng << 13;
@@ -283,7 +369,7 @@ fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
         rng ^= rng << 17;
         rng % m
     };
-    for _round in 0..50 {
+    for n in 0..50u32 {
         let mut s = start(home.path(), &db, &[]);
         let hook = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
         let posts = 1 + next(4);
@@ -311,13 +397,19 @@ fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
             sent.insert(format!("alert-{n}-{i}"));
         }
         acked.extend(producer.join().expect("producer"));
-        n += 1;
     }
     // A last server finishes what the others left.
     let _s = start(home.path(), &db, &[]);
-    wait_until("every stored event processed", Duration::from_secs(60), || {
-        query(&db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
-    });
+    wait_until(
+        "every stored event processed",
+        Duration::from_secs(60),
+        || {
+            query(
+                &db,
+                "SELECT count(*) FROM events WHERE processed_at IS NULL",
+            ) == "0"
+        },
+    );
     let stored: std::collections::BTreeSet<String> = query(&db, "SELECT event_id FROM events")
         .lines()
         .map(str::to_string)
@@ -326,9 +418,23 @@ fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
         assert!(stored.contains(id), "alert {id} got a 200 but was lost");
     }
     let workflows = sensor_workflows(&db) as usize;
-    eprintln!("kill -9 loop: {} alerts sent, {} acknowledged, {} stored, {workflows} workflows", sent.len(), acked.len(), stored.len());
-    assert_eq!(workflows, stored.len(), "one workflow per stored alert ({} acked of {} sent)", acked.len(), sent.len());
-    let keys = query(&db, "SELECT count(DISTINCT key) FROM idempotency_keys WHERE key LIKE 'default/sensor:falco-shell/%'");
+    eprintln!(
+        "kill -9 loop: {} alerts sent, {} acknowledged, {} stored, {workflows} workflows",
+        sent.len(),
+        acked.len(),
+        stored.len()
+    );
+    assert_eq!(
+        workflows,
+        stored.len(),
+        "one workflow per stored alert ({} acked of {} sent)",
+        acked.len(),
+        sent.len()
+    );
+    let keys = query(
+        &db,
+        "SELECT count(DISTINCT key) FROM idempotency_keys WHERE key LIKE 'default/sensor:falco-shell/%'",
+    );
     assert_eq!(keys, workflows.to_string());
 }
 
@@ -350,17 +456,28 @@ fn two_replicas_share_sensors_over_nats_jetstream() {
     for i in 0..60 {
         let base = if i % 2 == 0 { &a.base } else { &b.base };
         let hook = format!("{base}/api/v1/webhooks/default/falco/alerts");
-        assert_eq!(post_raw(&hook, &[], &alert_with_uuid(&format!("nats-{i}"))).0, 200);
+        assert_eq!(
+            post_raw(&hook, &[], &alert_with_uuid(&format!("nats-{i}"))).0,
+            200
+        );
         // Every tenth alert is a retry of the one before, through the other replica.
         if i % 10 == 9 {
             let other = if i % 2 == 0 { &b.base } else { &a.base };
             let hook = format!("{other}/api/v1/webhooks/default/falco/alerts");
-            assert_eq!(post_raw(&hook, &[], &alert_with_uuid(&format!("nats-{i}"))).0, 200);
+            assert_eq!(
+                post_raw(&hook, &[], &alert_with_uuid(&format!("nats-{i}"))).0,
+                200
+            );
         }
     }
-    wait_until("60 workflows", Duration::from_secs(60), || sensor_workflows(&db) == 60);
+    wait_until("60 workflows", Duration::from_secs(60), || {
+        sensor_workflows(&db) == 60
+    });
     wait_until("every event processed", Duration::from_secs(30), || {
-        query(&db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sensor_workflows(&db), 60);
@@ -375,25 +492,41 @@ fn workflow_event_binding_submits_on_matching_events() {
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
     create_template(&s.base);
-    create(&s.base, "workflow-event-bindings", "workflowEventBinding", json!({
-        "metadata": {"name": "on-alert"},
-        "spec": {
-            "event": {"selector": "payload.severity == 'critical' && discriminator == 'scanner'"},
-            "submit": {
-                "workflowTemplateRef": {"name": "isolate-pod"},
-                "arguments": {"parameters": [
-                    {"name": "pod", "valueFrom": {"event": "payload.pod"}},
-                    {"name": "namespace", "valueFrom": {"event": "payload.ns"}}
-                ]}
+    create(
+        &s.base,
+        "workflow-event-bindings",
+        "workflowEventBinding",
+        json!({
+            "metadata": {"name": "on-alert"},
+            "spec": {
+                "event": {"selector": "payload.severity == 'critical' && discriminator == 'scanner'"},
+                "submit": {
+                    "workflowTemplateRef": {"name": "isolate-pod"},
+                    "arguments": {"parameters": [
+                        {"name": "pod", "valueFrom": {"event": "payload.pod"}},
+                        {"name": "namespace", "valueFrom": {"event": "payload.ns"}}
+                    ]}
+                }
             }
-        }
-    }));
+        }),
+    );
     let url = format!("{}/api/v1/events/default/scanner", s.base);
-    let (st, v) = call("POST", &url, Some(json!({"severity": "low", "pod": "a", "ns": "x"})));
+    let (st, v) = call(
+        "POST",
+        &url,
+        Some(json!({"severity": "low", "pod": "a", "ns": "x"})),
+    );
     assert_eq!(st, 200, "{v}");
-    let (st, v) = call("POST", &url, Some(json!({"severity": "critical", "pod": "web-1", "ns": "prod"})));
+    let (st, v) = call(
+        "POST",
+        &url,
+        Some(json!({"severity": "critical", "pod": "web-1", "ns": "prod"})),
+    );
     assert_eq!(st, 200, "{v}");
-    let rows = query(&db, "SELECT definition::text FROM workflows WHERE labels->>'workflows.argoproj.io/workflow-event-binding' = 'on-alert'");
+    let rows = query(
+        &db,
+        "SELECT definition::text FROM workflows WHERE labels->>'workflows.argoproj.io/workflow-event-binding' = 'on-alert'",
+    );
     assert_eq!(rows.lines().count(), 1, "{rows}");
     assert!(rows.contains("web-1") && rows.contains("prod"), "{rows}");
 }
@@ -403,18 +536,35 @@ fn nats_publish(subject: &str, payload: &str) {
     let mut c = std::net::TcpStream::connect("127.0.0.1:4222").expect("NATS on 4222");
     let mut info = [0u8; 4096];
     let _ = c.read(&mut info).expect("INFO");
-    write!(c, "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n", payload.len()).expect("PUB");
+    write!(
+        c,
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
+        payload.len()
+    )
+    .expect("PUB");
     let mut pong = [0u8; 64];
     let _ = c.read(&mut pong).expect("PONG");
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (scripts/test installs it)"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (scripts/test installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn events_of(db: &str, name: &str) -> i64 {
-    query(db, &format!("SELECT count(*) FROM events WHERE event_name = '{name}'")).parse().expect("count")
+    query(
+        db,
+        &format!("SELECT count(*) FROM events WHERE event_name = '{name}'"),
+    )
+    .parse()
+    .expect("count")
 }
 
 /// Every broker on this machine, a directory and a calendar feed one EventSource; each
@@ -427,50 +577,119 @@ fn broker_file_and_calendar_sources_deliver_events() {
     let s = start(home.path(), &db, &[]);
     let tag = format!("t{}", std::process::id());
     let d = dir.path().display().to_string();
-    create(&s.base, "event-sources", "eventSource", json!({
-        "metadata": {"name": "brokers"},
-        "spec": {
-            "nats": {"n": {"url": "nats://127.0.0.1:4222", "subject": format!("{tag}.alerts"), "jsonBody": true}},
-            "mqtt": {"m": {"url": "tcp://127.0.0.1:1883", "topic": format!("{tag}/alerts"), "jsonBody": true, "clientId": format!("{tag}-riposte")}},
-            "amqp": {"a": {"url": "amqp://guest:guest@127.0.0.1:5672/", "exchangeName": format!("{tag}-ex"), "exchangeType": "topic", "routingKey": "alerts", "jsonBody": true}},
-            "redis": {"r": {"hostAddress": "127.0.0.1:6379", "channels": [format!("{tag}-alerts")], "jsonBody": true}},
-            "redisStream": {"rs": {"hostAddress": "127.0.0.1:6379", "streams": [format!("{tag}-stream")], "consumerGroup": "riposte"}},
-            "file": {"f": {"watchPathConfig": {"directory": d, "pathRegexp": ".*\\.json"}, "eventType": "CREATE"}},
-            "calendar": {"c": {"interval": "1s"}}
-        }
-    }));
+    create(
+        &s.base,
+        "event-sources",
+        "eventSource",
+        json!({
+            "metadata": {"name": "brokers"},
+            "spec": {
+                "nats": {"n": {"url": "nats://127.0.0.1:4222", "subject": format!("{tag}.alerts"), "jsonBody": true}},
+                "mqtt": {"m": {"url": "tcp://127.0.0.1:1883", "topic": format!("{tag}/alerts"), "jsonBody": true, "clientId": format!("{tag}-riposte")}},
+                "amqp": {"a": {"url": "amqp://guest:guest@127.0.0.1:5672/", "exchangeName": format!("{tag}-ex"), "exchangeType": "topic", "routingKey": "alerts", "jsonBody": true}},
+                "redis": {"r": {"hostAddress": "127.0.0.1:6379", "channels": [format!("{tag}-alerts")], "jsonBody": true}},
+                "redisStream": {"rs": {"hostAddress": "127.0.0.1:6379", "streams": [format!("{tag}-stream")], "consumerGroup": "riposte"}},
+                "file": {"f": {"watchPathConfig": {"directory": d, "pathRegexp": ".*\\.json"}, "eventType": "CREATE"}},
+                "calendar": {"c": {"interval": "1s"}}
+            }
+        }),
+    );
     let deps: Vec<Value> = ["n", "m", "a", "r", "rs", "f"]
         .iter()
         .map(|e| json!({"name": format!("dep-{e}"), "eventSourceName": "brokers", "eventName": e}))
         .collect();
-    create(&s.base, "sensors", "sensor", json!({
-        "metadata": {"name": "brokers"},
-        "spec": {"dependencies": deps, "triggers": [
-            {"template": {"name": "log", "conditions": "dep-n || dep-m || dep-a || dep-r || dep-rs || dep-f", "log": {}}}
-        ]}
-    }));
+    create(
+        &s.base,
+        "sensors",
+        "sensor",
+        json!({
+            "metadata": {"name": "brokers"},
+            "spec": {"dependencies": deps, "triggers": [
+                {"template": {"name": "log", "conditions": "dep-n || dep-m || dep-a || dep-r || dep-rs || dep-f", "log": {}}}
+            ]}
+        }),
+    );
     // Let the sources connect and subscribe (pub/sub drops what nobody listens to).
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..3 {
         let body = format!("{{\"i\":{i}}}");
         nats_publish(&format!("{tag}.alerts"), &body);
-        run("mosquitto_pub", &["-h", "127.0.0.1", "-q", "1", "-t", &format!("{tag}/alerts"), "-m", &body]);
-        run("amqp-publish", &["-u", "amqp://guest:guest@127.0.0.1:5672", "-e", &format!("{tag}-ex"), "-r", "alerts", "-b", &body]);
-        run("redis-cli", &["-h", "127.0.0.1", "PUBLISH", &format!("{tag}-alerts"), &body]);
-        run("redis-cli", &["-h", "127.0.0.1", "XADD", &format!("{tag}-stream"), "*", "i", &i.to_string()]);
+        run(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-q",
+                "1",
+                "-t",
+                &format!("{tag}/alerts"),
+                "-m",
+                &body,
+            ],
+        );
+        run(
+            "amqp-publish",
+            &[
+                "-u",
+                "amqp://guest:guest@127.0.0.1:5672",
+                "-e",
+                &format!("{tag}-ex"),
+                "-r",
+                "alerts",
+                "-b",
+                &body,
+            ],
+        );
+        run(
+            "redis-cli",
+            &[
+                "-h",
+                "127.0.0.1",
+                "PUBLISH",
+                &format!("{tag}-alerts"),
+                &body,
+            ],
+        );
+        run(
+            "redis-cli",
+            &[
+                "-h",
+                "127.0.0.1",
+                "XADD",
+                &format!("{tag}-stream"),
+                "*",
+                "i",
+                &i.to_string(),
+            ],
+        );
         std::fs::write(dir.path().join(format!("alert-{i}.json")), &body).expect("write");
     }
     for name in ["n", "m", "a", "r", "rs", "f"] {
-        wait_until(&format!("3 events from {name}"), Duration::from_secs(30), || events_of(&db, name) >= 3);
+        wait_until(
+            &format!("3 events from {name}"),
+            Duration::from_secs(30),
+            || events_of(&db, name) >= 3,
+        );
         assert_eq!(events_of(&db, name), 3, "{name}: each message once");
     }
-    wait_until("calendar ticks", Duration::from_secs(10), || events_of(&db, "c") >= 2);
-    wait_until("every event processed", Duration::from_secs(20), || {
-        query(&db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
+    wait_until("calendar ticks", Duration::from_secs(10), || {
+        events_of(&db, "c") >= 2
     });
-    let fired = query(&db, "SELECT count(*) FROM event_decisions WHERE sensor = 'default/brokers' AND decision->'triggers'->0->>'fired' = 'true'");
+    wait_until("every event processed", Duration::from_secs(20), || {
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
+    });
+    let fired = query(
+        &db,
+        "SELECT count(*) FROM event_decisions WHERE sensor = 'default/brokers' AND decision->'triggers'->0->>'fired' = 'true'",
+    );
     assert_eq!(fired, "18", "every message fired the log trigger");
-    let body = query(&db, "SELECT envelope->'data'->'body'->>'i' FROM events WHERE event_name = 'm' ORDER BY seq LIMIT 1");
+    let body = query(
+        &db,
+        "SELECT envelope->'data'->'body'->>'i' FROM events WHERE event_name = 'm' ORDER BY seq LIMIT 1",
+    );
     assert_eq!(body, "0", "a JSON body is JSON in the event");
 }
 
@@ -480,7 +699,10 @@ fn broker_file_and_calendar_sources_deliver_events() {
 #[test]
 fn hera_events_service_manages_sensors_and_event_sources() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hera/events.py");
-    let probe = Command::new("python3").args(["-c", "import hera"]).output().expect("python3");
+    let probe = Command::new("python3")
+        .args(["-c", "import hera"])
+        .output()
+        .expect("python3");
     assert!(
         probe.status.success(),
         "hera is not installed: run scripts/test (it installs hera from PyPI) or pip install hera==7.1.0"
@@ -488,8 +710,16 @@ fn hera_events_service_manages_sensors_and_event_sources() {
     let db = database("hera");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
-    let out = Command::new("python3").arg(&script).arg(&s.base).output().expect("run the hera script");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&s.base)
+        .output()
+        .expect("run the hera script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("hera events ok"), "{text}");
 }

@@ -541,3 +541,123 @@ async fn terminate_deletes_the_running_job() {
         "deleted through the API"
     );
 }
+
+/// A blocking JSON call (from async tests, on the blocking pool).
+/// POST when there is a body, GET otherwise.
+async fn api(url: String, body: Option<Value>) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = match body {
+            Some(b) => agent.post(&url).send_json(b),
+            None => agent.get(&url).call(),
+        }
+        .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+    .await
+    .expect("blocking call")
+}
+
+async fn events_where(base: &str, source: &str) -> Vec<Value> {
+    let (_, v) = api(
+        format!("{base}/api/v1/riposte/events?namespace=default&eventSource={source}"),
+        None,
+    )
+    .await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A `resource` EventSource watches PolicyReports (a CRD) the way Kyverno publishes them; a
+/// failing report fires a `k8s` trigger that labels the offending pod. A restarted server
+/// re-lists the reports without making the same report a second event, and keeps watching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resource_event_source_watches_policy_reports_and_k8s_trigger_patches_the_pod() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let reports = ResourceType::new(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "PolicyReport",
+        "policyreports",
+        true,
+    );
+    fake.add_resource(reports.clone());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start_server(tmp.path(), &kubeconfig, port).await;
+    let (s, v) = api(
+        format!("{base}/api/v1/event-sources/default"),
+        Some(json!({"eventSource": {
+            "metadata": {"name": "policy"},
+            "spec": {"resource": {"reports": {
+                "namespace": "default", "group": "wgpolicyk8s.io", "version": "v1alpha2",
+                "resource": "policyreports", "eventTypes": ["ADD", "UPDATE"]
+            }}}
+        }})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api(format!("{base}/api/v1/sensors/default"), Some(json!({"sensor": {
+        "metadata": {"name": "policy-fail"},
+        "spec": {
+            "dependencies": [{"name": "report", "eventSourceName": "policy", "eventName": "reports",
+                "filters": {"data": [{"path": "body.summary.fail", "type": "number", "value": ["0"], "comparator": ">"}]}}],
+            "triggers": [{"template": {"name": "label-pod", "k8s": {
+                "operation": "patch",
+                "source": {"resource": {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "unknown", "namespace": "default", "labels": {"riposte.dev/policy": "failed"}}}},
+                "parameters": [{"src": {"dependencyName": "report", "dataKey": "body.results.0.resources.0.name"}, "dest": "metadata.name"}]
+            }}}]
+        }
+    }}))).await;
+    assert_eq!(s, 200, "{v}");
+    // Let the watch start (its initial list is empty).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fake.create(&reports, "default", json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+        "metadata": {"name": "polr-web"},
+        "summary": {"pass": 3, "fail": 1},
+        "results": [{"policy": "disallow-privileged", "result": "fail",
+                     "resources": [{"apiVersion": "v1", "kind": "Pod", "name": "web-1", "namespace": "default"}]}]
+    })).expect("report");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = fake.get("pods", "default", "web-1").expect("pod");
+        if pod["metadata"]["labels"]["riposte.dev/policy"] == "failed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod was not labelled: {:?}",
+            events_where(&base, "policy").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(events_where(&base, "policy").await.len(), 1);
+
+    // A restart re-lists: the unchanged report is not a second event.
+    server.kill().await.expect("kill");
+    let _server = start_server(tmp.path(), &kubeconfig, port).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = events_where(&base, "policy").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+
+    // The restarted watch goes on: a new report is a new event.
+    fake.create(&reports, "default", json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport", "metadata": {"name": "polr-other"}, "summary": {"fail": 0}})).expect("second report");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while events_where(&base, "policy").await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event for the second report"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -271,12 +271,20 @@ fn lint_sensor(cx: &mut Lint) {
                         cx.error(&format!("{dp}.key"), format!("dedupe key {k:?}: {e}"));
                     }
                 }
-                None => cx.error(&dp, format!("{dp}.key (an expression over the event, e.g. event.body.rule) is required")),
+                None => cx.error(
+                    &dp,
+                    format!(
+                        "{dp}.key (an expression over the event, e.g. event.body.rule) is required"
+                    ),
+                ),
             }
             if let Some(w) = t["dedupe"]["window"].as_str()
                 && expr::time::parse_duration_millis(w).is_none_or(|ms| ms <= 0)
             {
-                cx.error(&format!("{dp}.window"), format!("window {w:?} is not a duration like 60s or 10m"));
+                cx.error(
+                    &format!("{dp}.window"),
+                    format!("window {w:?} is not a duration like 60s or 10m"),
+                );
             }
         }
         for (j, p) in t["parameters"].as_array().into_iter().flatten().enumerate() {
@@ -679,7 +687,16 @@ fn webhook(cx: &mut Lint, cfg: &Value, path: &str) {
     }
     // Riposte's: which shape the requests have (default: recognised per request).
     if let Some(f) = cfg["format"].as_str()
-        && !["auto", "webhook", "cloudevents", "falco", "tracee", "audit", "k8s-audit"].contains(&f)
+        && ![
+            "auto",
+            "webhook",
+            "cloudevents",
+            "falco",
+            "tracee",
+            "audit",
+            "k8s-audit",
+        ]
+        .contains(&f)
     {
         cx.error(
             &format!("{path}.format"),

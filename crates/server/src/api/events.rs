@@ -16,16 +16,26 @@ impl FromRef<AppState> for Events {
 /// Lints a Sensor or EventSource the way `riposte lint` does; errors are one InvalidArgument.
 fn lint_event_object(v: &Value, kind: &str) -> ApiResult<()> {
     if kind == BINDING {
-        if v["spec"]["event"]["selector"].as_str().is_none_or(str::is_empty) {
-            return Err(ApiError::invalid("spec.event.selector (an expression over payload, metadata and discriminator) is required"));
+        if v["spec"]["event"]["selector"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            return Err(ApiError::invalid(
+                "spec.event.selector (an expression over payload, metadata and discriminator) is required",
+            ));
         }
         if let Some(sel) = v["spec"]["event"]["selector"].as_str()
             && let Err(e) = expr::parse(sel, expr::Dialect::Expr)
         {
             return Err(ApiError::invalid(format!("spec.event.selector: {e}")));
         }
-        if v["spec"]["submit"]["workflowTemplateRef"]["name"].as_str().is_none() {
-            return Err(ApiError::invalid("spec.submit.workflowTemplateRef.name is required"));
+        if v["spec"]["submit"]["workflowTemplateRef"]["name"]
+            .as_str()
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                "spec.submit.workflowTemplateRef.name is required",
+            ));
         }
         return Ok(());
     }
@@ -54,10 +64,16 @@ fn lint_event_object(v: &Value, kind: &str) -> ApiResult<()> {
 /// (base64 of its JSON) or as `inline` YAML. Stored objects use the YAML (CRD) form.
 fn normalize(kind: &str, obj: &mut Value) -> ApiResult<()> {
     if kind == EVENT_SOURCE
-        && let Some(hooks) = obj["spec"]["webhook"].as_object_mut()
+        && let Some(hooks) = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("webhook"))
+            .and_then(Value::as_object_mut)
     {
         for entry in hooks.values_mut() {
-            if let Some(Value::Object(ctx)) = entry.as_object_mut().and_then(|e| e.remove("webhookContext")) {
+            if let Some(Value::Object(ctx)) = entry
+                .as_object_mut()
+                .and_then(|e| e.remove("webhookContext"))
+            {
                 for (k, v) in ctx {
                     entry[k.as_str()] = v;
                 }
@@ -65,7 +81,10 @@ fn normalize(kind: &str, obj: &mut Value) -> ApiResult<()> {
         }
     }
     if kind == SENSOR
-        && let Some(triggers) = obj["spec"]["triggers"].as_array_mut()
+        && let Some(triggers) = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("triggers"))
+            .and_then(Value::as_array_mut)
     {
         for t in triggers {
             for ty in ["argoWorkflow", "k8s"] {
@@ -82,7 +101,11 @@ fn normalize(kind: &str, obj: &mut Value) -> ApiResult<()> {
                     use base64::Engine;
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
-                        .map_err(|e| ApiError::invalid(format!("triggers: source.resource.value is not base64: {e}")))?;
+                        .map_err(|e| {
+                            ApiError::invalid(format!(
+                                "triggers: source.resource.value is not base64: {e}"
+                            ))
+                        })?;
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     source["resource"] = parse_object_text(&text)?;
                 } else if let Some(text) = source["inline"].as_str().map(str::to_string) {
@@ -99,7 +122,9 @@ fn normalize(kind: &str, obj: &mut Value) -> ApiResult<()> {
 
 fn parse_object_text(text: &str) -> ApiResult<Value> {
     spec::yaml::load_documents(text)
-        .map_err(|e| ApiError::invalid(format!("a trigger's object does not parse: {}", e.message)))?
+        .map_err(|e| {
+            ApiError::invalid(format!("a trigger's object does not parse: {}", e.message))
+        })?
         .into_iter()
         .next()
         .map(|d| d.value)
@@ -110,12 +135,20 @@ fn object_json(o: &store::EventObject) -> Value {
     let mut body = o.body.clone();
     // Also under the protobuf name, for generated clients (Hera) that read it there.
     if o.kind == EVENT_SOURCE
-        && let Some(hooks) = body["spec"]["webhook"].as_object_mut()
+        && let Some(hooks) = body
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("webhook"))
+            .and_then(Value::as_object_mut)
     {
         for entry in hooks.values_mut() {
             let ctx: serde_json::Map<String, Value> = entry
                 .as_object()
-                .map(|e| e.iter().filter(|(k, _)| k.as_str() != "filter").map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|e| {
+                    e.iter()
+                        .filter(|(k, _)| k.as_str() != "filter")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default();
             entry["webhookContext"] = Value::Object(ctx);
         }
@@ -147,8 +180,7 @@ fn audit_object(kind: &str, namespace: &str, name: &str) -> String {
 /// Creates or replaces an event object, audited, then re-arms sensors and sources.
 pub(crate) async fn put_event_object(
     events: &Events,
-    actor: &str,
-    source: &str,
+    caller: &Caller,
     namespace: &str,
     mut obj: Value,
     kind: &str,
@@ -204,14 +236,14 @@ pub(crate) async fn put_event_object(
     };
     let audit = store::AuditEntry {
         at: now,
-        actor: actor.to_string(),
+        actor: caller.name.clone(),
         action: format!(
             "{}.{}",
             kind.to_lowercase(),
             if create { "create" } else { "update" }
         ),
         object: audit_object(kind, namespace, &name),
-        source: source.to_string(),
+        source: caller.source.clone(),
         details: json!({}),
     };
     match c.store().put_event_object(&rec, create, &audit).await {
@@ -241,20 +273,33 @@ pub(crate) async fn put_event_object(
     )))
 }
 
-async fn create(events: &Events, caller: &Caller, namespace: &str, body: &Value, kind: &str) -> ApiResult {
+async fn create(
+    events: &Events,
+    caller: &Caller,
+    namespace: &str,
+    body: &Value,
+    kind: &str,
+) -> ApiResult {
     let obj = body
         .get(body_key(kind))
         .cloned()
         .ok_or_else(|| ApiError::invalid(format!("request body needs a `{}`", body_key(kind))))?;
-    put_event_object(events, &caller.name, &caller.source, namespace, obj, kind, true, None).await
+    put_event_object(events, caller, namespace, obj, kind, true, None).await
 }
 
-async fn update(events: &Events, caller: &Caller, namespace: &str, name: &str, body: &Value, kind: &str) -> ApiResult {
+async fn update(
+    events: &Events,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    body: &Value,
+    kind: &str,
+) -> ApiResult {
     let obj = body
         .get(body_key(kind))
         .cloned()
         .ok_or_else(|| ApiError::invalid(format!("request body needs a `{}`", body_key(kind))))?;
-    put_event_object(events, &caller.name, &caller.source, namespace, obj, kind, false, Some(name)).await
+    put_event_object(events, caller, namespace, obj, kind, false, Some(name)).await
 }
 
 async fn list(events: &Events, namespace: &str, kind: &str) -> ApiResult {
@@ -270,7 +315,12 @@ async fn list(events: &Events, namespace: &str, kind: &str) -> ApiResult {
 }
 
 async fn get_one(events: &Events, namespace: &str, name: &str, kind: &str) -> ApiResult {
-    match events.controller().store().get_event_object(kind, namespace, name).await {
+    match events
+        .controller()
+        .store()
+        .get_event_object(kind, namespace, name)
+        .await
+    {
         Ok(o) => Ok(Json(object_json(&o))),
         Err(store::StoreError::NotFound { .. }) => Err(ApiError::not_found(format!(
             "{kind} {namespace}/{name} not found"
@@ -279,18 +329,31 @@ async fn get_one(events: &Events, namespace: &str, name: &str, kind: &str) -> Ap
     }
 }
 
-async fn delete(events: &Events, caller: &Caller, namespace: &str, name: &str, kind: &str) -> ApiResult {
+async fn delete(
+    events: &Events,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+) -> ApiResult {
     let audit = caller.audit(
         &format!("{}.delete", kind.to_lowercase()),
         audit_object(kind, namespace, name),
         json!({}),
     );
     let store = events.controller().store();
-    if !store.delete_event_object(kind, namespace, name, &audit).await? {
-        return Err(ApiError::not_found(format!("{kind} {namespace}/{name} not found")));
+    if !store
+        .delete_event_object(kind, namespace, name, &audit)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "{kind} {namespace}/{name} not found"
+        )));
     }
     if kind == SENSOR {
-        store.reset_sensor_dependencies(&format!("{namespace}/{name}")).await?;
+        store
+            .reset_sensor_dependencies(&format!("{namespace}/{name}"))
+            .await?;
     }
     events.reload().await.map_err(ControlError::from)?;
     Ok(Json(json!({})))
@@ -306,7 +369,10 @@ macro_rules! object_handlers {
         ) -> ApiResult {
             create(&e, &caller, &namespace, &body, $kind).await
         }
-        pub(super) async fn $list(State(e): State<Events>, Path(namespace): Path<String>) -> ApiResult {
+        pub(super) async fn $list(
+            State(e): State<Events>,
+            Path(namespace): Path<String>,
+        ) -> ApiResult {
             list(&e, &namespace, $kind).await
         }
         pub(super) async fn $get(
@@ -333,7 +399,14 @@ macro_rules! object_handlers {
     };
 }
 
-object_handlers!(SENSOR, create_sensor, list_sensors, get_sensor, update_sensor, delete_sensor);
+object_handlers!(
+    SENSOR,
+    create_sensor,
+    list_sensors,
+    get_sensor,
+    update_sensor,
+    delete_sensor
+);
 object_handlers!(
     EVENT_SOURCE,
     create_event_source,
@@ -368,7 +441,10 @@ pub(super) async fn receive_webhook(
     {
         Ok(d) => d,
         Err(store::StoreError::NotFound { .. }) => {
-            return ApiError::not_found(format!("event source {namespace}/{event_source} not found")).into_response();
+            return ApiError::not_found(format!(
+                "event source {namespace}/{event_source} not found"
+            ))
+            .into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -390,9 +466,15 @@ pub(super) async fn receive_webhook(
         event_name,
         spec,
     };
-    let (status, text) = crate::events::sources::receive_webhook(events, &entry, &method, &headers, &body).await;
+    let (status, text) =
+        crate::events::sources::receive_webhook(events, &entry, &method, &headers, &body).await;
     if status.is_success() {
-        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response()
     } else {
         ApiError::new(status, grpc_code(status), text.trim_end().to_string()).into_response()
     }
@@ -458,8 +540,11 @@ pub(super) async fn list_events(
 }
 
 fn parse_seq(s: &str) -> ApiResult<i64> {
-    s.parse::<i64>()
-        .map_err(|_| ApiError::invalid(format!("event {s:?}: events are named by their number (riposte event list)")))
+    s.parse::<i64>().map_err(|_| {
+        ApiError::invalid(format!(
+            "event {s:?}: events are named by their number (riposte event list)"
+        ))
+    })
 }
 
 /// One event with every sensor's decision about it.
@@ -469,7 +554,9 @@ pub(super) async fn get_event(State(e): State<Events>, Path(seq): Path<String>) 
     let rec = match store.get_event(seq).await {
         Ok(r) => r,
         Err(store::StoreError::NotFound { .. }) => {
-            return Err(ApiError::not_found(format!("event {seq} not found (expired or never received)")));
+            return Err(ApiError::not_found(format!(
+                "event {seq} not found (expired or never received)"
+            )));
         }
         Err(err) => return Err(err.into()),
     };
@@ -507,10 +594,12 @@ pub(super) async fn redeliver_event(
     let audit = caller.audit("event.redeliver", format!("events/{seq}"), json!({}));
     store.audit_append(std::slice::from_ref(&audit)).await?;
     let done = e.redeliver(seq).await.map_err(ControlError::from)?;
-    get_event(State(e), Path(seq.to_string())).await.map(|Json(mut v)| {
-        v["redelivered"] = json!(done);
-        Json(v)
-    })
+    get_event(State(e), Path(seq.to_string()))
+        .await
+        .map(|Json(mut v)| {
+            v["redelivered"] = json!(done);
+            Json(v)
+        })
 }
 
 /// Argo Workflows' event endpoint: every WorkflowEventBinding of the namespace whose
@@ -526,14 +615,17 @@ pub(super) async fn receive_event(
     let payload: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|err| ApiError::invalid(format!("the event body is not JSON: {err}")))?
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::invalid(format!("the event body is not JSON: {err}")))?
     };
     let mut metadata = serde_json::Map::new();
     for (k, v) in &headers {
         if k == axum::http::header::AUTHORIZATION {
             continue;
         }
-        let entry = metadata.entry(k.as_str().to_lowercase()).or_insert_with(|| json!([]));
+        let entry = metadata
+            .entry(k.as_str().to_lowercase())
+            .or_insert_with(|| json!([]));
         if let Value::Array(a) = entry {
             a.push(json!(String::from_utf8_lossy(v.as_bytes())));
         }
@@ -556,12 +648,21 @@ pub(super) async fn receive_event(
     };
     let env = event.data.clone();
     let appended = e
-        .ingest(&namespace, "workflow-event-bindings", &discriminator, vec![event])
+        .ingest(
+            &namespace,
+            "workflow-event-bindings",
+            &discriminator,
+            vec![event],
+        )
         .await
         .map_err(ControlError::from)?;
     let seq = appended.first().map(|a| a.seq).unwrap_or_default();
     let c = e.controller();
-    for b in c.store().list_event_objects(BINDING, Some(&namespace)).await? {
+    for b in c
+        .store()
+        .list_event_objects(BINDING, Some(&namespace))
+        .await?
+    {
         let spec = &b.body["spec"];
         let selector = spec["event"]["selector"].as_str().unwrap_or("false");
         let matched = expr::parse(selector, expr::Dialect::Expr)
@@ -571,20 +672,34 @@ pub(super) async fn receive_event(
         if !matched {
             continue;
         }
-        let template = spec["submit"]["workflowTemplateRef"]["name"].as_str().unwrap_or("").to_string();
-        let cluster = spec["submit"]["workflowTemplateRef"]["clusterScope"].as_bool().unwrap_or(false);
+        let template = spec["submit"]["workflowTemplateRef"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let cluster = spec["submit"]["workflowTemplateRef"]["clusterScope"]
+            .as_bool()
+            .unwrap_or(false);
         let mut req = SubmitRequest::new(
             &namespace,
-            Origin::Template { name: template, cluster },
+            Origin::Template {
+                name: template,
+                cluster,
+            },
             &caller.name,
             &caller.source,
         );
-        for p in spec["submit"]["arguments"]["parameters"].as_array().into_iter().flatten() {
+        for p in spec["submit"]["arguments"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let name = p["name"].as_str().unwrap_or("").to_string();
             let value = if let Some(src) = p["valueFrom"]["event"].as_str() {
                 let v = expr::parse(src, expr::Dialect::Expr)
                     .and_then(|x| expr::eval(&x, &env))
-                    .map_err(|err| ApiError::invalid(format!("binding {}: parameter {name}: {err}", b.name)))?;
+                    .map_err(|err| {
+                        ApiError::invalid(format!("binding {}: parameter {name}: {err}", b.name))
+                    })?;
                 match v {
                     Value::String(s) => s,
                     other => other.to_string(),
@@ -595,10 +710,16 @@ pub(super) async fn receive_event(
             req.parameters.push((name, value));
         }
         req.idempotency_key = Some(format!("binding:{}/{seq}", b.name));
-        req.labels.insert("workflows.argoproj.io/workflow-event-binding".into(), b.name.clone());
+        req.labels.insert(
+            "workflows.argoproj.io/workflow-event-binding".into(),
+            b.name.clone(),
+        );
         c.submit(req).await?;
     }
-    e.controller().store().set_event_processed(seq, Some(now_ms())).await?;
+    e.controller()
+        .store()
+        .set_event_processed(seq, Some(now_ms()))
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -618,7 +739,11 @@ pub async fn apply_event_object(
         .get_event_object(kind, namespace, &name)
         .await
         .is_ok();
-    put_event_object(events, actor, "config-dir", namespace, obj, kind, !exists, None)
+    let caller = Caller {
+        name: actor.to_string(),
+        source: "config-dir".into(),
+    };
+    put_event_object(events, &caller, namespace, obj, kind, !exists, None)
         .await
         .map(|_| if exists { "configured" } else { "created" })
         .map_err(|e| e.message)

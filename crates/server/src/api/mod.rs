@@ -33,9 +33,9 @@ mod workflows;
 
 use archived::*;
 use crons::*;
+pub use events::apply_event_object;
 use events::*;
 use operations::openapi_doc;
-pub use events::apply_event_object;
 pub use operations::{OPERATIONS, openapi};
 use streams::*;
 use templates::*;
@@ -169,9 +169,7 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         | Some(&"webhooks")
         | Some(&"events") => (namespace, role),
         // Cluster-wide objects need the role for every namespace (`"*"`).
-        Some(&"cluster-workflow-templates")
-        | Some(&"archived-workflows")
-        | Some(&"riposte") => {
+        Some(&"cluster-workflow-templates") | Some(&"archived-workflows") | Some(&"riposte") => {
             (Some("*".to_string()), role)
         }
         _ => (None, role),

@@ -26,21 +26,30 @@ pub const NATS_STREAM: &str = "RIPOSTE_EVENTS";
 pub enum BusConfig {
     Memory,
     /// `url` is the server; `stream` names this installation's stream, subject and consumer.
-    Nats { url: String, stream: String },
+    Nats {
+        url: String,
+        stream: String,
+    },
 }
 
 impl BusConfig {
     pub fn parse(s: &str) -> Result<BusConfig, String> {
         if s == "memory" {
             Ok(BusConfig::Memory)
-        } else if let Some(rest) = s.strip_prefix("nats://").or_else(|| s.strip_prefix("tls://")) {
+        } else if let Some(rest) = s
+            .strip_prefix("nats://")
+            .or_else(|| s.strip_prefix("tls://"))
+        {
             let scheme = &s[..s.len() - rest.len()];
             let (host, stream) = match rest.split_once('/') {
                 Some((h, n)) if !n.is_empty() => (h, n),
                 Some((h, _)) => (h, NATS_STREAM),
                 None => (rest, NATS_STREAM),
             };
-            if !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(format!(
                     "--bus {s:?}: the stream name {stream:?} may hold letters, digits, - and _ only"
                 ));
@@ -104,14 +113,19 @@ impl Bus {
                 })
                 .await
                 .map_err(|e| EventsError::Bus(format!("creating stream {stream} on {url}: {e}")))?;
-                Ok(Bus::Nats { js, stream: stream.clone() })
+                Ok(Bus::Nats {
+                    js,
+                    stream: stream.clone(),
+                })
             }
         }
     }
 
     pub(super) async fn publish(&self, seq: i64) -> Result<(), String> {
         match self {
-            Bus::Memory { tx, .. } => tx.send(seq).map_err(|_| "the processor has stopped".to_string()),
+            Bus::Memory { tx, .. } => tx
+                .send(seq)
+                .map_err(|_| "the processor has stopped".to_string()),
             Bus::Nats { js, stream } => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", seq.to_string().as_str());
@@ -119,7 +133,8 @@ impl Bus {
                     .publish_with_headers(subject(stream), headers, seq.to_string().into())
                     .await
                     .map_err(|e| format!("publishing event {seq}: {e}"))?;
-                ack.await.map_err(|e| format!("JetStream did not store event {seq}: {e}"))?;
+                ack.await
+                    .map_err(|e| format!("JetStream did not store event {seq}: {e}"))?;
                 Ok(())
             }
         }
@@ -134,7 +149,9 @@ impl Bus {
                 };
                 tokio::spawn(async move {
                     while let Some(seq) = rx.recv().await {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
                         let events = events.clone();
                         tokio::spawn(async move {
                             events.process(seq).await;

@@ -110,7 +110,10 @@ struct RateWindow {
 impl Events {
     /// Connects the bus, loads sensors and starts the processor, the sweeper and (with
     /// `run_sources`) the event sources.
-    pub async fn start(controller: Controller, config: EventsConfig) -> Result<Events, EventsError> {
+    pub async fn start(
+        controller: Controller,
+        config: EventsConfig,
+    ) -> Result<Events, EventsError> {
         let bus = bus::Bus::connect(&config.bus).await?;
         let events = Events {
             inner: Arc::new(Inner {
@@ -222,14 +225,21 @@ impl Events {
         };
         let events = ingest::envelopes(&r, format, &mut || uuid::Uuid::new_v4().to_string())
             .map_err(|e| EventsError::Invalid(e.0))?;
-        self.ingest(namespace, event_source, event_name, events).await
+        self.ingest(namespace, event_source, event_name, events)
+            .await
     }
 
     /// Decides every armed sensor of the event's namespace about event `seq`, carries out the
     /// firings and records the decisions. Returns whether the event is done (false: a store or
     /// transient error; it stays unprocessed and is re-delivered).
     pub async fn process(&self, seq: i64) -> bool {
-        if !self.inner.in_flight.lock().map(|mut s| s.insert(seq)).unwrap_or(false) {
+        if !self
+            .inner
+            .in_flight
+            .lock()
+            .map(|mut s| s.insert(seq))
+            .unwrap_or(false)
+        {
             return false;
         }
         let done = match self.process_inner(seq).await {
@@ -271,7 +281,11 @@ impl Events {
         Ok(done)
     }
 
-    async fn decide_sensor(&self, sensor: &Value, incoming: &Incoming) -> Result<bool, EventsError> {
+    async fn decide_sensor(
+        &self,
+        sensor: &Value,
+        incoming: &Incoming,
+    ) -> Result<bool, EventsError> {
         let key = sensor_key(sensor);
         let store = self.inner.controller.store();
         let stateful = has_waiting_triggers(sensor);
@@ -417,11 +431,16 @@ impl Events {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %store::chain(&e), "looking for unprocessed events"),
+                Err(e) => {
+                    tracing::warn!(error = %store::chain(&e), "looking for unprocessed events")
+                }
             }
             if now - last_prune > 60_000 {
                 last_prune = now;
-                match store.prune_events(now - self.inner.config.retention_ms).await {
+                match store
+                    .prune_events(now - self.inner.config.retention_ms)
+                    .await
+                {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "deleted events past retention"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %store::chain(&e), "pruning events"),
@@ -437,10 +456,19 @@ impl Events {
     /// A secret referenced as `{name, key}` (a Kubernetes SecretKeySelector), read from the
     /// secrets directory.
     pub fn secret(&self, selector: &Value) -> Result<String, String> {
-        let name = selector["name"].as_str().ok_or("the secret reference has no name")?;
-        let key = selector["key"].as_str().ok_or("the secret reference has no key")?;
-        if [name, key].iter().any(|s| s.contains('/') || s.contains("..")) {
-            return Err(format!("secret reference {name}/{key} is not a plain name and key"));
+        let name = selector["name"]
+            .as_str()
+            .ok_or("the secret reference has no name")?;
+        let key = selector["key"]
+            .as_str()
+            .ok_or("the secret reference has no key")?;
+        if [name, key]
+            .iter()
+            .any(|s| s.contains('/') || s.contains(".."))
+        {
+            return Err(format!(
+                "secret reference {name}/{key} is not a plain name and key"
+            ));
         }
         let path = self.inner.config.secrets_dir.join(name).join(key);
         std::fs::read_to_string(&path)

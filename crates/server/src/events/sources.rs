@@ -55,9 +55,13 @@ impl Supervisor {
         let mut wanted: HashMap<String, (Value, String, String, String, String)> = HashMap::new();
         let mut ports: BTreeMap<u16, Vec<Value>> = BTreeMap::new();
         for o in &defs {
-            let Some(spec) = o.body["spec"].as_object() else { continue };
+            let Some(spec) = o.body["spec"].as_object() else {
+                continue;
+            };
             for (ty, entries) in spec {
-                let Some(entries) = entries.as_object() else { continue };
+                let Some(entries) = entries.as_object() else {
+                    continue;
+                };
                 for (event_name, entry) in entries {
                     if ty == "webhook" {
                         let port = entry["port"]
@@ -78,7 +82,13 @@ impl Supervisor {
                     let key = format!("{}/{}/{ty}/{event_name}", o.namespace, o.name);
                     wanted.insert(
                         key,
-                        (entry.clone(), o.namespace.clone(), o.name.clone(), ty.clone(), event_name.clone()),
+                        (
+                            entry.clone(),
+                            o.namespace.clone(),
+                            o.name.clone(),
+                            ty.clone(),
+                            event_name.clone(),
+                        ),
                     );
                 }
             }
@@ -104,8 +114,10 @@ impl Supervisor {
             let task = tokio::spawn(async move { run_source(ctx, ty, spec).await });
             self.tasks.insert(key, (def, task));
         }
-        let wanted_ports: HashMap<u16, Value> =
-            ports.into_iter().map(|(p, e)| (p, Value::Array(e))).collect();
+        let wanted_ports: HashMap<u16, Value> = ports
+            .into_iter()
+            .map(|(p, e)| (p, Value::Array(e)))
+            .collect();
         self.listeners.retain(|port, (def, task)| {
             let keep = wanted_ports.get(port) == Some(def) && !task.is_finished();
             if !keep {
@@ -134,7 +146,16 @@ impl Supervisor {
     }
 }
 
-const RUNNABLE: &[&str] = &["calendar", "file", "nats", "mqtt", "amqp", "redis", "redisStream", "resource"];
+const RUNNABLE: &[&str] = &[
+    "calendar",
+    "file",
+    "nats",
+    "mqtt",
+    "amqp",
+    "redis",
+    "redisStream",
+    "resource",
+];
 
 /// What a source task knows about where its events go.
 #[derive(Clone)]
@@ -162,7 +183,12 @@ impl SourceCtx {
     /// Stores events; returns after the commit (the caller acknowledges its producer then).
     async fn ingest(&self, events: Vec<Event>) -> Result<(), String> {
         self.events
-            .ingest(&self.namespace, &self.event_source, &self.event_name, events)
+            .ingest(
+                &self.namespace,
+                &self.event_source,
+                &self.event_name,
+                events,
+            )
             .await
             .map(drop)
             .map_err(|e| store::chain(&e))
@@ -198,7 +224,8 @@ async fn run_source(ctx: SourceCtx, ty: String, spec: Value) {
 
 /// Bodies of broker messages: JSON when they parse (Argo's `jsonBody`), text otherwise.
 fn body_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 // --- webhook ---
@@ -212,18 +239,30 @@ async fn webhook_listener(events: Events, port: u16, entries: Vec<WebhookEntry>)
             return;
         }
     };
-    tracing::info!(port, endpoints = entries.len(), "webhook event source listening");
-    let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
-        let events = events.clone();
-        let entries = entries.clone();
-        async move {
-            let path = uri.path();
-            match entries.iter().find(|e| e.spec["endpoint"].as_str() == Some(path)) {
-                Some(entry) => receive_webhook(&events, entry, &method, &headers, &body).await,
-                None => (StatusCode::NOT_FOUND, format!("no webhook endpoint {path} on this port\n")),
+    tracing::info!(
+        port,
+        endpoints = entries.len(),
+        "webhook event source listening"
+    );
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let events = events.clone();
+            let entries = entries.clone();
+            async move {
+                let path = uri.path();
+                match entries
+                    .iter()
+                    .find(|e| e.spec["endpoint"].as_str() == Some(path))
+                {
+                    Some(entry) => receive_webhook(&events, entry, &method, &headers, &body).await,
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        format!("no webhook endpoint {path} on this port\n"),
+                    ),
+                }
             }
-        }
-    });
+        },
+    );
     let app = app.layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(port, error = %e, "webhook listener stopped");
@@ -242,15 +281,23 @@ pub async fn receive_webhook(
     let spec = &entry.spec;
     let want = spec["method"].as_str().unwrap_or("POST");
     if !method.as_str().eq_ignore_ascii_case(want) {
-        return (StatusCode::METHOD_NOT_ALLOWED, format!("this endpoint takes {want}\n"));
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("this endpoint takes {want}\n"),
+        );
     }
-    if let Some(max) = spec["maxPayloadSize"].as_i64().or_else(|| spec["maxPayloadSize"].as_str().and_then(|s| s.parse().ok()))
+    if let Some(max) = spec["maxPayloadSize"]
+        .as_i64()
+        .or_else(|| spec["maxPayloadSize"].as_str().and_then(|s| s.parse().ok()))
         && max > 0
         && body.len() as i64 > max
     {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body has {} bytes; this endpoint takes at most {max}\n", body.len()),
+            format!(
+                "the body has {} bytes; this endpoint takes at most {max}\n",
+                body.len()
+            ),
         );
     }
     if !spec["authSecret"].is_null() {
@@ -258,7 +305,10 @@ pub async fn receive_webhook(
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "webhook authSecret");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's secret is not readable\n".into());
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the endpoint's secret is not readable\n".into(),
+                );
             }
         };
         let given = headers
@@ -267,7 +317,10 @@ pub async fn receive_webhook(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into());
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token\n".into(),
+            );
         }
     }
     if let Some(hmac_spec) = spec.get("hmac").filter(|h| !h.is_null()) {
@@ -276,25 +329,53 @@ pub async fn receive_webhook(
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "webhook hmac secret");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's secret is not readable\n".into());
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the endpoint's secret is not readable\n".into(),
+                );
             }
         };
-        let given = headers.get(header_name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let given = headers
+            .get(header_name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !signature_valid(key.as_bytes(), body, given) {
-            return (StatusCode::UNAUTHORIZED, format!("missing or wrong {header_name} signature (HMAC-SHA256 of the body, hex, optionally prefixed sha256=)\n"));
+            return (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "missing or wrong {header_name} signature (HMAC-SHA256 of the body, hex, optionally prefixed sha256=)\n"
+                ),
+            );
         }
     }
     let format = match Format::parse(spec["format"].as_str().unwrap_or("auto")) {
         Some(f) => f,
-        None => return (StatusCode::INTERNAL_SERVER_ERROR, "the endpoint's format is not valid\n".into()),
+        None => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the endpoint's format is not valid\n".into(),
+            );
+        }
     };
     let pairs: Vec<(String, String)> = headers
         .iter()
         .filter(|(k, _)| k != &axum::http::header::AUTHORIZATION)
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     match events
-        .receive_http(&entry.namespace, &entry.event_source, &entry.event_name, format, &pairs, body)
+        .receive_http(
+            &entry.namespace,
+            &entry.event_source,
+            &entry.event_name,
+            format,
+            &pairs,
+            body,
+        )
         .await
     {
         Ok(appended) => {
@@ -306,7 +387,10 @@ pub async fn receive_webhook(
         Err(super::EventsError::Invalid(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")),
         Err(e) => {
             tracing::warn!(error = %store::chain(&e), "storing a webhook event failed; the producer should retry");
-            (StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored; retry\n".into())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event could not be stored; retry\n".into(),
+            )
         }
     }
 }
@@ -321,7 +405,12 @@ fn signature_valid(key: &[u8], body: &[u8], given: &str) -> bool {
     let given = given.strip_prefix("sha256=").unwrap_or(given);
     let Ok(given) = (0..given.len())
         .step_by(2)
-        .map(|i| given.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()))
+        .map(|i| {
+            given
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(())
+        })
         .collect::<Result<Vec<u8>, ()>>()
     else {
         return false;
@@ -350,7 +439,9 @@ async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         .flatten()
         .filter_map(|d| d.as_str().map(|s| s.chars().take(10).collect()))
         .collect();
-    let catch_up = spec["persistence"]["catchup"]["enabled"].as_bool().unwrap_or(false);
+    let catch_up = spec["persistence"]["catchup"]["enabled"]
+        .as_bool()
+        .unwrap_or(false);
     let max_catch_up = spec["persistence"]["catchup"]["maxDuration"]
         .as_str()
         .and_then(expr::time::parse_duration_millis)
@@ -389,7 +480,8 @@ async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         }
         let data = json!({"eventTime": expr::time::rfc3339(next), "metadata": spec["metadata"]});
         // The id is the scheduled time: two replicas (or a catch-up) fire it once.
-        ctx.ingest(vec![ctx.event("calendar", next.to_string(), data)]).await?;
+        ctx.ingest(vec![ctx.event("calendar", next.to_string(), data)])
+            .await?;
     }
 }
 
@@ -400,25 +492,38 @@ async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
 /// modification time.
 async fn file(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     let w = &spec["watchPathConfig"];
-    let dir = w["directory"].as_str().ok_or("file needs watchPathConfig.directory")?.to_string();
+    let dir = w["directory"]
+        .as_str()
+        .ok_or("file needs watchPathConfig.directory")?
+        .to_string();
     let path = w["path"].as_str().map(str::to_string);
     let re = match w["pathRegexp"].as_str() {
         Some(r) => Some(regex::Regex::new(r).map_err(|e| format!("pathRegexp: {e}"))?),
         None => None,
     };
     let op = spec["eventType"].as_str().unwrap_or("CREATE").to_string();
-    let interval = spec["polling"]["interval"].as_str().and_then(expr::time::parse_duration_millis).unwrap_or(1000).max(100);
+    let interval = spec["polling"]["interval"]
+        .as_str()
+        .and_then(expr::time::parse_duration_millis)
+        .unwrap_or(1000)
+        .max(100);
     let mut seen: HashMap<String, (u64, i64)> = HashMap::new();
     let mut first = true;
     loop {
-        let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| format!("reading {dir}: {e}"))?;
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(|e| format!("reading {dir}: {e}"))?;
         let mut batch = Vec::new();
         while let Ok(Some(entry)) = entries.next_entry().await {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if path.as_deref().is_some_and(|p| p != name) || re.as_ref().is_some_and(|r| !r.is_match(&name)) {
+            if path.as_deref().is_some_and(|p| p != name)
+                || re.as_ref().is_some_and(|r| !r.is_match(&name))
+            {
                 continue;
             }
-            let Ok(meta) = entry.metadata().await else { continue };
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -436,7 +541,11 @@ async fn file(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             };
             if changed {
                 let full = format!("{}/{name}", dir.trim_end_matches('/'));
-                batch.push(ctx.event("file", format!("{full}@{}:{}", stamp.0, stamp.1), json!({"name": full, "op": op})));
+                batch.push(ctx.event(
+                    "file",
+                    format!("{full}@{}:{}", stamp.0, stamp.1),
+                    json!({"name": full, "op": op}),
+                ));
             }
         }
         first = false;
@@ -454,20 +563,34 @@ async fn file(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
 async fn nats(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use futures_util::StreamExt;
     let url = spec["url"].as_str().ok_or("nats needs url")?;
-    let subject = spec["subject"].as_str().ok_or("nats needs subject")?.to_string();
-    let client = async_nats::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let subject = spec["subject"]
+        .as_str()
+        .ok_or("nats needs subject")?
+        .to_string();
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
     if let Some(stream) = spec["jetstream"]["stream"].as_str() {
         use async_nats::jetstream::consumer::{AckPolicy, pull};
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream(stream).await.map_err(|e| format!("JetStream stream {stream}: {e}"))?;
-        let durable = spec["jetstream"]["consumer"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
+        let stream = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| format!("JetStream stream {stream}: {e}"))?;
+        let durable = spec["jetstream"]["consumer"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
         let consumer = stream
-            .get_or_create_consumer(&durable, pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: subject.clone(),
-                ack_policy: AckPolicy::Explicit,
-                ..Default::default()
-            })
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: subject.clone(),
+                    ack_policy: AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| format!("JetStream consumer {durable}: {e}"))?;
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
@@ -481,13 +604,25 @@ async fn nats(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         }
         return Err("the JetStream message stream ended".into());
     }
-    let mut sub = client.subscribe(subject.clone()).await.map_err(|e| format!("subscribing to {subject}: {e}"))?;
+    let mut sub = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| format!("subscribing to {subject}: {e}"))?;
     while let Some(msg) = sub.next().await {
         let headers: Value = msg
             .headers
             .as_ref()
             .map(|h| {
-                Value::Object(h.iter().map(|(k, v)| (k.to_string(), json!(v.iter().map(|x| x.as_str()).collect::<Vec<_>>()))).collect())
+                Value::Object(
+                    h.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                json!(v.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
+                            )
+                        })
+                        .collect(),
+                )
             })
             .unwrap_or(Value::Null);
         let id = msg
@@ -508,23 +643,47 @@ async fn nats(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
 async fn mqtt(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
     let url = spec["url"].as_str().ok_or("mqtt needs url")?;
-    let topic = spec["topic"].as_str().ok_or("mqtt needs topic")?.to_string();
-    let hostport = url.trim_start_matches("tcp://").trim_start_matches("mqtt://");
-    let (host, port) = hostport.rsplit_once(':').ok_or_else(|| format!("mqtt url {url:?} needs host:port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("mqtt url {url:?}: bad port"))?;
-    let client_id = spec["clientId"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
+    let topic = spec["topic"]
+        .as_str()
+        .ok_or("mqtt needs topic")?
+        .to_string();
+    let hostport = url
+        .trim_start_matches("tcp://")
+        .trim_start_matches("mqtt://");
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| format!("mqtt url {url:?} needs host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("mqtt url {url:?}: bad port"))?;
+    let client_id = spec["clientId"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("riposte-{}-{}", ctx.event_source, ctx.event_name));
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_manual_acks(true);
     opts.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    client.subscribe(topic.clone(), QoS::AtLeastOnce).await.map_err(|e| format!("subscribing to {topic}: {e}"))?;
+    client
+        .subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .map_err(|e| format!("subscribing to {topic}: {e}"))?;
     loop {
         match eventloop.poll().await {
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let data = json!({"topic": p.topic, "messageId": p.pkid, "body": body_of(&p.payload)});
-                ctx.ingest(vec![ctx.event("mqtt", uuid::Uuid::new_v4().to_string(), data)]).await?;
-                client.ack(&p).await.map_err(|e| format!("acknowledging: {e}"))?;
+                let data =
+                    json!({"topic": p.topic, "messageId": p.pkid, "body": body_of(&p.payload)});
+                ctx.ingest(vec![ctx.event(
+                    "mqtt",
+                    uuid::Uuid::new_v4().to_string(),
+                    data,
+                )])
+                .await?;
+                client
+                    .ack(&p)
+                    .await
+                    .map_err(|e| format!("acknowledging: {e}"))?;
             }
             Ok(_) => {}
             Err(e) => return Err(format!("mqtt {url}: {e}")),
@@ -545,7 +704,9 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         Some(u) if u.matches('/').count() == 2 => u,
         _ => url,
     };
-    let exchange = spec["exchangeName"].as_str().ok_or("amqp needs exchangeName")?;
+    let exchange = spec["exchangeName"]
+        .as_str()
+        .ok_or("amqp needs exchangeName")?;
     let exchange_type = spec["exchangeType"].as_str().unwrap_or("topic");
     let routing_key = spec["routingKey"].as_str().unwrap_or("#");
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
@@ -562,25 +723,50 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     ch.exchange_declare(
         exchange.into(),
         kind,
-        ExchangeDeclareOptions { durable: ex["durable"].as_bool().unwrap_or(true), auto_delete: ex["autoDelete"].as_bool().unwrap_or(false), ..Default::default() },
+        ExchangeDeclareOptions {
+            durable: ex["durable"].as_bool().unwrap_or(true),
+            auto_delete: ex["autoDelete"].as_bool().unwrap_or(false),
+            ..Default::default()
+        },
         FieldTable::default(),
     )
     .await
     .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
     let qd = &spec["queueDeclare"];
-    let queue_name = qd["name"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte.{}.{}.{}", ctx.namespace, ctx.event_source, ctx.event_name));
+    let queue_name = qd["name"].as_str().map(str::to_string).unwrap_or_else(|| {
+        format!(
+            "riposte.{}.{}.{}",
+            ctx.namespace, ctx.event_source, ctx.event_name
+        )
+    });
     ch.queue_declare(
         queue_name.as_str().into(),
-        QueueDeclareOptions { durable: qd["durable"].as_bool().unwrap_or(true), auto_delete: qd["autoDelete"].as_bool().unwrap_or(false), exclusive: qd["exclusive"].as_bool().unwrap_or(false), ..Default::default() },
+        QueueDeclareOptions {
+            durable: qd["durable"].as_bool().unwrap_or(true),
+            auto_delete: qd["autoDelete"].as_bool().unwrap_or(false),
+            exclusive: qd["exclusive"].as_bool().unwrap_or(false),
+            ..Default::default()
+        },
         FieldTable::default(),
     )
     .await
     .map_err(|e| format!("declaring queue {queue_name}: {e}"))?;
-    ch.queue_bind(queue_name.as_str().into(), exchange.into(), routing_key.into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .map_err(|e| format!("binding {queue_name} to {exchange}: {e}"))?;
+    ch.queue_bind(
+        queue_name.as_str().into(),
+        exchange.into(),
+        routing_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("binding {queue_name} to {exchange}: {e}"))?;
     let mut consumer = ch
-        .basic_consume(queue_name.as_str().into(), format!("riposte-{}", ctx.event_name).as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue_name.as_str().into(),
+            format!("riposte-{}", ctx.event_name).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(|e| format!("consuming {queue_name}: {e}"))?;
     while let Some(delivery) = consumer.next().await {
@@ -600,7 +786,9 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             "body": body_of(&d.data),
         });
         ctx.ingest(vec![ctx.event("amqp", id, data)]).await?;
-        d.ack(BasicAckOptions::default()).await.map_err(|e| format!("acknowledging: {e}"))?;
+        d.ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| format!("acknowledging: {e}"))?;
     }
     Err("the AMQP consumer ended".into())
 }
@@ -608,7 +796,9 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
 // --- Redis ---
 
 fn redis_url(spec: &Value) -> Result<String, String> {
-    let host = spec["hostAddress"].as_str().ok_or("redis needs hostAddress (host:port)")?;
+    let host = spec["hostAddress"]
+        .as_str()
+        .ok_or("redis needs hostAddress (host:port)")?;
     let db = spec["db"].as_i64().unwrap_or(0);
     Ok(format!("redis://{host}/{db}"))
 }
@@ -619,15 +809,31 @@ async fn redis_pubsub(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use futures_util::StreamExt;
     let url = redis_url(spec)?;
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
-    let mut pubsub = client.get_async_pubsub().await.map_err(|e| format!("connecting to {url}: {e}"))?;
-    for ch in spec["channels"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
-        pubsub.subscribe(ch).await.map_err(|e| format!("subscribing to {ch}: {e}"))?;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    for ch in spec["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+    {
+        pubsub
+            .subscribe(ch)
+            .await
+            .map_err(|e| format!("subscribing to {ch}: {e}"))?;
     }
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
         let payload: Vec<u8> = msg.get_payload().unwrap_or_default();
         let data = json!({"channel": msg.get_channel_name(), "pattern": msg.get_pattern::<String>().ok(), "body": body_of(&payload)});
-        ctx.ingest(vec![ctx.event("redis", uuid::Uuid::new_v4().to_string(), data)]).await?;
+        ctx.ingest(vec![ctx.event(
+            "redis",
+            uuid::Uuid::new_v4().to_string(),
+            data,
+        )])
+        .await?;
     }
     Err("the Redis subscription ended".into())
 }
@@ -640,16 +846,25 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     let url = redis_url(spec)?;
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
     // Reads block for a while on the server; the client must wait longer than that.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| format!("connecting to {url}: {e}"))?;
-    let streams: Vec<String> = spec["streams"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect();
+    let streams: Vec<String> = spec["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
     if streams.is_empty() {
         return Err("redisStream needs streams".into());
     }
-    let group = spec["consumerGroup"].as_str().map(str::to_string).unwrap_or_else(|| format!("riposte-{}", ctx.event_source));
+    let group = spec["consumerGroup"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("riposte-{}", ctx.event_source));
     for s in &streams {
         let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(s, &group, "$").await;
         if let Err(e) = created
@@ -664,8 +879,14 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     let mut cursor = "0".to_string();
     loop {
         let ids: Vec<String> = streams.iter().map(|_| cursor.clone()).collect();
-        let opts = StreamReadOptions::default().group(&group, &consumer).count(count).block(2000);
-        let reply: StreamReadReply = conn.xread_options(&streams, &ids, &opts).await.map_err(|e| format!("reading streams: {e}"))?;
+        let opts = StreamReadOptions::default()
+            .group(&group, &consumer)
+            .count(count)
+            .block(2000);
+        let reply: StreamReadReply = conn
+            .xread_options(&streams, &ids, &opts)
+            .await
+            .map_err(|e| format!("reading streams: {e}"))?;
         let mut got = 0;
         for key in reply.keys {
             for entry in key.ids {
@@ -679,8 +900,16 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
                     })
                     .collect();
                 let data = json!({"stream": key.key, "id": entry.id, "values": values});
-                ctx.ingest(vec![ctx.event("redisStream", format!("{}/{}", key.key, entry.id), data)]).await?;
-                let _: i64 = conn.xack(&key.key, &group, &[&entry.id]).await.map_err(|e| format!("acknowledging: {e}"))?;
+                ctx.ingest(vec![ctx.event(
+                    "redisStream",
+                    format!("{}/{}", key.key, entry.id),
+                    data,
+                )])
+                .await?;
+                let _: i64 = conn
+                    .xack(&key.key, &group, &[&entry.id])
+                    .await
+                    .map_err(|e| format!("acknowledging: {e}"))?;
             }
         }
         if cursor == "0" && got == 0 {
@@ -707,7 +936,9 @@ async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         .clone();
     let group = spec["group"].as_str().unwrap_or("");
     let version = spec["version"].as_str().ok_or("resource needs version")?;
-    let plural = spec["resource"].as_str().ok_or("resource needs resource (the plural, e.g. policyreports)")?;
+    let plural = spec["resource"]
+        .as_str()
+        .ok_or("resource needs resource (the plural, e.g. policyreports)")?;
     let gvk = GroupVersionKind::gvk(group, version, "");
     let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
     let api: Api<DynamicObject> = match spec["namespace"].as_str().filter(|n| !n.is_empty()) {
@@ -735,12 +966,24 @@ async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|l| Some(format!("{}{}{}", l["key"].as_str()?, l["operation"].as_str().unwrap_or("=="), l["value"].as_str().unwrap_or(""))))
+        .filter_map(|l| {
+            Some(format!(
+                "{}{}{}",
+                l["key"].as_str()?,
+                l["operation"].as_str().unwrap_or("=="),
+                l["value"].as_str().unwrap_or("")
+            ))
+        })
         .collect();
     if !fields.is_empty() {
         config = config.fields(&fields.join(","));
     }
-    let types: Vec<String> = spec["eventTypes"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+    let types: Vec<String> = spec["eventTypes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
     let wants = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
     let after_start = spec["filter"]["afterStart"].as_bool().unwrap_or(false);
     let started = now_ms();
@@ -760,7 +1003,11 @@ async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             }
             watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
                 let uid = o.metadata.uid.clone().unwrap_or_default();
-                let kind = if known.contains_key(&uid) { "UPDATE" } else { "ADD" };
+                let kind = if known.contains_key(&uid) {
+                    "UPDATE"
+                } else {
+                    "ADD"
+                };
                 (kind, vec![o])
             }
             watcher::Event::Delete(o) => ("DELETE", vec![o]),
@@ -780,7 +1027,14 @@ async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             if !wants(kind) {
                 continue;
             }
-            if after_start && (initial || o.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_millisecond() < started)) && kind == "ADD" {
+            if after_start
+                && (initial
+                    || o.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .is_some_and(|t| t.0.as_millisecond() < started))
+                && kind == "ADD"
+            {
                 continue;
             }
             let body = serde_json::to_value(&o).unwrap_or(Value::Null);

@@ -59,7 +59,13 @@ impl Events {
             match self
                 .controller()
                 .store()
-                .claim_dedupe(&format!("{key}/{}", f.trigger), dedupe_key, &f.key, now, now + window)
+                .claim_dedupe(
+                    &format!("{key}/{}", f.trigger),
+                    dedupe_key,
+                    &f.key,
+                    now,
+                    now + window,
+                )
                 .await
             {
                 Ok(true) => {}
@@ -74,7 +80,8 @@ impl Events {
                 }
             }
         }
-        if let Some(wait) = self.rate_allows(&format!("{key}/{}", f.trigger), &trigger["rateLimit"]) {
+        if let Some(wait) = self.rate_allows(&format!("{key}/{}", f.trigger), &trigger["rateLimit"])
+        {
             tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
         }
         let retry = &trigger["retryStrategy"];
@@ -85,7 +92,11 @@ impl Events {
             .or_else(|| retry["duration"].as_i64().map(|s| s * 1000))
             .unwrap_or(1000)
             .clamp(0, 600_000);
-        let factor = retry["factor"].as_f64().or_else(|| retry["factor"].as_str().and_then(|s| s.parse().ok())).unwrap_or(1.0).clamp(1.0, 10.0);
+        let factor = retry["factor"]
+            .as_f64()
+            .or_else(|| retry["factor"].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(1.0)
+            .clamp(1.0, 10.0);
         for attempt in 1..=steps {
             match self.fire_once(sensor, f).await {
                 Ok((effect, existing)) => {
@@ -117,7 +128,9 @@ impl Events {
     }
 
     async fn fire_once(&self, sensor: &Value, f: &Firing) -> Result<(String, bool), Failure> {
-        let namespace = sensor["metadata"]["namespace"].as_str().unwrap_or("default");
+        let namespace = sensor["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
         let sensor_name = sensor["metadata"]["name"].as_str().unwrap_or("");
         let c = self.controller();
         let actor = format!("system:sensor:{namespace}/{sensor_name}");
@@ -133,50 +146,140 @@ impl Events {
                             ))
                         })
                 };
-                let ns = f.resource["metadata"]["namespace"].as_str().unwrap_or(namespace).to_string();
+                let ns = f.resource["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(namespace)
+                    .to_string();
                 let input = |now| match operation.as_str() {
-                    "resume" => Some(Input::Resume { now, node: None, parameters: BTreeMap::new() }),
+                    "resume" => Some(Input::Resume {
+                        now,
+                        node: None,
+                        parameters: BTreeMap::new(),
+                    }),
                     "suspend" => Some(Input::Suspend { now }),
-                    "terminate" => Some(Input::Stop { now, terminate: true, message: Some(format!("terminated by sensor {sensor_name}")) }),
-                    "stop" => Some(Input::Stop { now, terminate: false, message: Some(format!("stopped by sensor {sensor_name}")) }),
+                    "terminate" => Some(Input::Stop {
+                        now,
+                        terminate: true,
+                        message: Some(format!("terminated by sensor {sensor_name}")),
+                    }),
+                    "stop" => Some(Input::Stop {
+                        now,
+                        terminate: false,
+                        message: Some(format!("stopped by sensor {sensor_name}")),
+                    }),
                     _ => None,
                 };
                 if let Some(i) = input(now_ms()) {
                     let name = name_of()?;
-                    c.send(&ns, &name, i, &actor, "sensor", &format!("workflow.{operation}")).await?;
+                    c.send(
+                        &ns,
+                        &name,
+                        i,
+                        &actor,
+                        "sensor",
+                        &format!("workflow.{operation}"),
+                    )
+                    .await?;
                     return Ok((format!("workflows/{ns}/{name} {operation}"), false));
                 }
                 let mut req = match operation.as_str() {
                     "submit" | "" => {
-                        let resource: spec::WorkflowResource = serde_json::from_value(f.resource.clone())
-                            .map_err(|e| Failure::Permanent(format!("source.resource is not a Workflow: {e}")))?;
-                        SubmitRequest::new(&ns, Origin::Inline(Box::new(resource)), &actor, "sensor")
+                        let resource: spec::WorkflowResource =
+                            serde_json::from_value(f.resource.clone()).map_err(|e| {
+                                Failure::Permanent(format!(
+                                    "source.resource is not a Workflow: {e}"
+                                ))
+                            })?;
+                        SubmitRequest::new(
+                            &ns,
+                            Origin::Inline(Box::new(resource)),
+                            &actor,
+                            "sensor",
+                        )
                     }
                     "submit-from" => {
                         let name = name_of()?;
                         match f.resource["kind"].as_str() {
                             Some("CronWorkflow") => {
-                                let cron = c.store().get_cron(&ns, &name).await.map_err(ControlError::from)?;
+                                let cron = c
+                                    .store()
+                                    .get_cron(&ns, &name)
+                                    .await
+                                    .map_err(ControlError::from)?;
                                 let cron: spec::CronWorkflow = serde_json::from_value(cron.body)
-                                    .map_err(|e| Failure::Permanent(format!("stored CronWorkflow {ns}/{name}: {e}")))?;
-                                SubmitRequest::new(&ns, Origin::Cron { cron: Box::new(cron), scheduled_at: None }, &actor, "sensor")
+                                    .map_err(|e| {
+                                        Failure::Permanent(format!(
+                                            "stored CronWorkflow {ns}/{name}: {e}"
+                                        ))
+                                    })?;
+                                SubmitRequest::new(
+                                    &ns,
+                                    Origin::Cron {
+                                        cron: Box::new(cron),
+                                        scheduled_at: None,
+                                    },
+                                    &actor,
+                                    "sensor",
+                                )
                             }
-                            Some("WorkflowTemplate") => SubmitRequest::new(&ns, Origin::Template { name, cluster: false }, &actor, "sensor"),
-                            Some("ClusterWorkflowTemplate") => SubmitRequest::new(&ns, Origin::Template { name, cluster: true }, &actor, "sensor"),
-                            other => return Err(Failure::Permanent(format!(
-                                "submit-from needs a CronWorkflow or WorkflowTemplate in source.resource, not {other:?}"
-                            ))),
+                            Some("WorkflowTemplate") => SubmitRequest::new(
+                                &ns,
+                                Origin::Template {
+                                    name,
+                                    cluster: false,
+                                },
+                                &actor,
+                                "sensor",
+                            ),
+                            Some("ClusterWorkflowTemplate") => SubmitRequest::new(
+                                &ns,
+                                Origin::Template {
+                                    name,
+                                    cluster: true,
+                                },
+                                &actor,
+                                "sensor",
+                            ),
+                            other => {
+                                return Err(Failure::Permanent(format!(
+                                    "submit-from needs a CronWorkflow or WorkflowTemplate in source.resource, not {other:?}"
+                                )));
+                            }
                         }
                     }
                     "resubmit" => {
                         let name = name_of()?;
-                        let rec = c.store().get_workflow(&ns, &name).await.map_err(ControlError::from)?;
-                        let definition = crate::controller::Definition::from_value(&rec.definition)?;
-                        SubmitRequest::new(&ns, Origin::Resubmit { from: name, definition: Box::new(definition) }, &actor, "sensor")
+                        let rec = c
+                            .store()
+                            .get_workflow(&ns, &name)
+                            .await
+                            .map_err(ControlError::from)?;
+                        let definition =
+                            crate::controller::Definition::from_value(&rec.definition)?;
+                        SubmitRequest::new(
+                            &ns,
+                            Origin::Resubmit {
+                                from: name,
+                                definition: Box::new(definition),
+                            },
+                            &actor,
+                            "sensor",
+                        )
                     }
                     "retry" => {
                         let name = name_of()?;
-                        c.retry(&ns, &name, crate::controller::RetryRequest { restart_successful: false, node_selector: None, parameters: Vec::new() }, &actor, "sensor").await?;
+                        c.retry(
+                            &ns,
+                            &name,
+                            crate::controller::RetryRequest {
+                                restart_successful: false,
+                                node_selector: None,
+                                parameters: Vec::new(),
+                            },
+                            &actor,
+                            "sensor",
+                        )
+                        .await?;
                         return Ok((format!("workflows/{ns}/{name} retry"), false));
                     }
                     other => {
@@ -186,12 +289,17 @@ impl Events {
                     }
                 };
                 req.idempotency_key = Some(f.key.clone());
-                req.labels.insert(SENSOR_LABEL.into(), sensor_name.to_string());
+                req.labels
+                    .insert(SENSOR_LABEL.into(), sensor_name.to_string());
                 req.labels.insert(TRIGGER_LABEL.into(), f.trigger.clone());
                 req.details = json!({"sensor": sensor_name, "trigger": f.trigger, "events": f.events.iter().map(|(_, s)| s).collect::<Vec<_>>()});
                 match c.submit(req).await? {
-                    SubmitOutcome::Created { name, .. } => Ok((format!("workflows/{ns}/{name}"), false)),
-                    SubmitOutcome::Existing { name, .. } => Ok((format!("workflows/{ns}/{name}"), true)),
+                    SubmitOutcome::Created { name, .. } => {
+                        Ok((format!("workflows/{ns}/{name}"), false))
+                    }
+                    SubmitOutcome::Existing { name, .. } => {
+                        Ok((format!("workflows/{ns}/{name}"), true))
+                    }
                     SubmitOutcome::CronFiringTaken => Ok(("cron firing taken".into(), true)),
                 }
             }
@@ -206,7 +314,10 @@ impl Events {
             }
             TriggerKind::Http => {
                 let http = &f.template["http"];
-                let url = http["url"].as_str().ok_or_else(|| Failure::Permanent("http trigger without url".into()))?.to_string();
+                let url = http["url"]
+                    .as_str()
+                    .ok_or_else(|| Failure::Permanent("http trigger without url".into()))?
+                    .to_string();
                 let method = http["method"].as_str().unwrap_or("POST").to_string();
                 let mut headers: Vec<(String, String)> = http["headers"]
                     .as_object()
@@ -216,15 +327,19 @@ impl Events {
                     .collect();
                 for h in http["secureHeaders"].as_array().into_iter().flatten() {
                     let name = h["name"].as_str().unwrap_or("").to_string();
-                    let value = self.secret(&h["valueFrom"]["secretKeyRef"]).map_err(Failure::Permanent)?;
+                    let value = self
+                        .secret(&h["valueFrom"]["secretKeyRef"])
+                        .map_err(Failure::Permanent)?;
                     headers.push((name, value));
                 }
                 let body = f.resource.to_string();
                 let timeout = http["timeout"].as_u64().unwrap_or(10).clamp(1, 300);
-                let status = tokio::task::spawn_blocking(move || http_call(&method, &url, &headers, body, timeout))
-                    .await
-                    .map_err(|e| Failure::Retryable(format!("http trigger task: {e}")))?
-                    .map_err(Failure::Retryable)?;
+                let status = tokio::task::spawn_blocking(move || {
+                    http_call(&method, &url, &headers, body, timeout)
+                })
+                .await
+                .map_err(|e| Failure::Retryable(format!("http trigger task: {e}")))?
+                .map_err(Failure::Retryable)?;
                 Ok((format!("http {status}"), false))
             }
             TriggerKind::Log => {
@@ -259,8 +374,12 @@ fn http_call(
     if !has_ct {
         req = req.header("Content-Type", "application/json");
     }
-    let req = req.body(body).map_err(|e| format!("http trigger request to {url}: {e}"))?;
-    let resp = agent.run(req).map_err(|e| format!("http trigger {method} {url}: {e}"))?;
+    let req = req
+        .body(body)
+        .map_err(|e| format!("http trigger request to {url}: {e}"))?;
+    let resp = agent
+        .run(req)
+        .map_err(|e| format!("http trigger {method} {url}: {e}"))?;
     let status = resp.status().as_u16();
     if status >= 300 {
         return Err(format!("http trigger {method} {url}: status {status}"));
