@@ -494,3 +494,177 @@ fn noop_executor(commands: Vec<Command>, now: i64) -> Result<Vec<Input>> {
     );
     Ok(batch)
 }
+
+/// See `riposte bench events --help`. The namespace is fresh per run (`bench-events-<suffix>`),
+/// so runs do not see each other's events.
+pub async fn events(
+    store: store::Store,
+    config: server::ControllerConfig,
+    bus: server::events::BusConfig,
+    events: usize,
+    concurrency: usize,
+) -> Result<()> {
+    use serde_json::json;
+    let ns = format!("bench-events-{}", crate::generate_suffix());
+    let bus_name = match &bus {
+        server::events::BusConfig::Memory => "memory".to_string(),
+        server::events::BusConfig::Nats { .. } => "nats".to_string(),
+    };
+    let controller = server::Controller::new(store.clone(), config);
+    let hub = server::events::Events::start(
+        controller.clone(),
+        server::events::EventsConfig {
+            bus,
+            run_sources: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(server::serve(
+        listener,
+        controller.clone(),
+        hub.clone(),
+        None,
+        std::future::pending(),
+    ));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: String, body: serde_json::Value| {
+        let agent = agent.clone();
+        let base = base.clone();
+        async move {
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let resp = agent.post(&format!("{base}{path}")).send_json(body)?;
+                anyhow::ensure!(resp.status().as_u16() == 200, "POST {path}: {}", resp.status());
+                Ok(())
+            })
+            .await?
+        }
+    };
+    post(
+        format!("/api/v1/workflow-templates/{ns}"),
+        json!({"template": {"metadata": {"name": "isolate-pod"}, "spec": {
+            "entrypoint": "wait", "arguments": {"parameters": [{"name": "pod"}, {"name": "namespace"}]},
+            "templates": [{"name": "wait", "suspend": {}}]}}}),
+    )
+    .await?;
+    post(
+        format!("/api/v1/event-sources/{ns}"),
+        json!({"eventSource": {"metadata": {"name": "falco"}, "spec": {"webhook": {"alerts": {
+            "port": "12000", "endpoint": "/falco", "method": "POST"}}}}}),
+    )
+    .await?;
+    let sensor_text = include_str!("../../../workflows/examples/falco-shell-sensor.yaml");
+    let sensor = spec::yaml::load_documents(sensor_text)
+        .map_err(|e| anyhow::anyhow!("the example sensor: {}", e.message))?
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .ok_or_else(|| anyhow::anyhow!("the example sensor is empty"))?;
+    post(format!("/api/v1/sensors/{ns}"), json!({"sensor": sensor})).await?;
+    let alert: serde_json::Value =
+        serde_json::from_str(include_str!("../../../tests/fixtures/falco-terminal-shell.json"))?;
+    let epoch_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    // Producers: blocking HTTP clients on threads, each posting its share in turn.
+    let started = Instant::now();
+    let threads: Vec<_> = (0..concurrency.max(1))
+        .map(|w| {
+            let agent = agent.clone();
+            let url = format!("{base}/api/v1/webhooks/{ns}/falco/alerts");
+            let alert = alert.clone();
+            std::thread::spawn(move || -> Result<Vec<(String, i64)>> {
+                let mut sent = Vec::new();
+                for i in (w..events).step_by(concurrency.max(1)) {
+                    let mut a = alert.clone();
+                    let id = format!("bench-{i}");
+                    a["uuid"] = json!(id);
+                    let t0 = epoch_ms();
+                    let resp = agent.post(&url).send_json(a)?;
+                    anyhow::ensure!(resp.status().as_u16() == 200, "webhook: {}", resp.status());
+                    sent.push((id, t0));
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    let mut sent_at = std::collections::HashMap::new();
+    for t in threads {
+        let sent = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        sent_at.extend(sent);
+    }
+    let posted_secs = started.elapsed().as_secs_f64();
+    // Wait for every workflow row.
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    let rows = loop {
+        let rows = store
+            .list_events(&store::EventQuery {
+                namespace: Some(ns.clone()),
+                event_source: None,
+                before: None,
+                limit: 10_000,
+            })
+            .await?;
+        let done = rows.iter().filter(|e| e.processed_at.is_some()).count();
+        if done >= events || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let total_secs = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for e in &rows {
+        let key = format!("{ns}/sensor:falco-shell/isolate/{}", e.seq);
+        let Some((_, name)) = store.workflow_for_key(&key).await? else {
+            continue;
+        };
+        let w = store.get_workflow(&ns, &name).await?;
+        if let Some(t0) = sent_at.get(&e.event_id) {
+            latencies.push((w.created_at - t0).max(0) as f64);
+        }
+    }
+    anyhow::ensure!(
+        latencies.len() == events,
+        "{} of {events} alerts made a workflow",
+        latencies.len()
+    );
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    // The pure filter evaluation of the same sensor, on this core.
+    let dependency = sensor["spec"]["dependencies"][0].clone();
+    let event = events::Event::from_json(alert.clone());
+    let n = 200_000;
+    let t = Instant::now();
+    let mut matched = 0;
+    for _ in 0..n {
+        matched += usize::from(events::evaluate_dependency(&dependency, &event).matched);
+    }
+    let filter_rate = n as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(matched == n, "the example filter must match the fixture");
+    let line = json!({
+        "workload": "events",
+        "backend": store.backend(),
+        "bus": bus_name,
+        "events": events,
+        "concurrency": concurrency,
+        "accepted_per_second": (events as f64 / posted_secs).round(),
+        "workflows_per_second": (events as f64 / total_secs).round(),
+        "latency_ms_p50": pct(0.5),
+        "latency_ms_p99": pct(0.99),
+        "latency_ms_max": pct(1.0),
+        "filter_evaluations_per_second_one_core": filter_rate.round(),
+    });
+    writeln!(std::io::stdout(), "{line}")?;
+    drop(hub);
+    Ok(())
+}

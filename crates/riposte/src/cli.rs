@@ -515,6 +515,22 @@ pub(crate) enum BenchCmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Events end to end: concurrent HTTP producers post distinct Falco alerts to a webhook
+    /// event source on the API port; each is stored, put on the bus, decided by the Falco
+    /// sensor and turns into a workflow (a suspended one: no process is spawned). Reports
+    /// throughput and the p50/p99 latency from HTTP request to workflow row; then the pure
+    /// filter evaluation rate on one core.
+    Events {
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// `memory` or nats://HOST:PORT[/STREAM].
+        #[arg(long, default_value = "memory")]
+        bus: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// The host executor against bare process spawning.
     Host {
         #[arg(long, default_value_t = 1000)]

@@ -235,6 +235,27 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
             };
             bench::api(store, config).await.map(|()| ExitCode::SUCCESS)
         })),
+        BenchCmd::Events {
+            events,
+            concurrency,
+            bus,
+            db,
+        } => report(block_on(async move {
+            let store = open_store(&db).await?;
+            let config = server::ControllerConfig {
+                runs_dir: std::env::temp_dir().join("riposte-bench-events"),
+                images: ImageTable::new(host_python(), BTreeMap::new()),
+                argosay_binary: std::env::current_exe()?,
+                isolation: Isolation::None("benchmark".into()),
+                holder: format!("bench-{}", generate_suffix()),
+                lease_ttl_ms: 600_000,
+                cluster: None,
+            };
+            let bus = server::events::BusConfig::parse(&bus).map_err(InvalidInput)?;
+            bench::events(store, config, bus, events, concurrency)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        })),
         BenchCmd::Store { shape, tasks, db } => report(block_on(async move {
             let store = open_store(&db).await?;
             bench::store(shape, tasks, store)
