@@ -212,11 +212,7 @@ fn data_filter(f: &Value, data: &Value, reasons: &mut Vec<String>) -> bool {
     let shown = text(&found);
     let ok = match ty {
         "string" => {
-            let hit = values.iter().find(|v| {
-                regex::Regex::new(v)
-                    .map(|re| re.is_match(&shown))
-                    .unwrap_or(false)
-            });
+            let hit = values.iter().find(|v| cached_regex_match(v, &shown));
             match comparator {
                 "!=" => hit.is_none(),
                 _ => hit.is_some(),
@@ -267,6 +263,49 @@ fn data_filter(f: &Value, data: &Value, reasons: &mut Vec<String>) -> bool {
     ok
 }
 
+/// Compiled filter regexes and parsed expressions, per thread: a sensor's filters are the
+/// same strings event after event. Bounded (cleared when full) so odd inputs cannot grow it.
+const CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    static REGEXES: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+        Default::default();
+    static EXPRS: std::cell::RefCell<std::collections::HashMap<String, Result<expr::Expr, expr::Error>>> =
+        Default::default();
+}
+
+fn cached_regex_match(pattern: &str, text: &str) -> bool {
+    REGEXES.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.contains_key(pattern) {
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(pattern.to_string(), regex::Regex::new(pattern).ok());
+        }
+        c.get(pattern)
+            .and_then(Option::as_ref)
+            .is_some_and(|re| re.is_match(text))
+    })
+}
+
+fn cached_govaluate(src: &str, env: &Value) -> Result<Value, expr::Error> {
+    EXPRS.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.contains_key(src) {
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(src.to_string(), expr::parse(src, expr::Dialect::Govaluate));
+        }
+        match c.get(src) {
+            Some(Ok(ast)) => expr::eval_govaluate_parsed(ast, env),
+            Some(Err(e)) => Err(e.clone()),
+            None => expr::eval_govaluate(src, env),
+        }
+    })
+}
+
 fn expr_filter(f: &Value, data: &Value, reasons: &mut Vec<String>) -> bool {
     let src = f["expr"].as_str().unwrap_or("");
     let mut env = Map::new();
@@ -286,7 +325,7 @@ fn expr_filter(f: &Value, data: &Value, reasons: &mut Vec<String>) -> bool {
             }
         }
     }
-    match expr::eval_govaluate(src, &Value::Object(env.clone())) {
+    match cached_govaluate(src, &Value::Object(env.clone())) {
         Ok(Value::Bool(b)) => {
             reasons.push(format!("expr {src:?} with {} is {b}", Value::Object(env)));
             b

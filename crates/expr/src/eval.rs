@@ -27,6 +27,16 @@ pub fn eval_govaluate(src: &str, env: &Value) -> Result<Value, Error> {
     .eval(&ast, None)
 }
 
+/// Evaluates a parsed govaluate expression (see [`eval_govaluate`]); callers that evaluate
+/// the same expression often parse it once.
+pub fn eval_govaluate_parsed(ast: &Expr, env: &Value) -> Result<Value, Error> {
+    Evaluator {
+        env,
+        dialect: Dialect::Govaluate,
+    }
+    .eval(ast, None)
+}
+
 /// Evaluates a govaluate `when` expression (already `{{}}`-substituted) to a boolean, with
 /// Argo's rule that bare identifiers are string literals.
 pub fn eval_when(src: &str) -> Result<bool, Error> {

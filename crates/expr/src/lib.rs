@@ -32,7 +32,9 @@ pub use ast::{Dialect, Expr, parse};
 /// the parsers recurse, and a stack overflow would abort the whole controller.
 pub const MAX_NESTING: usize = 128;
 pub use depends::{Depends, TaskResult, parse_depends};
-pub use eval::{eval, eval_bool, eval_govaluate, eval_when, to_template_string};
+pub use eval::{
+    eval, eval_bool, eval_govaluate, eval_govaluate_parsed, eval_when, to_template_string,
+};
 pub use template::{Scope, Segment, Unresolved, env_from_flat, render, segments, tags};
 
 /// Why an expression or template could not be parsed or evaluated.

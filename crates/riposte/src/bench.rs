@@ -539,7 +539,11 @@ pub async fn events(
         async move {
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let resp = agent.post(&format!("{base}{path}")).send_json(body)?;
-                anyhow::ensure!(resp.status().as_u16() == 200, "POST {path}: {}", resp.status());
+                anyhow::ensure!(
+                    resp.status().as_u16() == 200,
+                    "POST {path}: {}",
+                    resp.status()
+                );
                 Ok(())
             })
             .await?
@@ -566,8 +570,9 @@ pub async fn events(
         .map(|d| d.value)
         .ok_or_else(|| anyhow::anyhow!("the example sensor is empty"))?;
     post(format!("/api/v1/sensors/{ns}"), json!({"sensor": sensor})).await?;
-    let alert: serde_json::Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/falco-terminal-shell.json"))?;
+    let alert: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/falco-terminal-shell.json"
+    ))?;
     let epoch_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

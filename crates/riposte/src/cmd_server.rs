@@ -142,6 +142,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .context("recovering unfinished workflows")?;
     tokio::spawn(controller.clone().lease_loop());
     tokio::spawn(controller.clone().listen_loop());
+    tokio::spawn(controller.clone().inbox_sweep_loop());
     tokio::spawn(controller.clone().cron_loop());
     let events = server::events::Events::start(
         controller.clone(),

@@ -36,6 +36,7 @@ pub struct RunOutcome {
 /// workflow ends Failed); a second one exits at once.
 pub async fn run_workflow(wf: Workflow, exec: StepExecutor, cfg: RunConfig) -> Result<RunOutcome> {
     let (outside_tx, outside_rx) = mpsc::unbounded_channel();
+    let outside_tx_for_inbox = outside_tx.clone();
     let interrupted = Arc::new(AtomicBool::new(false));
     // Registered before the first step, so a Ctrl-C at any point after start is ours.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -56,6 +57,22 @@ pub async fn run_workflow(wf: Workflow, exec: StepExecutor, cfg: RunConfig) -> R
             let _ = outside_tx.send(stop);
         }
     });
+    // Another process (a server on the same database) may put resume/stop into this
+    // workflow's inbox: look once a second and wake the driver.
+    let inbox_watch = cfg.persist.as_ref().map(|p| {
+        let (store, uid, wake) = (p.store.clone(), p.uid.clone(), outside_tx_for_inbox.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Ok(entries) = store.pending_inputs(&uid).await
+                    && !entries.is_empty()
+                    && wake.send(Input::Tick { now: now_ms() }).is_err()
+                {
+                    return;
+                }
+            }
+        })
+    });
     let mut progress = cfg.progress;
     let outcome = driver::drive(
         wf,
@@ -71,6 +88,9 @@ pub async fn run_workflow(wf: Workflow, exec: StepExecutor, cfg: RunConfig) -> R
     )
     .await?;
     watcher.abort();
+    if let Some(w) = inbox_watch {
+        w.abort();
+    }
     Ok(RunOutcome {
         workflow: outcome.workflow,
         interrupted: interrupted.load(Ordering::SeqCst),

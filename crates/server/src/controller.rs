@@ -658,6 +658,30 @@ impl Controller {
         }
     }
 
+    /// The inbox fallback: once a second, one query for the workflows with unconsumed inbox
+    /// entries wakes those this replica drives (a notification that was missed, e.g. while
+    /// the LISTEN connection reconnected). Drivers themselves never poll the inbox.
+    pub async fn inbox_sweep_loop(self) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if self
+                .inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            match self.inner.store.workflows_with_pending_inputs().await {
+                Ok(uids) => {
+                    for uid in uids {
+                        self.wake(&uid);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %store::chain(&e), "sweeping the inbox"),
+            }
+        }
+    }
+
     /// Listens to other replicas' notifications (PostgreSQL): changed workflows reach this
     /// replica's watch streams, inbox entries wake the local driver. Reconnects after errors.
     pub async fn listen_loop(self) {

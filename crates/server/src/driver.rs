@@ -307,8 +307,8 @@ fn read_from(path: &std::path::Path, offset: Option<u64>, lines: usize) -> Optio
     Some((start, rest))
 }
 
-/// How often a driver looks at its inbox and ships running steps' logs without being woken
-/// (PostgreSQL notifications and local sends wake it at once).
+/// How often a driver ships running steps' logs. Its inbox is read when it is woken (local
+/// sends, PostgreSQL notifications, and the controller's one-query fallback sweep).
 const INBOX_POLL: Duration = Duration::from_millis(1000);
 
 /// How often a database operation is retried before the driver gives up (the lease then
@@ -565,16 +565,10 @@ pub async fn drive(
                     if let Some(p) = cfg.persist.as_mut() {
                         let running: Vec<String> =
                             wf.running_leaf_nodes().map(str::to_string).collect();
-                        if let Err(e) = p.ship_logs(&running, false).await {
+                        if !running.is_empty()
+                            && let Err(e) = p.ship_logs(&running, false).await
+                        {
                             tracing::warn!(error = %store::chain(&e), "storing running steps' logs; trying again shortly");
-                        }
-                        match p.store.pending_inputs(&p.uid).await {
-                            Ok(e) if !e.is_empty() => {
-                                read_inbox = true;
-                                break Some(continue_with_tick());
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %store::chain(&e), "polling the inbox"),
                         }
                     }
                 }

@@ -205,12 +205,13 @@ impl Store {
     }
 
     /// Records a sensor's decision about an event and the dependency state it leaves
-    /// (`dependencies`: `(dependency, Some(event seq))` to set, `None` to clear), in one
-    /// transaction.
+    /// (`dependencies`: `(dependency, Some(event seq))` to set, `None` to clear), and with
+    /// `processed_at` marks the event processed, in one transaction.
     pub async fn record_decision(
         &self,
         d: &DecisionRecord,
         dependencies: &[(String, Option<i64>)],
+        processed_at: Option<i64>,
     ) -> Result<()> {
         macro_rules! record {
             ($p:expr) => {{
@@ -244,6 +245,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(q("recording sensor state"))?;
+                }
+                if let Some(at) = processed_at {
+                    sqlx::query("UPDATE events SET processed_at = $2 WHERE seq = $1")
+                        .bind(d.event_seq)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("marking an event processed"))?;
                 }
                 tx.commit().await.map_err(q("committing a sensor decision"))?;
             }};

@@ -136,8 +136,9 @@ impl Store {
             source,
         };
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Webhook ingestion, sensor processing and workflow drivers share it.
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(10)
+                .max_connections(24)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await

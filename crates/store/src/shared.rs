@@ -305,6 +305,20 @@ impl Store {
     }
 
     /// The inputs waiting in a workflow's inbox, oldest first.
+    /// Workflows with unconsumed inbox entries: one query for a replica's fallback sweep
+    /// (notifications wake drivers at once; this catches one that was missed).
+    pub async fn workflows_with_pending_inputs(&self) -> Result<Vec<String>> {
+        on_pool!(&self.pool, |p| {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT DISTINCT workflow_uid FROM workflow_inbox WHERE consumed_in IS NULL",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(q("reading the inbox"))?;
+            Ok(rows.into_iter().map(|(u,)| u).collect())
+        })
+    }
+
     pub async fn pending_inputs(&self, uid: &str) -> Result<Vec<InboxEntry>> {
         on_pool!(&self.pool, |p| {
             let rows = sqlx::query(

@@ -433,22 +433,16 @@ pub(super) async fn receive_webhook(
     body: axum::body::Bytes,
 ) -> Response {
     let events = &state.events;
-    let def = match events
-        .controller()
-        .store()
-        .get_event_object(EVENT_SOURCE, &namespace, &event_source)
-        .await
-    {
-        Ok(d) => d,
-        Err(store::StoreError::NotFound { .. }) => {
+    let def = match events.event_source(&namespace, &event_source).await {
+        Some(d) => d,
+        None => {
             return ApiError::not_found(format!(
                 "event source {namespace}/{event_source} not found"
             ))
             .into_response();
         }
-        Err(e) => return ApiError::from(e).into_response(),
     };
-    let Some(spec) = def.body["spec"]["webhook"].get(&event_name).cloned() else {
+    let Some(spec) = def["spec"]["webhook"].get(&event_name).cloned() else {
         return ApiError::not_found(format!(
             "event source {namespace}/{event_source} has no webhook event {event_name:?}"
         ))

@@ -94,10 +94,15 @@ struct Inner {
     bus: bus::Bus,
     /// Armed sensors (with `metadata.namespace` set), reloaded on change and every few seconds.
     sensors: tokio::sync::RwLock<Arc<Vec<Value>>>,
+    /// EventSource definitions by `namespace/name`, reloaded with the sensors.
+    event_sources: tokio::sync::RwLock<Arc<HashMap<String, Value>>>,
     /// Sensors whose triggers wait for several dependencies are decided one event at a time.
     sensor_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Events being processed here (the sweeper must not hand them out again).
+    /// Events being processed here (a second delivery waits for the next round).
     in_flight: Mutex<HashSet<i64>>,
+    /// Events this replica put on the bus, and when: the sweeper leaves them alone for a
+    /// while, so a backlog is not multiplied by re-publication.
+    published: Mutex<HashMap<i64, i64>>,
     rate: Mutex<HashMap<String, RateWindow>>,
     sources: tokio::sync::Mutex<sources::Supervisor>,
 }
@@ -120,8 +125,10 @@ impl Events {
                 controller,
                 bus,
                 sensors: tokio::sync::RwLock::new(Arc::new(Vec::new())),
+                event_sources: tokio::sync::RwLock::new(Arc::new(HashMap::new())),
                 sensor_locks: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashSet::new()),
+                published: Mutex::new(HashMap::new()),
                 rate: Mutex::new(HashMap::new()),
                 sources: tokio::sync::Mutex::new(sources::Supervisor::default()),
                 config,
@@ -157,11 +164,27 @@ impl Events {
             })
             .collect();
         *self.inner.sensors.write().await = Arc::new(sensors);
+        let defs = store.list_event_objects(EVENT_SOURCE, None).await?;
+        *self.inner.event_sources.write().await = Arc::new(
+            defs.iter()
+                .map(|o| (format!("{}/{}", o.namespace, o.name), o.body.clone()))
+                .collect(),
+        );
         if self.inner.config.run_sources {
-            let defs = store.list_event_objects(EVENT_SOURCE, None).await?;
             self.inner.sources.lock().await.sync(self, defs).await;
         }
         Ok(())
+    }
+
+    /// An EventSource's definition as last loaded (changes through this replica's API are
+    /// loaded at once, other replicas' within seconds).
+    pub async fn event_source(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.inner
+            .event_sources
+            .read()
+            .await
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
     }
 
     /// Stores a receiver's envelopes (one transaction), then publishes them for the sensors.
@@ -196,6 +219,7 @@ impl Events {
             if !a.duplicate {
                 // A failed publish is not the producer's problem: the event is stored, and the
                 // sweeper re-delivers it.
+                self.mark_published(a.seq, now);
                 if let Err(e) = self.inner.bus.publish(a.seq).await {
                     tracing::warn!(seq = a.seq, error = %e, "publishing an event failed; the sweeper re-delivers it");
                 }
@@ -252,7 +276,38 @@ impl Events {
         if let Ok(mut s) = self.inner.in_flight.lock() {
             s.remove(&seq);
         }
+        if done && let Ok(mut p) = self.inner.published.lock() {
+            p.remove(&seq);
+        }
         done
+    }
+
+    fn mark_published(&self, seq: i64, at: i64) {
+        if let Ok(mut p) = self.inner.published.lock() {
+            p.insert(seq, at);
+        }
+    }
+
+    /// Whether the sweeper should re-publish `seq` now: not while it waits on the bus or is
+    /// being processed here (a minute's grace), unless it was never published here.
+    fn due_for_redelivery(&self, seq: i64, now: i64) -> bool {
+        if self
+            .inner
+            .in_flight
+            .lock()
+            .map(|s| s.contains(&seq))
+            .unwrap_or(true)
+        {
+            return false;
+        }
+        match self.inner.published.lock() {
+            Ok(mut p) => {
+                // Entries of events other replicas finished are dropped after a while.
+                p.retain(|_, at| now - *at < 600_000);
+                p.get(&seq).is_none_or(|at| now - *at > 60_000)
+            }
+            Err(_) => true,
+        }
     }
 
     async fn process_inner(&self, seq: i64) -> Result<bool, EventsError> {
@@ -265,27 +320,34 @@ impl Events {
         };
         let incoming = incoming_of(&rec)?;
         let sensors = self.inner.sensors.read().await.clone();
+        let listening: Vec<&Value> = sensors
+            .iter()
+            .filter(|s| s["metadata"]["namespace"].as_str() == Some(rec.namespace.as_str()))
+            .filter(|s| sensor_listens(s, &rec))
+            .collect();
         let mut done = true;
-        for sensor in sensors.iter() {
-            if sensor["metadata"]["namespace"].as_str() != Some(rec.namespace.as_str()) {
-                continue;
-            }
-            if !sensor_listens(sensor, &rec) {
-                continue;
-            }
-            done &= self.decide_sensor(sensor, &incoming).await?;
+        let mut marked = false;
+        for (i, sensor) in listening.iter().enumerate() {
+            // The last decision's transaction also marks the event processed (one commit).
+            let mark = done && i + 1 == listening.len();
+            let (ok, m) = self.decide_sensor(sensor, &incoming, mark).await?;
+            done &= ok;
+            marked |= m;
         }
-        if done {
+        if done && !marked {
             store.set_event_processed(seq, Some(now_ms())).await?;
         }
         Ok(done)
     }
 
+    /// One sensor's decision, carried out and recorded. Returns whether it is done and
+    /// whether the event was marked processed with it (`mark`, when done).
     async fn decide_sensor(
         &self,
         sensor: &Value,
         incoming: &Incoming,
-    ) -> Result<bool, EventsError> {
+        mark: bool,
+    ) -> Result<(bool, bool), EventsError> {
         let key = sensor_key(sensor);
         let store = self.inner.controller.store();
         let stateful = has_waiting_triggers(sensor);
@@ -301,7 +363,7 @@ impl Events {
         };
         let decision = events::sensor::decide(sensor, &waiting, incoming);
         if decision.dependencies.is_empty() {
-            return Ok(true);
+            return Ok((true, false));
         }
         for d in &decision.dependencies {
             crate::metrics::filter_result(&key, d.verdict.matched);
@@ -341,8 +403,9 @@ impl Events {
             .collect();
         // A firing that must be retried keeps its inputs: the state does not advance.
         let state = if done { state } else { Vec::new() };
-        store.record_decision(&record, &state).await?;
-        Ok(done)
+        let processed_at = (mark && done).then(now_ms);
+        store.record_decision(&record, &state, processed_at).await?;
+        Ok((done, processed_at.is_some()))
     }
 
     fn sensor_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -420,13 +483,11 @@ impl Events {
             match store.unprocessed_events(now - 5_000, 500).await {
                 Ok(seqs) => {
                     for seq in seqs {
-                        let busy = self
-                            .inner
-                            .in_flight
-                            .lock()
-                            .map(|s| s.contains(&seq))
-                            .unwrap_or(true);
-                        if !busy && let Err(e) = self.inner.bus.publish(seq).await {
+                        if !self.due_for_redelivery(seq, now) {
+                            continue;
+                        }
+                        self.mark_published(seq, now);
+                        if let Err(e) = self.inner.bus.publish(seq).await {
                             tracing::warn!(seq, error = %e, "re-delivering an event failed");
                         }
                     }
