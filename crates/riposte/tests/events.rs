@@ -723,3 +723,119 @@ fn hera_events_service_manages_sensors_and_event_sources() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("hera events ok"), "{text}");
 }
+
+/// Posts an alert until it is accepted, as a producer with retries does (falcosidekick,
+/// the audit webhook backend): a 5xx or a refused connection is tried again.
+fn post_until_accepted(url: &str, body: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(resp) = agent().post(url).send(body)
+            && resp.status().as_u16() == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not accept the alert in a minute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// PostgreSQL connections are cut several times while alerts arrive: producers that got an
+/// error retry, and in the end every alert made exactly one workflow.
+#[test]
+fn postgres_connections_cut_mid_stream_lose_and_double_nothing() {
+    let db = database("pgcut");
+    let dbname = db.rsplit('/').next().expect("database name").to_string();
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    create_template(&s.base);
+    falco_source(&s.base);
+    falco_sensor(&s.base, json!({}));
+    let hook = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    let cutter = {
+        let dbname = dbname.clone();
+        std::thread::spawn(move || {
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(300));
+                common::psql(
+                    "postgres",
+                    &format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+                    ),
+                );
+            }
+        })
+    };
+    for i in 0..80 {
+        post_until_accepted(&hook, &alert_with_uuid(&format!("cut-{i}")));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cutter.join().expect("cutter");
+    wait_until("80 workflows", Duration::from_secs(60), || {
+        sensor_workflows(&db) == 80
+    });
+    wait_until("every event processed", Duration::from_secs(60), || {
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
+    });
+    assert_eq!(sensor_workflows(&db), 80);
+    assert_eq!(query(&db, "SELECT count(*) FROM events"), "80");
+}
+
+/// The NATS server behind `--bus` is killed and restarted while alerts arrive: webhooks keep
+/// answering (the event is stored first), and every alert makes one workflow once NATS is back.
+#[test]
+fn nats_restarted_mid_stream_loses_nothing() {
+    let nats_dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let start_nats = || {
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(nats_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/test installs it)")
+    };
+    let mut nats = start_nats();
+    wait_until("NATS", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let db = database("natsrestart");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(
+        home.path(),
+        &db,
+        &["--bus", &format!("nats://127.0.0.1:{port}/restart")],
+    );
+    create_template(&s.base);
+    falco_source(&s.base);
+    falco_sensor(&s.base, json!({}));
+    let hook = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    for i in 0..60 {
+        if i == 20 {
+            let _ = nats.kill();
+            let _ = nats.wait();
+        }
+        if i == 40 {
+            nats = start_nats();
+        }
+        post_until_accepted(&hook, &alert_with_uuid(&format!("restart-{i}")));
+    }
+    wait_until("60 workflows", Duration::from_secs(90), || {
+        sensor_workflows(&db) == 60
+    });
+    wait_until("every event processed", Duration::from_secs(30), || {
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL",
+        ) == "0"
+    });
+    assert_eq!(sensor_workflows(&db), 60);
+    let _ = nats.kill();
+    let _ = nats.wait();
+}

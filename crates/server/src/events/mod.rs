@@ -217,13 +217,30 @@ impl Events {
         for a in &appended {
             crate::metrics::event_received(event_source, a.duplicate);
             if !a.duplicate {
-                // A failed publish is not the producer's problem: the event is stored, and the
-                // sweeper re-delivers it.
                 self.mark_published(a.seq, now);
-                if let Err(e) = self.inner.bus.publish(a.seq).await {
-                    tracing::warn!(seq = a.seq, error = %e, "publishing an event failed; the sweeper re-delivers it");
-                }
             }
+        }
+        // Published after the producer's answer: a slow or unreachable bus (NATS restarting)
+        // must not hold webhook responses. The event is stored; a publish that fails is the
+        // sweeper's to repeat.
+        let fresh: Vec<i64> = appended
+            .iter()
+            .filter(|a| !a.duplicate)
+            .map(|a| a.seq)
+            .collect();
+        if !fresh.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for seq in fresh {
+                    if let Err(e) = this.inner.bus.publish(seq).await {
+                        tracing::warn!(seq, error = %e, "publishing an event failed; the sweeper re-delivers it");
+                        // Not "published": the sweeper may take it at once.
+                        if let Ok(mut p) = this.inner.published.lock() {
+                            p.remove(&seq);
+                        }
+                    }
+                }
+            });
         }
         Ok(appended)
     }
@@ -276,7 +293,9 @@ impl Events {
         if let Ok(mut s) = self.inner.in_flight.lock() {
             s.remove(&seq);
         }
-        if done && let Ok(mut p) = self.inner.published.lock() {
+        // Done, or failed (a store error): either way it no longer waits on the bus, so a
+        // failed one is the sweeper's again at once.
+        if let Ok(mut p) = self.inner.published.lock() {
             p.remove(&seq);
         }
         done
@@ -357,7 +376,7 @@ impl Events {
             None => None,
         };
         let waiting = if stateful {
-            self.waiting(&key).await?
+            self.waiting(sensor, &key).await?
         } else {
             Waiting::new()
         };
@@ -416,9 +435,32 @@ impl Events {
         locks.entry(key.to_string()).or_default().clone()
     }
 
-    /// The events a sensor's triggers wait with, from the store.
-    async fn waiting(&self, key: &str) -> Result<Waiting, EventsError> {
+    /// The events a sensor's triggers wait with, from the store. A trigger's
+    /// `conditionsReset: [{byTime: {cron, timezone}}]` drops those received before the latest
+    /// reset time (a reset applied lazily, so no timer is needed and replicas agree).
+    async fn waiting(&self, sensor: &Value, key: &str) -> Result<Waiting, EventsError> {
         let store = self.inner.controller.store();
+        let now = now_ms();
+        let resets: HashMap<String, Vec<(String, Option<String>)>> = sensor["spec"]["triggers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let name = t["template"]["name"].as_str()?.to_string();
+                let crons: Vec<(String, Option<String>)> = t["template"]["conditionsReset"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| {
+                        Some((
+                            r["byTime"]["cron"].as_str()?.to_string(),
+                            r["byTime"]["timezone"].as_str().map(str::to_string),
+                        ))
+                    })
+                    .collect();
+                (!crons.is_empty()).then_some((name, crons))
+            })
+            .collect();
         let mut w = Waiting::new();
         for (entry, seq) in store.sensor_dependencies(key).await? {
             let Some((trigger, dep)) = entry.split_once('\u{1f}') else {
@@ -429,6 +471,15 @@ impl Events {
                 Err(store::StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
+            let reset = resets.get(trigger).is_some_and(|crons| {
+                crons.iter().any(|(cron, tz)| {
+                    crate::cron::next_fire(cron, tz.as_deref(), rec.received_at)
+                        .is_ok_and(|at| at <= now)
+                })
+            });
+            if reset {
+                continue;
+            }
             w.entry(trigger.to_string())
                 .or_default()
                 .insert(dep.to_string(), incoming_of(&rec)?);
