@@ -138,7 +138,7 @@ impl Store {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Webhook ingestion, sensor processing and workflow drivers share it.
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(24)
+                .max_connections(10)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await
