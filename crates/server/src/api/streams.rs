@@ -149,11 +149,26 @@ pub(super) async fn watch_workflows(
         .and_then(|f| f.strip_prefix("metadata.name="))
         .map(str::to_string);
     let rx = c.subscribe();
+    // A watch of one workflow also looks every few seconds by itself, so a change whose
+    // notification was missed still reaches the watcher (sent only when it differs from what
+    // was sent last).
+    let last: Option<Value> = None;
     let stream = futures_util::stream::unfold(
-        (rx, c, namespace, only, sse),
-        |(mut rx, c, ns, only, sse)| async move {
+        (rx, c, namespace, only, sse, last),
+        |(mut rx, c, ns, only, sse, mut last)| async move {
             loop {
-                match rx.recv().await {
+                let received = match &only {
+                    Some(_) => {
+                        match tokio::time::timeout(std::time::Duration::from_secs(3), rx.recv())
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Ok((ns.clone(), only.clone().unwrap_or_default())),
+                        }
+                    }
+                    None => rx.recv().await,
+                };
+                match received {
                     Ok((wns, wname)) => {
                         if wns != ns || only.as_ref().is_some_and(|o| o != &wname) {
                             continue;
@@ -161,6 +176,12 @@ pub(super) async fn watch_workflows(
                         let Ok(obj) = c.workflow_json(&wns, &wname, true).await else {
                             continue;
                         };
+                        if only.is_some() {
+                            if last.as_ref() == Some(&obj) {
+                                continue;
+                            }
+                            last = Some(obj.clone());
+                        }
                         let event = json!({"result": {"type": "MODIFIED", "object": obj}});
                         let line = if sse {
                             format!("data: {event}\n\n")
@@ -169,7 +190,7 @@ pub(super) async fn watch_workflows(
                         };
                         return Some((
                             Ok::<_, std::convert::Infallible>(line),
-                            (rx, c, ns, only, sse),
+                            (rx, c, ns, only, sse, last),
                         ));
                     }
                     // A slow reader skips ahead; the next event carries the whole state anyway.
