@@ -11,34 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Server, agent, call, start_server};
-
-fn database(tag: &str) -> String {
-    let name = format!("riposte_events_{tag}_{}", std::process::id());
-    common::psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
-    common::psql("postgres", &format!("CREATE DATABASE {name}"));
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
-fn query(db_url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([db_url, "-tAc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use common::{Server, agent, call, database, free_port, query, start_server};
 
 fn start(home: &Path, db_url: &str, extra: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
@@ -160,7 +133,7 @@ fn sensor_workflows(db: &str) -> i64 {
 
 #[test]
 fn falco_cloudevents_and_audit_batches_are_stored_once_and_fire_once() {
-    let db = database("shapes");
+    let db = database("events", "shapes");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
     let base = s.base.clone();
@@ -317,7 +290,7 @@ fn falco_cloudevents_and_audit_batches_are_stored_once_and_fire_once() {
 
 #[test]
 fn dedupe_window_fires_the_same_logical_alert_once() {
-    let db = database("dedupe");
+    let db = database("events", "dedupe");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
     create_template(&s.base);
@@ -353,7 +326,7 @@ fn dedupe_window_fires_the_same_logical_alert_once() {
 /// exactly one workflow; none that did not is doubled.
 #[test]
 fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
-    let db = database("kill9");
+    let db = database("events", "kill9");
     let home = tempfile::tempdir().expect("tempdir");
     let first = start(home.path(), &db, &[]);
     create_template(&first.base);
@@ -442,7 +415,7 @@ fn kill_9_loop_loses_no_acknowledged_alert_and_doubles_none() {
 /// processed once each, whichever replica takes them.
 #[test]
 fn two_replicas_share_sensors_over_nats_jetstream() {
-    let db = database("nats");
+    let db = database("events", "nats");
     let stream = format!("riposte_test_{}", std::process::id());
     let bus = format!("nats://127.0.0.1:4222/{stream}");
     let home = tempfile::tempdir().expect("tempdir");
@@ -488,7 +461,7 @@ fn two_replicas_share_sensors_over_nats_jetstream() {
 /// event path): a matching selector submits the template with parameters from the payload.
 #[test]
 fn workflow_event_binding_submits_on_matching_events() {
-    let db = database("binding");
+    let db = database("events", "binding");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
     create_template(&s.base);
@@ -571,7 +544,7 @@ fn events_of(db: &str, name: &str) -> i64 {
 /// message is stored (and acknowledged to its broker only then) and reaches the sensor.
 #[test]
 fn broker_file_and_calendar_sources_deliver_events() {
-    let db = database("brokers");
+    let db = database("events", "brokers");
     let home = tempfile::tempdir().expect("tempdir");
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
@@ -707,7 +680,7 @@ fn hera_events_service_manages_sensors_and_event_sources() {
         probe.status.success(),
         "hera is not installed: run scripts/test (it installs hera from PyPI) or pip install hera==7.1.0"
     );
-    let db = database("hera");
+    let db = database("events", "hera");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
     let out = Command::new("python3")
@@ -746,7 +719,7 @@ fn post_until_accepted(url: &str, body: &[u8]) {
 /// error retry, and in the end every alert made exactly one workflow.
 #[test]
 fn postgres_connections_cut_mid_stream_lose_and_double_nothing() {
-    let db = database("pgcut");
+    let db = database("events", "pgcut");
     let dbname = db.rsplit('/').next().expect("database name").to_string();
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path(), &db, &[]);
@@ -805,7 +778,7 @@ fn nats_restarted_mid_stream_loses_nothing() {
     wait_until("NATS", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let db = database("natsrestart");
+    let db = database("events", "natsrestart");
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(
         home.path(),

@@ -8,6 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kube_fake::{FakeApiServer, HostKubelet, ResourceType};
+
+mod common;
+use common::free_port;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -329,14 +332,6 @@ async fn a_restarted_server_reattaches_to_running_jobs() {
         .filter(|r| r.starts_with("POST /apis/batch/v1/namespaces/default/jobs"))
         .count();
     assert_eq!(creates, 1, "re-attached, not created again");
-}
-
-/// A free loopback port for a server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Submits a one-step workflow `name` running `container` (YAML flow mapping) to the server

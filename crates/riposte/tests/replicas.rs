@@ -14,28 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Server as Replica, agent, call, phase, start_server};
-
-/// A fresh PostgreSQL database for one test.
-fn database(tag: &str) -> String {
-    let name = format!("riposte_replicas_{tag}_{}", std::process::id());
-    common::psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
-    common::psql("postgres", &format!("CREATE DATABASE {name}"));
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
-fn query(db_url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([db_url, "-tAc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{Server as Replica, agent, call, database, free_port, phase, query, start_server};
 
 fn start(home: &Path, db_url: &str, port: u16) -> Replica {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
@@ -45,13 +24,6 @@ fn start(home: &Path, db_url: &str, port: u16) -> Replica {
         .env("RIPOSTE_HOME", home)
         .env("RUST_LOG", "warn");
     start_server(cmd, move |l| eprintln!("[replica {port}] {l}"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A round-robin TCP proxy (a Service): each connection goes to the next backend that
@@ -192,7 +164,7 @@ struct Setup {
 
 fn setup(tag: &str) -> Setup {
     let home = tempfile::tempdir().expect("tempdir");
-    let db = database(tag);
+    let db = database("replicas", tag);
     let ports = vec![free_port(), free_port()];
     // Two replicas on one machine, each with its own RIPOSTE_HOME: a detached host step that
     // one started is re-attached by the other through its machine-local pointer. (On

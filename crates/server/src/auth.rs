@@ -96,7 +96,7 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Equal in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -438,8 +438,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The workflows an idempotency key prefix created (`namespace/sensor-prefix...`), for
-    /// showing which workflows an event's firings made.
+    /// The workflow (namespace, name) an idempotency key (`namespace/key`, as submit stores
+    /// it) created, if it still exists.
     pub async fn workflow_for_key(&self, key: &str) -> Result<Option<(String, String)>> {
         on_pool!(&self.pool, |p| {
             sqlx::query_as(

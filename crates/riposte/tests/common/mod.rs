@@ -44,6 +44,36 @@ pub fn psql(database: &str, sql: &str) {
     );
 }
 
+/// A fresh PostgreSQL database `riposte_<suite>_<tag>_<pid>` for one test; its URL.
+pub fn database(suite: &str, tag: &str) -> String {
+    let name = format!("riposte_{suite}_{tag}_{}", std::process::id());
+    psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+    psql("postgres", &format!("CREATE DATABASE {name}"));
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// One SQL query with `psql` against `db_url`: its unaligned, trimmed output.
+pub fn query(db_url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([db_url, "-tAc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// An HTTP agent that returns error statuses as responses, for asserting on them.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
