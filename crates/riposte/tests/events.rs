@@ -812,3 +812,38 @@ fn nats_restarted_mid_stream_loses_nothing() {
     let _ = nats.kill();
     let _ = nats.wait();
 }
+
+/// A webhook with `authSecret` takes only the bearer token read from the secrets directory.
+#[test]
+fn webhook_auth_secret_is_checked() {
+    let db = database("events", "authsecret");
+    let home = tempfile::tempdir().expect("tempdir");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(secrets.path().join("hook")).expect("dir");
+    std::fs::write(secrets.path().join("hook/token"), "s3cret\n").expect("secret");
+    let dir = secrets.path().display().to_string();
+    let s = start(home.path(), &db, &["--secrets-dir", &dir]);
+    let port = free_port().to_string();
+    create(
+        &s.base,
+        "event-sources",
+        "eventSource",
+        json!({"metadata": {"name": "guarded"}, "spec": {"webhook": {
+        "alerts": {"port": port, "endpoint": "/a", "method": "POST", "authSecret": {"name": "hook", "key": "token"}}}}}),
+    );
+    let hook = format!("{}/api/v1/webhooks/default/guarded/alerts", s.base);
+    assert_eq!(post_raw(&hook, &[], b"{}").0, 401);
+    assert_eq!(
+        post_raw(&hook, &[("Authorization", "Bearer s3cre")], b"{}").0,
+        401
+    );
+    assert_eq!(
+        post_raw(&hook, &[("Authorization", "Bearer s3cret!")], b"{}").0,
+        401
+    );
+    assert_eq!(
+        post_raw(&hook, &[("Authorization", "Bearer s3cret")], b"{}").0,
+        200
+    );
+    assert_eq!(query(&db, "SELECT count(*) FROM events"), "1");
+}
