@@ -91,8 +91,8 @@ impl Persist {
     }
 
     /// Records one step in one transaction: the batch, the inbox entries it consumed, the
-    /// nodes it changed, the workflow state and the node transitions' audit rows; then ships
-    /// the logs of the nodes that finished in it.
+    /// nodes it changed, the workflow state and the node transitions' audit rows. The logs of
+    /// the nodes that finish in it are shipped first.
     pub async fn record(
         &mut self,
         batch: &[Input],
@@ -141,6 +141,17 @@ impl Persist {
                 });
             }
         }
+        // Logs of nodes that finished in this batch, whole, into the store before the step
+        // that says they finished: a reader that sees a node (or the workflow) ended finds
+        // its whole log (`logs --follow` stops there).
+        let finished: Vec<String> = batch
+            .iter()
+            .filter_map(|i| match i {
+                Input::NodeFinished { node_id, .. } => Some(node_id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.ship_logs(&finished, true).await.map_err(fail)?;
         let started = std::time::Instant::now();
         self.append_with_retry(
             seq,
@@ -162,15 +173,6 @@ impl Persist {
         for n in &nodes {
             self.phases.insert(n.id.clone(), n.phase.clone());
         }
-        // Logs of nodes that finished in this batch, whole, into the store.
-        let finished: Vec<String> = batch
-            .iter()
-            .filter_map(|i| match i {
-                Input::NodeFinished { node_id, .. } => Some(node_id.clone()),
-                _ => None,
-            })
-            .collect();
-        self.ship_logs(&finished, true).await.map_err(fail)?;
         Ok(())
     }
 

@@ -106,15 +106,29 @@ pub(super) async fn workflow_logs(
             return;
         }
         let mut changes = c.subscribe();
+        let mut failures = 0u32;
         loop {
             // A step's output grows without a recorded step: look at least every 250 ms.
             tokio::select! {
                 _ = changes.recv() => {}
                 _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
             }
-            let Ok(logs) = node_logs(&c, &namespace, &name).await else {
-                return;
+            let logs = match node_logs(&c, &namespace, &name).await {
+                Ok(logs) => logs,
+                // A busy or reconnecting database is waited out; a stream that ends cleanly
+                // would tell the reader the log is complete.
+                Err(e) if failures < 120 => {
+                    failures += 1;
+                    tracing::debug!(workflow = %name, error = %e.message, "reading logs to follow; retrying");
+                    continue;
+                }
+                Err(e) => {
+                    // Cut the response instead of ending it, so the client reports an error.
+                    let _ = tx.send(Err(std::io::Error::other(e.message))).await;
+                    return;
+                }
             };
+            failures = 0;
             let chunk = render(&logs);
             if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
                 return;
