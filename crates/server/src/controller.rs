@@ -212,6 +212,97 @@ impl Controller {
                 }
             }
         };
+        self.start_submitted(prepared, rx);
+        outcome
+    }
+
+    /// Several submissions recorded in one transaction (one savepoint each), for callers
+    /// that submit many at once (sensor firings of concurrent events). Each gets what
+    /// [`Controller::submit`] would have returned. When the shared transaction fails, each
+    /// is submitted alone; that is safe for keyed submissions, the only ones batched today.
+    pub async fn submit_many(
+        &self,
+        reqs: Vec<SubmitRequest>,
+    ) -> Vec<Result<SubmitOutcome, ControlError>> {
+        let mut libraries: HashMap<String, Library> = HashMap::new();
+        let mut out: Vec<Option<Result<SubmitOutcome, ControlError>>> =
+            (0..reqs.len()).map(|_| None).collect();
+        // (index, request kept for a retry alone, prepared, driver inbox)
+        let mut batch = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.into_iter().enumerate() {
+            let library = match libraries.get(&req.namespace) {
+                Some(l) => l.clone(),
+                None => match self.library(&req.namespace).await {
+                    Ok(l) => {
+                        libraries.insert(req.namespace.clone(), l.clone());
+                        l
+                    }
+                    Err(e) => {
+                        out[i] = Some(Err(e));
+                        continue;
+                    }
+                },
+            };
+            let now = now_ms();
+            match submit::prepare(
+                req.clone(),
+                library,
+                crate::ids::new_uid(),
+                &crate::ids::name_suffix(),
+                now,
+            ) {
+                Ok(prepared) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.running_map().insert(prepared.identity.uid.clone(), tx);
+                    batch.push((i, req, prepared, rx));
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let c = &self.inner.config;
+        let lease_until = now_ms() + c.lease_ttl_ms;
+        let prepared: Vec<&submit::Prepared> = batch.iter().map(|(_, _, p, _)| p).collect();
+        let recorded =
+            submit::record_many(&self.inner.store, &prepared, Some((&c.holder, lease_until))).await;
+        let mut alone = Vec::new();
+        match recorded {
+            Ok(results) => {
+                for ((i, req, prepared, rx), r) in batch.into_iter().zip(results) {
+                    let uid = prepared.identity.uid.clone();
+                    match r {
+                        Ok(outcome @ SubmitOutcome::Created { .. }) => {
+                            self.start_submitted(prepared, rx);
+                            out[i] = Some(Ok(outcome));
+                        }
+                        Err(ControlError::AlreadyExists(_)) if prepared.generated_name => {
+                            self.running_map().remove(&uid);
+                            alone.push((i, req));
+                        }
+                        other => {
+                            self.running_map().remove(&uid);
+                            out[i] = Some(other);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a shared submission failed; submitting one at a time");
+                for (i, req, prepared, _) in batch {
+                    self.running_map().remove(&prepared.identity.uid);
+                    alone.push((i, req));
+                }
+            }
+        }
+        for (i, req) in alone {
+            out[i] = Some(self.submit(req).await);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ControlError::Invalid("not submitted".into()))))
+            .collect()
+    }
+
+    /// Counts and starts driving a workflow whose submission was just committed.
+    fn start_submitted(&self, prepared: submit::Prepared, rx: mpsc::UnboundedReceiver<Input>) {
         let uid = prepared.identity.uid.clone();
         crate::metrics::WORKFLOWS_SUBMITTED.inc();
         let object = format!(
@@ -225,7 +316,6 @@ impl Controller {
             Vec::new(),
             rx,
         );
-        outcome
     }
 
     fn running_map(

@@ -5,6 +5,7 @@
 //!   recovers unfinished workflows from their history after a restart.
 //! - [`submit`]: the one way a workflow comes into being (API, cron, `riposte run`, sensors).
 //! - [`events`]: event sources, the event bus, sensors and triggers.
+//! - [`group_commit`]: concurrent writes that share one transaction.
 //! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles.
 //! - [`metrics`]: Prometheus metrics (`/metrics`).
 
@@ -14,6 +15,7 @@ pub mod controller;
 pub mod cron;
 pub mod driver;
 pub mod events;
+pub mod group_commit;
 pub mod ids;
 pub mod metrics;
 pub mod submit;

@@ -76,6 +76,10 @@ fn describe() {
         Unit::Seconds,
         "Latency of recording one engine step (one transaction)"
     );
+    describe_histogram!(
+        "riposte_group_commit_batch_size",
+        "Writes carried by one shared transaction (received events, sensor firings, decisions)"
+    );
     describe_gauge!(
         "riposte_inbox_pending",
         "Outside inputs (resume, approve, stop, ...) stored and not yet consumed, all replicas"
@@ -164,6 +168,11 @@ pub fn api_request(route: &str, method: &str, code: u16, took: Duration) {
 
 pub fn event_received(event_source: &str, duplicate: bool) {
     metrics::counter!("riposte_events_received_total", "event_source" => event_source.to_string(), "duplicate" => duplicate.to_string()).increment(1);
+}
+
+/// How many writes one group commit carried (see `group_commit`).
+pub fn group_commit_batch(size: usize) {
+    metrics::histogram!("riposte_group_commit_batch_size").record(size as f64);
 }
 
 pub fn filter_result(sensor: &str, matched: bool) {

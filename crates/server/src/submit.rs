@@ -336,18 +336,40 @@ pub async fn record(
     p: &Prepared,
     lease: Option<(&str, i64)>,
 ) -> Result<SubmitOutcome, ControlError> {
-    let out = store
-        .submit_workflow(&store::Submission {
-            workflow: &p.new_workflow,
-            lease,
-            idempotency_key: p.idempotency_key.as_deref(),
-            cron_firing: p
-                .cron_firing
-                .as_ref()
-                .map(|(ns, n, at)| (ns.as_str(), n.as_str(), *at)),
-            audit: &p.audit,
-        })
-        .await?;
+    let out = store.submit_workflow(&submission(p, lease)).await?;
+    outcome(p, out)
+}
+
+/// Records prepared submissions in one transaction (see [`record`]): the outer error means
+/// none was recorded; the inner ones are each submission's own outcome.
+pub async fn record_many(
+    store: &store::Store,
+    prepared: &[&Prepared],
+    lease: Option<(&str, i64)>,
+) -> Result<Vec<Result<SubmitOutcome, ControlError>>, ControlError> {
+    let subs: Vec<store::Submission<'_>> = prepared.iter().map(|p| submission(p, lease)).collect();
+    let results = store.submit_workflows(&subs).await?;
+    Ok(prepared
+        .iter()
+        .zip(results)
+        .map(|(p, r)| outcome(p, r.map_err(ControlError::from)?))
+        .collect())
+}
+
+fn submission<'a>(p: &'a Prepared, lease: Option<(&'a str, i64)>) -> store::Submission<'a> {
+    store::Submission {
+        workflow: &p.new_workflow,
+        lease,
+        idempotency_key: p.idempotency_key.as_deref(),
+        cron_firing: p
+            .cron_firing
+            .as_ref()
+            .map(|(ns, n, at)| (ns.as_str(), n.as_str(), *at)),
+        audit: &p.audit,
+    }
+}
+
+fn outcome(p: &Prepared, out: store::Submitted) -> Result<SubmitOutcome, ControlError> {
     Ok(match out {
         store::Submitted::Created => SubmitOutcome::Created {
             name: p.identity.name.clone(),

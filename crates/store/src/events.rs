@@ -59,6 +59,15 @@ pub struct DecisionRecord {
     pub decision: Value,
 }
 
+/// A decision to record, with the sensor state it leaves and whether it finishes its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionWrite {
+    pub decision: DecisionRecord,
+    /// `(trigger\u{1f}dependency, latest matching event)`; `None` clears the entry.
+    pub dependencies: Vec<(String, Option<i64>)>,
+    pub processed_at: Option<i64>,
+}
+
 /// Which events to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -204,58 +213,74 @@ impl Store {
         }))
     }
 
-    /// Records a sensor's decision about an event and the dependency state it leaves
-    /// (`dependencies`: `(dependency, Some(event seq))` to set, `None` to clear), and with
-    /// `processed_at` marks the event processed, in one transaction.
+    /// Records one sensor decision in one transaction: see [`Store::record_decisions`].
     pub async fn record_decision(
         &self,
         d: &DecisionRecord,
         dependencies: &[(String, Option<i64>)],
         processed_at: Option<i64>,
     ) -> Result<()> {
+        self.record_decisions(&[DecisionWrite {
+            decision: d.clone(),
+            dependencies: dependencies.to_vec(),
+            processed_at,
+        }])
+        .await
+    }
+
+    /// Records sensor decisions in one transaction: each decision (replacing an earlier one
+    /// of the same sensor about the same event), the dependency state it leaves (`None`
+    /// clears an entry) and, with `processed_at`, marks its event processed.
+    pub async fn record_decisions(&self, writes: &[DecisionWrite]) -> Result<()> {
         macro_rules! record {
             ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
-                sqlx::query(
-                    "INSERT INTO event_decisions (event_seq, sensor, at, decision) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (event_seq, sensor) DO UPDATE SET at = excluded.at, decision = excluded.decision",
-                )
-                .bind(d.event_seq)
-                .bind(&d.sensor)
-                .bind(d.at)
-                .bind(Json(&d.decision))
-                .execute(&mut *tx)
-                .await
-                .map_err(q("recording a sensor decision"))?;
-                for (dep, seq) in dependencies {
-                    match seq {
-                        Some(seq) => sqlx::query(
-                            "INSERT INTO sensor_dependencies (sensor, dependency, event_seq) VALUES ($1, $2, $3) \
-                             ON CONFLICT (sensor, dependency) DO UPDATE SET event_seq = excluded.event_seq",
-                        )
-                        .bind(&d.sensor)
-                        .bind(dep)
-                        .bind(seq),
-                        None => sqlx::query(
-                            "DELETE FROM sensor_dependencies WHERE sensor = $1 AND dependency = $2",
-                        )
-                        .bind(&d.sensor)
-                        .bind(dep),
-                    }
+                for w in writes {
+                    let d = &w.decision;
+                    sqlx::query(
+                        "INSERT INTO event_decisions (event_seq, sensor, at, decision) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (event_seq, sensor) DO UPDATE SET at = excluded.at, decision = excluded.decision",
+                    )
+                    .bind(d.event_seq)
+                    .bind(&d.sensor)
+                    .bind(d.at)
+                    .bind(Json(&d.decision))
                     .execute(&mut *tx)
                     .await
-                    .map_err(q("recording sensor state"))?;
-                }
-                if let Some(at) = processed_at {
-                    sqlx::query("UPDATE events SET processed_at = $2 WHERE seq = $1")
-                        .bind(d.event_seq)
-                        .bind(at)
+                    .map_err(q("recording a sensor decision"))?;
+                    for (dep, seq) in &w.dependencies {
+                        match seq {
+                            Some(seq) => sqlx::query(
+                                "INSERT INTO sensor_dependencies (sensor, dependency, event_seq) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (sensor, dependency) DO UPDATE SET event_seq = excluded.event_seq",
+                            )
+                            .bind(&d.sensor)
+                            .bind(dep)
+                            .bind(seq),
+                            None => sqlx::query(
+                                "DELETE FROM sensor_dependencies WHERE sensor = $1 AND dependency = $2",
+                            )
+                            .bind(&d.sensor)
+                            .bind(dep),
+                        }
                         .execute(&mut *tx)
                         .await
-                        .map_err(q("marking an event processed"))?;
+                        .map_err(q("recording sensor state"))?;
+                    }
+                    if let Some(at) = w.processed_at {
+                        sqlx::query("UPDATE events SET processed_at = $2 WHERE seq = $1")
+                            .bind(d.event_seq)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q("marking an event processed"))?;
+                    }
                 }
-                tx.commit().await.map_err(q("committing a sensor decision"))?;
+                tx.commit().await.map_err(q("committing sensor decisions"))?;
             }};
+        }
+        if writes.is_empty() {
+            return Ok(());
         }
         on_pool!(&self.pool, |p| record!(p));
         Ok(())

@@ -113,7 +113,9 @@ mod templates;
 mod workflows;
 
 pub use crons::CronRecord;
-pub use events::{Appended, DecisionRecord, EventObject, EventQuery, EventRecord, NewEvent};
+pub use events::{
+    Appended, DecisionRecord, DecisionWrite, EventObject, EventQuery, EventRecord, NewEvent,
+};
 pub use templates::TemplateRecord;
 pub use workflows::{ListQuery, NewWorkflow, NodeRow, StepRecord, WorkflowRecord, WorkflowState};
 

@@ -140,112 +140,125 @@ macro_rules! stage_audit {
 }
 pub(crate) use stage_audit;
 
+/// The statements of one submission inside an open transaction (no commit): the cron firing
+/// claim, the idempotency key, the workflow row, its lease and its audit row. Evaluates to
+/// the outcome; on anything but `Created` the caller rolls back.
+macro_rules! submit_in {
+    ($tx:ident, $s:expr) => {
+        async {
+            let s: &Submission<'_> = $s;
+            let w = s.workflow;
+            if let Some((ns, name, at)) = s.cron_firing {
+                let n = sqlx::query(
+                    "UPDATE cron_workflows SET last_scheduled_at = $3 WHERE namespace = $1 AND name = $2 \
+                     AND (last_scheduled_at IS NULL OR last_scheduled_at < $3)",
+                )
+                .bind(ns)
+                .bind(name)
+                .bind(at)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("claiming a cron firing"))?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(Submitted::CronFiringTaken);
+                }
+            }
+            if let Some(key) = s.idempotency_key {
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (key, workflow_uid, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO NOTHING RETURNING key",
+                )
+                .bind(key)
+                .bind(&w.uid)
+                .bind(w.created_at)
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(q("recording an idempotency key"))?;
+                if inserted.is_none() {
+                    let row = sqlx::query(
+                        "SELECT w.uid, w.namespace, w.name FROM idempotency_keys k JOIN workflows w ON w.uid = k.workflow_uid WHERE k.key = $1",
+                    )
+                    .bind(key)
+                    .fetch_optional(&mut *$tx)
+                    .await
+                    .map_err(q("reading an idempotency key"))?;
+                    match row {
+                        Some(row) => {
+                            let get = |c: &str| -> Result<String> {
+                                row.try_get::<String, _>(c).map_err(q("reading an idempotency key"))
+                            };
+                            return Ok(Submitted::Existing {
+                                uid: get("uid")?,
+                                namespace: get("namespace")?,
+                                name: get("name")?,
+                            });
+                        }
+                        // Its workflow was deleted: the key is free again.
+                        None => {
+                            sqlx::query("UPDATE idempotency_keys SET workflow_uid = $2, created_at = $3 WHERE key = $1")
+                                .bind(key)
+                                .bind(&w.uid)
+                                .bind(w.created_at)
+                                .execute(&mut *$tx)
+                                .await
+                                .map_err(q("recording an idempotency key"))?;
+                        }
+                    }
+                }
+            }
+            let created = sqlx::query(
+                "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
+            )
+            .bind(&w.uid)
+            .bind(&w.namespace)
+            .bind(&w.name)
+            .bind(Json(&w.labels))
+            .bind(w.created_at)
+            .bind(Json(&w.definition))
+            .execute(&mut *$tx)
+            .await;
+            match created {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::AlreadyExists {
+                        namespace: w.namespace.clone(),
+                        name: w.name.clone(),
+                    });
+                }
+                Err(e) => return Err(q("inserting a workflow")(e)),
+            }
+            if let Some((holder, expires_at)) = s.lease {
+                sqlx::query("INSERT INTO leases (workflow_uid, holder, expires_at) VALUES ($1, $2, $3)")
+                    .bind(&w.uid)
+                    .bind(holder)
+                    .bind(expires_at)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(q("taking the new workflow's lease"))?;
+            }
+            stage_audit!($tx, std::slice::from_ref(s.audit));
+            // Watchers hear of it with its first recorded step, as on the submitting replica.
+            Ok::<Submitted, StoreError>(Submitted::Created)
+        }
+        .await
+    };
+}
+
 impl Store {
     /// Records a new workflow with everything that must happen with it, in one transaction:
     /// the cron firing claim, the idempotency key, the workflow row, the submitter's lease and
     /// the audit row. Nothing is written when any part says no.
     pub async fn submit_workflow(&self, s: &Submission<'_>) -> Result<Submitted> {
-        let w = s.workflow;
-        // The workflow row, its lease and audit row, then the commit.
-        macro_rules! insert_and_commit {
-            ($tx:ident) => {{
-                let mut tx = $tx;
-                let created = sqlx::query(
-                        "INSERT INTO workflows (uid, namespace, name, phase, labels, created_at, definition) VALUES ($1, $2, $3, 'Pending', $4, $5, $6)",
-                    )
-                    .bind(&w.uid)
-                    .bind(&w.namespace)
-                    .bind(&w.name)
-                    .bind(Json(&w.labels))
-                    .bind(w.created_at)
-                    .bind(Json(&w.definition))
-                    .execute(&mut *tx)
-                    .await;
-                    match created {
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                            return Err(StoreError::AlreadyExists {
-                                namespace: w.namespace.clone(),
-                                name: w.name.clone(),
-                            });
-                        }
-                        Err(e) => return Err(q("inserting a workflow")(e)),
-                    }
-                    if let Some((holder, expires_at)) = s.lease {
-                        sqlx::query("INSERT INTO leases (workflow_uid, holder, expires_at) VALUES ($1, $2, $3)")
-                            .bind(&w.uid)
-                            .bind(holder)
-                            .bind(expires_at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q("taking the new workflow's lease"))?;
-                    }
-                    stage_audit!(tx, std::slice::from_ref(s.audit));
-                    // Watchers hear of it with its first recorded step, as on the submitting replica.
-                    tx.commit().await.map_err(q("committing a submission"))?;
-                    Ok(Submitted::Created)
-                }};
-        }
         macro_rules! submit_tx {
             ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
-                if let Some((ns, name, at)) = s.cron_firing {
-                    let n = sqlx::query(
-                        "UPDATE cron_workflows SET last_scheduled_at = $3 WHERE namespace = $1 AND name = $2 \
-                         AND (last_scheduled_at IS NULL OR last_scheduled_at < $3)",
-                    )
-                    .bind(ns)
-                    .bind(name)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("claiming a cron firing"))?
-                    .rows_affected();
-                    if n != 1 {
-                        return Ok(Submitted::CronFiringTaken);
-                    }
+                let out = submit_in!(tx, s);
+                // Anything but a new workflow leaves nothing behind.
+                if matches!(out, Ok(Submitted::Created)) {
+                    tx.commit().await.map_err(q("committing a submission"))?;
                 }
-                if let Some(key) = s.idempotency_key {
-                    let inserted = sqlx::query(
-                        "INSERT INTO idempotency_keys (key, workflow_uid, created_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (key) DO NOTHING RETURNING key",
-                    )
-                    .bind(key)
-                    .bind(&w.uid)
-                    .bind(w.created_at)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(q("recording an idempotency key"))?;
-                    if inserted.is_none() {
-                        let row = sqlx::query(
-                            "SELECT w.uid, w.namespace, w.name FROM idempotency_keys k JOIN workflows w ON w.uid = k.workflow_uid WHERE k.key = $1",
-                        )
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(q("reading an idempotency key"))?;
-                        let Some(row) = row else {
-                            // Its workflow was deleted: the key is free again.
-                            sqlx::query("UPDATE idempotency_keys SET workflow_uid = $2, created_at = $3 WHERE key = $1")
-                                .bind(key)
-                                .bind(&w.uid)
-                                .bind(w.created_at)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(q("recording an idempotency key"))?;
-                            return insert_and_commit!(tx);
-                        };
-                        let get = |c: &str| -> Result<String> {
-                            row.try_get::<String, _>(c).map_err(q("reading an idempotency key"))
-                        };
-                        return Ok(Submitted::Existing {
-                            uid: get("uid")?,
-                            namespace: get("namespace")?,
-                            name: get("name")?,
-                        });
-                    }
-                }
-                insert_and_commit!(tx)
+                out
             }};
         }
         let out = match &self.pool {
@@ -256,6 +269,42 @@ impl Store {
             self.after_audit_staged().await;
         }
         out
+    }
+
+    /// Records several submissions in one transaction, each as [`Store::submit_workflow`]
+    /// would (one savepoint each, so one that says no leaves nothing behind and the others go
+    /// on). The outer error means nothing was committed; the inner ones are per submission.
+    pub async fn submit_workflows(
+        &self,
+        subs: &[Submission<'_>],
+    ) -> Result<Vec<Result<Submitted>>> {
+        use sqlx::Acquire;
+        macro_rules! submit_all {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
+                let mut out = Vec::with_capacity(subs.len());
+                for s in subs {
+                    let mut sp = tx.begin().await.map_err(q("starting a savepoint"))?;
+                    let r = submit_in!(sp, s);
+                    if matches!(r, Ok(Submitted::Created)) {
+                        sp.commit().await.map_err(q("releasing a savepoint"))?;
+                    } else {
+                        sp.rollback().await.map_err(q("rolling back a savepoint"))?;
+                    }
+                    out.push(r);
+                }
+                tx.commit().await.map_err(q("committing submissions"))?;
+                out
+            }};
+        }
+        let out = match &self.pool {
+            Pool::Pg(p) => submit_all!(p),
+            Pool::Sqlite(p) => submit_all!(p),
+        };
+        if out.iter().any(|r| matches!(r, Ok(Submitted::Created))) {
+            self.after_audit_staged().await;
+        }
+        Ok(out)
     }
 
     /// Puts an outside input in a workflow's inbox (with its audit row) and wakes the replica

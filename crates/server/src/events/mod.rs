@@ -26,6 +26,7 @@ use store::{EventRecord, NewEvent};
 
 use crate::controller::{ControlError, Controller};
 use crate::driver::now_ms;
+use crate::group_commit::GroupCommit;
 
 pub use bus::BusConfig;
 
@@ -105,6 +106,12 @@ struct Inner {
     published: Mutex<HashMap<i64, i64>>,
     rate: Mutex<HashMap<String, RateWindow>>,
     sources: tokio::sync::Mutex<sources::Supervisor>,
+    /// Received events of concurrent requests are stored in shared transactions.
+    event_writer: GroupCommit<Vec<NewEvent>, Result<Vec<store::Appended>, store::StoreError>>,
+    /// Sensor decisions of concurrent events are recorded in shared transactions.
+    decision_writer: GroupCommit<store::DecisionWrite, Result<(), store::StoreError>>,
+    /// Workflows that firings of concurrent events submit are recorded in shared transactions.
+    submitter: GroupCommit<crate::SubmitRequest, Result<crate::SubmitOutcome, ControlError>>,
 }
 
 struct RateWindow {
@@ -120,6 +127,15 @@ impl Events {
         config: EventsConfig,
     ) -> Result<Events, EventsError> {
         let bus = bus::Bus::connect(&config.bus).await?;
+        let event_writer = event_writer(controller.store().clone());
+        let decision_writer = decision_writer(controller.store().clone());
+        let submitter = {
+            let controller = controller.clone();
+            GroupCommit::start(128, move |reqs| {
+                let controller = controller.clone();
+                async move { controller.submit_many(reqs).await }
+            })
+        };
         let events = Events {
             inner: Arc::new(Inner {
                 controller,
@@ -131,6 +147,9 @@ impl Events {
                 published: Mutex::new(HashMap::new()),
                 rate: Mutex::new(HashMap::new()),
                 sources: tokio::sync::Mutex::new(sources::Supervisor::default()),
+                event_writer,
+                decision_writer,
+                submitter,
                 config,
             }),
         };
@@ -213,7 +232,9 @@ impl Events {
                 }
             })
             .collect();
-        let appended = self.inner.controller.store().append_events(&rows).await?;
+        let appended = self.inner.event_writer.call(rows).await.ok_or_else(|| {
+            EventsError::Bus("the event writer has stopped (shutting down)".into())
+        })??;
         for a in &appended {
             crate::metrics::event_received(event_source, a.duplicate);
             if !a.duplicate {
@@ -368,7 +389,6 @@ impl Events {
         mark: bool,
     ) -> Result<(bool, bool), EventsError> {
         let key = sensor_key(sensor);
-        let store = self.inner.controller.store();
         let stateful = has_waiting_triggers(sensor);
         let lock = stateful.then(|| self.sensor_lock(&key));
         let _guard = match &lock {
@@ -423,7 +443,17 @@ impl Events {
         // A firing that must be retried keeps its inputs: the state does not advance.
         let state = if done { state } else { Vec::new() };
         let processed_at = (mark && done).then(now_ms);
-        store.record_decision(&record, &state, processed_at).await?;
+        self.inner
+            .decision_writer
+            .call(store::DecisionWrite {
+                decision: record,
+                dependencies: state,
+                processed_at,
+            })
+            .await
+            .ok_or_else(|| {
+                EventsError::Bus("the decision writer has stopped (shutting down)".into())
+            })??;
         Ok((done, processed_at.is_some()))
     }
 
@@ -637,6 +667,59 @@ fn has_waiting_triggers(sensor: &Value) -> bool {
             }
             _ => true,
         })
+}
+
+/// The writer of received events: the events of every request waiting while a commit is in
+/// flight go into the next transaction together. When a shared transaction fails, each
+/// request's events are written alone, so one bad request (or a database error) is answered
+/// for that request only.
+fn event_writer(
+    store: store::Store,
+) -> GroupCommit<Vec<NewEvent>, Result<Vec<store::Appended>, store::StoreError>> {
+    GroupCommit::start(256, move |requests: Vec<Vec<NewEvent>>| {
+        let store = store.clone();
+        async move {
+            let lens: Vec<usize> = requests.iter().map(Vec::len).collect();
+            let all: Vec<NewEvent> = requests.into_iter().flatten().collect();
+            if lens.len() > 1
+                && let Ok(mut appended) = store.append_events(&all).await
+            {
+                let mut out = Vec::with_capacity(lens.len());
+                for len in &lens {
+                    let rest = appended.split_off((*len).min(appended.len()));
+                    out.push(Ok(std::mem::replace(&mut appended, rest)));
+                }
+                return out;
+            }
+            let mut out = Vec::with_capacity(lens.len());
+            let mut from = 0;
+            for len in lens {
+                out.push(store.append_events(&all[from..from + len]).await);
+                from += len;
+            }
+            out
+        }
+    })
+}
+
+/// The writer of sensor decisions, shared by concurrent events like [`event_writer`]; a
+/// shared transaction that fails is retried one decision at a time.
+fn decision_writer(
+    store: store::Store,
+) -> GroupCommit<store::DecisionWrite, Result<(), store::StoreError>> {
+    GroupCommit::start(256, move |writes: Vec<store::DecisionWrite>| {
+        let store = store.clone();
+        async move {
+            if writes.len() > 1 && store.record_decisions(&writes).await.is_ok() {
+                return writes.iter().map(|_| Ok(())).collect();
+            }
+            let mut out = Vec::with_capacity(writes.len());
+            for w in &writes {
+                out.push(store.record_decisions(std::slice::from_ref(w)).await);
+            }
+            out
+        }
+    })
 }
 
 fn incoming_of(rec: &EventRecord) -> Result<Incoming, EventsError> {

@@ -293,7 +293,10 @@ impl Events {
                     .insert(SENSOR_LABEL.into(), sensor_name.to_string());
                 req.labels.insert(TRIGGER_LABEL.into(), f.trigger.clone());
                 req.details = json!({"sensor": sensor_name, "trigger": f.trigger, "events": f.events.iter().map(|(_, s)| s).collect::<Vec<_>>()});
-                match c.submit(req).await? {
+                let submitted = self.inner.submitter.call(req).await.ok_or_else(|| {
+                    Failure::Transient("the submitter has stopped (shutting down)".into())
+                })?;
+                match submitted? {
                     SubmitOutcome::Created { name, .. } => {
                         Ok((format!("workflows/{ns}/{name}"), false))
                     }

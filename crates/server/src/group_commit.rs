@@ -1,0 +1,94 @@
+//! Group commit: writes from concurrent callers that arrive while a transaction is in flight
+//! share the next one, so a burst of webhook requests or sensor firings costs a few commits
+//! instead of one each. Nothing waits for a batch to fill: a caller alone is written at once.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// A queue in front of one writer task. `run` gets the inputs in arrival order and returns
+/// one output per input, in the same order.
+pub struct GroupCommit<I, O> {
+    queue: mpsc::Sender<(I, oneshot::Sender<O>)>,
+}
+
+impl<I, O> Clone for GroupCommit<I, O> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
+    /// Starts the writer task; batches hold at most `max_batch` inputs.
+    pub fn start<F, Fut>(max_batch: usize, run: F) -> GroupCommit<I, O>
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send,
+    {
+        let max_batch = max_batch.max(1);
+        let (queue, mut rx) = mpsc::channel::<(I, oneshot::Sender<O>)>(max_batch * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut batch, max_batch).await > 0 {
+                let (inputs, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
+                crate::metrics::group_commit_batch(inputs.len());
+                let outputs = run(inputs).await;
+                // A caller that went away (its request was cancelled) is skipped; what it
+                // asked for is written all the same, as it would have been alone.
+                for (reply, out) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(out);
+                }
+            }
+        });
+        GroupCommit { queue }
+    }
+
+    /// Queues `input` and waits for its batch's outcome; `None` when the writer task has
+    /// stopped (the runtime is shutting down) or `run` returned fewer outputs than inputs.
+    pub async fn call(&self, input: I) -> Option<O> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((input, reply)).await.ok()?;
+        outcome.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_batches_and_get_their_own_outputs() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = batches.clone();
+        let doubler = GroupCommit::start(16, move |xs: Vec<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // A slow commit, so later callers queue behind it.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                xs.into_iter().map(|x| x * 2).collect()
+            }
+        });
+        let calls: Vec<_> = (0..64u32)
+            .map(|i| {
+                let d = doubler.clone();
+                tokio::spawn(async move { (i, d.call(i).await) })
+            })
+            .collect();
+        for c in calls {
+            let (i, out) = c.await.unwrap();
+            assert_eq!(out, Some(i * 2));
+        }
+        let n = batches.load(Ordering::SeqCst);
+        assert!((4..64).contains(&n), "64 callers in {n} batches");
+    }
+
+    #[tokio::test]
+    async fn a_short_answer_is_none_for_the_callers_left_over() {
+        let g = GroupCommit::start(4, |_xs: Vec<u8>| async { Vec::<u8>::new() });
+        assert_eq!(g.call(1).await, None);
+    }
+}
