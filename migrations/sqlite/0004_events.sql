@@ -1,4 +1,4 @@
--- Events and sensors: every event is stored (keyed by its CloudEvents source and id) before
+-- Events and sensors: every event is stored (keyed by namespace, CloudEvents source and id) before
 -- its producer is acknowledged; each sensor's decision about it is stored with it; sensors,
 -- event sources and workflow event bindings are stored objects like templates.
 
@@ -16,7 +16,7 @@ CREATE TABLE events (
     envelope      TEXT NOT NULL,
     -- Set once every armed sensor has decided about the event (a sweeper re-delivers the rest).
     processed_at  BIGINT,
-    UNIQUE (source, event_id)
+    UNIQUE (namespace, source, event_id)
 );
 CREATE INDEX events_unprocessed ON events (seq) WHERE processed_at IS NULL;
 CREATE INDEX events_namespace_seq ON events (namespace, seq);

@@ -518,8 +518,10 @@ pub(crate) enum BenchCmd {
     /// Events end to end: concurrent HTTP producers post distinct Falco alerts to a webhook
     /// event source on the API port; each is stored, put on the bus, decided by the Falco
     /// sensor and turns into a workflow (a suspended one: no process is spawned). Reports
-    /// throughput and the p50/p99 latency from HTTP request to workflow row; then the pure
-    /// filter evaluation rate on one core.
+    /// throughput and the p50/p99 latency from HTTP request to workflow row (`latency_ms_*`:
+    /// to the row's creation time, taken just before its commit; `processed_ms_*`: to the
+    /// event marked processed, after that commit); then the pure filter evaluation rate on
+    /// one core.
     Events {
         #[arg(long, default_value_t = 5000)]
         events: usize,

@@ -1,7 +1,7 @@
 //! Events, sensors' decisions about them, sensor state, and the event objects (Sensor,
 //! EventSource, WorkflowEventBinding).
 //!
-//! An event is keyed by its CloudEvents `(source, id)`: appending one that exists returns
+//! An event is keyed by its namespace and CloudEvents `(source, id)`: appending one that exists returns
 //! the stored one (a producer's retry is one event). `processed_at` is set once every armed
 //! sensor has decided about the event; events without it are re-delivered by a sweeper, so a
 //! crash between commit and processing loses nothing.
@@ -30,7 +30,7 @@ pub struct NewEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub seq: i64,
-    /// The event was stored before (same source and id): nothing new was written.
+    /// The event was stored before (same namespace, source and id): nothing new was written.
     pub duplicate: bool,
 }
 
@@ -92,7 +92,7 @@ pub struct EventObject {
 
 impl Store {
     /// Stores events in one transaction (an audit batch is split into many events and is
-    /// stored whole or not at all). An event whose `(source, id)` is stored already is not
+    /// stored whole or not at all). An event whose `(namespace, source, id)` is stored already is not
     /// written again; its stored seq is returned with `duplicate`.
     pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<Appended>> {
         macro_rules! append {
@@ -102,7 +102,7 @@ impl Store {
                 for e in events {
                     let inserted: Option<(i64,)> = sqlx::query_as(
                         "INSERT INTO events (source, event_id, namespace, event_source, event_name, received_at, envelope) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING seq",
                     )
                     .bind(&e.source)
                     .bind(&e.event_id)
@@ -118,8 +118,9 @@ impl Store {
                         Some((seq,)) => Appended { seq, duplicate: false },
                         None => {
                             let (seq,): (i64,) = sqlx::query_as(
-                                "SELECT seq FROM events WHERE source = $1 AND event_id = $2",
+                                "SELECT seq FROM events WHERE namespace = $1 AND source = $2 AND event_id = $3",
                             )
+                            .bind(&e.namespace)
                             .bind(&e.source)
                             .bind(&e.event_id)
                             .fetch_one(&mut *tx)
@@ -185,6 +186,20 @@ impl Store {
             .await
             .map_err(q("listing unprocessed events"))?;
             Ok(rows.into_iter().map(|(s,)| s).collect())
+        })
+    }
+
+    /// How many events of `namespace` are stored, and how many of them are processed.
+    pub async fn count_events(&self, namespace: &str) -> Result<(i64, i64)> {
+        on_pool!(&self.pool, |p| {
+            let (total, processed): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COUNT(processed_at) FROM events WHERE namespace = $1",
+            )
+            .bind(namespace)
+            .fetch_one(p)
+            .await
+            .map_err(q("counting events"))?;
+            Ok((total, processed))
         })
     }
 

@@ -11,7 +11,7 @@
 //! - `shared`: what replicas share — [`Store::submit_workflow`] (workflow, lease, idempotency
 //!   key, cron firing and audit row in one transaction), the inbox of outside inputs
 //!   ([`Store::enqueue_input`]), change notifications ([`Notice`], PostgreSQL `NOTIFY`).
-//! - `events`: events keyed by `(source, id)` ([`Store::append_events`]), sensors' decisions
+//! - `events`: events keyed by `(namespace, source, id)` ([`Store::append_events`]), sensors' decisions
 //!   and dependency state, dedupe keys, and the Sensor/EventSource/WorkflowEventBinding objects.
 //! - `templates`, `crons`, `leases`: their tables; every change writes its audit row in the
 //!   same transaction.

@@ -675,3 +675,123 @@ async fn sqlite_shared_state_rules() {
     let (store, _dir) = sqlite().await;
     shared_state_rules(&store).await;
 }
+
+fn new_event(namespace: &str, source: &str, id: &str) -> riposte_store::NewEvent {
+    riposte_store::NewEvent {
+        source: source.into(),
+        event_id: id.into(),
+        namespace: namespace.into(),
+        event_source: "falco".into(),
+        event_name: "alerts".into(),
+        received_at: 1,
+        envelope: json!({"id": id, "source": source}),
+    }
+}
+
+/// An event is one per namespace, source and id: a producer's retry is a duplicate, the same
+/// alert posted to another namespace's webhook (or from another source) is its own event.
+async fn event_keys_and_batched_submissions(store: &Store) {
+    use riposte_store::{Submission, Submitted};
+    let first = store
+        .append_events(&[
+            new_event("team-a", "falco", "u1"),
+            new_event("team-a", "falco", "u1"),
+            new_event("team-a", "tracee", "u1"),
+            new_event("team-b", "falco", "u1"),
+        ])
+        .await
+        .expect("append");
+    let dup: Vec<bool> = first.iter().map(|a| a.duplicate).collect();
+    assert_eq!(dup, [false, true, false, false]);
+    assert_eq!(first[0].seq, first[1].seq);
+    let retry = store
+        .append_events(&[new_event("team-b", "falco", "u1")])
+        .await
+        .expect("retry");
+    assert_eq!((retry[0].seq, retry[0].duplicate), (first[3].seq, true));
+    assert_eq!(store.count_events("team-a").await.expect("count"), (2, 0));
+
+    // Several submissions in one transaction: each has its own outcome, and one that says no
+    // leaves nothing behind while the others are committed.
+    let create = audit("workflow.create", "workflows/ns/batch");
+    let taken = workflow("batch-taken", 1);
+    store
+        .submit_workflow(&Submission {
+            workflow: &taken,
+            lease: None,
+            idempotency_key: Some("ns/b0"),
+            cron_firing: None,
+            audit: &create,
+        })
+        .await
+        .expect("first");
+    let mut same_name = workflow("batch-taken", 2);
+    same_name.uid = "uid-same-name".into();
+    let fresh = workflow("batch-fresh", 3);
+    let mut repeat = workflow("batch-repeat", 4);
+    repeat.uid = "uid-repeat".into();
+    let out = store
+        .submit_workflows(&[
+            Submission {
+                workflow: &same_name,
+                lease: None,
+                idempotency_key: Some("ns/b1"),
+                cron_firing: None,
+                audit: &create,
+            },
+            Submission {
+                workflow: &fresh,
+                lease: Some(("replica-a", 10_000)),
+                idempotency_key: Some("ns/b2"),
+                cron_firing: None,
+                audit: &create,
+            },
+            Submission {
+                workflow: &repeat,
+                lease: None,
+                idempotency_key: Some("ns/b0"),
+                cron_firing: None,
+                audit: &create,
+            },
+        ])
+        .await
+        .expect("batch");
+    assert!(
+        matches!(out[0], Err(StoreError::AlreadyExists { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(matches!(out[1], Ok(Submitted::Created)), "{:?}", out[1]);
+    assert!(
+        matches!(&out[2], Ok(Submitted::Existing { name, .. }) if name == "batch-taken"),
+        "{:?}",
+        out[2]
+    );
+    // The refused one's key is free: nothing of it was kept.
+    let again = store
+        .submit_workflow(&Submission {
+            workflow: &workflow("batch-other", 5),
+            lease: None,
+            idempotency_key: Some("ns/b1"),
+            cron_firing: None,
+            audit: &create,
+        })
+        .await
+        .expect("key b1 again");
+    assert_eq!(again, Submitted::Created);
+    assert!(store.get_workflow("ns", "batch-fresh").await.is_ok());
+    assert!(store.get_workflow("ns", "batch-repeat").await.is_err());
+}
+
+#[tokio::test]
+async fn postgres_event_keys_and_batched_submissions() {
+    let (store, db) = fresh_pg().await;
+    event_keys_and_batched_submissions(&store).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_keys_and_batched_submissions() {
+    let (store, _dir) = sqlite().await;
+    event_keys_and_batched_submissions(&store).await;
+}

@@ -341,11 +341,7 @@ impl Events {
             return false;
         }
         match self.inner.published.lock() {
-            Ok(mut p) => {
-                // Entries of events other replicas finished are dropped after a while.
-                p.retain(|_, at| now - *at < 600_000);
-                p.get(&seq).is_none_or(|at| now - *at > 60_000)
-            }
+            Ok(p) => p.get(&seq).is_none_or(|at| now - *at > 60_000),
             Err(_) => true,
         }
     }
@@ -561,6 +557,10 @@ impl Events {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let store = self.inner.controller.store();
             let now = now_ms();
+            // Entries of events other replicas finished are dropped after a while.
+            if let Ok(mut p) = self.inner.published.lock() {
+                p.retain(|_, at| now - *at < 600_000);
+            }
             match store.unprocessed_events(now - 5_000, 500).await {
                 Ok(seqs) => {
                     for seq in seqs {
