@@ -3,8 +3,9 @@
 //! instead of one each. Nothing waits for a batch to fill: a caller alone is written at once.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A queue in front of one writer task. `run` gets the inputs in arrival order and returns
 /// one output per input, in the same order.
@@ -21,25 +22,38 @@ impl<I, O> Clone for GroupCommit<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
-    /// Starts the writer task; batches hold at most `max_batch` inputs.
-    pub fn start<F, Fut>(max_batch: usize, run: F) -> GroupCommit<I, O>
+    /// Starts the writer task: batches hold at most `max_batch` inputs, and at most
+    /// `in_flight` batches are written at once (the database's round trips, not its CPU,
+    /// bound one batch; while every slot is busy, callers gather for the next batch).
+    pub fn start<F, Fut>(max_batch: usize, in_flight: usize, run: F) -> GroupCommit<I, O>
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<O>> + Send,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let max_batch = max_batch.max(1);
+        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
         let (queue, mut rx) = mpsc::channel::<(I, oneshot::Sender<O>)>(max_batch * 4);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
-            while rx.recv_many(&mut batch, max_batch).await > 0 {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                if rx.recv_many(&mut batch, max_batch).await == 0 {
+                    return;
+                }
                 let (inputs, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
                 crate::metrics::group_commit_batch(inputs.len());
-                let outputs = run(inputs).await;
-                // A caller that went away (its request was cancelled) is skipped; what it
-                // asked for is written all the same, as it would have been alone.
-                for (reply, out) in replies.into_iter().zip(outputs) {
-                    let _ = reply.send(out);
-                }
+                let written = run(inputs);
+                tokio::spawn(async move {
+                    let outputs = written.await;
+                    // A caller that went away (its request was cancelled) is skipped; what it
+                    // asked for is written all the same, as it would have been alone.
+                    for (reply, out) in replies.into_iter().zip(outputs) {
+                        let _ = reply.send(out);
+                    }
+                    drop(slot);
+                });
             }
         });
         GroupCommit { queue }
@@ -57,14 +71,13 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_share_batches_and_get_their_own_outputs() {
         let batches = Arc::new(AtomicUsize::new(0));
         let counted = batches.clone();
-        let doubler = GroupCommit::start(16, move |xs: Vec<u32>| {
+        let doubler = GroupCommit::start(16, 1, move |xs: Vec<u32>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 // A slow commit, so later callers queue behind it.
@@ -88,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_answer_is_none_for_the_callers_left_over() {
-        let g = GroupCommit::start(4, |_xs: Vec<u8>| async { Vec::<u8>::new() });
+        let g = GroupCommit::start(4, 2, |_xs: Vec<u8>| async { Vec::<u8>::new() });
         assert_eq!(g.call(1).await, None);
     }
 }

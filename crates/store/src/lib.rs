@@ -138,9 +138,11 @@ impl Store {
             source,
         };
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Webhook ingestion, sensor processing and workflow drivers share it.
+            // Webhook ingestion, sensor processing and workflow drivers share it; they wait on
+            // round trips, not on the database's CPU. Two replicas stay well below
+            // PostgreSQL's default of 100 connections.
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(10)
+                .max_connections(24)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await

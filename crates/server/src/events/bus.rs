@@ -18,8 +18,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::{Events, EventsError};
 
-/// How many events one replica processes at once.
-const CONCURRENCY: usize = 32;
+/// How many events one replica processes at once: their writes share transactions (group
+/// commit), so more in flight means fewer, larger transactions rather than more load.
+const CONCURRENCY: usize = 128;
 pub const NATS_STREAM: &str = "RIPOSTE_EVENTS";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

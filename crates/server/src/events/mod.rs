@@ -131,7 +131,7 @@ impl Events {
         let decision_writer = decision_writer(controller.store().clone());
         let submitter = {
             let controller = controller.clone();
-            GroupCommit::start(128, move |reqs| {
+            GroupCommit::start(128, 4, move |reqs| {
                 let controller = controller.clone();
                 async move { controller.submit_many(reqs).await }
             })
@@ -676,7 +676,7 @@ fn has_waiting_triggers(sensor: &Value) -> bool {
 fn event_writer(
     store: store::Store,
 ) -> GroupCommit<Vec<NewEvent>, Result<Vec<store::Appended>, store::StoreError>> {
-    GroupCommit::start(256, move |requests: Vec<Vec<NewEvent>>| {
+    GroupCommit::start(256, 4, move |requests: Vec<Vec<NewEvent>>| {
         let store = store.clone();
         async move {
             let lens: Vec<usize> = requests.iter().map(Vec::len).collect();
@@ -707,7 +707,7 @@ fn event_writer(
 fn decision_writer(
     store: store::Store,
 ) -> GroupCommit<store::DecisionWrite, Result<(), store::StoreError>> {
-    GroupCommit::start(256, move |writes: Vec<store::DecisionWrite>| {
+    GroupCommit::start(256, 4, move |writes: Vec<store::DecisionWrite>| {
         let store = store.clone();
         async move {
             if writes.len() > 1 && store.record_decisions(&writes).await.is_ok() {
