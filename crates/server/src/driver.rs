@@ -151,7 +151,22 @@ impl Persist {
                 _ => None,
             })
             .collect();
-        self.ship_logs(&finished, true).await.map_err(fail)?;
+        let mut attempt = 0;
+        loop {
+            match self.ship_logs(&finished, true).await {
+                Ok(()) => break,
+                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                // The step itself must still be recorded: its log stays in the file, and what
+                // did reach the store is kept.
+                Err(e) => {
+                    tracing::warn!(error = %store::chain(&e), "storing finished steps' logs failed; recording the step without them");
+                    break;
+                }
+            }
+        }
         let started = std::time::Instant::now();
         self.append_with_retry(
             seq,
@@ -333,9 +348,14 @@ fn is_transient(e: &store::StoreError) -> bool {
                     | sqlx::Error::WorkerCrashed
                     | sqlx::Error::Protocol(_)
             ) || source.as_database_error().is_some_and(|d| {
-                // 57P01 admin_shutdown (pg_terminate_backend), 57P02/57P03, 08xxx connection errors.
-                d.code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+                // 57P01 admin_shutdown (pg_terminate_backend), 57P02/57P03, 08xxx connection
+                // errors; SQLite's BUSY (5) and LOCKED (6), with their extended codes (a
+                // writer that met another one; the transaction rolled back whole).
+                d.code().is_some_and(|c| {
+                    c.starts_with("57P")
+                        || c.starts_with("08")
+                        || c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                })
             })
         }
         _ => false,

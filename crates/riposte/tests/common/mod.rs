@@ -146,6 +146,10 @@ pub fn start_server(mut cmd: Command, mut on_line: impl FnMut(&str) + Send + 'st
             if let Some(rest) = line.strip_prefix("riposte server listening on ") {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
             }
+            // RIPOSTE_TEST_SERVER_LOG=1 shows the servers' logs in the test's output.
+            if std::env::var_os("RIPOSTE_TEST_SERVER_LOG").is_some() {
+                eprintln!("[server] {line}");
+            }
             on_line(&line);
         }
     });
