@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A queue in front of one writer task. `run` gets the inputs in arrival order and returns
@@ -68,6 +69,34 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
     }
 }
 
+/// Writes every caller's items with one call of `write` (one transaction); when that call
+/// fails, each caller's items with a call of their own, so one bad caller (or a database
+/// hiccup) gets its own outcome and nobody else's. `write` returns one output per item.
+pub async fn together_or_alone<T, R, E>(
+    requests: Vec<Vec<T>>,
+    write: impl for<'a> Fn(&'a [T]) -> BoxFuture<'a, Result<Vec<R>, E>>,
+) -> Vec<Result<Vec<R>, E>> {
+    let lens: Vec<usize> = requests.iter().map(Vec::len).collect();
+    let all: Vec<T> = requests.into_iter().flatten().collect();
+    if lens.len() > 1
+        && let Ok(mut written) = write(&all).await
+    {
+        let mut out = Vec::with_capacity(lens.len());
+        for len in &lens {
+            let rest = written.split_off((*len).min(written.len()));
+            out.push(Ok(std::mem::replace(&mut written, rest)));
+        }
+        return out;
+    }
+    let mut out = Vec::with_capacity(lens.len());
+    let mut from = 0;
+    for len in lens {
+        out.push(write(&all[from..from + len]).await);
+        from += len;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +132,24 @@ mod tests {
     async fn a_short_answer_is_none_for_the_callers_left_over() {
         let g = GroupCommit::start(4, 2, |_xs: Vec<u8>| async { Vec::<u8>::new() });
         assert_eq!(g.call(1).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_failing_shared_write_is_redone_per_caller() {
+        // A write of anything holding 0 fails, like a transaction with one bad row.
+        fn write(xs: &[u32]) -> BoxFuture<'_, Result<Vec<u32>, String>> {
+            let out = match xs.contains(&0) {
+                true => Err(format!("{xs:?} holds 0")),
+                false => Ok(xs.iter().map(|x| x + 1).collect()),
+            };
+            Box::pin(async move { out })
+        }
+        let fine = together_or_alone(vec![vec![1, 2], vec![3]], write).await;
+        assert_eq!(fine, vec![Ok(vec![2, 3]), Ok(vec![4])]);
+        let one_bad = together_or_alone(vec![vec![1], vec![0, 5], vec![7]], write).await;
+        assert_eq!(
+            one_bad,
+            vec![Ok(vec![2]), Err("[0, 5] holds 0".to_string()), Ok(vec![8])]
+        );
     }
 }

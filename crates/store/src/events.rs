@@ -228,21 +228,6 @@ impl Store {
         }))
     }
 
-    /// Records one sensor decision in one transaction: see [`Store::record_decisions`].
-    pub async fn record_decision(
-        &self,
-        d: &DecisionRecord,
-        dependencies: &[(String, Option<i64>)],
-        processed_at: Option<i64>,
-    ) -> Result<()> {
-        self.record_decisions(&[DecisionWrite {
-            decision: d.clone(),
-            dependencies: dependencies.to_vec(),
-            processed_at,
-        }])
-        .await
-    }
-
     /// Records sensor decisions in one transaction: each decision (replacing an earlier one
     /// of the same sensor about the same event), the dependency state it leaves (`None`
     /// clears an entry) and, with `processed_at`, marks its event processed.

@@ -26,7 +26,7 @@ use store::{EventRecord, NewEvent};
 
 use crate::controller::{ControlError, Controller};
 use crate::driver::now_ms;
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, together_or_alone};
 
 pub use bus::BusConfig;
 
@@ -670,54 +670,44 @@ fn has_waiting_triggers(sensor: &Value) -> bool {
 }
 
 /// The writer of received events: the events of every request waiting while a commit is in
-/// flight go into the next transaction together. When a shared transaction fails, each
-/// request's events are written alone, so one bad request (or a database error) is answered
-/// for that request only.
+/// flight go into the next transaction together (each request answered for itself when that
+/// fails, see [`together_or_alone`]).
 fn event_writer(
     store: store::Store,
 ) -> GroupCommit<Vec<NewEvent>, Result<Vec<store::Appended>, store::StoreError>> {
     GroupCommit::start(256, 4, move |requests: Vec<Vec<NewEvent>>| {
         let store = store.clone();
         async move {
-            let lens: Vec<usize> = requests.iter().map(Vec::len).collect();
-            let all: Vec<NewEvent> = requests.into_iter().flatten().collect();
-            if lens.len() > 1
-                && let Ok(mut appended) = store.append_events(&all).await
-            {
-                let mut out = Vec::with_capacity(lens.len());
-                for len in &lens {
-                    let rest = appended.split_off((*len).min(appended.len()));
-                    out.push(Ok(std::mem::replace(&mut appended, rest)));
-                }
-                return out;
-            }
-            let mut out = Vec::with_capacity(lens.len());
-            let mut from = 0;
-            for len in lens {
-                out.push(store.append_events(&all[from..from + len]).await);
-                from += len;
-            }
-            out
+            together_or_alone(requests, |events| {
+                let store = store.clone();
+                Box::pin(async move { store.append_events(events).await })
+            })
+            .await
         }
     })
 }
 
-/// The writer of sensor decisions, shared by concurrent events like [`event_writer`]; a
-/// shared transaction that fails is retried one decision at a time.
+/// The writer of sensor decisions, shared by concurrent events like [`event_writer`].
 fn decision_writer(
     store: store::Store,
 ) -> GroupCommit<store::DecisionWrite, Result<(), store::StoreError>> {
     GroupCommit::start(256, 4, move |writes: Vec<store::DecisionWrite>| {
         let store = store.clone();
         async move {
-            if writes.len() > 1 && store.record_decisions(&writes).await.is_ok() {
-                return writes.iter().map(|_| Ok(())).collect();
-            }
-            let mut out = Vec::with_capacity(writes.len());
-            for w in &writes {
-                out.push(store.record_decisions(std::slice::from_ref(w)).await);
-            }
-            out
+            let one_each = writes.into_iter().map(|w| vec![w]).collect();
+            together_or_alone(one_each, |ws| {
+                let store = store.clone();
+                Box::pin(async move {
+                    store
+                        .record_decisions(ws)
+                        .await
+                        .map(|()| vec![(); ws.len()])
+                })
+            })
+            .await
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect()
         }
     })
 }
