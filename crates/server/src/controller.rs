@@ -182,23 +182,13 @@ impl Controller {
         let mut attempt = 0;
         let (prepared, rx, outcome) = loop {
             attempt += 1;
-            let now = now_ms();
-            let prepared = submit::prepare(
-                req.clone(),
-                library.clone(),
-                crate::ids::new_uid(),
-                &crate::ids::name_suffix(),
-                now,
-            )?;
+            let (prepared, rx) = self.prepare_claimed(req.clone(), library.clone())?;
             let uid = prepared.identity.uid.clone();
-            // Claim the slot before the row exists, so the lease loop never adopts it meanwhile.
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.running_map().insert(uid.clone(), tx);
             let c = &self.inner.config;
             let outcome = submit::record(
                 &self.inner.store,
                 &prepared,
-                Some((&c.holder, now + c.lease_ttl_ms)),
+                Some((&c.holder, now_ms() + c.lease_ttl_ms)),
             )
             .await;
             match outcome {
@@ -243,19 +233,8 @@ impl Controller {
                     }
                 },
             };
-            let now = now_ms();
-            match submit::prepare(
-                req.clone(),
-                library,
-                crate::ids::new_uid(),
-                &crate::ids::name_suffix(),
-                now,
-            ) {
-                Ok(prepared) => {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    self.running_map().insert(prepared.identity.uid.clone(), tx);
-                    batch.push((i, req, prepared, rx));
-                }
+            match self.prepare_claimed(req.clone(), library) {
+                Ok((prepared, rx)) => batch.push((i, req, prepared, rx)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
@@ -299,6 +278,26 @@ impl Controller {
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(ControlError::Invalid("not submitted".into()))))
             .collect()
+    }
+
+    /// Prepares a submission under a fresh uid and name suffix and claims its slot in the
+    /// running map before its row exists, so the lease loop never adopts it meanwhile (the
+    /// caller releases the slot when the submission does not create the workflow).
+    fn prepare_claimed(
+        &self,
+        req: SubmitRequest,
+        library: Library,
+    ) -> Result<(submit::Prepared, mpsc::UnboundedReceiver<Input>), ControlError> {
+        let prepared = submit::prepare(
+            req,
+            library,
+            crate::ids::new_uid(),
+            &crate::ids::name_suffix(),
+            now_ms(),
+        )?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.running_map().insert(prepared.identity.uid.clone(), tx);
+        Ok((prepared, rx))
     }
 
     /// Counts and starts driving a workflow whose submission was just committed.
