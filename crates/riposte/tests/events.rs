@@ -122,6 +122,13 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until no stored event is left unprocessed (every sensor has decided about each).
+fn wait_all_processed(db: &str, within: Duration) {
+    wait_until("every event processed", within, || {
+        query(db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == "0"
+    });
+}
+
 fn sensor_workflows(db: &str) -> i64 {
     query(
         db,
@@ -263,12 +270,7 @@ fn falco_cloudevents_and_audit_batches_are_stored_once_and_fire_once() {
     assert_eq!(s5, 404);
 
     // Every event is processed; still exactly one workflow.
-    wait_until("every event processed", Duration::from_secs(20), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(20));
     assert_eq!(sensor_workflows(&db), 1);
 
     // A sensor that does not lint is refused with the reason.
@@ -308,12 +310,7 @@ fn dedupe_window_fires_the_same_logical_alert_once() {
             200
         );
     }
-    wait_until("every event processed", Duration::from_secs(20), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(20));
     assert_eq!(sensor_workflows(&db), 1);
     let deduplicated = query(
         &db,
@@ -446,12 +443,7 @@ fn two_replicas_share_sensors_over_nats_jetstream() {
     wait_until("60 workflows", Duration::from_secs(60), || {
         sensor_workflows(&db) == 60
     });
-    wait_until("every event processed", Duration::from_secs(30), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sensor_workflows(&db), 60);
     drop((a, b));
@@ -648,12 +640,7 @@ fn broker_file_and_calendar_sources_deliver_events() {
     wait_until("calendar ticks", Duration::from_secs(10), || {
         events_of(&db, "c") >= 2
     });
-    wait_until("every event processed", Duration::from_secs(20), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(20));
     let fired = query(
         &db,
         "SELECT count(*) FROM event_decisions WHERE sensor = 'default/brokers' AND decision->'triggers'->0->>'fired' = 'true'",
@@ -749,12 +736,7 @@ fn postgres_connections_cut_mid_stream_lose_and_double_nothing() {
     wait_until("80 workflows", Duration::from_secs(60), || {
         sensor_workflows(&db) == 80
     });
-    wait_until("every event processed", Duration::from_secs(60), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(60));
     assert_eq!(sensor_workflows(&db), 80);
     assert_eq!(query(&db, "SELECT count(*) FROM events"), "80");
 }
@@ -802,12 +784,7 @@ fn nats_restarted_mid_stream_loses_nothing() {
     wait_until("60 workflows", Duration::from_secs(90), || {
         sensor_workflows(&db) == 60
     });
-    wait_until("every event processed", Duration::from_secs(30), || {
-        query(
-            &db,
-            "SELECT count(*) FROM events WHERE processed_at IS NULL",
-        ) == "0"
-    });
+    wait_all_processed(&db, Duration::from_secs(30));
     assert_eq!(sensor_workflows(&db), 60);
     let _ = nats.kill();
     let _ = nats.wait();
