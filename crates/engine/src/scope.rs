@@ -218,6 +218,23 @@ impl expr::Scope for ScopeView<'_> {
             {
                 return self.wf.started_at.map(expr::time::rfc3339);
             }
+            // Argo's strftime forms: `.s` seconds since the epoch, `.Y` `.m` `.d` `.H` `.M`
+            // `.S` the UTC fields of the RFC 3339 time.
+            if let Some(f) = name.strip_prefix("workflow.creationTimestamp.") {
+                let ts = self.wf.started_at?;
+                let t = expr::time::rfc3339(ts);
+                let field = |from: usize, to: usize| t.get(from..to).map(str::to_string);
+                return match f {
+                    "s" => Some(ts.div_euclid(1000).to_string()),
+                    "Y" => field(0, 4),
+                    "m" => field(5, 7),
+                    "d" => field(8, 10),
+                    "H" => field(11, 13),
+                    "M" => field(14, 16),
+                    "S" => field(17, 19),
+                    _ => None,
+                };
+            }
             if name == "workflow.duration" {
                 return self
                     .wf

@@ -9,6 +9,12 @@ pub struct Flags {
     pub namespace: Option<String>,
     pub selector: Option<String>,
     pub field_manager: Option<String>,
+    /// `--dry-run=server|client|true` (kubectl's values, plus `true`/`false` so a template
+    /// can pass a `dryRun` parameter straight through): the API server validates and answers
+    /// with the object it would store, and nothing changes.
+    pub dry_run: bool,
+    /// `--grace-period=SECONDS` for `delete` (kubectl's; negative means the object's own).
+    pub grace_period: Option<u32>,
 }
 
 impl Flags {
@@ -33,6 +39,26 @@ impl Flags {
                 "-n" | "--namespace" => f.namespace = Some(value("a namespace")?),
                 "-l" | "--selector" => f.selector = Some(value("a label selector")?),
                 "--field-manager" => f.field_manager = Some(value("a name")?),
+                "--grace-period" => {
+                    let v = value("a number of seconds")?;
+                    let n: i64 = v.trim().parse().map_err(|_| {
+                        format!("--grace-period={v:?}: expected a whole number of seconds")
+                    })?;
+                    f.grace_period = u32::try_from(n).ok();
+                }
+                "--dry-run" => {
+                    f.dry_run = match inline.as_deref().map(str::trim) {
+                        // kubectl's bare `--dry-run` meant client.
+                        None => true,
+                        Some("server" | "client" | "true" | "True" | "yes") => true,
+                        Some("none" | "false" | "False" | "no" | "") => false,
+                        Some(other) => {
+                            return Err(format!(
+                                "--dry-run={other:?}: expected server, client, none, true or false"
+                            ));
+                        }
+                    }
+                }
                 // Accepted and without effect here: the API server validates, deletes of
                 // missing objects are already ignored, apply is always server-side and
                 // always forces conflicts.
@@ -40,10 +66,17 @@ impl Flags {
                 | "--wait" => {}
                 k if k.starts_with('-') => {
                     return Err(format!(
-                        "flag {k} is not supported by Riposte's resource template; supported: --namespace/-n, --selector/-l, --field-manager, --force-conflicts, --validate, --ignore-not-found, --server-side, and TYPE NAME"
+                        "flag {k} is not supported by Riposte's resource template; supported: --namespace/-n, --selector/-l, --field-manager, --dry-run=server|none, --grace-period, --force-conflicts, --validate, --ignore-not-found, --server-side, and TYPE NAME"
                     ));
                 }
-                positional => f.target.push(positional.to_string()),
+                // kubectl's `TYPE/NAME` form.
+                positional => match positional.split_once('/') {
+                    Some((t, n)) if f.target.is_empty() && !t.is_empty() && !n.is_empty() => {
+                        f.target.push(t.to_string());
+                        f.target.push(n.to_string());
+                    }
+                    _ => f.target.push(positional.to_string()),
+                },
             }
         }
         if f.target.len() > 2 {

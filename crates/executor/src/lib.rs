@@ -12,6 +12,7 @@
 //!
 //! Executors never decide what runs next; that is the engine's job.
 
+pub mod change;
 pub mod condition;
 pub mod flags;
 pub mod host;

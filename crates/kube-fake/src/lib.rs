@@ -94,7 +94,7 @@ struct Event {
 
 type Key = (String, String, String); // (qualified resource, namespace, name)
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Cluster {
     resources: Vec<ResourceType>,
     objects: BTreeMap<Key, Value>,
@@ -194,7 +194,34 @@ fn default_resources() -> Vec<ResourceType> {
         ("", "v1", "ConfigMap", "configmaps", true),
         ("", "v1", "Secret", "secrets", true),
         ("", "v1", "ServiceAccount", "serviceaccounts", true),
+        ("", "v1", "Node", "nodes", false),
         ("apps", "v1", "Deployment", "deployments", true),
+        ("apps", "v1", "ReplicaSet", "replicasets", true),
+        ("apps", "v1", "StatefulSet", "statefulsets", true),
+        ("apps", "v1", "DaemonSet", "daemonsets", true),
+        ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        ("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", false),
         ("batch", "v1", "Job", "jobs", true),
         (
             "networking.k8s.io",
@@ -1034,6 +1061,32 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // Writes carry `dryRun=All` in the query; a DELETE may carry it in its DeleteOptions body.
+    let dry_in_body = method == Method::DELETE
+        && serde_json::from_slice::<Value>(body).ok().is_some_and(|o| {
+            o["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|v| v == "All"))
+        });
+    if method != Method::GET && (dry_in_body || q.get("dryRun").is_some_and(|v| v == "All")) {
+        // Server-side dry run: the write runs, validation and admission included, on a
+        // scratch copy of the cluster, and the answer is what it would have stored.
+        let scratch = FakeApiServer {
+            cluster: Arc::new(Mutex::new(fake.lock().clone())),
+            changed: Arc::new(watch::channel(0u64).0),
+            url: fake.url.clone(),
+        };
+        let mut q = q.clone();
+        q.remove("dryRun");
+        let body = if dry_in_body {
+            let mut opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            opts["dryRun"] = Value::Null;
+            Bytes::from(opts.to_string())
+        } else {
+            body.clone()
+        };
+        return Box::pin(serve(&scratch, method, path, &q, headers, &body)).await;
+    }
     match (method.as_str(), &t.name, t.subresource.as_deref()) {
         ("GET", None, _) if is_true(q.get("watch")) => Ok(watch_response(fake, &t, q)),
         ("GET", None, _) => list(fake, &t, q),

@@ -67,6 +67,19 @@ fn kind_for_type(t: &str) -> Option<(&'static str, &'static str, &'static str)> 
             &["networkpolicy", "networkpolicies", "netpol"],
             ("networking.k8s.io", "v1", "NetworkPolicy"),
         ),
+        (&["node", "nodes", "no"], ("", "v1", "Node")),
+        (
+            &["rolebinding", "rolebindings"],
+            ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+        ),
+        (
+            &["clusterrolebinding", "clusterrolebindings"],
+            ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
+        ),
+        (
+            &["runtimeclass", "runtimeclasses"],
+            ("node.k8s.io", "v1", "RuntimeClass"),
+        ),
         (
             &["policyreport", "policyreports", "polr"],
             ("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
@@ -348,18 +361,54 @@ async fn run_inner(
         serde_json::from_value(v.clone())
             .map_err(|e| format!("the manifest is not a Kubernetes object: {e}"))
     };
-    let post = PostParams::default();
-    let background = DeleteParams::background();
+    let dry_run = flags.dry_run;
+    let post = PostParams {
+        dry_run,
+        ..PostParams::default()
+    };
+    let background = DeleteParams {
+        dry_run,
+        grace_period_seconds: flags.grace_period,
+        ..DeleteParams::background()
+    };
     let apply = Patch::Apply(&body);
+    // The object as it was, to say what the write changed (or would change, in a dry run).
+    let before = |name: String| {
+        let api = t.api.clone();
+        async move {
+            with_retries(|| api.get_opt(&name))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| serde_json::to_value(o).ok())
+                .unwrap_or(Value::Null)
+        }
+    };
+    let mut prior = Value::Null;
     let obj: Option<DynamicObject> = match action {
-        ResourceAction::Get => {
-            let name = need_name()?;
-            Some(
+        ResourceAction::Get => match t.name.clone() {
+            Some(name) => Some(
                 with_retries(|| t.api.get(&name))
                     .await
                     .map_err(|e| format!("get {}: {}", what(&name), describe(&e)))?,
-            )
-        }
+            ),
+            // `kubectl get TYPE [-l SELECTOR] -o json`: the outputs see a `List`.
+            None => {
+                let by_label =
+                    ListParams::default().labels(flags.selector.as_deref().unwrap_or_default());
+                let items = with_retries(|| t.api.list(&by_label))
+                    .await
+                    .map_err(|e| format!("listing {}: {}", t.resource.plural, describe(&e)))?
+                    .items;
+                let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+                return outputs(
+                    node,
+                    &list,
+                    format!("listed {} {}", items_len(&list), t.resource.plural),
+                    None,
+                );
+            }
+        },
         ResourceAction::Create => {
             let o = object_of(&body)?;
             Some(
@@ -376,10 +425,12 @@ async fn run_inner(
         }
         ResourceAction::Apply => {
             let name = need_name()?;
+            prior = before(name.clone()).await;
             let mut pp =
                 PatchParams::apply(flags.field_manager.as_deref().unwrap_or(FIELD_MANAGER));
             // A responder must win over whoever set the field before (e.g. a `kubectl apply`).
             pp.force = true;
+            pp.dry_run = dry_run;
             Some(
                 with_retries(|| t.api.patch(&name, &pp, &apply))
                     .await
@@ -393,6 +444,7 @@ async fn run_inner(
                 .get(&name)
                 .await
                 .map_err(|e| format!("replace {}: {}", what(&name), describe(&e)))?;
+            prior = serde_json::to_value(&current).unwrap_or(Value::Null);
             let mut o = object_of(&body)?;
             o.metadata.resource_version = current.metadata.resource_version;
             Some(
@@ -403,6 +455,7 @@ async fn run_inner(
         }
         ResourceAction::Patch => {
             let name = need_name()?;
+            prior = before(name.clone()).await;
             let pp = PatchParams {
                 field_manager: Some(
                     flags
@@ -410,6 +463,7 @@ async fn run_inner(
                         .clone()
                         .unwrap_or_else(|| FIELD_MANAGER.into()),
                 ),
+                dry_run,
                 ..PatchParams::default()
             };
             let patch = match strategy {
@@ -463,20 +517,40 @@ async fn run_inner(
                     );
                 }
             };
+            let mut deleted = Vec::new();
             for name in &names {
                 match with_retries(|| t.api.delete(name, &background)).await {
-                    Ok(_) => {}
+                    Ok(_) => deleted.push(what(name)),
                     // Argo deletes with --ignore-not-found.
                     Err(e) if api_status(&e).is_some_and(|(c, _)| c == 404) => {}
                     Err(e) => return Err(format!("delete {}: {}", what(name), describe(&e))),
                 }
             }
-            None
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            let message = if deleted.is_empty() {
+                "nothing to delete".to_string()
+            } else {
+                format!("{verb} {}", deleted.join(", "))
+            };
+            let report = json!({"action": "delete", "dryRun": dry_run, "objects": deleted});
+            return outputs(node, &Value::Null, message, Some(report));
         }
     };
     let Some(mut obj) = obj else {
         return Ok(ExecResult::succeeded(0, ""));
     };
+    if dry_run {
+        // The object was not written, so no condition can become true on it.
+        let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
+        let (message, report) = change_report(
+            &r.action,
+            &what(obj.metadata.name.as_deref().unwrap_or_default()),
+            &prior,
+            &value,
+            true,
+        );
+        return outputs(node, &value, message, Some(report));
+    }
     let success = condition::parse(r.success_condition.as_deref().unwrap_or(""))
         .map_err(|e| format!("successCondition: {e}"))?;
     let failure = condition::parse(r.failure_condition.as_deref().unwrap_or(""))
@@ -494,26 +568,82 @@ async fn run_inner(
         }
     }
     let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
+    let object = what(obj.metadata.name.as_deref().unwrap_or_default());
+    if action == ResourceAction::Get {
+        return outputs(node, &value, format!("get {object}"), None);
+    }
+    let (message, report) = change_report(&r.action, &object, &prior, &value, false);
+    outputs(node, &value, message, Some(report))
+}
+
+fn items_len(list: &Value) -> usize {
+    list["items"].as_array().map_or(0, Vec::len)
+}
+
+/// The node's message and its `result` for a write: what changed on which object, or what
+/// would have in a dry run.
+fn change_report(
+    action: &str,
+    object: &str,
+    prior: &Value,
+    after: &Value,
+    dry_run: bool,
+) -> (String, Value) {
+    let changes = if prior.is_null() {
+        Vec::new()
+    } else {
+        executor::change::changes(prior, after)
+    };
+    let verb = match (dry_run, action) {
+        (true, a) => format!("would {a}"),
+        (false, "create") => "created".into(),
+        (false, "apply") => "applied".into(),
+        (false, "replace") => "replaced".into(),
+        (false, "patch") => "patched".into(),
+        (false, a) => a.to_string(),
+    };
+    let summary = if prior.is_null() {
+        format!("{verb} {object}")
+    } else if changes.is_empty() {
+        format!("{verb} {object}: no change")
+    } else {
+        format!("{verb} {object}: {}", changes.join("; "))
+    };
+    let report = json!({
+        "action": action,
+        "dryRun": dry_run,
+        "object": object,
+        "created": prior.is_null() && action != "get",
+        "changes": changes,
+    });
+    (summary, report)
+}
+
+/// The step's outputs: its parameters by `jsonPath`/`jqFilter` over `value`, the message,
+/// and `result` = the JSON report of what it did (a Riposte addition to Argo's resource
+/// template, for notifications and approvals to quote).
+fn outputs(
+    node: &ExecuteNode,
+    value: &Value,
+    message: String,
+    report: Option<Value>,
+) -> Result<ExecResult, String> {
     let mut result = ExecResult::succeeded(0, "");
-    result.result = None;
+    result.result = report.map(|r| r.to_string());
     for p in &node.template.outputs.parameters {
         let Some(vf) = &p.value_from else { continue };
         let v = if let Some(path) = &vf.json_path {
-            executor::kubectl_jsonpath::render(&value, path)
+            executor::kubectl_jsonpath::render(value, path)
                 .map_err(|e| format!("output {}: jsonPath {path:?}: {e}", p.name))?
         } else if let Some(filter) = &vf.jq_filter {
-            executor::jq::run(&value, filter)
+            executor::jq::run(value, filter)
                 .map_err(|e| format!("output {}: jqFilter {filter:?}: {e}", p.name))?
         } else {
             continue;
         };
         result.parameters.insert(p.name.clone(), Some(v));
     }
-    result.message = format!(
-        "{} {}",
-        r.action,
-        what(obj.metadata.name.as_deref().unwrap_or_default())
-    );
+    result.message = message;
     Ok(result)
 }
 
@@ -643,8 +773,25 @@ mod tests {
         assert_eq!(f.namespace.as_deref(), Some("prod"));
         let f = Flags::parse(&s(&["pod", "web-1", "--validate=false"])).expect("flags");
         assert_eq!(f.target, s(&["pod", "web-1"]));
-        let e = Flags::parse(&s(&["--dry-run=client"])).expect_err("unsupported");
-        assert!(e.contains("--dry-run"), "{e}");
+        let f = Flags::parse(&s(&["deployment/web", "--grace-period=5"])).expect("flags");
+        assert_eq!(f.target, s(&["deployment", "web"]));
+        assert_eq!(f.grace_period, Some(5));
+        let e = Flags::parse(&s(&["--output=json"])).expect_err("unsupported");
+        assert!(e.contains("--output"), "{e}");
+        for (flag, dry) in [
+            ("--dry-run=server", true),
+            ("--dry-run=true", true),
+            ("--dry-run=false", false),
+            ("--dry-run=none", false),
+        ] {
+            assert_eq!(
+                Flags::parse(&s(&[flag])).expect(flag).dry_run,
+                dry,
+                "{flag}"
+            );
+        }
+        let e = Flags::parse(&s(&["--dry-run=maybe"])).expect_err("bad value");
+        assert!(e.contains("expected server"), "{e}");
         assert!(Flags::parse(&s(&["--selector"])).is_err());
         assert_eq!(
             kind_for_type("netpol"),

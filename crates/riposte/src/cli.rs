@@ -205,6 +205,21 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The response library built into this binary: ClusterWorkflowTemplates, one response
+    /// action each (pod-isolate, pod-terminate, workload-sandbox, serviceaccount-rotate, ...),
+    /// and playbooks (Sensors + WorkflowTemplates wiring alerts to them).
+    ///
+    /// Examples:
+    ///   riposte library list
+    ///   riposte library install                       # the actions (cluster-wide)
+    ///   riposte library install --playbooks -n prod   # and the playbooks, in namespace prod
+    ///   riposte library export ./riposte-library      # as files, for a GitOps repository
+    Library {
+        #[command(subcommand)]
+        cmd: LibraryCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Database maintenance: `db migrate` applies the schema migrations.
     Db {
         #[command(subcommand)]
@@ -284,6 +299,21 @@ pub(crate) enum CronCmd {
     Suspend { name: String },
     /// Let a suspended CronWorkflow fire again from its next scheduled time.
     Resume { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LibraryCmd {
+    /// Each shipped object: kind, name and what it does (no server needed).
+    List,
+    /// Create or update the library on the server (`RIPOSTE_SERVER`): every action as a
+    /// ClusterWorkflowTemplate and, with --playbooks, the playbooks in --namespace.
+    Install {
+        /// Also the playbooks' Sensors, EventSources and WorkflowTemplates.
+        #[arg(long)]
+        playbooks: bool,
+    },
+    /// Write the shipped files under DIR (library/, playbooks/), e.g. into a Git checkout.
+    Export { dir: PathBuf },
 }
 
 /// `riposte server`'s settings.

@@ -242,6 +242,65 @@ pub(crate) fn template_cmd(cmd: TemplateCmd, remote: &Remote) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `riposte library list|install|export`.
+pub(crate) fn library_cmd(cmd: LibraryCmd, remote: &Remote) -> Result<ExitCode> {
+    use server::library::{FILES, is_playbook};
+    match cmd {
+        LibraryCmd::List => {
+            for f in FILES {
+                let docs = spec::yaml::load_documents(f.text)
+                    .map_err(|e| anyhow::anyhow!("shipped file {}: {}", f.path, e.message))?;
+                for d in docs {
+                    let v = &d.value;
+                    println!(
+                        "{:<24} {:<32} {}{}",
+                        v["kind"].as_str().unwrap_or(""),
+                        v["metadata"]["name"].as_str().unwrap_or(""),
+                        if is_playbook(f) { "[playbook] " } else { "" },
+                        v["metadata"]["annotations"]["riposte.dev/description"]
+                            .as_str()
+                            .unwrap_or("")
+                    );
+                }
+            }
+        }
+        LibraryCmd::Install { playbooks } => {
+            let v = remote.client().call(
+                "POST",
+                &format!("/api/v1/riposte/library/{}", remote.namespace),
+                Some(&serde_json::json!({"playbooks": playbooks})),
+            )?;
+            for item in v["items"].as_array().into_iter().flatten() {
+                let ns = item["namespace"].as_str().unwrap_or("");
+                println!(
+                    "{} {}{} {}",
+                    item["kind"].as_str().unwrap_or(""),
+                    if ns.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{ns}/")
+                    },
+                    item["name"].as_str().unwrap_or(""),
+                    item["action"].as_str().unwrap_or("")
+                );
+            }
+        }
+        LibraryCmd::Export { dir } => {
+            for f in FILES {
+                let path = dir.join(f.path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::write(&path, f.text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `riposte list`.
 pub(crate) fn list_cmd(remote: &Remote) -> Result<ExitCode> {
     let v = remote.client().call(

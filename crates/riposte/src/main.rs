@@ -120,6 +120,7 @@ fn main() -> ExitCode {
         Cmd::Terminate { name, remote } => report(simple_put(&remote, &name, "terminate")),
         Cmd::Delete { name, remote } => report(delete_cmd(&name, &remote)),
         Cmd::Template { cmd, remote } => report(template_cmd(cmd, &remote)),
+        Cmd::Library { cmd, remote } => report(library_cmd(cmd, &remote)),
         Cmd::Sensor {
             cmd: SensorCmd::Test { file, events, json },
             ..

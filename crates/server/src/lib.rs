@@ -17,6 +17,7 @@ pub mod driver;
 pub mod events;
 pub mod group_commit;
 pub mod ids;
+pub mod library;
 pub mod metrics;
 pub mod submit;
 

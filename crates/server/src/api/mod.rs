@@ -26,6 +26,7 @@ use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 mod archived;
 mod crons;
 mod events;
+mod library;
 mod operations;
 mod streams;
 mod templates;
@@ -35,6 +36,7 @@ use archived::*;
 use crons::*;
 pub use events::apply_event_object;
 use events::*;
+use library::*;
 use operations::openapi_doc;
 pub use operations::{OPERATIONS, openapi};
 use streams::*;
@@ -61,6 +63,9 @@ impl ApiError {
     }
     fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, 5, message)
+    }
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, message)
     }
 }
 
@@ -356,6 +361,8 @@ pub fn router(controller: Controller, events: crate::events::Events, auth: Optio
             "/api/v1/webhooks/{namespace}/{eventSource}/{eventName}",
             axum::routing::any(receive_webhook),
         )
+        .route("/api/v1/riposte/library", get(list_library))
+        .route("/api/v1/riposte/library/{namespace}", post(install_library))
         .route("/api/v1/riposte/events", get(list_events))
         .route("/api/v1/riposte/events/{seq}", get(get_event))
         .route(

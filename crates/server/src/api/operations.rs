@@ -376,6 +376,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/riposte/library",
+        "Riposte_ListLibrary",
+        "The response library shipped in this build: each ClusterWorkflowTemplate (an action) and playbook object, with its file and description",
+    ),
+    (
+        "post",
+        "/api/v1/riposte/library/{namespace}",
+        "Riposte_InstallLibrary",
+        "Install the library's ClusterWorkflowTemplates and, with {\"playbooks\": true}, the playbooks' WorkflowTemplates, Sensors and EventSources into the namespace (created or updated; linted and audited like single creates)",
+    ),
+    (
+        "get",
         "/api/v1/riposte/events",
         "Riposte_ListEvents",
         "Stored events, newest first (namespace, eventSource, before, limit)",

@@ -1,0 +1,139 @@
+//! What a resource step changed (or, in a dry run, would change): the difference between the
+//! object before and after the write, as short `path: old → new` lines a responder reads in
+//! the node's message, the audit log and a notification. Pure.
+
+use serde_json::Value;
+
+/// Fields the API server maintains itself; a change there is not something the step did.
+const MAINTAINED: &[&str] = &[
+    "metadata.resourceVersion",
+    "metadata.managedFields",
+    "metadata.generation",
+    "metadata.uid",
+    "metadata.creationTimestamp",
+    "metadata.deletionTimestamp",
+    "metadata.deletionGracePeriodSeconds",
+    "status",
+];
+
+/// At most this many lines; a replaced object can differ everywhere.
+const MAX_LINES: usize = 40;
+
+/// The changes from `before` to `after`, one line per changed leaf (objects are walked, lists
+/// and scalars compared whole), in path order.
+pub fn changes(before: &Value, after: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk("", before, after, &mut out);
+    if out.len() > MAX_LINES {
+        let more = out.len() - MAX_LINES;
+        out.truncate(MAX_LINES);
+        out.push(format!("… and {more} more changes"));
+    }
+    out
+}
+
+/// The API server omits empty maps and lists, so `{}` and `[]` are the same as unset.
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn walk(path: &str, before: &Value, after: &Value, out: &mut Vec<String>) {
+    if MAINTAINED.contains(&path) || before == after || (is_unset(before) && is_unset(after)) {
+        return;
+    }
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{}", escape(k))
+                };
+                walk(
+                    &p,
+                    b.get(k).unwrap_or(&Value::Null),
+                    a.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ => out.push(format!("{path}: {} → {}", show(before), show(after))),
+    }
+}
+
+/// Dots inside a key (`app.kubernetes.io/name`) are escaped the gjson way, so the path is
+/// unambiguous.
+fn escape(key: &str) -> String {
+    key.replace('.', "\\.")
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "(unset)".into(),
+        other => {
+            let s = other.to_string();
+            if s.chars().count() > 120 {
+                format!("{}…", s.chars().take(120).collect::<String>())
+            } else {
+                s
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_name_each_changed_leaf_and_skip_what_the_server_maintains() {
+        let before = json!({
+            "metadata": {"name": "web-1", "resourceVersion": "1",
+                         "labels": {"app": "web", "tier": "front"}},
+            "spec": {"containers": [{"name": "web"}], "nodeName": "n1"},
+            "status": {"phase": "Running"}
+        });
+        let after = json!({
+            "metadata": {"name": "web-1", "resourceVersion": "2",
+                         "labels": {"app": "web", "status": "compromised",
+                                    "app.kubernetes.io/part-of": "shop"}},
+            "spec": {"containers": [{"name": "web"}, {"name": "debug"}], "nodeName": "n1"},
+            "status": {"phase": "Failed"}
+        });
+        assert_eq!(
+            changes(&before, &after),
+            vec![
+                r#"metadata.labels.app\.kubernetes\.io/part-of: (unset) → "shop""#.to_string(),
+                r#"metadata.labels.status: (unset) → "compromised""#.to_string(),
+                r#"metadata.labels.tier: "front" → (unset)"#.to_string(),
+                r#"spec.containers: [{"name":"web"}] → [{"name":"web"},{"name":"debug"}]"#
+                    .to_string(),
+            ]
+        );
+        assert!(changes(&before, &before).is_empty());
+        assert!(changes(&json!({"a": {}}), &json!({"a": null, "b": []})).is_empty());
+    }
+
+    #[test]
+    fn changes_of_a_new_object_list_its_fields_and_are_capped() {
+        let lines = changes(&Value::Null, &json!({"spec": {"podSelector": {}}}));
+        assert_eq!(
+            lines,
+            vec!["spec: (unset) → {\"podSelector\":{}}".to_string()]
+        );
+        let big: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("k{i:03}"), json!(i))).collect();
+        let lines = changes(&json!({}), &Value::Object(big));
+        assert_eq!(lines.len(), MAX_LINES + 1);
+        assert_eq!(lines[MAX_LINES], "… and 60 more changes");
+    }
+}

@@ -1,0 +1,919 @@
+//! The response library (`workflows/library/`), each action run as a user runs it —
+//! `riposte run --executor kubernetes --templates workflows/library` of a Workflow that
+//! references the ClusterWorkflowTemplate — against the FAKE API server, checking what it
+//! changed in the cluster, and that `dryRun` changes nothing.
+
+use std::path::{Path, PathBuf};
+
+use kube_fake::{FakeApiServer, ResourceType};
+use serde_json::{Value, json};
+
+fn library() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/library")
+}
+
+fn rt(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> ResourceType {
+    ResourceType::new(group, version, kind, plural, namespaced)
+}
+
+fn pods() -> ResourceType {
+    rt("", "v1", "Pod", "pods", true)
+}
+
+struct Cluster {
+    fake: FakeApiServer,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+async fn cluster() -> Cluster {
+    let fake = FakeApiServer::start().await.expect("fake api server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    Cluster {
+        fake,
+        dir,
+        kubeconfig,
+    }
+}
+
+impl Cluster {
+    fn create(&self, t: &ResourceType, ns: &str, obj: Value) {
+        self.fake.create(t, ns, obj).expect("create fixture");
+    }
+
+    /// Runs ClusterWorkflowTemplate `template` with `params`; the final workflow (JSON).
+    async fn run(&self, template: &str, params: &[(&str, &str)]) -> Value {
+        let file = self.dir.path().join(format!("{template}-run.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: {template}-\nspec:\n  workflowTemplateRef:\n    name: {template}\n    clusterScope: true\n"
+            ),
+        )
+        .expect("write workflow");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+        cmd.args(["run", "--executor", "kubernetes", "-o", "json"])
+            .args(["--database-url", "none", "--templates"])
+            .arg(library())
+            .arg(&file)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RIPOSTE_HOME", self.dir.path());
+        for (k, v) in params {
+            cmd.arg("-p").arg(format!("{k}={v}"));
+        }
+        let out = cmd.output().await.expect("riposte runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let wf: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{template}: no workflow JSON ({e}); stderr:\n{stderr}"));
+        wf
+    }
+
+    fn get(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        self.fake.get(plural, ns, name)
+    }
+}
+
+fn phase(wf: &Value) -> &str {
+    wf["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// The node whose display name is `name`.
+fn node<'a>(wf: &'a Value, name: &str) -> &'a Value {
+    wf["status"]["nodes"]
+        .as_object()
+        .and_then(|ns| ns.values().find(|n| n["displayName"] == name))
+        .unwrap_or_else(|| panic!("no node {name} in {:#}", wf["status"]["nodes"]))
+}
+
+/// An output parameter of the workflow's entrypoint (its root node).
+fn output<'a>(wf: &'a Value, name: &str) -> &'a str {
+    let root = wf["metadata"]["name"].as_str().unwrap_or("");
+    wf["status"]["nodes"][root]["outputs"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["value"].as_str())
+        .unwrap_or_else(|| panic!("no output {name}: {:#}", wf["status"]))
+}
+
+fn explain(wf: &Value) -> String {
+    let mut lines = vec![format!("phase {} {}", phase(wf), wf["status"]["message"])];
+    for n in wf["status"]["nodes"].as_object().into_iter().flatten() {
+        lines.push(format!(
+            "  {} {} {}",
+            n.1["displayName"], n.1["phase"], n.1["message"]
+        ));
+    }
+    lines.join("\n")
+}
+
+fn web_pod(name: &str, owner: Option<(&str, &str)>, labels: Value) -> Value {
+    let mut pod = json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}], "serviceAccountName": "web"},
+    });
+    if let Some((kind, owner)) = owner {
+        pod["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "u-1", "controller": true
+        }]);
+    }
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_label_sets_labels_and_a_dry_run_changes_nothing() {
+    let c = cluster().await;
+    c.create(
+        &pods(),
+        "default",
+        web_pod("web-1", None, json!({"app": "web"})),
+    );
+
+    let wf = c
+        .run(
+            "pod-label",
+            &[
+                ("pod", "web-1"),
+                ("labels", r#"{"status":"compromised"}"#),
+                ("dryRun", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let msg = node(&wf, &wf["metadata"]["name"].as_str().unwrap_or(""))["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains(r#"would patch pod/web-1: metadata.labels.status: (unset) → "compromised""#),
+        "{msg}"
+    );
+    assert!(
+        c.get("pods", "default", "web-1").expect("pod")["metadata"]["labels"]["status"].is_null(),
+        "a dry run wrote the label"
+    );
+
+    let wf = c
+        .run(
+            "pod-label",
+            &[
+                ("pod", "web-1"),
+                ("labels", r#"{"status":"compromised","app":null}"#),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let labels = &c.get("pods", "default", "web-1").expect("pod")["metadata"]["labels"];
+    assert_eq!(labels, &json!({"status": "compromised"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(output(&wf, "labels")).expect("labels output"),
+        json!({"status": "compromised"})
+    );
+
+    let wf = c.run("pod-label", &[("pod", "missing")]).await;
+    assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
+    assert!(
+        explain(&wf).contains("does not exist, and a patch never creates it"),
+        "{}",
+        explain(&wf)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_isolate_labels_and_fences_in_each_flavour() {
+    let c = cluster().await;
+    c.fake.add_resource(rt(
+        "projectcalico.org",
+        "v3",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ));
+    c.fake.add_resource(rt(
+        "cilium.io",
+        "v2",
+        "CiliumNetworkPolicy",
+        "ciliumnetworkpolicies",
+        true,
+    ));
+    c.create(
+        &pods(),
+        "default",
+        web_pod("web-1", None, json!({"app": "web"})),
+    );
+
+    // Dry run first: nothing is labelled, no policy exists.
+    let wf = c
+        .run("pod-isolate", &[("pod", "web-1"), ("dryRun", "true")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert!(c.fake.list("networkpolicies", "default").is_empty());
+    assert!(
+        c.get("pods", "default", "web-1").expect("pod")["metadata"]["labels"]["status"].is_null()
+    );
+    assert!(
+        explain(&wf).contains("would apply networkpolicy/riposte-isolate-compromised"),
+        "{}",
+        explain(&wf)
+    );
+
+    let wf = c
+        .run(
+            "pod-isolate",
+            &[("pod", "web-1"), ("allowedCIDRs", r#"["10.0.0.5/32"]"#)],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let pod = c.get("pods", "default", "web-1").expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["status"], "compromised");
+    let np = c
+        .get("networkpolicies", "default", "riposte-isolate-compromised")
+        .expect("policy");
+    assert_eq!(np["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(
+        np["spec"]["podSelector"],
+        json!({"matchLabels": {"status": "compromised"}})
+    );
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(np["spec"]["ingress"], json!([]));
+    assert_eq!(
+        np["spec"]["egress"],
+        json!([{"to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}]}])
+    );
+    assert_eq!(node(&wf, "calico")["phase"], "Skipped");
+
+    let wf = c
+        .run("pod-isolate", &[("pod", "web-1"), ("flavour", "cilium")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let cnp = c
+        .fake
+        .list("ciliumnetworkpolicies", "default")
+        .into_iter()
+        .next()
+        .expect("cilium policy");
+    assert_eq!(cnp["apiVersion"], "cilium.io/v2");
+    assert_eq!(
+        cnp["spec"]["enableDefaultDeny"],
+        json!({"ingress": true, "egress": true})
+    );
+    assert_eq!(cnp["spec"]["egress"], json!([]));
+
+    let wf = c
+        .run(
+            "pod-isolate",
+            &[
+                ("pod", "web-1"),
+                ("flavour", "calico"),
+                ("allowedCIDRs", r#"["10.1.0.0/16"]"#),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let calico = c
+        .fake
+        .list("networkpolicies", "default")
+        .into_iter()
+        .find(|p| p["apiVersion"] == "projectcalico.org/v3")
+        .expect("calico policy");
+    assert_eq!(calico["spec"]["selector"], "status == 'compromised'");
+    assert_eq!(
+        calico["spec"]["egress"],
+        json!([{"action": "Allow", "destination": {"nets": ["10.1.0.0/16"]}}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_terminate_spares_guarded_pods_and_deletes_the_rest() {
+    let c = cluster().await;
+    let rs = rt("apps", "v1", "ReplicaSet", "replicasets", true);
+    c.create(
+        &rs,
+        "default",
+        json!({"metadata": {"name": "web-7c9d4f8b7"}, "spec": {}, "status": {"readyReplicas": 2}}),
+    );
+    c.create(
+        &pods(),
+        "default",
+        web_pod(
+            "web-7c9d4f8b7-a",
+            Some(("ReplicaSet", "web-7c9d4f8b7")),
+            json!({}),
+        ),
+    );
+    c.create(
+        &rt("apps", "v1", "DaemonSet", "daemonsets", true),
+        "default",
+        json!({"metadata": {"name": "agent"}, "spec": {}, "status": {"numberReady": 3}}),
+    );
+    c.create(
+        &pods(),
+        "default",
+        web_pod("agent-x", Some(("DaemonSet", "agent")), json!({})),
+    );
+    c.create(&pods(), "default", web_pod("bare", None, json!({})));
+
+    // Two ready replicas and at least two must stay: spared.
+    let wf = c
+        .run(
+            "pod-terminate",
+            &[("pod", "web-7c9d4f8b7-a"), ("minHealthyReplicas", "2")],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(node(&wf, "delete")["phase"], "Skipped", "{}", explain(&wf));
+    assert!(
+        output(&wf, "verdict").contains("only 2 ready"),
+        "{}",
+        output(&wf, "verdict")
+    );
+    assert!(c.get("pods", "default", "web-7c9d4f8b7-a").is_some());
+
+    // A DaemonSet pod is spared by default.
+    let wf = c.run("pod-terminate", &[("pod", "agent-x")]).await;
+    assert_eq!(node(&wf, "delete")["phase"], "Skipped", "{}", explain(&wf));
+    assert!(c.get("pods", "default", "agent-x").is_some());
+
+    // A dry run deletes nothing; then the real one does.
+    let wf = c
+        .run(
+            "pod-terminate",
+            &[
+                ("pod", "web-7c9d4f8b7-a"),
+                ("minHealthyReplicas", "1"),
+                ("dryRun", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        node(&wf, "delete")["phase"],
+        "Succeeded",
+        "{}",
+        explain(&wf)
+    );
+    assert!(
+        explain(&wf).contains("would delete pod/web-7c9d4f8b7-a"),
+        "{}",
+        explain(&wf)
+    );
+    assert!(c.get("pods", "default", "web-7c9d4f8b7-a").is_some());
+    let wf = c
+        .run(
+            "pod-terminate",
+            &[("pod", "web-7c9d4f8b7-a"), ("minHealthyReplicas", "1")],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert!(c.get("pods", "default", "web-7c9d4f8b7-a").is_none());
+    assert_eq!(output(&wf, "owner"), "replicaset/web-7c9d4f8b7");
+
+    let wf = c.run("pod-terminate", &[("pod", "bare")]).await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert!(c.get("pods", "default", "bare").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_sandbox_moves_the_pods_deployment_and_unsandbox_restores_it() {
+    let c = cluster().await;
+    let deploy = rt("apps", "v1", "Deployment", "deployments", true);
+    c.create(
+        &deploy,
+        "default",
+        json!({"metadata": {"name": "web"},
+               "spec": {"template": {"spec": {
+                   "containers": [{"name": "web", "image": "nginx"}],
+                   "nodeSelector": {"pool": "general"}}}}}),
+    );
+    c.create(
+        &pods(),
+        "default",
+        web_pod(
+            "web-7c9d4f8b7-a",
+            Some(("ReplicaSet", "web-7c9d4f8b7")),
+            json!({"pod-template-hash": "7c9d4f8b7"}),
+        ),
+    );
+
+    // The RuntimeClass does not exist: fails before changing anything.
+    let wf = c
+        .run("workload-sandbox", &[("name", "web-7c9d4f8b7-a")])
+        .await;
+    assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
+    assert!(
+        explain(&wf).contains("runtimeclass/gvisor"),
+        "{}",
+        explain(&wf)
+    );
+    let d = c.get("deployments", "default", "web").expect("deployment");
+    assert!(d["spec"]["template"]["spec"]["runtimeClassName"].is_null());
+
+    c.create(
+        &rt("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", false),
+        "",
+        json!({"metadata": {"name": "gvisor"}, "handler": "runsc"}),
+    );
+    let wf = c
+        .run("workload-sandbox", &[("name", "web-7c9d4f8b7-a")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(output(&wf, "workload"), "deployment/web");
+    let spec =
+        c.get("deployments", "default", "web").expect("deployment")["spec"]["template"]["spec"]
+            .clone();
+    assert_eq!(spec["runtimeClassName"], "gvisor");
+    assert_eq!(
+        spec["nodeSelector"],
+        json!({"pool": "general", "example.com.node-restriction.kubernetes.io/type": "isolator"})
+    );
+    assert_eq!(spec["tolerations"][0]["value"], "isolator");
+
+    let wf = c
+        .run("workload-unsandbox", &[("workload", "deployment/web")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let d = c.get("deployments", "default", "web").expect("deployment");
+    let spec = &d["spec"]["template"]["spec"];
+    assert!(spec["runtimeClassName"].is_null(), "{spec}");
+    assert_eq!(spec["nodeSelector"], json!({"pool": "general"}));
+    assert!(spec["tolerations"].is_null(), "{spec}");
+    assert!(d["metadata"]["annotations"]["riposte.dev/sandbox-undo"].is_null());
+
+    // Not sandboxed any more: undo says so.
+    let wf = c
+        .run("workload-unsandbox", &[("workload", "deployment/web")])
+        .await;
+    assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
+    assert!(
+        explain(&wf).contains("was not sandboxed by Riposte"),
+        "{}",
+        explain(&wf)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serviceaccount_rotate_moves_bindings_and_workloads_then_revokes_the_old_account() {
+    let c = cluster().await;
+    let sa = rt("", "v1", "ServiceAccount", "serviceaccounts", true);
+    let rb = rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    );
+    let crb = rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    );
+    let deploy = rt("apps", "v1", "Deployment", "deployments", true);
+    let secrets = rt("", "v1", "Secret", "secrets", true);
+    c.fake.create_namespace("payments");
+    c.create(
+        &sa,
+        "payments",
+        json!({"metadata": {"name": "payments-api"}}),
+    );
+    c.create(&sa, "payments", json!({"metadata": {"name": "other"}}));
+    let subject =
+        json!({"kind": "ServiceAccount", "name": "payments-api", "namespace": "payments"});
+    let other = json!({"kind": "ServiceAccount", "name": "other", "namespace": "payments"});
+    c.create(
+        &rb,
+        "payments",
+        json!({"metadata": {"name": "api-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [subject, other]}),
+    );
+    c.create(
+        &rb,
+        "payments",
+        json!({"metadata": {"name": "unrelated"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [other]}),
+    );
+    c.create(&crb, "", json!({"metadata": {"name": "api-metrics"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics"},
+        "subjects": [subject]}));
+    c.create(
+        &deploy,
+        "payments",
+        json!({"metadata": {"name": "payments-api"},
+        "spec": {"template": {"spec": {"serviceAccountName": "payments-api",
+            "containers": [{"name": "api", "image": "api"}]}}}}),
+    );
+    c.create(
+        &secrets,
+        "payments",
+        json!({"metadata": {"name": "payments-api-token",
+        "annotations": {"kubernetes.io/service-account.name": "payments-api"}},
+        "type": "kubernetes.io/service-account-token"}),
+    );
+
+    let wf = c
+        .run(
+            "serviceaccount-rotate",
+            &[
+                ("namespace", "payments"),
+                ("serviceAccount", "payments-api"),
+                ("dryRun", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(
+        c.fake.list("serviceaccounts", "payments").len(),
+        2,
+        "a dry run created an account"
+    );
+    assert!(
+        c.get("serviceaccounts", "payments", "payments-api")
+            .is_some()
+    );
+    assert!(c.get("secrets", "payments", "payments-api-token").is_some());
+    assert_eq!(
+        c.get("rolebindings", "payments", "api-reader").expect("rb")["subjects"][0]["name"],
+        "payments-api"
+    );
+
+    let wf = c
+        .run(
+            "serviceaccount-rotate",
+            &[
+                ("namespace", "payments"),
+                ("serviceAccount", "payments-api"),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let new = output(&wf, "new").to_string();
+    assert!(new.starts_with("payments-api-"), "{new}");
+    let created = c
+        .get("serviceaccounts", "payments", &new)
+        .expect("new account");
+    assert_eq!(
+        created["metadata"]["labels"]["riposte.dev/rotated-from"],
+        "payments-api"
+    );
+    assert!(
+        c.get("serviceaccounts", "payments", "payments-api")
+            .is_none(),
+        "old account kept"
+    );
+    assert!(
+        c.get("secrets", "payments", "payments-api-token").is_none(),
+        "old token kept"
+    );
+    assert!(c.get("serviceaccounts", "payments", "other").is_some());
+    assert_eq!(
+        c.get("rolebindings", "payments", "api-reader").expect("rb")["subjects"],
+        json!([{"kind": "ServiceAccount", "name": new, "namespace": "payments"}, other])
+    );
+    assert_eq!(
+        c.get("rolebindings", "payments", "unrelated").expect("rb")["subjects"],
+        json!([other])
+    );
+    assert_eq!(
+        c.get("clusterrolebindings", "", "api-metrics")
+            .expect("crb")["subjects"][0]["name"],
+        json!(new)
+    );
+    assert_eq!(
+        c.get("deployments", "payments", "payments-api")
+            .expect("deploy")["spec"]["template"]["spec"]["serviceAccountName"],
+        json!(new)
+    );
+    let undo: Value = serde_json::from_str(output(&wf, "undo")).expect("undo is JSON");
+    assert_eq!(undo["old"], "payments-api");
+    assert_eq!(undo["roleBindings"], json!(["api-reader"]));
+    assert_eq!(undo["clusterRoleBindings"], json!(["api-metrics"]));
+    assert_eq!(undo["workloads"]["deployments"], json!(["payments-api"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_actions_cordon_taint_and_label() {
+    let c = cluster().await;
+    c.create(
+        &rt("", "v1", "Node", "nodes", false),
+        "",
+        json!({"metadata": {"name": "worker-2", "labels": {"zone": "a"}},
+               "spec": {"taints": [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]}}),
+    );
+    let wf = c.run("node-cordon", &[("node", "worker-2")]).await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let wf = c
+        .run(
+            "node-taint",
+            &[("node", "worker-2"), ("effect", "NoExecute")],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let wf = c.run("node-label", &[("node", "worker-2")]).await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let n = c.get("nodes", "", "worker-2").expect("node");
+    assert_eq!(n["spec"]["unschedulable"], true);
+    assert_eq!(
+        n["spec"]["taints"],
+        json!([{"key": "gpu", "value": "true", "effect": "NoSchedule"},
+               {"key": "riposte.dev/compromised", "value": "true", "effect": "NoExecute"}])
+    );
+    assert_eq!(n["metadata"]["labels"]["riposte.dev/investigation"], "open");
+    assert_eq!(n["metadata"]["labels"]["zone"], "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_default_deny_skips_excluded_namespaces_and_policyreport_records() {
+    let c = cluster().await;
+    c.fake.create_namespace("shop");
+    let wf = c
+        .run("namespace-default-deny", &[("namespace", "kube-system")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(node(&wf, "policy")["phase"], "Skipped", "{}", explain(&wf));
+    assert!(c.fake.list("networkpolicies", "kube-system").is_empty());
+
+    let wf = c
+        .run("namespace-default-deny", &[("namespace", "shop")])
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let np = c
+        .get("networkpolicies", "shop", "riposte-default-deny")
+        .expect("policy");
+    assert_eq!(np["spec"]["podSelector"], json!({}));
+    assert_eq!(np["spec"]["egress"][0]["ports"][0]["port"], 53);
+
+    let wf = c
+        .run(
+            "policyreport-result",
+            &[
+                ("namespace", "shop"),
+                ("name", "web-1"),
+                ("policy", "pod-isolate"),
+                ("message", "isolated \"web-1\""),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let report = c
+        .fake
+        .list("policyreports", "shop")
+        .into_iter()
+        .next()
+        .expect("report");
+    assert_eq!(report["scope"]["name"], "web-1");
+    assert_eq!(report["summary"]["warn"], 1);
+    assert_eq!(report["results"][0]["source"], "riposte");
+    assert_eq!(report["results"][0]["message"], "isolated \"web-1\"");
+    assert!(
+        report["results"][0]["timestamp"]["seconds"]
+            .as_i64()
+            .unwrap_or(0)
+            > 1_700_000_000
+    );
+}
+
+mod common;
+
+/// A `riposte server` on the fake cluster (embedded SQLite in `home`), with the library and
+/// the playbooks installed in `default` by `riposte library install --playbooks`.
+fn server_with_playbooks(c: &Cluster) -> common::Server {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--executor",
+        "kubernetes",
+    ])
+    .env("KUBECONFIG", &c.kubeconfig)
+    .env("RIPOSTE_HOME", c.dir.path())
+    .env_remove("DATABASE_URL");
+    let s = common::start_server(cmd, |_| {});
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["library", "install", "--playbooks", "--server", &s.base])
+        .output()
+        .expect("riposte library install");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ClusterWorkflowTemplate pod-isolate created"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Sensor default/runtime-alert created"),
+        "{stdout}"
+    );
+    s
+}
+
+fn payload(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/payloads")
+            .join(name),
+    )
+    .expect("payload")
+}
+
+fn post_webhook(base: &str, source: &str, name: &str, body: &str) {
+    let mut resp = common::agent()
+        .post(&format!("{base}/api/v1/webhooks/default/{source}/{name}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .expect("post");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The workflows the server holds whose name starts with `prefix`, once `done` says so.
+fn wait_workflows(base: &str, prefix: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, v) = common::call("GET", &format!("{base}/api/v1/workflows/default"), None);
+        let wfs: Vec<Value> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| {
+                w["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .cloned()
+            .collect();
+        if done(&wfs) {
+            return wfs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workflows {prefix}*:\n{}",
+            wfs.iter()
+                .map(|w| explain(&full(base, w)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn full(base: &str, wf: &Value) -> Value {
+    let name = wf["metadata"]["name"].as_str().unwrap_or("");
+    common::call(
+        "GET",
+        &format!("{base}/api/v1/workflows/default/{name}"),
+        None,
+    )
+    .1
+}
+
+/// Playbook 4 end to end: the Falco fixture (a shell in a pod of `payments`, not a prod
+/// namespace) terminates the pod; a second post of the same alert is one response; the same
+/// alert in a prod namespace isolates the pod and waits for a person, who approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod() {
+    let c = cluster().await;
+    for ns in ["payments", "prod-payments"] {
+        c.fake.create_namespace(ns);
+        c.create(
+            &pods(),
+            ns,
+            web_pod(
+                "payments-api-7c9d4f8b7-k2x9q",
+                None,
+                json!({"app": "payments-api"}),
+            ),
+        );
+    }
+    let s = tokio::task::block_in_place(|| server_with_playbooks(&c));
+    let alert = payload("falco-terminal-shell.json");
+    tokio::task::block_in_place(|| {
+        post_webhook(&s.base, "runtime-alerts", "falco", &alert);
+        post_webhook(&s.base, "runtime-alerts", "falco", &alert);
+        let wfs = wait_workflows(&s.base, "runtime-alert-", |w| {
+            w.len() == 1 && common::phase(&w[0]) == "Succeeded"
+        });
+        let wf = full(&s.base, &wfs[0]);
+        assert_eq!(node(&wf, "isolate")["phase"], "Skipped", "{}", explain(&wf));
+    });
+    assert!(
+        c.get("pods", "payments", "payments-api-7c9d4f8b7-k2x9q")
+            .is_none(),
+        "the dev pod was not terminated"
+    );
+    assert_eq!(c.fake.list("policyreports", "payments").len(), 1);
+
+    let prod_alert = alert
+        .replace(
+            "6f1b0c2e-3d44-4f0e-9a51-2b7c1d9e8a10",
+            "11111111-3d44-4f0e-9a51-2b7c1d9e8a10",
+        )
+        .replace(
+            "\"k8s.ns.name\":\"payments\"",
+            "\"k8s.ns.name\":\"prod-payments\"",
+        );
+    tokio::task::block_in_place(|| {
+        post_webhook(&s.base, "runtime-alerts", "falco", &prod_alert);
+        let wfs = wait_workflows(&s.base, "runtime-alert-", |w| {
+            w.iter().any(|wf| {
+                full(&s.base, wf)["status"]["nodes"]
+                    .as_object()
+                    .is_some_and(|ns| {
+                        ns.values()
+                            .any(|n| n["type"] == "Suspend" && n["phase"] == "Running")
+                    })
+            })
+        });
+        let waiting = wfs
+            .iter()
+            .find(|w| common::phase(w) == "Running")
+            .expect("the prod response waits");
+        let pod = c
+            .get("pods", "prod-payments", "payments-api-7c9d4f8b7-k2x9q")
+            .expect("the prod pod is kept");
+        assert_eq!(pod["metadata"]["labels"]["status"], "compromised");
+        assert!(
+            c.get(
+                "networkpolicies",
+                "prod-payments",
+                "riposte-isolate-compromised"
+            )
+            .is_some()
+        );
+        let name = waiting["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args([
+                "resume",
+                &name,
+                "--set",
+                "decision=terminate",
+                "--server",
+                &s.base,
+            ])
+            .output()
+            .expect("riposte resume");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_workflows(&s.base, &name, |w| {
+            w.len() == 1 && common::phase(&w[0]) == "Succeeded"
+        });
+    });
+    assert!(
+        c.get("pods", "prod-payments", "payments-api-7c9d4f8b7-k2x9q")
+            .is_none()
+    );
+}
+
+/// Playbook 6 end to end: the audit fixture (a batch of five events, two of them a service
+/// account's self-reviews) rotates `payments/payments-api` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serviceaccount_probe_playbook_rotates_the_account_once() {
+    let c = cluster().await;
+    c.fake.create_namespace("payments");
+    let sa = rt("", "v1", "ServiceAccount", "serviceaccounts", true);
+    c.create(
+        &sa,
+        "payments",
+        json!({"metadata": {"name": "payments-api"}}),
+    );
+    let s = tokio::task::block_in_place(|| server_with_playbooks(&c));
+    tokio::task::block_in_place(|| {
+        post_webhook(
+            &s.base,
+            "k8s-audit",
+            "audit",
+            &payload("k8s-audit-eventlist.json"),
+        );
+        let wfs = wait_workflows(&s.base, "serviceaccount-probe-", |w| {
+            !w.is_empty() && w.iter().all(|wf| common::phase(wf) == "Succeeded")
+        });
+        assert_eq!(
+            wfs.len(),
+            1,
+            "two probes by one account within the window are one rotation"
+        );
+    });
+    let accounts = c.fake.list("serviceaccounts", "payments");
+    assert_eq!(accounts.len(), 1, "{accounts:#?}");
+    assert!(
+        accounts[0]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("payments-api-")),
+        "{accounts:#?}"
+    );
+    let reports = c.fake.list("policyreports", "payments");
+    assert_eq!(reports[0]["scope"]["kind"], "ServiceAccount");
+}
