@@ -125,10 +125,13 @@ mod tests {
 
     #[test]
     fn changes_of_a_new_object_list_its_fields_and_are_capped() {
-        let lines = changes(&Value::Null, &json!({"spec": {"podSelector": {}}}));
+        let lines = changes(
+            &json!({}),
+            &json!({"spec": {"podSelector": {"matchLabels": {"a": "b"}}}}),
+        );
         assert_eq!(
             lines,
-            vec!["spec: (unset) → {\"podSelector\":{}}".to_string()]
+            vec![r#"spec: (unset) → {"podSelector":{"matchLabels":{"a":"b"}}}"#.to_string()]
         );
         let big: serde_json::Map<String, Value> =
             (0..100).map(|i| (format!("k{i:03}"), json!(i))).collect();

@@ -147,7 +147,7 @@ spec:
     resource:
       action: ptach
       mergeStrategy: json
-      flags: [--dry-run=client]
+      flags: [--output=json]
       manifest: |
         - op: add
           path: [unclosed
@@ -164,7 +164,7 @@ spec:
                 .any(|f| f.starts_with(&format!("{line}:")) && f.contains(what))
         };
         assert!(has(9, "action \"ptach\""), "{found:#?}");
-        assert!(has(11, "flag --dry-run is not supported"), "{found:#?}");
+        assert!(has(11, "flag --output is not supported"), "{found:#?}");
         assert!(has(14, "not valid YAML"), "{found:#?}");
     }
 }

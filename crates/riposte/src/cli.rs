@@ -240,6 +240,13 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Send one message to Slack, Microsoft Teams, Mattermost or a JSON webhook (the URL from
+    /// RIPOSTE_NOTIFY_URL, i.e. from a Secret); what the library's `notify` action runs.
+    ///
+    /// Example:
+    ///   RIPOSTE_NOTIFY_URL=https://hooks.slack.com/services/… riposte notify --kind slack \
+    ///     --title "Pod payments/api isolated" --field rule="Terminal shell in container"
+    Notify(crate::notify::NotifyArgs),
     /// The audit log: `verify` checks the hash chain, `list` shows entries.
     Audit {
         #[command(subcommand)]

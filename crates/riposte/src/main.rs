@@ -11,6 +11,7 @@ mod cmd_run;
 mod cmd_server;
 mod exec;
 mod files;
+mod notify;
 mod run;
 mod ui;
 mod yaml_out;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Exec(a) => report(exec::main(a)),
+        Cmd::Notify(a) => report(notify::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::InstallWrapper { dir } => report(exec::install_wrapper(&dir)),
         Cmd::Lint(a) => report(lint(a)),
         Cmd::Openapi => report((|| {

@@ -39,6 +39,8 @@ fn manifests_pass_the_official_schemas() {
     let manifests: Vec<PathBuf> = yaml_files(&deploy_dir())
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        // Kyverno's kinds are not in the Kubernetes schemas; checked below.
+        .filter(|p| !p.starts_with(deploy_dir().join("kyverno")))
         .collect();
     assert!(manifests.len() >= 7, "{manifests:?}");
     common::validate_kubernetes_manifests(&manifests, "deploy/ manifests");
@@ -163,4 +165,47 @@ fn images_are_pinned_to_this_version() {
         .expect("riposte run --help");
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains(&want), "{help}");
+}
+
+/// The playbooks' deploy-time half: Kyverno ClusterPolicies, each rule with a match and
+/// exactly one of validate, mutate or generate, as Kyverno requires.
+#[test]
+fn kyverno_policies_have_the_shape_kyverno_requires() {
+    let files: Vec<PathBuf> = yaml_files(&deploy_dir().join("kyverno"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in files {
+        for doc in documents(&f) {
+            assert_eq!(doc["apiVersion"], "kyverno.io/v1", "{}", f.display());
+            assert_eq!(doc["kind"], "ClusterPolicy", "{}", f.display());
+            let rules = doc["spec"]["rules"].as_array().expect("rules");
+            assert!(!rules.is_empty(), "{}", f.display());
+            for r in rules {
+                assert!(
+                    r["name"].is_string(),
+                    "{}: a rule needs a name",
+                    f.display()
+                );
+                assert!(
+                    r["match"]["any"].is_array() || r["match"]["all"].is_array(),
+                    "{}: rule {} needs match.any or match.all",
+                    f.display(),
+                    r["name"]
+                );
+                let kinds = ["validate", "mutate", "generate", "verifyImages"]
+                    .iter()
+                    .filter(|k| !r[**k].is_null())
+                    .count();
+                assert_eq!(
+                    kinds,
+                    1,
+                    "{}: rule {} needs exactly one action",
+                    f.display(),
+                    r["name"]
+                );
+            }
+        }
+    }
 }

@@ -141,7 +141,7 @@ async fn pod_label_sets_labels_and_a_dry_run_changes_nothing() {
         )
         .await;
     assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
-    let msg = node(&wf, &wf["metadata"]["name"].as_str().unwrap_or(""))["message"]
+    let msg = node(&wf, wf["metadata"]["name"].as_str().unwrap_or(""))["message"]
         .as_str()
         .unwrap_or("")
         .to_string();
@@ -429,7 +429,10 @@ async fn workload_sandbox_moves_the_pods_deployment_and_unsandbox_restores_it() 
     assert_eq!(spec["tolerations"][0]["value"], "isolator");
 
     let wf = c
-        .run("workload-unsandbox", &[("workload", "deployment/web")])
+        .run(
+            "workload-unsandbox",
+            &[("kind", "Deployment"), ("name", "web")],
+        )
         .await;
     assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
     let d = c.get("deployments", "default", "web").expect("deployment");
@@ -441,7 +444,10 @@ async fn workload_sandbox_moves_the_pods_deployment_and_unsandbox_restores_it() 
 
     // Not sandboxed any more: undo says so.
     let wf = c
-        .run("workload-unsandbox", &[("workload", "deployment/web")])
+        .run(
+            "workload-unsandbox",
+            &[("kind", "Deployment"), ("name", "web")],
+        )
         .await;
     assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
     assert!(
@@ -875,14 +881,39 @@ async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod
         c.get("pods", "prod-payments", "payments-api-7c9d4f8b7-k2x9q")
             .is_none()
     );
+
+    // Playbook 3: a namespace created now gets the default-deny policy; kube-system did not.
+    c.fake.create_namespace("team-a");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .get("networkpolicies", "team-a", "riposte-default-deny")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "team-a got no default-deny policy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(c.fake.list("networkpolicies", "kube-system").is_empty());
 }
 
-/// Playbook 6 end to end: the audit fixture (a batch of five events, two of them a service
-/// account's self-reviews) rotates `payments/payments-api` once.
+/// Playbooks 6 and 1 end to end from one audit batch (the fixture: five events). The two
+/// self-reviews by `payments/payments-api` rotate that account once; the two execs into the
+/// payments pod (kubectl's `get` by a person and `create` by a CI account) mark the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serviceaccount_probe_playbook_rotates_the_account_once() {
+async fn audit_playbooks_rotate_a_probing_account_once_and_mark_exec_targets() {
     let c = cluster().await;
     c.fake.create_namespace("payments");
+    c.create(
+        &pods(),
+        "payments",
+        web_pod(
+            "payments-api-7c9d4f8b7-k2x9q",
+            None,
+            json!({"app": "payments-api"}),
+        ),
+    );
     let sa = rt("", "v1", "ServiceAccount", "serviceaccounts", true);
     c.create(
         &sa,
@@ -905,7 +936,21 @@ async fn serviceaccount_probe_playbook_rotates_the_account_once() {
             1,
             "two probes by one account within the window are one rotation"
         );
+        wait_workflows(&s.base, "pod-exec-", |w| {
+            w.len() == 2 && w.iter().all(|wf| common::phase(wf) == "Succeeded")
+        });
     });
+    let pod = c
+        .get("pods", "payments", "payments-api-7c9d4f8b7-k2x9q")
+        .expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["riposte.dev/exec-seen"], "true");
+    let by = pod["metadata"]["annotations"]["riposte.dev/exec-by"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        by == "alice@example.com" || by == "system:serviceaccount:ci:deployer",
+        "{by}"
+    );
     let accounts = c.fake.list("serviceaccounts", "payments");
     assert_eq!(accounts.len(), 1, "{accounts:#?}");
     assert!(
@@ -915,5 +960,259 @@ async fn serviceaccount_probe_playbook_rotates_the_account_once() {
         "{accounts:#?}"
     );
     let reports = c.fake.list("policyreports", "payments");
-    assert_eq!(reports[0]["scope"]["kind"], "ServiceAccount");
+    let kinds: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| r["scope"]["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "ServiceAccount").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Pod").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+/// Playbook 5 end to end: Trivy's VulnerabilityReport fixture (critical, on a ReplicaSet)
+/// appears in the cluster; the watch turns it into an event and the sensor sandboxes the
+/// ReplicaSet's Deployment; the rescan that reports no critical finding undoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vulnerable_workload_playbook_sandboxes_until_the_report_clears() {
+    let c = cluster().await;
+    let reports = rt(
+        "aquasecurity.github.io",
+        "v1alpha1",
+        "VulnerabilityReport",
+        "vulnerabilityreports",
+        true,
+    );
+    c.fake.add_resource(reports.clone());
+    c.fake.create_namespace("payments");
+    c.create(
+        &rt("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", false),
+        "",
+        json!({"metadata": {"name": "gvisor"}, "handler": "runsc"}),
+    );
+    c.create(
+        &rt("apps", "v1", "Deployment", "deployments", true),
+        "payments",
+        json!({"metadata": {"name": "payments-api"},
+               "spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api"}]}}}}),
+    );
+    c.create(
+        &rt("apps", "v1", "ReplicaSet", "replicasets", true),
+        "payments",
+        json!({"metadata": {"name": "payments-api-7c9d4f8b7", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api", "uid": "d-1", "controller": true}]},
+               "spec": {}}),
+    );
+    let s = tokio::task::block_in_place(|| server_with_playbooks(&c));
+    // The watch lists first; let it start.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/payloads/vulnerabilityreport-critical.yaml"),
+    )
+    .expect("payload");
+    let report = spec::yaml::load_documents(&text).expect("yaml")[0]
+        .value
+        .clone();
+    c.create(&reports, "payments", report);
+    let sandboxed = |c: &Cluster| {
+        c.get("deployments", "payments", "payments-api")
+            .expect("deployment")["spec"]["template"]["spec"]["runtimeClassName"]
+            == "gvisor"
+    };
+    tokio::task::block_in_place(|| {
+        wait_workflows(&s.base, "vulnerable-workload-", |w| {
+            w.len() == 1 && common::phase(&w[0]) == "Succeeded"
+        })
+    });
+    assert!(sandboxed(&c));
+
+    // The rescan after the fix: same report, no critical finding.
+    let url = format!(
+        "{}/apis/aquasecurity.github.io/v1alpha1/namespaces/payments/vulnerabilityreports/replicaset-payments-api-7c9d4f8b7-api",
+        c.fake.url()
+    );
+    let mut fixed = c
+        .get(
+            "vulnerabilityreports",
+            "payments",
+            "replicaset-payments-api-7c9d4f8b7-api",
+        )
+        .expect("report");
+    fixed["report"]["summary"]["criticalCount"] = json!(0);
+    tokio::task::block_in_place(|| {
+        let (status, body) = common::call("PUT", &url, Some(fixed));
+        assert_eq!(status, 200, "{body}");
+        wait_workflows(&s.base, "vulnerable-workload-fixed-", |w| {
+            w.len() == 1 && common::phase(&w[0]) == "Succeeded"
+        })
+    });
+    assert!(!sandboxed(&c));
+    let ours = c
+        .fake
+        .list("policyreports", "payments")
+        .into_iter()
+        .filter(|r| r["results"][0]["policy"] == "respond-vulnerable-workload")
+        .count();
+    assert_eq!(ours, 2);
+    // Playbook 2 saw the Deployment without runAsNonRoot and reported it.
+    tokio::task::block_in_place(|| {
+        wait_workflows(&s.base, "insecure-workload-", |w| {
+            w.len() == 1 && common::phase(&w[0]) == "Succeeded"
+        })
+    });
+    assert!(
+        c.fake
+            .list("policyreports", "payments")
+            .iter()
+            .any(
+                |r| r["results"][0]["policy"] == "restricted-security-context"
+                    && r["results"][0]["result"] == "fail"
+            ),
+        "{:#?}",
+        c.fake.list("policyreports", "payments")
+    );
+}
+
+/// A one-shot HTTP listener: answers the statuses in turn, returns the bodies it received.
+fn chat_webhook(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/services/T0/B0/secret",
+        listener.local_addr().expect("addr")
+    );
+    let handle = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        for status in statuses {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("header");
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).expect("body");
+            bodies.push(String::from_utf8_lossy(&body).to_string());
+            let mut s = stream;
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            )
+            .expect("answer");
+        }
+        bodies
+    });
+    (url, handle)
+}
+
+#[test]
+fn notify_posts_the_services_shape_and_retries_a_5xx() {
+    let (url, hook) = chat_webhook(vec![503, 200]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "notify",
+            "--kind",
+            "slack",
+            "--title",
+            "Pod payments/api isolated",
+        ])
+        .args(["--field", "rule=Terminal shell in container"])
+        .args(["--fields-json", r#"{"workflow":"runtime-alert-x1"}"#])
+        .env("RIPOSTE_NOTIFY_URL", &url)
+        .output()
+        .expect("riposte notify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("secret"),
+        "the URL's secret part was printed: {stdout}"
+    );
+    let bodies = hook.join().expect("hook");
+    assert_eq!(bodies.len(), 2, "one retry after the 503");
+    let body: Value = serde_json::from_str(&bodies[1]).expect("json");
+    let text = body["text"].as_str().expect("text");
+    assert!(text.starts_with("*Pod payments/api isolated*"), "{text}");
+    assert!(
+        text.contains("• *rule*: Terminal shell in container"),
+        "{text}"
+    );
+    assert!(text.contains("• *workflow*: runtime-alert-x1"), "{text}");
+
+    // A 4xx other than 429 is the caller's mistake: no retry, a clear error.
+    let (url, hook) = chat_webhook(vec![404]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["notify", "--kind", "teams", "--title", "t"])
+        .env("RIPOSTE_NOTIFY_URL", &url)
+        .output()
+        .expect("riposte notify");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("answered 404"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+    assert_eq!(hook.join().expect("hook").len(), 1);
+}
+
+/// The notify action's Job takes the URL from the Secret and runs this version's image.
+#[test]
+fn notify_template_job_reads_the_url_from_a_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("notify-run.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: notify-\nspec:\n  workflowTemplateRef:\n    name: notify\n    clusterScope: true\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "run",
+            "--executor",
+            "kubernetes",
+            "--dry-run",
+            "-o",
+            "json",
+            "--templates",
+        ])
+        .arg(library())
+        .arg(&file)
+        .args(["-p", "title=Pod isolated", "-p", "secretName=chat"])
+        .output()
+        .expect("riposte run --dry-run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let container = &jobs["items"][0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/riposte/riposte:v{}", env!("CARGO_PKG_VERSION"))
+    );
+    let env = container["env"].as_array().expect("env");
+    let url = env
+        .iter()
+        .find(|e| e["name"] == "RIPOSTE_NOTIFY_URL")
+        .expect("RIPOSTE_NOTIFY_URL");
+    assert_eq!(
+        url["valueFrom"]["secretKeyRef"],
+        json!({"name": "chat", "key": "url"})
+    );
 }

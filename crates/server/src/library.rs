@@ -26,6 +26,7 @@ pub const FILES: &[LibraryFile] = shipped![
     "library/node-cordon.yaml",
     "library/node-label.yaml",
     "library/node-taint.yaml",
+    "library/notify.yaml",
     "library/pod-isolate.yaml",
     "library/pod-label.yaml",
     "library/pod-terminate.yaml",
@@ -33,8 +34,13 @@ pub const FILES: &[LibraryFile] = shipped![
     "library/serviceaccount-rotate.yaml",
     "library/workload-sandbox.yaml",
     "library/workload-unsandbox.yaml",
+    "playbooks/insecure-workload.yaml",
+    "playbooks/k8s-audit.yaml",
+    "playbooks/new-namespace.yaml",
+    "playbooks/pod-exec.yaml",
     "playbooks/runtime-alert.yaml",
     "playbooks/serviceaccount-probe.yaml",
+    "playbooks/vulnerable-workload.yaml",
 ];
 
 /// Whether a shipped file is a playbook (installed only when asked for) or an action.

@@ -497,8 +497,8 @@ mod tests {
             ),
             (
                 "bad flags",
-                json!([{"name": "main", "resource": {"action": "delete", "flags": ["--dry-run=client"], "manifest": "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"}}]),
-                "--dry-run",
+                json!([{"name": "main", "resource": {"action": "delete", "flags": ["--output=json"], "manifest": "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"}}]),
+                "--output",
             ),
             (
                 "unknown template",
