@@ -365,6 +365,11 @@ impl FakeApiServer {
     }
 
     /// Appends to a pod's `main` container log.
+    /// The log of a pod's previous (restarted) container run, served for `previous=true`.
+    pub fn append_previous_log(&self, namespace: &str, pod: &str, text: &str) {
+        self.append_log(namespace, &format!("{pod}/previous"), text);
+    }
+
     pub fn append_log(&self, namespace: &str, pod: &str, text: &str) {
         self.lock()
             .logs
@@ -1377,6 +1382,16 @@ async fn logs(
         return Err(StatusError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
+    }
+    if is_true(q.get("previous")) {
+        // The log of the container's last terminated run, kept apart (see append_previous_log).
+        let key = (t.namespace.clone(), format!("{name}/previous"));
+        return match fake.lock().logs.get(&key).cloned() {
+            Some(text) => Ok((StatusCode::OK, text).into_response()),
+            None => Err(StatusError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            ))),
+        };
     }
     let key = (t.namespace.clone(), name.to_string());
     if !is_true(q.get("follow")) {

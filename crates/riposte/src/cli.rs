@@ -240,6 +240,12 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Save a pod's manifest, its owners' manifests and its containers' logs (current and
+    /// previous) into a Secret of a forensic namespace, each with its SHA-256, before the pod
+    /// is isolated or deleted; prints the report as JSON. What the `pod-evidence` action runs.
+    ///
+    /// Example: riposte evidence -n payments --pod api-7c9d4-k2x9q --to-namespace forensics
+    Evidence(crate::evidence::EvidenceArgs),
     /// Send one message to Slack, Microsoft Teams, Mattermost or a JSON webhook (the URL from
     /// RIPOSTE_NOTIFY_URL, i.e. from a Secret); what the library's `notify` action runs.
     ///

@@ -9,6 +9,7 @@ mod cmd_events;
 mod cmd_local;
 mod cmd_run;
 mod cmd_server;
+mod evidence;
 mod exec;
 mod files;
 mod notify;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Exec(a) => report(exec::main(a)),
+        Cmd::Evidence(a) => report(evidence::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Notify(a) => report(notify::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::InstallWrapper { dir } => report(exec::install_wrapper(&dir)),
         Cmd::Lint(a) => report(lint(a)),

@@ -698,6 +698,28 @@ fn server_with_playbooks(c: &Cluster) -> common::Server {
     .env("RIPOSTE_HOME", c.dir.path())
     .env_remove("DATABASE_URL");
     let s = common::start_server(cmd, |_| {});
+    // Container steps (pod-evidence, notify) run on this machine as the fake's kubelet, with
+    // this build as `riposte` and the fake as their cluster.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_riposte"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    kube_fake::HostKubelet {
+        fake: c.fake.clone(),
+        wrapper: PathBuf::from(env!("CARGO_BIN_EXE_riposte")),
+        work_dir: c.dir.path().join("kubelet"),
+        extra_env: vec![
+            ("PATH".into(), path),
+            ("KUBECONFIG".into(), c.kubeconfig.display().to_string()),
+        ],
+        termination_messages: true,
+    }
+    .spawn();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["library", "install", "--playbooks", "--server", &s.base])
         .output()
@@ -786,6 +808,7 @@ fn full(base: &str, wf: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod() {
     let c = cluster().await;
+    c.fake.create_namespace("forensics");
     for ns in ["payments", "prod-payments"] {
         c.fake.create_namespace(ns);
         c.create(
@@ -814,6 +837,13 @@ async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod
             .is_none(),
         "the dev pod was not terminated"
     );
+    // Its manifests and logs were saved first.
+    let evidence = c.fake.list("secrets", "forensics");
+    assert_eq!(evidence.len(), 1, "{evidence:#?}");
+    assert_eq!(
+        evidence[0]["metadata"]["annotations"]["riposte.dev/evidence-source"],
+        "payments/payments-api-7c9d4f8b7-k2x9q"
+    );
     assert_eq!(c.fake.list("policyreports", "payments").len(), 1);
 
     let prod_alert = alert
@@ -841,6 +871,12 @@ async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod
             .iter()
             .find(|w| common::phase(w) == "Running")
             .expect("the prod response waits");
+        // The proposed change is shown before anyone approves it.
+        let proposal = explain(&full(&s.base, waiting));
+        assert!(
+            proposal.contains("would delete pod/payments-api-7c9d4f8b7-k2x9q"),
+            "{proposal}"
+        );
         let pod = c
             .get("pods", "prod-payments", "payments-api-7c9d4f8b7-k2x9q")
             .expect("the prod pod is kept");
@@ -1215,4 +1251,107 @@ fn notify_template_job_reads_the_url_from_a_secret() {
         url["valueFrom"]["secretKeyRef"],
         json!({"name": "chat", "key": "url"})
     );
+}
+
+/// `riposte evidence` (what pod-evidence runs): the pod and its owners' manifests and both
+/// logs of a restarted container land in one Secret of the forensic namespace, each item
+/// with its SHA-256; a missing forensic namespace is a clear error; a dry run stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_saves_manifests_and_logs_into_a_forensic_secret() {
+    let c = cluster().await;
+    c.fake.create_namespace("payments");
+    c.create(
+        &rt("apps", "v1", "Deployment", "deployments", true),
+        "payments",
+        json!({"metadata": {"name": "api"}, "spec": {}}),
+    );
+    c.create(
+        &rt("apps", "v1", "ReplicaSet", "replicasets", true),
+        "payments",
+        json!({"metadata": {"name": "api-7c9d4f8b7", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d-1", "controller": true}]},
+               "spec": {}}),
+    );
+    let mut pod = web_pod(
+        "api-7c9d4f8b7-k2x9q",
+        Some(("ReplicaSet", "api-7c9d4f8b7")),
+        json!({}),
+    );
+    pod["status"] = json!({"phase": "Running", "containerStatuses": [
+        {"name": "web", "restartCount": 1, "ready": true, "image": "nginx", "imageID": "", "started": true}]});
+    c.create(&pods(), "payments", pod);
+    c.fake.append_log(
+        "payments",
+        "api-7c9d4f8b7-k2x9q",
+        "GET /health 200\nsh -c uptime\n",
+    );
+    c.fake
+        .append_previous_log("payments", "api-7c9d4f8b7-k2x9q", "panic: crashed\n");
+    let evidence = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(["evidence", "-n", "payments", "--pod", "api-7c9d4f8b7-k2x9q"])
+            .args(args)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .output()
+            .expect("riposte evidence");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| evidence(&[]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("the forensic namespace forensics does not exist"),
+        "{stderr}"
+    );
+
+    c.fake.create_namespace("forensics");
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| evidence(&["--dry-run"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        c.fake.list("secrets", "forensics").is_empty(),
+        "a dry run stored evidence"
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(report["dryRun"], true);
+
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| evidence(&[]));
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    let name = report["secret"].as_str().expect("secret name");
+    let secret = c
+        .get("secrets", "forensics", name)
+        .expect("evidence secret");
+    assert_eq!(
+        secret["metadata"]["labels"]["riposte.dev/evidence-pod"],
+        "api-7c9d4f8b7-k2x9q"
+    );
+    let item = |key: &str| {
+        String::from_utf8(kube_fake::base64_decode(
+            secret["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key}: {secret:#}")),
+        ))
+        .expect("utf-8")
+    };
+    assert!(item("logs-web.txt").contains("sh -c uptime"));
+    assert!(item("logs-web-previous.txt").contains("panic: crashed"));
+    let pod: Value = serde_json::from_str(&item("pod.json")).expect("pod.json");
+    assert_eq!(pod["metadata"]["name"], "api-7c9d4f8b7-k2x9q");
+    let rs: Value =
+        serde_json::from_str(&item("owner-0-replicaset-api-7c9d4f8b7.json")).expect("rs");
+    assert_eq!(rs["kind"], "ReplicaSet");
+    assert!(
+        secret["data"]["owner-1-deployment-api.json"].is_string(),
+        "{secret:#}"
+    );
+    let index: Value = serde_json::from_str(&item("index.json")).expect("index");
+    let logs = index["items"]
+        .as_array()
+        .and_then(|is| is.iter().find(|i| i["item"] == "logs-web.txt"))
+        .expect("log indexed");
+    assert_eq!(logs["sha256"].as_str().map(str::len), Some(64));
 }

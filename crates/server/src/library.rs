@@ -27,6 +27,7 @@ pub const FILES: &[LibraryFile] = shipped![
     "library/node-label.yaml",
     "library/node-taint.yaml",
     "library/notify.yaml",
+    "library/pod-evidence.yaml",
     "library/pod-isolate.yaml",
     "library/pod-label.yaml",
     "library/pod-terminate.yaml",

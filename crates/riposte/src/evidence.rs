@@ -1,0 +1,55 @@
+//! `riposte evidence`: save a pod's manifests and logs into a Secret of a forensic namespace
+//! (what the library's `pod-evidence` action runs in a step's pod); see
+//! `riposte_kube::evidence`.
+
+use anyhow::{Result, anyhow};
+
+#[derive(clap::Args)]
+pub(crate) struct EvidenceArgs {
+    /// The pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The pod.
+    #[arg(long)]
+    pod: String,
+    /// The forensic namespace the Secret goes to (it must exist).
+    #[arg(long, default_value = "forensics")]
+    to_namespace: String,
+    /// The most of each log kept (its last bytes); all of it must fit in 1 MiB.
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_log_bytes: usize,
+    /// Ask the API server to validate the Secret without storing it.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    dry_run: String,
+}
+
+pub(crate) fn main(a: EvidenceArgs) -> Result<()> {
+    let dry_run = matches!(a.dry_run.as_str(), "true" | "server" | "client");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let client = riposte_kube::evidence::client_from_env()
+            .await
+            .map_err(|e| anyhow!(e))?;
+        riposte_kube::evidence::collect(
+            &client,
+            &riposte_kube::evidence::EvidenceRequest {
+                namespace: a.namespace,
+                pod: a.pod,
+                to_namespace: a.to_namespace,
+                max_log_bytes: a.max_log_bytes,
+                dry_run,
+                now,
+            },
+        )
+        .await
+        .map_err(|e| anyhow!(e))
+    })?;
+    println!("{report}");
+    Ok(())
+}
