@@ -1104,6 +1104,18 @@ async fn serve(
                 .map(|o| json_response(StatusCode::OK, o))
                 .ok_or_else(|| StatusError::not_found(&t.rt, name))
         }
+        // The Eviction API: the fake has no PodDisruptionBudgets, so an eviction deletes the
+        // pod (tests play a blocking budget with `fail_next(.., 429, "TooManyRequests")`).
+        ("POST", Some(name), Some("eviction")) if t.rt.plural == "pods" => {
+            let r = fake.lock().delete(&t.rt, &t.namespace, name, "Background");
+            fake.notify();
+            r.map(|_| {
+                json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                )
+            })
+        }
         ("POST", None, _) => {
             let obj = parse_body(body)?;
             let created = fake.create(&t.rt, &t.namespace, obj)?;

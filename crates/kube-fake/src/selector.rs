@@ -95,6 +95,7 @@ pub(crate) fn fields_match(sel: &str, obj: &Value) -> Result<bool, String> {
             "metadata.name" => obj["metadata"]["name"].as_str(),
             "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
             "status.phase" => obj["status"]["phase"].as_str(),
+            "spec.nodeName" => obj["spec"]["nodeName"].as_str(),
             other => return Err(format!("field label not supported: {other}")),
         };
         if (actual == Some(value.trim())) == negate {

@@ -246,6 +246,12 @@ pub(crate) enum Cmd {
     ///
     /// Example: riposte evidence -n payments --pod api-7c9d4-k2x9q --to-namespace forensics
     Evidence(crate::evidence::EvidenceArgs),
+    /// Cordon a node and evict its pods through the Eviction API (PodDisruptionBudgets are
+    /// respected: refused evictions are retried until --timeout); DaemonSet and static pods
+    /// stay. Prints the report as JSON. What the `node-drain` action runs.
+    ///
+    /// Example: riposte drain worker-2 --grace-period 30 --timeout 600
+    Drain(crate::evidence::DrainArgs),
     /// Send one message to Slack, Microsoft Teams, Mattermost or a JSON webhook (the URL from
     /// RIPOSTE_NOTIFY_URL, i.e. from a Secret); what the library's `notify` action runs.
     ///

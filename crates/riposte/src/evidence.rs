@@ -1,6 +1,6 @@
-//! `riposte evidence`: save a pod's manifests and logs into a Secret of a forensic namespace
-//! (what the library's `pod-evidence` action runs in a step's pod); see
-//! `riposte_kube::evidence`.
+//! The library actions that need a process in a step's pod rather than a resource step:
+//! `riposte evidence` (a pod's manifests and logs into a forensic Secret; see
+//! `riposte_kube::evidence`) and `riposte drain` (the Eviction API; `riposte_kube::drain`).
 
 use anyhow::{Result, anyhow};
 
@@ -49,6 +49,44 @@ pub(crate) fn main(a: EvidenceArgs) -> Result<()> {
         )
         .await
         .map_err(|e| anyhow!(e))
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DrainArgs {
+    /// The node.
+    node: String,
+    /// Seconds each pod gets to stop (default: the pod's own terminationGracePeriodSeconds).
+    #[arg(long)]
+    grace_period: Option<u32>,
+    /// How long to keep retrying evictions a PodDisruptionBudget refuses, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Ask the API server to validate the cordon and the evictions without doing them.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    dry_run: String,
+}
+
+/// `riposte drain NODE`.
+pub(crate) fn drain(a: DrainArgs) -> Result<()> {
+    let req = riposte_kube::drain::DrainRequest {
+        node: a.node,
+        grace_period: a.grace_period,
+        timeout: std::time::Duration::from_secs(a.timeout),
+        dry_run: matches!(a.dry_run.as_str(), "true" | "server" | "client"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let client = riposte_kube::evidence::client_from_env()
+            .await
+            .map_err(|e| anyhow!(e))?;
+        riposte_kube::drain::drain(&client, &req)
+            .await
+            .map_err(|e| anyhow!(e))
     })?;
     println!("{report}");
     Ok(())

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Exec(a) => report(exec::main(a)),
+        Cmd::Drain(a) => report(evidence::drain(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Evidence(a) => report(evidence::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Notify(a) => report(notify::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::InstallWrapper { dir } => report(exec::install_wrapper(&dir)),

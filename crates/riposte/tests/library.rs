@@ -1355,3 +1355,103 @@ async fn evidence_saves_manifests_and_logs_into_a_forensic_secret() {
         .expect("log indexed");
     assert_eq!(logs["sha256"].as_str().map(str::len), Some(64));
 }
+
+/// `riposte drain` (what node-drain runs): the node is cordoned, its pods evicted through the
+/// Eviction API, a refused eviction (a PodDisruptionBudget's 429) retried, DaemonSet and
+/// static pods left; pods of other nodes untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_cordons_and_evicts_respecting_refusals() {
+    let c = cluster().await;
+    c.create(
+        &rt("", "v1", "Node", "nodes", false),
+        "",
+        json!({"metadata": {"name": "worker-2"}, "spec": {}}),
+    );
+    let on = |name: &str, node: &str, owner: Option<(&str, &str)>| {
+        let mut p = web_pod(name, owner, json!({}));
+        p["spec"]["nodeName"] = json!(node);
+        p
+    };
+    c.create(
+        &pods(),
+        "default",
+        on("web-a", "worker-2", Some(("ReplicaSet", "web-1"))),
+    );
+    c.create(
+        &pods(),
+        "default",
+        on("web-b", "worker-2", Some(("ReplicaSet", "web-1"))),
+    );
+    c.create(
+        &pods(),
+        "default",
+        on("agent", "worker-2", Some(("DaemonSet", "agent"))),
+    );
+    let mut mirror = on("etcd-worker-2", "worker-2", None);
+    mirror["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "abc"});
+    c.create(&pods(), "default", mirror);
+    c.create(&pods(), "default", on("elsewhere", "worker-1", None));
+    // A budget refuses web-b's eviction once.
+    c.fake.fail_next(
+        "POST",
+        "/api/v1/namespaces/default/pods/web-b/eviction",
+        429,
+        "TooManyRequests",
+    );
+    let drain = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(["drain", "worker-2", "--timeout", "20"])
+            .args(args)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .output()
+            .expect("riposte drain");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("report")
+    };
+    let report = tokio::task::block_in_place(|| drain(&["--dry-run"]));
+    assert_eq!(report["dryRun"], true);
+    assert!(
+        c.get("pods", "default", "web-a").is_some(),
+        "a dry run evicted"
+    );
+    assert!(c.get("nodes", "", "worker-2").expect("node")["spec"]["unschedulable"].is_null());
+
+    let report = tokio::task::block_in_place(|| drain(&[]));
+    assert_eq!(
+        report["evicted"],
+        json!(["default/web-a", "default/web-b"]),
+        "{report:#}"
+    );
+    assert_eq!(
+        c.get("nodes", "", "worker-2").expect("node")["spec"]["unschedulable"],
+        true
+    );
+    for gone in ["web-a", "web-b"] {
+        assert!(
+            c.get("pods", "default", gone).is_none(),
+            "{gone} still there"
+        );
+    }
+    for kept in ["agent", "etcd-worker-2", "elsewhere"] {
+        assert!(c.get("pods", "default", kept).is_some(), "{kept} evicted");
+    }
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["why"].as_str())
+        .collect();
+    assert_eq!(skipped, vec!["DaemonSet pod", "static (mirror) pod"]);
+    // The refused eviction was asked again: once refused, once done (after the dry run's).
+    let asked = c
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /api/v1/namespaces/default/pods/web-b/eviction"))
+        .count();
+    assert_eq!(asked, 3, "{:#?}", c.fake.requests());
+}

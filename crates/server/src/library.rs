@@ -24,6 +24,7 @@ macro_rules! shipped {
 pub const FILES: &[LibraryFile] = shipped![
     "library/namespace-default-deny.yaml",
     "library/node-cordon.yaml",
+    "library/node-drain.yaml",
     "library/node-label.yaml",
     "library/node-taint.yaml",
     "library/notify.yaml",
