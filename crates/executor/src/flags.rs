@@ -17,6 +17,20 @@ pub struct Flags {
     pub grace_period: Option<u32>,
 }
 
+/// The value of `--dry-run[=VALUE]`: kubectl's `server`, `client` and `none`, plus `true` and
+/// `false` so that a `dryRun` parameter passes straight through. A bare `--dry-run` means yes
+/// (kubectl's old client dry run).
+pub fn dry_run(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None => Ok(true),
+        Some("server" | "client" | "true" | "True" | "yes") => Ok(true),
+        Some("none" | "false" | "False" | "no" | "") => Ok(false),
+        Some(other) => Err(format!(
+            "--dry-run={other:?}: expected server, client, none, true or false"
+        )),
+    }
+}
+
 impl Flags {
     pub fn parse(flags: &[String]) -> Result<Flags, String> {
         let mut f = Flags::default();
@@ -46,19 +60,7 @@ impl Flags {
                     })?;
                     f.grace_period = u32::try_from(n).ok();
                 }
-                "--dry-run" => {
-                    f.dry_run = match inline.as_deref().map(str::trim) {
-                        // kubectl's bare `--dry-run` meant client.
-                        None => true,
-                        Some("server" | "client" | "true" | "True" | "yes") => true,
-                        Some("none" | "false" | "False" | "no" | "") => false,
-                        Some(other) => {
-                            return Err(format!(
-                                "--dry-run={other:?}: expected server, client, none, true or false"
-                            ));
-                        }
-                    }
-                }
+                "--dry-run" => f.dry_run = dry_run(inline.as_deref())?,
                 // Accepted and without effect here: the API server validates, deletes of
                 // missing objects are already ignored, apply is always server-side and
                 // always forces conflicts.

@@ -7,12 +7,12 @@
 //! than not. Kubernetes caps an object at 1 MiB, so logs are cut to their last bytes to fit.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DynamicObject, GroupVersionKind, LogParams, PostParams};
-use kube::discovery;
+use kube::api::{Api, LogParams, PostParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+use crate::resource::{dynamic_api, gvk_of};
 use crate::{api_status, describe, with_retries};
 
 /// What to collect and where to put it.
@@ -32,14 +32,6 @@ pub struct EvidenceRequest {
 const SECRET_BUDGET: usize = 900 * 1024;
 /// How far up the ownerReferences to follow (pod → ReplicaSet → Deployment).
 const OWNER_DEPTH: usize = 3;
-
-/// A client from the in-cluster service account or KUBECONFIG, for a step's own process.
-pub async fn client_from_env() -> Result<kube::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    kube::Client::try_default()
-        .await
-        .map_err(|e| format!("connecting to Kubernetes (in-cluster or KUBECONFIG): {e}"))
-}
 
 /// Collects and stores the evidence; returns the report (the Secret's name, each item with
 /// its size and SHA-256, what was cut), which is also stored in the Secret as `index.json`.
@@ -204,15 +196,7 @@ async fn owner_object(
     let api_version = owner["apiVersion"].as_str().unwrap_or("");
     let kind = owner["kind"].as_str().unwrap_or("");
     let name = owner["name"].as_str().unwrap_or("");
-    let (g, v) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(g, v, kind);
-    let (resource, caps) = with_retries(|| discovery::pinned_kind(client, &gvk))
-        .await
-        .map_err(|e| format!("{api_version} {kind}: {}", describe(&e)))?;
-    let api: Api<DynamicObject> = match caps.scope {
-        discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
-        discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
-    };
+    let (api, _) = dynamic_api(client, &gvk_of(api_version, kind), namespace).await?;
     let o = with_retries(|| api.get(name))
         .await
         .map_err(|e| format!("{kind} {name}: {}", describe(&e)))?;

@@ -27,6 +27,8 @@ use engine::{ExecResult, ExecuteNode};
 use spec::TemplateType;
 use tokio::sync::{oneshot, watch};
 
+/// The kube-rs this crate is built on, for callers that hold its client.
+pub use kube;
 pub use report::{Report, node_token};
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +301,15 @@ pub(crate) fn is_transient(e: &kube::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A client from the in-cluster service account or KUBECONFIG, for the library's
+/// commands that run in a step's pod (`riposte evidence`, `riposte drain`).
+pub async fn client_from_env() -> Result<kube::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    kube::Client::try_default()
+        .await
+        .map_err(|e| format!("connecting to Kubernetes (in-cluster or KUBECONFIG): {e}"))
 }
 
 /// Runs an API call again while it fails transiently (see [`is_transient`]), up to 6 times

@@ -111,6 +111,36 @@ fn parse_manifest(text: &str) -> Result<Value, String> {
     }
 }
 
+/// The group, version and kind of an object's `apiVersion` (`v1`, `apps/v1`) and `kind`.
+pub(crate) fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
+    let (g, v) = api_version.split_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(g, v, kind)
+}
+
+/// The API of `gvk`, found by discovery so that any kind works: in `namespace` for a
+/// namespaced kind, cluster-wide otherwise.
+pub(crate) async fn dynamic_api(
+    client: &kube::Client,
+    gvk: &GroupVersionKind,
+    namespace: &str,
+) -> Result<(Api<DynamicObject>, ApiResource), String> {
+    let (resource, caps) = with_retries(|| discovery::pinned_kind(client, gvk))
+        .await
+        .map_err(|e| {
+            format!(
+                "the cluster does not serve {} {} (is the CRD installed?): {}",
+                ApiResource::from_gvk(gvk).api_version,
+                gvk.kind,
+                describe(&e)
+            )
+        })?;
+    let api = match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+        Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+    };
+    Ok((api, resource))
+}
+
 /// What the action works on.
 struct Target {
     api: Api<DynamicObject>,
@@ -138,42 +168,22 @@ async fn target(
             let kind = manifest["kind"]
                 .as_str()
                 .ok_or("the manifest has no kind")?;
-            let (g, v) = match api_version.split_once('/') {
-                Some((g, v)) => (g, v),
-                None => ("", api_version),
-            };
             (
-                GroupVersionKind::gvk(g, v, kind),
+                gvk_of(api_version, kind),
                 manifest["metadata"]["name"].as_str().map(str::to_string),
             )
         }
     };
-    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
-        .await
-        .map_err(|e| {
-            format!(
-                "the cluster does not serve {}/{} {} (is the CRD installed?): {}",
-                gvk.group,
-                gvk.version,
-                gvk.kind,
-                describe(&e)
-            )
-        })?;
-    let api = match caps.scope {
-        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
-        Scope::Namespaced => {
-            let ns = flags
-                .namespace
-                .clone()
-                .or_else(|| {
-                    manifest["metadata"]["namespace"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| node.namespace.clone());
-            Api::namespaced_with(cluster.client().clone(), &ns, &resource)
-        }
-    };
+    let namespace = flags
+        .namespace
+        .clone()
+        .or_else(|| {
+            manifest["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| node.namespace.clone());
+    let (api, resource) = dynamic_api(cluster.client(), &gvk, &namespace).await?;
     Ok(Target {
         api,
         resource,
@@ -195,28 +205,10 @@ pub async fn object_action(
         .as_str()
         .ok_or("the object has no apiVersion")?;
     let kind = manifest["kind"].as_str().ok_or("the object has no kind")?;
-    let (g, v) = match api_version.split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", api_version),
-    };
-    let gvk = GroupVersionKind::gvk(g, v, kind);
-    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
-        .await
-        .map_err(|e| {
-            format!(
-                "the cluster does not serve {api_version} {kind} (is the CRD installed?): {}",
-                describe(&e)
-            )
-        })?;
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
-        Scope::Namespaced => {
-            let ns = manifest["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(namespace);
-            Api::namespaced_with(cluster.client().clone(), ns, &resource)
-        }
-    };
+    let ns = manifest["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(namespace);
+    let (api, _) = dynamic_api(cluster.client(), &gvk_of(api_version, kind), ns).await?;
     let name = manifest["metadata"]["name"].as_str().map(str::to_string);
     let need_name = || {
         name.clone()
