@@ -717,6 +717,25 @@ pub(super) async fn receive_event(
     Ok(Json(json!({})))
 }
 
+/// Creates the event object, or replaces it when it exists: "created" or "configured".
+pub(super) async fn upsert_event_object(
+    events: &Events,
+    caller: &Caller,
+    namespace: &str,
+    obj: Value,
+    kind: &str,
+) -> ApiResult<&'static str> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let exists = events
+        .controller()
+        .store()
+        .get_event_object(kind, namespace, &name)
+        .await
+        .is_ok();
+    let _stored = put_event_object(events, caller, namespace, obj, kind, !exists, None).await?;
+    Ok(if exists { "configured" } else { "created" })
+}
+
 /// Creates or replaces an event object as `actor` (a config directory at start); the same
 /// lint, audit and re-arming as through the API.
 pub async fn apply_event_object(
@@ -726,19 +745,11 @@ pub async fn apply_event_object(
     obj: Value,
     kind: &str,
 ) -> Result<&'static str, String> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let exists = events
-        .controller()
-        .store()
-        .get_event_object(kind, namespace, &name)
-        .await
-        .is_ok();
     let caller = Caller {
         name: actor.to_string(),
         source: "config-dir".into(),
     };
-    put_event_object(events, &caller, namespace, obj, kind, !exists, None)
+    upsert_event_object(events, &caller, namespace, obj, kind)
         .await
-        .map(|_| if exists { "configured" } else { "created" })
         .map_err(|e| e.message)
 }

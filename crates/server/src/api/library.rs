@@ -84,23 +84,9 @@ pub(super) async fn install_library(
                     if exists { "configured" } else { "created" }
                 }
                 k @ (crate::events::SENSOR | crate::events::EVENT_SOURCE) => {
-                    let exists = c
-                        .store()
-                        .get_event_object(k, &namespace, &name)
+                    events::upsert_event_object(&state.events, &caller, &namespace, doc, k)
                         .await
-                        .is_ok();
-                    let _stored = events::put_event_object(
-                        &state.events,
-                        &caller,
-                        &namespace,
-                        doc,
-                        k,
-                        !exists,
-                        None,
-                    )
-                    .await
-                    .map_err(|e| in_file(e, f.path))?;
-                    if exists { "configured" } else { "created" }
+                        .map_err(|e| in_file(e, f.path))?
                 }
                 other => {
                     return Err(ApiError::internal(format!(
