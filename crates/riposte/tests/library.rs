@@ -108,6 +108,12 @@ fn explain(wf: &Value) -> String {
     lines.join("\n")
 }
 
+/// The run's phase, message or a node's message says `text`.
+fn assert_explains(wf: &Value, text: &str) {
+    let e = explain(wf);
+    assert!(e.contains(text), "expected {text:?} in:\n{e}");
+}
+
 fn web_pod(name: &str, owner: Option<(&str, &str)>, labels: Value) -> Value {
     let mut pod = json!({
         "metadata": {"name": name, "labels": labels},
@@ -173,11 +179,7 @@ async fn pod_label_sets_labels_and_a_dry_run_changes_nothing() {
 
     let wf = c.run("pod-label", &[("pod", "missing")]).await;
     assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
-    assert!(
-        explain(&wf).contains("does not exist, and a patch never creates it"),
-        "{}",
-        explain(&wf)
-    );
+    assert_explains(&wf, "does not exist, and a patch never creates it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,11 +214,7 @@ async fn pod_isolate_labels_and_fences_in_each_flavour() {
     assert!(
         c.get("pods", "default", "web-1").expect("pod")["metadata"]["labels"]["status"].is_null()
     );
-    assert!(
-        explain(&wf).contains("would apply networkpolicy/riposte-isolate-compromised"),
-        "{}",
-        explain(&wf)
-    );
+    assert_explains(&wf, "would apply networkpolicy/riposte-isolate-compromised");
 
     let wf = c
         .run(
@@ -352,11 +350,7 @@ async fn pod_terminate_spares_guarded_pods_and_deletes_the_rest() {
         "{}",
         explain(&wf)
     );
-    assert!(
-        explain(&wf).contains("would delete pod/web-7c9d4f8b7-a"),
-        "{}",
-        explain(&wf)
-    );
+    assert_explains(&wf, "would delete pod/web-7c9d4f8b7-a");
     assert!(c.get("pods", "default", "web-7c9d4f8b7-a").is_some());
     let wf = c
         .run(
@@ -400,11 +394,7 @@ async fn workload_sandbox_moves_the_pods_deployment_and_unsandbox_restores_it() 
         .run("workload-sandbox", &[("name", "web-7c9d4f8b7-a")])
         .await;
     assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
-    assert!(
-        explain(&wf).contains("runtimeclass/gvisor"),
-        "{}",
-        explain(&wf)
-    );
+    assert_explains(&wf, "runtimeclass/gvisor");
     let d = c.get("deployments", "default", "web").expect("deployment");
     assert!(d["spec"]["template"]["spec"]["runtimeClassName"].is_null());
 
@@ -450,11 +440,7 @@ async fn workload_sandbox_moves_the_pods_deployment_and_unsandbox_restores_it() 
         )
         .await;
     assert!(matches!(phase(&wf), "Failed" | "Error"), "{}", explain(&wf));
-    assert!(
-        explain(&wf).contains("was not sandboxed by Riposte"),
-        "{}",
-        explain(&wf)
-    );
+    assert_explains(&wf, "was not sandboxed by Riposte");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
