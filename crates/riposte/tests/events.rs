@@ -25,10 +25,7 @@ fn start(home: &Path, db_url: &str, extra: &[&str]) -> Server {
 }
 
 fn payload(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/payloads")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&p).expect("payload")).expect("JSON payload")
+    serde_json::from_str(&common::payload_text(name)).expect("JSON payload")
 }
 
 /// A template whose one step echoes the pod it isolates (host executor).

@@ -727,15 +727,6 @@ fn server_with_playbooks(c: &Cluster) -> common::Server {
     s
 }
 
-fn payload(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/payloads")
-            .join(name),
-    )
-    .expect("payload")
-}
-
 fn post_webhook(base: &str, source: &str, name: &str, body: &str) {
     let mut resp = common::agent()
         .post(&format!("{base}/api/v1/webhooks/default/{source}/{name}"))
@@ -808,7 +799,7 @@ async fn runtime_alert_playbook_terminates_in_dev_and_isolates_then_asks_in_prod
         );
     }
     let s = tokio::task::block_in_place(|| server_with_playbooks(&c));
-    let alert = payload("falco-terminal-shell.json");
+    let alert = common::payload_text("falco-terminal-shell.json");
     tokio::task::block_in_place(|| {
         post_webhook(&s.base, "runtime-alerts", "falco", &alert);
         post_webhook(&s.base, "runtime-alerts", "falco", &alert);
@@ -948,7 +939,7 @@ async fn audit_playbooks_rotate_a_probing_account_once_and_mark_exec_targets() {
             &s.base,
             "k8s-audit",
             "audit",
-            &payload("k8s-audit-eventlist.json"),
+            &common::payload_text("k8s-audit-eventlist.json"),
         );
         let wfs = wait_workflows(&s.base, "serviceaccount-probe-", |w| {
             !w.is_empty() && w.iter().all(|wf| common::phase(wf) == "Succeeded")
@@ -1034,11 +1025,7 @@ async fn vulnerable_workload_playbook_sandboxes_until_the_report_clears() {
     let s = tokio::task::block_in_place(|| server_with_playbooks(&c));
     // The watch lists first; let it start.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/payloads/vulnerabilityreport-critical.yaml"),
-    )
-    .expect("payload");
+    let text = common::payload_text("vulnerabilityreport-critical.yaml");
     let report = spec::yaml::load_documents(&text).expect("yaml")[0]
         .value
         .clone();

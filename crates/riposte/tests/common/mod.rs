@@ -158,3 +158,12 @@ pub fn start_server(mut cmd: Command, mut on_line: impl FnMut(&str) + Send + 'st
         .expect("the server says where it listens (it exited, or took over a minute)");
     server
 }
+
+/// A payload from the repository's fixtures (`tests/fixtures/payloads`: Falco, Tracee,
+/// audit, PolicyReport and Trivy samples), as text.
+pub fn payload_text(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/payloads")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("payload {}: {e}", p.display()))
+}
