@@ -69,6 +69,46 @@ fn walk(path: &str, before: &Value, after: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Where `live` does not (yet) have what `desired` sets: one `path: live → desired` line per
+/// differing field of the manifest, for "has the cluster converged to what was merged?".
+/// Only the manifest's own fields are compared (the server adds defaults and status); maps
+/// key by key, lists element by element (same length, each element the same way), and a
+/// number equals the string of it (a Quantity `cpu: 1` reads back as `"1"`).
+pub fn unconverged(desired: &Value, live: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    subset("", desired, live, &mut out);
+    out
+}
+
+fn subset(path: &str, desired: &Value, live: &Value, out: &mut Vec<String>) {
+    if MAINTAINED.contains(&path) || (is_unset(desired) && is_unset(live)) {
+        return;
+    }
+    let child = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{}", escape(k))
+        }
+    };
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => {
+            for (k, v) in d {
+                subset(&child(k), v, l.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
+            for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                subset(&child(&i.to_string()), dv, lv, out);
+            }
+        }
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n))
+            if n.to_string() == *s => {}
+        (d, l) if d == l => {}
+        (d, l) => out.push(format!("{path}: {} → {}", show(l), show(d))),
+    }
+}
+
 /// Dots inside a key (`app.kubernetes.io/name`) are escaped the gjson way, so the path is
 /// unambiguous.
 fn escape(key: &str) -> String {
@@ -121,6 +161,45 @@ mod tests {
         );
         assert!(changes(&before, &before).is_empty());
         assert!(changes(&json!({"a": {}}), &json!({"a": null, "b": []})).is_empty());
+    }
+
+    #[test]
+    fn unconverged_compares_only_what_the_manifest_sets() {
+        let desired = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"template": {"spec": {
+                "runtimeClassName": "gvisor",
+                "containers": [{"name": "web", "resources": {"limits": {"cpu": 1}}}]}}}
+        });
+        let mut live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web", "extra": "x"},
+                         "resourceVersion": "9", "uid": "u"},
+            "spec": {"replicas": 3, "template": {"spec": {
+                "runtimeClassName": "gvisor",
+                "containers": [{"name": "web", "imagePullPolicy": "Always",
+                                "resources": {"limits": {"cpu": "1"}}}]}}},
+            "status": {"readyReplicas": 3}
+        });
+        assert!(
+            unconverged(&desired, &live).is_empty(),
+            "{:?}",
+            unconverged(&desired, &live)
+        );
+        live["spec"]["template"]["spec"]["runtimeClassName"] = Value::Null;
+        live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] =
+            json!("2");
+        assert_eq!(
+            unconverged(&desired, &live),
+            vec![
+                r#"spec.template.spec.runtimeClassName: (unset) → "gvisor""#.to_string(),
+                r#"spec.template.spec.containers.0.resources.limits.cpu: "2" → 1"#.to_string(),
+            ]
+        );
+        let two =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}});
+        assert_eq!(unconverged(&two, &desired).len(), 1);
     }
 
     #[test]

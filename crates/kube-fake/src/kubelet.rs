@@ -161,8 +161,37 @@ async fn run_pod(
         .process_group(0)
         .kill_on_drop(true);
     for e in main["env"].as_array().into_iter().flatten() {
-        if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+        let Some(k) = e["name"].as_str() else {
+            continue;
+        };
+        if let Some(v) = e["value"].as_str() {
             cmd.env(k, host_path(v));
+            continue;
+        }
+        // valueFrom.secretKeyRef: the Secret's key, as the kubelet resolves it; a missing
+        // Secret or key fails the container unless `optional: true`.
+        let r = &e["valueFrom"]["secretKeyRef"];
+        if let (Some(secret), Some(key)) = (r["name"].as_str(), r["key"].as_str()) {
+            let value = fake
+                .get("secrets", &ns, secret)
+                .and_then(|s| s["data"][key].as_str().map(crate::base64_decode));
+            match value {
+                Some(v) => {
+                    cmd.env(k, String::from_utf8_lossy(&v).into_owned());
+                }
+                None if r["optional"] == true => {}
+                None => {
+                    let _ = fake.finish_pod(
+                        &ns,
+                        &name,
+                        128,
+                        &format!(
+                            "CreateContainerConfigError: secret {secret:?} key {key:?} not found"
+                        ),
+                    );
+                    return;
+                }
+            }
         }
     }
     for (k, v) in &extra_env {

@@ -12,6 +12,7 @@
 //!
 //! Completion is watched (kube-runtime watchers), never polled.
 
+pub mod converge;
 pub mod drain;
 pub mod evidence;
 pub mod jobs;

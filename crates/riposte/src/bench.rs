@@ -168,6 +168,7 @@ pub async fn api(store: store::Store, config: server::ControllerConfig) -> Resul
         controller,
         events,
         None,
+        None,
         std::future::pending(),
     ));
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -526,6 +527,7 @@ pub async fn events(
         listener,
         controller.clone(),
         hub.clone(),
+        None,
         None,
         std::future::pending(),
     ));

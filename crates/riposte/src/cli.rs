@@ -259,6 +259,18 @@ pub(crate) enum Cmd {
     ///   RIPOSTE_NOTIFY_URL=https://hooks.slack.com/services/… riposte notify --kind slack \
     ///     --title "Pod payments/api isolated" --field rule="Terminal shell in container"
     Notify(crate::notify::NotifyArgs),
+    /// A response as a Git change (GitOps mode; what the `gitops-change` action runs):
+    /// `propose` commits the manifests to a branch and pushes it, `wait` waits until a person
+    /// merges it into the target branch or rejects it (deletes the branch), `verify` waits
+    /// until the cluster carries what was merged.
+    ///
+    /// Example:
+    ///   riposte gitops propose --repo https://git.acme.io/ops.git --branch riposte/iso-web \
+    ///     --dir clusters/prod/responses --manifests "$(cat policy.yaml)" --title "Isolate web"
+    Gitops {
+        #[command(subcommand)]
+        cmd: crate::gitops::GitopsCmd,
+    },
     /// The audit log: `verify` checks the hash chain, `list` shows entries.
     Audit {
         #[command(subcommand)]
@@ -367,10 +379,16 @@ pub(crate) struct ServeArgs {
     /// without it the executor reads each pod's termination message when its Job ends.
     #[arg(long, env = "RIPOSTE_CALLBACK_BASE_URL", value_name = "URL")]
     pub(crate) callback_url: Option<String>,
-    /// Kubernetes: file holding the key of per-node callback tokens. Give every replica
-    /// the same key; without it each process picks a random one.
+    /// File holding the installation's secret key: per-node callback tokens (Kubernetes)
+    /// and approval links are derived from it. Give every replica the same key; without it
+    /// each process picks a random one (links then work only on the replica that made them).
     #[arg(long, env = "RIPOSTE_CALLBACK_SECRET_FILE", value_name = "FILE")]
     pub(crate) callback_secret_file: Option<PathBuf>,
+    /// This server's URL as people reach it (https://riposte.example.com). Turns on signed
+    /// approval links: notifications carry them, and a person decides a suspended step by
+    /// opening one and confirming, without a token (POST /api/v1/workflows/NS/NAME/approval-links).
+    #[arg(long, env = "RIPOSTE_EXTERNAL_URL", value_name = "URL")]
+    pub(crate) external_url: Option<String>,
     /// The event bus between stored events and sensors: `memory` (one process) or a NATS
     /// JetStream URL (nats://HOST:4222) so that replicas share the sensors' work.
     #[arg(

@@ -49,6 +49,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         kube,
         callback_url,
         callback_secret_file,
+        external_url,
         bus,
         config_dir,
         secrets_dir,
@@ -64,9 +65,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         )));
     }
     server::metrics::install().map_err(|e| anyhow::anyhow!("installing metrics: {e}"))?;
+    let secret = callback_secret(callback_secret_file.as_deref())?;
+    let approvals = match &external_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(server::approval::LinkSigner::new(&secret, url))
+        }
+        Some(url) => bail!(InvalidInput(format!(
+            "--external-url {url:?} must be an http:// or https:// URL (how people reach this server)"
+        ))),
+        None => None,
+    };
     let cluster = if kube.check()? {
-        let secret = callback_secret(callback_secret_file.as_deref())?;
-        let c = kube.connect(callback_url.clone(), secret).await?;
+        let c = kube.connect(callback_url.clone(), secret.clone()).await?;
         eprintln!(
             "steps run as Kubernetes Jobs ({})",
             match &callback_url {
@@ -191,6 +201,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         controller.clone(),
         events,
         auth,
+        approvals,
         async move {
             let _ = stop_rx.await;
         },

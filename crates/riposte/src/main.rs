@@ -12,6 +12,7 @@ mod cmd_server;
 mod evidence;
 mod exec;
 mod files;
+mod gitops;
 mod notify;
 mod run;
 mod ui;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Exec(a) => report(exec::main(a)),
         Cmd::Drain(a) => report(evidence::drain(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Evidence(a) => report(evidence::main(a).map(|()| ExitCode::SUCCESS)),
+        Cmd::Gitops { cmd } => report(gitops::main(cmd).map(|()| ExitCode::SUCCESS)),
         Cmd::Notify(a) => report(notify::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::InstallWrapper { dir } => report(exec::install_wrapper(&dir)),
         Cmd::Lint(a) => report(lint(a)),

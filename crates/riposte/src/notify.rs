@@ -35,6 +35,126 @@ pub(crate) struct NotifyArgs {
     /// Attempts before giving up (network errors, 429 and 5xx are retried).
     #[arg(long, default_value_t = 3)]
     attempts: u32,
+    /// Put signed approval links for this suspended step of the same workflow in the
+    /// message (its display name, e.g. `approve`): whoever gets the message decides by
+    /// opening one and confirming. Needs the server's --external-url and, on Kubernetes,
+    /// --callback-url (the step asks the server it reports to, with its node token).
+    #[arg(long, value_name = "STEP")]
+    approval_node: Option<String>,
+    /// The suspended step's output parameter each link sets (with --approval-choices).
+    #[arg(long, default_value = "decision")]
+    approval_parameter: String,
+    /// One link per choice, setting --approval-parameter to it: terminate,keep. Without
+    /// choices, one link that resumes the step as it is.
+    #[arg(long, value_delimiter = ',')]
+    approval_choices: Vec<String>,
+    /// How long the links work (Go duration).
+    #[arg(long, default_value = "1h")]
+    approval_ttl: String,
+}
+
+/// Signed approval links for `node` of this step's own workflow, from the server the step
+/// reports to (`RIPOSTE_CALLBACK_URL`, authenticated by the node token the wrapper mounts).
+fn approval_links(a: &NotifyArgs, node: &str) -> Result<Vec<(String, String)>> {
+    let callback = std::env::var("RIPOSTE_CALLBACK_URL").map_err(|_| {
+        anyhow::anyhow!(
+            "--approval-node needs the step to reach its server: run it with --executor kubernetes and the server's --callback-url (RIPOSTE_CALLBACK_URL is not set)"
+        )
+    })?;
+    let token_file = std::env::var("RIPOSTE_NODE_TOKEN_FILE")
+        .context("RIPOSTE_NODE_TOKEN_FILE is not set (the wrapper mounts the node token)")?;
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading the node token {token_file}"))?;
+    let choices: Vec<&String> = a
+        .approval_choices
+        .iter()
+        .filter(|c| !c.is_empty())
+        .collect();
+    let decisions: Vec<Value> = if choices.is_empty() {
+        vec![json!({"label": "approve", "parameters": {}})]
+    } else {
+        choices
+            .into_iter()
+            .map(|c| json!({"label": c, "parameters": {a.approval_parameter.clone(): c}}))
+            .collect()
+    };
+    let to = match a.kind.as_str() {
+        "webhook" => "a webhook".to_string(),
+        k => format!("{k} ({title})", title = a.title),
+    };
+    let body = json!({"node": node, "decisions": decisions, "ttl": a.approval_ttl, "to": to});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/approval-links", callback.trim_end_matches('/'));
+    let mut resp = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .send_json(&body)
+        .with_context(|| format!("asking {url} for approval links"))?;
+    let status = resp.status().as_u16();
+    let answer: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    if status >= 300 {
+        bail!(
+            "the server refused approval links ({status}): {}",
+            answer["message"].as_str().unwrap_or("no message")
+        );
+    }
+    Ok(answer["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some((
+                l["label"].as_str()?.to_string(),
+                l["url"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// The approval links in each service's own way: Markdown links, card buttons, or a list.
+pub(crate) fn add_approvals(kind: &str, body: &mut Value, links: &[(String, String)]) {
+    if links.is_empty() {
+        return;
+    }
+    match kind {
+        "slack" | "mattermost" => {
+            let shown: Vec<String> = links
+                .iter()
+                .map(|(label, url)| {
+                    if kind == "slack" {
+                        format!("<{url}|{label}>")
+                    } else {
+                        format!("[{label}]({url})")
+                    }
+                })
+                .collect();
+            let text = body["text"].as_str().unwrap_or_default().to_string();
+            body["text"] = json!(format!("{text}\nDecide: {}", shown.join(" · ")));
+        }
+        "teams" => {
+            let mut actions = body["potentialAction"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for (label, url) in links {
+                actions.push(
+                    json!({"@type": "OpenUri", "name": format!("Decide: {label}"),
+                                    "targets": [{"os": "default", "uri": url}]}),
+                );
+            }
+            body["potentialAction"] = json!(actions);
+        }
+        _ => {
+            body["approvals"] = links
+                .iter()
+                .map(|(label, url)| json!({"label": label, "url": url}))
+                .collect();
+        }
+    }
 }
 
 /// The request body each service expects for the same message.
@@ -116,7 +236,11 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
         }
     }
     let link = a.link.as_deref().filter(|l| !l.is_empty());
-    let body = payload(&a.kind, &a.title, &a.text, &fields, link);
+    let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
+    if let Some(node) = a.approval_node.as_deref().filter(|n| !n.is_empty()) {
+        let links = approval_links(&a, node)?;
+        add_approvals(&a.kind, &mut body, &links);
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
@@ -177,5 +301,42 @@ mod tests {
         );
         let hook = payload("webhook", "Pod isolated", "done", &f, None);
         assert_eq!(hook["fields"]["rule"], "Terminal shell");
+    }
+
+    #[test]
+    fn approval_links_appear_in_each_services_shape() {
+        let links = vec![
+            ("terminate".to_string(), "https://r/a/1".to_string()),
+            ("keep".to_string(), "https://r/a/2".to_string()),
+        ];
+        let mut slack = payload("slack", "t", "x", &[], None);
+        add_approvals("slack", &mut slack, &links);
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("\nDecide: <https://r/a/1|terminate> · <https://r/a/2|keep>")
+        );
+        let mut mm = payload("mattermost", "t", "x", &[], None);
+        add_approvals("mattermost", &mut mm, &links);
+        assert!(
+            mm["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("[keep](https://r/a/2)")
+        );
+        let mut teams = payload("teams", "t", "x", &[], Some("https://r/wf"));
+        add_approvals("teams", &mut teams, &links);
+        assert_eq!(teams["potentialAction"].as_array().unwrap().len(), 3);
+        assert_eq!(teams["potentialAction"][2]["name"], "Decide: keep");
+        let mut hook = payload("webhook", "t", "x", &[], None);
+        add_approvals("webhook", &mut hook, &links);
+        assert_eq!(
+            hook["approvals"][0],
+            json!({"label": "terminate", "url": "https://r/a/1"})
+        );
+        let mut untouched = payload("webhook", "t", "x", &[], None);
+        add_approvals("webhook", &mut untouched, &[]);
+        assert!(untouched.get("approvals").is_none());
     }
 }

@@ -671,21 +671,9 @@ mod common;
 
 /// A `riposte server` on the fake cluster (embedded SQLite in `home`), with the library and
 /// the playbooks installed in `default` by `riposte library install --playbooks`.
-fn server_with_playbooks(c: &Cluster) -> common::Server {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
-    cmd.args([
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--executor",
-        "kubernetes",
-    ])
-    .env("KUBECONFIG", &c.kubeconfig)
-    .env("RIPOSTE_HOME", c.dir.path())
-    .env_remove("DATABASE_URL");
-    let s = common::start_server(cmd, |_| {});
-    // Container steps (pod-evidence, notify) run on this machine as the fake's kubelet, with
-    // this build as `riposte` and the fake as their cluster.
+/// Container steps (pod-evidence, notify, gitops) run on this machine as the fake's kubelet,
+/// with this build as `riposte` and the fake as their cluster.
+fn host_kubelet(c: &Cluster) -> tokio::task::JoinHandle<()> {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_riposte"))
         .parent()
         .expect("bin dir")
@@ -705,7 +693,23 @@ fn server_with_playbooks(c: &Cluster) -> common::Server {
         ],
         termination_messages: true,
     }
-    .spawn();
+    .spawn()
+}
+
+fn server_with_playbooks(c: &Cluster) -> common::Server {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--executor",
+        "kubernetes",
+    ])
+    .env("KUBECONFIG", &c.kubeconfig)
+    .env("RIPOSTE_HOME", c.dir.path())
+    .env_remove("DATABASE_URL");
+    let s = common::start_server(cmd, |_| {});
+    host_kubelet(c);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["library", "install", "--playbooks", "--server", &s.base])
         .output()
@@ -1427,4 +1431,212 @@ async fn drain_cordons_and_evicts_respecting_refusals() {
         .filter(|r| r.starts_with("POST /api/v1/namespaces/default/pods/web-b/eviction"))
         .count();
     assert_eq!(asked, 3, "{:#?}", c.fake.requests());
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Reviewer",
+            "-c",
+            "user.email=reviewer@example.com",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare GitOps repository with `main`, and a reviewer's clone of it.
+fn gitops_repo(root: &Path) -> (PathBuf, PathBuf) {
+    let bare = root.join("ops.git");
+    let clone = root.join("reviewer");
+    git(root, &["init", "-q", "--bare", "-b", "main", "ops.git"]);
+    git(root, &["clone", "-q", bare.to_str().unwrap(), "reviewer"]);
+    git(&clone, &["checkout", "-q", "-b", "main"]);
+    std::fs::write(clone.join("README"), "cluster state\n").unwrap();
+    git(&clone, &["add", "."]);
+    git(&clone, &["commit", "-q", "-m", "initial"]);
+    git(&clone, &["push", "-q", "origin", "main"]);
+    (bare, clone)
+}
+
+/// Waits for `branch` to appear in the bare repository; its commit, or `None` after a
+/// minute (the run's own outcome then says why).
+async fn proposed(bare: &Path, branch: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let heads = git(
+            bare,
+            &["for-each-ref", "--format=%(refname:short) %(objectname)"],
+        );
+        if let Some(line) = heads.lines().find(|l| l.starts_with(&format!("{branch} "))) {
+            return Some(line.split(' ').nth(1).unwrap_or("").to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// GitOps mode: the change is a commit on a branch; the run waits for a person; merged, it
+/// waits for the GitOps tool (played here) to apply it; a deleted branch is a rejection that
+/// applies nothing; a dry run pushes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_change_waits_for_a_merge_then_for_the_cluster_and_a_deleted_branch_rejects() {
+    let c = cluster().await;
+    c.fake.create_namespace("payments");
+    let _kubelet = host_kubelet(&c);
+    let (bare, clone) = gitops_repo(c.dir.path());
+    let netpol = rt(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    );
+    let manifest = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "isolate-web", "namespace": "payments", "resourceVersion": "12"},
+        "spec": {"podSelector": {"matchLabels": {"status": "compromised"}},
+                 "policyTypes": ["Ingress", "Egress"]}
+    })
+    .to_string();
+    let repo = bare.display().to_string();
+    let params = |branch: &'static str, dir: &'static str, dry: &'static str| {
+        vec![
+            ("repo", repo.clone()),
+            ("branch", branch.to_string()),
+            ("dir", dir.to_string()),
+            ("manifests", manifest.clone()),
+            ("title", "Isolate payments/web".to_string()),
+            (
+                "alert",
+                r#"{"rule":"Terminal shell in container"}"#.to_string(),
+            ),
+            ("namespace", "payments".to_string()),
+            ("pollInterval", "200ms".to_string()),
+            ("reviewTimeout", "60s".to_string()),
+            ("verifyTimeout", "30s".to_string()),
+            ("dryRun", dry.to_string()),
+        ]
+    };
+
+    // Merged: the run proposes, waits; the reviewer merges; "Argo CD" applies; the run ends.
+    let p = params("riposte/isolate-web", "clusters/prod/responses", "false");
+    let p_refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reviewer = async {
+        let commit = proposed(&bare, "riposte/isolate-web").await?;
+        let file = git(
+            &bare,
+            &[
+                "show",
+                "riposte/isolate-web:clusters/prod/responses/networkpolicy-payments-isolate-web.yaml",
+            ],
+        );
+        assert!(
+            file.contains("kind: NetworkPolicy") && !file.contains("resourceVersion"),
+            "{file}"
+        );
+        let message = git(&bare, &["log", "-1", "--format=%B", &commit]);
+        assert!(
+            message.contains("Isolate payments/web")
+                && message.contains("Terminal shell in container")
+                && message.contains("Run: default/gitops-change-"),
+            "{message}"
+        );
+        // Not merged yet: the cluster must not have it (Riposte applies nothing itself).
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(
+            c.get("networkpolicies", "payments", "isolate-web")
+                .is_none()
+        );
+        git(&clone, &["fetch", "-q", "origin"]);
+        git(
+            &clone,
+            &[
+                "merge",
+                "-q",
+                "--no-ff",
+                "-m",
+                "Merge riposte/isolate-web",
+                "origin/riposte/isolate-web",
+            ],
+        );
+        git(&clone, &["push", "-q", "origin", "main"]);
+        // The GitOps tool syncs a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let applied = std::fs::read_to_string(
+            clone.join("clusters/prod/responses/networkpolicy-payments-isolate-web.yaml"),
+        )
+        .expect("merged file");
+        assert!(applied.contains("compromised"));
+        let mut obj: Value = serde_json::from_str(&manifest).unwrap();
+        obj["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        c.create(&netpol, "payments", obj);
+        Some(commit)
+    };
+    let (wf, commit) = tokio::join!(c.run("gitops-change", &p_refs), reviewer);
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(output(&wf, "decision"), "merged");
+    assert_eq!(Some(output(&wf, "commit").to_string()), commit);
+    assert_eq!(
+        node(&wf, "verify")["phase"],
+        "Succeeded",
+        "{}",
+        explain(&wf)
+    );
+
+    // The same change again (a second alert): main already holds it, so no branch, no
+    // review; the cluster is checked at once.
+    let p = params(
+        "riposte/isolate-web-again",
+        "clusters/prod/responses",
+        "false",
+    );
+    let p_refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let wf = c.run("gitops-change", &p_refs).await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(output(&wf, "decision"), "merged");
+    assert!(
+        output(&wf, "reason").contains("already held"),
+        "{}",
+        explain(&wf)
+    );
+    assert!(git(&bare, &["branch", "--list", "riposte/isolate-web-again"]).is_empty());
+
+    // Rejected: the reviewer deletes the branch; nothing is verified or applied.
+    let p = params("riposte/isolate-api", "clusters/staging/responses", "false");
+    let p_refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reviewer = async {
+        if proposed(&bare, "riposte/isolate-api").await.is_some() {
+            git(
+                &clone,
+                &["push", "-q", "origin", "--delete", "riposte/isolate-api"],
+            );
+        }
+    };
+    let (wf, ()) = tokio::join!(c.run("gitops-change", &p_refs), reviewer);
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(output(&wf, "decision"), "rejected");
+    assert!(output(&wf, "reason").contains("deleted without being merged"));
+    assert_eq!(node(&wf, "verify")["phase"], "Skipped", "{}", explain(&wf));
+
+    // A dry run: the commit it would make, no branch.
+    let p = params("riposte/dry", "clusters/dev/responses", "true");
+    let p_refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let wf = c.run("gitops-change", &p_refs).await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(output(&wf, "decision"), "dry-run");
+    assert_eq!(output(&wf, "commit").len(), 40);
+    assert!(git(&bare, &["branch", "--list", "riposte/dry"]).is_empty());
 }

@@ -1070,3 +1070,204 @@ fn metrics_and_json_logs() {
     }
     drop(s);
 }
+
+/// A request with an optional bearer token: status, body text, the response headers.
+fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String, ureq::http::HeaderMap) {
+    let a = agent();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let resp = match body {
+        Some(b) => a.run(
+            req.header("content-type", "application/json")
+                .body(b.to_string())
+                .expect("request"),
+        ),
+        None => a.run(req.body(()).expect("request")),
+    };
+    let mut resp = resp.expect("the server answers");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, text, headers)
+}
+
+/// Signed approval links: an approver mints them; a viewer cannot; anyone holding one sees
+/// what it decides (GET decides nothing) and decides with its button (POST), once; an
+/// altered link is refused; the decision is audited with the link as the actor.
+#[test]
+fn approval_links_decide_a_suspended_step_once_and_are_audited() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let auth = home.path().join("auth.yaml");
+    std::fs::write(
+        &auth,
+        format!(
+            "identities:\n  - {{name: alice, tokenSha256: {}, roles: {{default: approver}}}}\n  - {{name: victor, tokenSha256: {}, roles: {{default: viewer}}}}\n",
+            server::auth::sha256_hex("alice-token"),
+            server::auth::sha256_hex("victor-token"),
+        ),
+    )
+    .expect("auth file");
+    let s = start_with(
+        home.path(),
+        &[
+            "--auth-file",
+            auth.to_str().unwrap(),
+            "--external-url",
+            "https://riposte.example.com/",
+        ],
+    );
+    let base = &s.base;
+    let wf = json!({"workflow": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "gate"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [
+                [{"name": "approve", "template": "approve"}],
+                [{"name": "act", "template": "act", "arguments": {"parameters": [{"name": "d", "value": "{{steps.approve.outputs.parameters.decision}}"}]}}]
+            ]},
+            {"name": "approve", "suspend": {}, "outputs": {"parameters": [{"name": "decision", "valueFrom": {"supplied": {}}}]}},
+            {"name": "act", "inputs": {"parameters": [{"name": "d"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.d}}"]}}
+        ]}
+    }});
+    let (code, text, _) = request(
+        "POST",
+        &format!("{base}/api/v1/workflows/default"),
+        Some("alice-token"),
+        Some(wf),
+    );
+    assert_eq!(code, 200, "{text}");
+    let suspended = |w: &Value| {
+        w["status"]["nodes"].as_object().is_some_and(|n| {
+            n.values()
+                .any(|n| n["type"] == "Suspend" && n["phase"] == "Running")
+        })
+    };
+    let get = |name: &str| -> Value {
+        let (_, text, _) = request(
+            "GET",
+            &format!("{base}/api/v1/workflows/default/{name}"),
+            Some("alice-token"),
+            None,
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !suspended(&get("gate")) {
+        assert!(
+            Instant::now() < deadline,
+            "never suspended: {}",
+            get("gate")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mint = json!({"node": "approve", "to": "#secops", "ttl": "30m", "decisions": [
+        {"label": "terminate", "parameters": {"decision": "terminate"}},
+        {"label": "keep", "parameters": {"decision": "keep"}}]});
+    let links_url = format!("{base}/api/v1/workflows/default/gate/approval-links");
+    let (code, text, _) = request("POST", &links_url, Some("victor-token"), Some(mint.clone()));
+    assert_eq!(code, 403, "a viewer cannot hand out decisions: {text}");
+    let (code, text, _) = request(
+        "POST",
+        &links_url,
+        Some("alice-token"),
+        Some(json!({"node": "approve", "ttl": "30d"})),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("168h"), "{text}");
+    let (code, text, _) = request("POST", &links_url, Some("alice-token"), Some(mint));
+    assert_eq!(code, 200, "{text}");
+    let links: Value = serde_json::from_str(&text).expect("json");
+    let url = |i: usize| -> String {
+        let u = links["links"][i]["url"].as_str().expect("url");
+        assert!(
+            u.starts_with("https://riposte.example.com/api/v1/riposte/approvals/"),
+            "{u}"
+        );
+        u.replace("https://riposte.example.com", base)
+    };
+    assert_eq!(links["links"][0]["label"], "terminate");
+
+    // Opening it (no token) shows the decision and decides nothing.
+    let (code, page, headers) = request("GET", &url(0), None, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("<form method=\"post\">") && page.contains("terminate"),
+        "{page}"
+    );
+    assert!(page.contains("#secops (minted by alice)"), "{page}");
+    let csp = headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(
+        headers
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(suspended(&get("gate")), "a GET must not decide");
+
+    // An altered link is refused, and decides nothing.
+    let mut forged = url(0);
+    let last = forged.pop().expect("char");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (code, page, _) = request("POST", &forged, None, None);
+    assert_eq!(code, 403, "{page}");
+    assert!(page.contains("signature does not match"), "{page}");
+
+    // The button decides.
+    let (code, page, _) = request("POST", &url(0), None, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Recorded: terminate"), "{page}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wf = loop {
+        let wf = get("gate");
+        if finished(&wf) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "{wf}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    let act = wf["status"]["nodes"]
+        .as_object()
+        .and_then(|n| n.values().find(|n| n["displayName"] == "act"))
+        .expect("act")
+        .clone();
+    assert_eq!(act["outputs"]["result"], "terminate");
+
+    // The other choice comes too late: the step is decided.
+    let (code, page, _) = request("POST", &url(1), None, None);
+    assert_eq!(code, 409, "{page}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["audit", "list", "--workflow", "gate", "--json"])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("audit list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let approvals: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["action"] == "workflow.approve")
+        .collect();
+    assert_eq!(approvals.len(), 1, "{text}");
+    assert_eq!(
+        approvals[0]["actor"],
+        "approval link \"terminate\" sent to #secops (minted by alice)"
+    );
+    assert_eq!(approvals[0]["source"], "approval-link");
+}

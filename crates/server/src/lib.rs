@@ -6,10 +6,12 @@
 //! - [`submit`]: the one way a workflow comes into being (API, cron, `riposte run`, sensors).
 //! - [`events`]: event sources, the event bus, sensors and triggers.
 //! - [`group_commit`]: concurrent writes that share one transaction.
-//! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles.
+//! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles;
+//!   [`approval`]: signed approval links.
 //! - [`metrics`]: Prometheus metrics (`/metrics`).
 
 pub mod api;
+pub mod approval;
 pub mod auth;
 pub mod controller;
 pub mod cron;
@@ -31,9 +33,10 @@ pub async fn serve(
     controller: Controller,
     events: events::Events,
     auth: Option<auth::Auth>,
+    approvals: Option<approval::LinkSigner>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(controller, events, auth);
+    let app = api::router(controller, events, auth, approvals);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

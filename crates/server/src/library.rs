@@ -22,6 +22,7 @@ macro_rules! shipped {
 
 /// Every library and playbook file (a test checks this list against the directories).
 pub const FILES: &[LibraryFile] = shipped![
+    "library/gitops-change.yaml",
     "library/namespace-default-deny.yaml",
     "library/node-cordon.yaml",
     "library/node-drain.yaml",

@@ -23,6 +23,7 @@ use crate::controller::{ControlError, Controller, RetryRequest};
 use crate::driver::now_ms;
 use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 
+mod approvals;
 mod archived;
 mod crons;
 mod events;
@@ -135,6 +136,8 @@ struct AppState {
     controller: Controller,
     events: crate::events::Events,
     auth: Option<Arc<Auth>>,
+    /// Signs and checks approval links; `None` without `--external-url`.
+    approvals: Option<Arc<crate::approval::LinkSigner>>,
 }
 
 impl FromRef<AppState> for Controller {
@@ -158,6 +161,8 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::POST, [_, _, "lint"])
         | (&Method::POST, ["cluster-workflow-templates", "lint"]) => Role::Submitter,
         (&Method::PUT, ["workflows", _, _, "resume" | "set" | "suspend"]) => Role::Approver,
+        // A link decides like `set`: minting one delegates an approver's decision.
+        (&Method::POST, ["workflows", _, _, "approval-links"]) => Role::Approver,
         // Producers of events (webhooks, Argo's event endpoint) need only to submit.
         (&Method::POST, ["webhooks", _, _, _]) | (&Method::POST, ["events", _, _]) => {
             Role::Submitter
@@ -212,11 +217,17 @@ async fn authenticate(
 }
 
 /// The API; with `auth`, every request needs a bearer token with a sufficient role.
-pub fn router(controller: Controller, events: crate::events::Events, auth: Option<Auth>) -> Router {
+pub fn router(
+    controller: Controller,
+    events: crate::events::Events,
+    auth: Option<Auth>,
+    approvals: Option<crate::approval::LinkSigner>,
+) -> Router {
     let state = AppState {
         controller,
         events,
         auth: auth.map(Arc::new),
+        approvals: approvals.map(Arc::new),
     };
     Router::new()
         .route("/api/v1/version", get(version))
@@ -361,6 +372,10 @@ pub fn router(controller: Controller, events: crate::events::Events, auth: Optio
             "/api/v1/webhooks/{namespace}/{eventSource}/{eventName}",
             axum::routing::any(receive_webhook),
         )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/approval-links",
+            post(approvals::mint_for_user),
+        )
         .route("/api/v1/riposte/library", get(list_library))
         .route("/api/v1/riposte/library/{namespace}", post(install_library))
         .route("/api/v1/riposte/events", get(list_events))
@@ -380,6 +395,15 @@ pub fn router(controller: Controller, events: crate::events::Events, auth: Optio
         .route(
             "/api/v1/riposte/callbacks/{uid}/{nodeId}",
             post(node_callback),
+        )
+        .route(
+            "/api/v1/riposte/callbacks/{uid}/{nodeId}/approval-links",
+            post(approvals::mint_for_step),
+        )
+        // An approval link is its own authority (signed, for one node, until a deadline).
+        .route(
+            "/api/v1/riposte/approvals/{token}",
+            get(approvals::show).post(approvals::decide),
         )
         .layer(middleware::from_fn(count_request))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -445,6 +469,34 @@ async fn readyz(State(c): State<Controller>) -> Response {
     "ok".into_response()
 }
 
+/// The cluster, once the bearer of `headers` is proven to be step `node_id` of workflow `uid`
+/// (its HMAC node token, which only that step's pod holds).
+fn step_caller<'c>(
+    c: &'c Controller,
+    uid: &str,
+    node_id: &str,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<&'c riposte_kube::Cluster> {
+    let cluster = c.cluster().ok_or_else(|| {
+        ApiError::not_found(
+            "step callbacks are served only when steps run with --executor kubernetes",
+        )
+    })?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !cluster.token_is_valid(uid, node_id, token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "the token is not this node's callback token",
+        ));
+    }
+    Ok(cluster)
+}
+
 /// A step's report, delivered to the node waiting for it.
 async fn node_callback(
     State(c): State<Controller>,
@@ -452,21 +504,7 @@ async fn node_callback(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let cluster = c.cluster().ok_or_else(|| {
-        ApiError::not_found("callbacks are served only when steps run with --executor kubernetes")
-    })?;
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !cluster.token_is_valid(&uid, &node_id, token) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            16,
-            "the token is not this node's callback token",
-        ));
-    }
+    let cluster = step_caller(&c, &uid, &node_id, &headers)?;
     let report = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| riposte_kube::Report::from_json(&v))

@@ -274,6 +274,30 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "post",
+        "/api/v1/riposte/callbacks/{uid}/{nodeId}/approval-links",
+        "Riposte_StepApprovalLinks",
+        "A step mints signed approval links for a suspended node of its own workflow ({node, decisions, ttl, to}); bearer: that node's token",
+    ),
+    (
+        "post",
+        "/api/v1/workflows/{namespace}/{name}/approval-links",
+        "Riposte_ApprovalLinks",
+        "Signed approval links for a suspended node ({node, decisions: [{label, parameters}], ttl, to}); needs approver",
+    ),
+    (
+        "get",
+        "/api/v1/riposte/approvals/{token}",
+        "Riposte_ShowApproval",
+        "The page an approval link opens: what it decides, and a confirm button (GET never decides)",
+    ),
+    (
+        "post",
+        "/api/v1/riposte/approvals/{token}",
+        "Riposte_DecideApproval",
+        "Decide a suspended node with an approval link (no token: the signed link is the authority; audited)",
+    ),
+    (
+        "post",
         "/api/v1/sensors/{namespace}",
         "SensorService_CreateSensor",
         "Create a Sensor ({sensor}); it is armed at once",
