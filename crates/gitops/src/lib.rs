@@ -487,7 +487,9 @@ pub fn review(
     remote.fetch(&repo, &fetch)?;
     if repo.find_commit(proposal).is_err() {
         // Neither the target nor the branch has it: the branch was deleted (or rewritten)
-        // before anything carried the commit over.
+        // before anything carried the commit over. Ask again which: it may have been
+        // deleted between the listing and the fetch.
+        let branch_exists = remote.heads(&repo)?.iter().any(|(n, _)| n == branch);
         return Ok(if branch_exists {
             Review::Rejected {
                 reason: format!("{branch} no longer contains the proposed commit {commit}"),

@@ -106,6 +106,8 @@ struct Cluster {
     requests: Vec<String>,
     /// Injected failures: the next request matching (method, path prefix) gets the error.
     faults: Vec<(String, String, StatusError)>,
+    /// Whether the kubelets serve the checkpoint API.
+    checkpoints: bool,
 }
 
 /// A running fake API server. Cheap to clone; all clones share one cluster.
@@ -368,6 +370,49 @@ impl FakeApiServer {
     /// The log of a pod's previous (restarted) container run, served for `previous=true`.
     pub fn append_previous_log(&self, namespace: &str, pod: &str, text: &str) {
         self.append_log(namespace, &format!("{pod}/previous"), text);
+    }
+
+    /// The kubelet serves checkpoints (the ContainerCheckpoint feature is on).
+    pub fn enable_checkpoints(&self) {
+        self.lock().checkpoints = true;
+    }
+
+    /// Plays the kubelet for an ephemeral container: its log, then its termination.
+    pub fn finish_ephemeral(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        exit_code: i32,
+        log: &str,
+    ) -> Result<(), StatusError> {
+        let mut c = self.lock();
+        c.logs.insert(
+            (namespace.to_string(), format!("{pod}/c/{container}")),
+            log.to_string(),
+        );
+        let key = ("pods".to_string(), namespace.to_string(), pod.to_string());
+        let rv = c.next_rv();
+        let obj = c.objects.get_mut(&key).ok_or_else(|| StatusError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("pods \"{pod}\" not found"),
+        })?;
+        let statuses = obj["status"]["ephemeralContainerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut statuses: Vec<Value> = statuses
+            .into_iter()
+            .filter(|s| s["name"] != container)
+            .collect();
+        statuses.push(json!({"name": container, "ready": false, "restartCount": 0, "image": "", "imageID": "",
+            "state": {"terminated": {"exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" }}}}));
+        obj["status"]["ephemeralContainerStatuses"] = json!(statuses);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        drop(c);
+        self.notify();
+        Ok(())
     }
 
     pub fn append_log(&self, namespace: &str, pod: &str, text: &str) {
@@ -998,6 +1043,11 @@ async fn serve(
                     "goVersion": "", "compiler": "", "platform": "linux/amd64"}),
         ));
     }
+    if let Some(rest) = path.strip_prefix("/api/v1/nodes/")
+        && let Some((node, target)) = rest.split_once("/proxy/checkpoint/")
+    {
+        return checkpoint(fake, method, node, target);
+    }
     let routed = route(&fake.lock(), path)?;
     let t = match routed {
         Route::CoreVersions => {
@@ -1157,6 +1207,33 @@ async fn serve(
             ),
         }),
     }
+}
+
+/// The kubelet's checkpoint API through the node proxy: 404 (as a kubelet without the
+/// ContainerCheckpoint feature answers) unless [`FakeApiServer::enable_checkpoints`].
+fn checkpoint(
+    fake: &FakeApiServer,
+    method: &Method,
+    node: &str,
+    target: &str,
+) -> Result<Response, StatusError> {
+    let target = target.split('?').next().unwrap_or(target);
+    let c = fake.lock();
+    if method != Method::POST
+        || !c.checkpoints
+        || !c
+            .objects
+            .contains_key(&("nodes".to_string(), String::new(), node.to_string()))
+    {
+        return Err(not_found_path(&format!(
+            "/api/v1/nodes/{node}/proxy/checkpoint/{target}"
+        )));
+    }
+    let file = format!(
+        "/var/lib/kubelet/checkpoints/checkpoint-{}-2026-12-03T12:00:00Z.tar",
+        target.replace('/', "_")
+    );
+    Ok(json_response(StatusCode::OK, &json!({"items": [file]})))
 }
 
 fn is_true(v: Option<&String>) -> bool {
@@ -1404,6 +1481,16 @@ async fn logs(
                 "previous terminated container \"{container}\" in pod \"{name}\" not found"
             ))),
         };
+    }
+    // A container's own log (an ephemeral container's, say), when the test gave it one.
+    if let Some(c) = q.get("container")
+        && let Some(text) = fake
+            .lock()
+            .logs
+            .get(&(t.namespace.clone(), format!("{name}/c/{c}")))
+            .cloned()
+    {
+        return Ok((StatusCode::OK, text).into_response());
     }
     let key = (t.namespace.clone(), name.to_string());
     if !is_true(q.get("follow")) {

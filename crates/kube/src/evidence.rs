@@ -140,11 +140,47 @@ pub async fn collect(client: &kube::Client, req: &EvidenceRequest) -> Result<Val
         "missing": missing,
         "maxLogBytes": per_log,
     });
-    items.insert("index.json".into(), pretty(&report));
+    save(
+        client,
+        &Saved {
+            to_namespace: &req.to_namespace,
+            name: &name,
+            namespace: &req.namespace,
+            pod: &req.pod,
+            pod_uid: pod.metadata.uid.as_deref().unwrap_or_default(),
+            dry_run: req.dry_run,
+        },
+        items,
+        &report,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Where a piece of evidence goes, and what it is about.
+pub(crate) struct Saved<'a> {
+    pub to_namespace: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub pod_uid: &'a str,
+    pub dry_run: bool,
+}
+
+/// Stores `items` and the `report` (as `index.json`) in one Secret of the forensic
+/// namespace, labelled with the pod it is about.
+pub(crate) async fn save(
+    client: &kube::Client,
+    to: &Saved<'_>,
+    mut items: BTreeMap<String, Vec<u8>>,
+    report: &Value,
+) -> Result<(), String> {
+    items.insert("index.json".into(), pretty(report));
     let data: BTreeMap<String, k8s_openapi::ByteString> = items
         .into_iter()
         .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
         .collect();
+    let name = to.name;
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -153,12 +189,12 @@ pub async fn collect(client: &kube::Client, req: &EvidenceRequest) -> Result<Val
             "labels": {
                 "app.kubernetes.io/managed-by": "riposte",
                 "riposte.dev/evidence": "true",
-                "riposte.dev/evidence-namespace": label_value(&req.namespace),
-                "riposte.dev/evidence-pod": label_value(&req.pod),
+                "riposte.dev/evidence-namespace": label_value(to.namespace),
+                "riposte.dev/evidence-pod": label_value(to.pod),
             },
             "annotations": {
-                "riposte.dev/evidence-source": format!("{}/{}", req.namespace, req.pod),
-                "riposte.dev/evidence-pod-uid": pod.metadata.uid.clone().unwrap_or_default(),
+                "riposte.dev/evidence-source": format!("{}/{}", to.namespace, to.pod),
+                "riposte.dev/evidence-pod-uid": to.pod_uid,
             },
         },
         "type": "Opaque",
@@ -168,9 +204,9 @@ pub async fn collect(client: &kube::Client, req: &EvidenceRequest) -> Result<Val
         data: Some(data),
         ..secret
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &req.to_namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), to.to_namespace);
     let pp = PostParams {
-        dry_run: req.dry_run,
+        dry_run: to.dry_run,
         ..PostParams::default()
     };
     with_retries(|| secrets.create(&pp, &secret))
@@ -179,13 +215,13 @@ pub async fn collect(client: &kube::Client, req: &EvidenceRequest) -> Result<Val
             if api_status(&e).is_some_and(|(c, _)| c == 404) {
                 format!(
                     "the forensic namespace {} does not exist: create it (kubectl create namespace {}) and restrict who may read its Secrets",
-                    req.to_namespace, req.to_namespace
+                    to.to_namespace, to.to_namespace
                 )
             } else {
-                format!("storing evidence as secret {}/{name}: {}", req.to_namespace, describe(&e))
+                format!("storing evidence as secret {}/{name}: {}", to.to_namespace, describe(&e))
             }
         })?;
-    Ok(report)
+    Ok(())
 }
 
 async fn owner_object(
@@ -215,7 +251,7 @@ fn pretty(v: &Value) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_default()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -224,10 +260,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// `evidence-<pod>-<seconds>`, within the 253 characters of a name.
 fn secret_name(pod: &str, now: i64) -> String {
+    prefixed_name("evidence", pod, now)
+}
+
+/// `<prefix>-<pod>-<seconds>`, within the 253 characters of a name.
+pub(crate) fn prefixed_name(prefix: &str, pod: &str, now: i64) -> String {
     let suffix = format!("-{now}");
-    let room = 253 - "evidence-".len() - suffix.len();
+    let room = 253 - prefix.len() - 1 - suffix.len();
     let pod: String = pod.chars().take(room).collect();
-    format!("evidence-{}{suffix}", pod.trim_end_matches('-'))
+    format!("{prefix}-{}{suffix}", pod.trim_end_matches('-'))
 }
 
 /// A label value: at most 63 characters, ending alphanumeric.

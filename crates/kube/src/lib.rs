@@ -15,6 +15,7 @@
 pub mod converge;
 pub mod drain;
 pub mod evidence;
+pub mod forensics;
 pub mod jobs;
 pub mod report;
 pub mod resource;

@@ -246,6 +246,18 @@ pub(crate) enum Cmd {
     ///
     /// Example: riposte evidence -n payments --pod api-7c9d4-k2x9q --to-namespace forensics
     Evidence(crate::evidence::EvidenceArgs),
+    /// Capture a pod's network traffic with tcpdump in an ephemeral debug container (the
+    /// pod's own network namespace) and save the pcap, with its SHA-256, into a Secret of a
+    /// forensic namespace. What the `pod-capture` action runs.
+    ///
+    /// Example: riposte capture -n payments --pod api-7c9d4-k2x9q --seconds 60 --filter "port 443"
+    Capture(crate::evidence::CaptureArgs),
+    /// Checkpoint a running container through the kubelet's checkpoint API (the
+    /// ContainerCheckpoint feature; CRI-O or containerd 2 with CRIU): the archive is written
+    /// on the node and the container keeps running. What the `pod-checkpoint` action runs.
+    ///
+    /// Example: riposte checkpoint -n payments --pod api-7c9d4-k2x9q --container api
+    Checkpoint(crate::evidence::CheckpointArgs),
     /// Cordon a node and evict its pods through the Eviction API (PodDisruptionBudgets are
     /// respected: refused evictions are retried until --timeout); DaemonSet and static pods
     /// stay. Prints the report as JSON. What the `node-drain` action runs.

@@ -1,6 +1,8 @@
 //! The library actions that need a process in a step's pod rather than a resource step:
 //! `riposte evidence` (a pod's manifests and logs into a forensic Secret; see
-//! `riposte_kube::evidence`) and `riposte drain` (the Eviction API; `riposte_kube::drain`).
+//! `riposte_kube::evidence`), `riposte capture` (tcpdump in an ephemeral container) and
+//! `riposte checkpoint` (the kubelet's checkpoint API; both `riposte_kube::forensics`), and
+//! `riposte drain` (the Eviction API; `riposte_kube::drain`).
 
 use anyhow::{Result, anyhow};
 
@@ -48,10 +50,7 @@ where
 
 /// `riposte evidence`.
 pub(crate) fn main(a: EvidenceArgs) -> Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = now_secs();
     let req = riposte_kube::evidence::EvidenceRequest {
         namespace: a.namespace,
         pod: a.pod,
@@ -87,4 +86,96 @@ pub(crate) fn drain(a: DrainArgs) -> Result<()> {
         dry_run: a.dry_run,
     };
     in_cluster(|client| async move { riposte_kube::drain::drain(&client, &req).await })
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CaptureArgs {
+    /// The pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The pod.
+    #[arg(long)]
+    pod: String,
+    /// How long to capture, in seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u32,
+    /// A tcpdump filter, e.g. "port 443 or port 53" (default: everything).
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// The debug container's image (tcpdump, timeout, head, base64).
+    #[arg(long, default_value = "nicolaka/netshoot:v0.13")]
+    image: String,
+    /// The capture is cut at this many bytes (at most 700 KiB: a Secret holds 1 MiB).
+    #[arg(long, default_value_t = 700 * 1024)]
+    max_bytes: usize,
+    /// The forensic namespace the Secret goes to (it must exist).
+    #[arg(long, default_value = "forensics")]
+    to_namespace: String,
+    /// Say what container would be added; change nothing.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    dry_run: bool,
+}
+
+/// `riposte capture`.
+pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
+    let req = riposte_kube::forensics::CaptureRequest {
+        namespace: a.namespace,
+        pod: a.pod,
+        image: a.image,
+        seconds: a.seconds,
+        filter: a.filter,
+        max_bytes: a.max_bytes,
+        to_namespace: a.to_namespace,
+        now: now_secs(),
+        dry_run: a.dry_run,
+    };
+    in_cluster(|client| async move { riposte_kube::forensics::capture(&client, &req).await })
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CheckpointArgs {
+    /// The pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The pod.
+    #[arg(long)]
+    pod: String,
+    /// The container (default: the pod's first).
+    #[arg(long, default_value = "")]
+    container: String,
+    /// How long the kubelet may take, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u32,
+    /// Say what would be checkpointed; ask the kubelet nothing.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    dry_run: bool,
+}
+
+/// `riposte checkpoint`.
+pub(crate) fn checkpoint(a: CheckpointArgs) -> Result<()> {
+    if a.dry_run {
+        println!(
+            "{}",
+            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.namespace, a.pod),
+                               "container": a.container, "wouldAsk": "the kubelet's checkpoint API"})
+        );
+        return Ok(());
+    }
+    in_cluster(|client| async move {
+        riposte_kube::forensics::checkpoint(
+            &client,
+            &a.namespace,
+            &a.pod,
+            Some(a.container.as_str()),
+            a.timeout,
+        )
+        .await
+    })
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -53,6 +53,8 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
         Cmd::Exec(a) => report(exec::main(a)),
+        Cmd::Capture(a) => report(evidence::capture(a).map(|()| ExitCode::SUCCESS)),
+        Cmd::Checkpoint(a) => report(evidence::checkpoint(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Drain(a) => report(evidence::drain(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Evidence(a) => report(evidence::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Gitops { cmd } => report(gitops::main(cmd).map(|()| ExitCode::SUCCESS)),

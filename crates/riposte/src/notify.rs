@@ -1,7 +1,8 @@
 //! `riposte notify`: one message to a chat or webhook — Slack, Microsoft Teams, Mattermost
-//! incoming webhooks or a generic JSON webhook — from a response step. The URL (which is
-//! the secret for these services) comes from the environment, so a step takes it from a
-//! Kubernetes Secret with `valueFrom.secretKeyRef` and it never appears in the workflow.
+//! incoming webhooks or a generic JSON webhook — or an email over SMTP, from a response
+//! step. The URL (which is the secret for these services: a webhook's path, an SMTP URL's
+//! credentials) comes from the environment, so a step takes it from a Kubernetes Secret with
+//! `valueFrom.secretKeyRef` and it never appears in the workflow.
 
 use std::time::Duration;
 
@@ -10,11 +11,13 @@ use serde_json::{Value, json};
 
 #[derive(clap::Args)]
 pub(crate) struct NotifyArgs {
-    /// slack, teams, mattermost or webhook (a JSON object with title, text, fields, link).
-    #[arg(long, default_value = "webhook", value_parser = ["slack", "teams", "mattermost", "webhook"])]
+    /// slack, teams, mattermost, webhook (a JSON object with title, text, fields, link) or
+    /// email (SMTP: --url smtps://USER:PASSWORD@HOST:465, or smtp://…:587?tls=required for
+    /// STARTTLS; --from and --to).
+    #[arg(long, default_value = "webhook", value_parser = ["slack", "teams", "mattermost", "webhook", "email"])]
     kind: String,
-    /// The webhook URL. Prefer RIPOSTE_NOTIFY_URL from a Secret: a URL on the command line
-    /// is visible in the workflow.
+    /// The webhook or SMTP URL. Prefer RIPOSTE_NOTIFY_URL from a Secret: a URL on the
+    /// command line is visible in the workflow.
     #[arg(long, env = "RIPOSTE_NOTIFY_URL", hide_env_values = true)]
     url: String,
     /// The headline, e.g. "Pod payments/api isolated".
@@ -32,6 +35,12 @@ pub(crate) struct NotifyArgs {
     /// A link to the run (the console or `riposte get`), shown as a button or link.
     #[arg(long)]
     link: Option<String>,
+    /// email: the sender, e.g. "Riposte <riposte@example.com>".
+    #[arg(long, default_value = "Riposte <riposte@localhost>")]
+    from: String,
+    /// email: the recipients (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    to: Vec<String>,
     /// Attempts before giving up (network errors, 429 and 5xx are retried).
     #[arg(long, default_value_t = 3)]
     attempts: u32,
@@ -113,6 +122,99 @@ fn approval_links(a: &NotifyArgs, node: &str) -> Result<Vec<(String, String)>> {
             ))
         })
         .collect())
+}
+
+/// The plain-text body of an email: the text, the facts, the run's link and the decisions.
+pub(crate) fn email_text(
+    text: &str,
+    fields: &[(String, String)],
+    link: Option<&str>,
+    links: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    if !text.is_empty() {
+        out.push_str(text.trim_end());
+        out.push_str("\n\n");
+    }
+    for (k, v) in fields {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    if let Some(l) = link {
+        out.push_str(&format!("\nThe run: {l}\n"));
+    }
+    if !links.is_empty() {
+        out.push_str("\nDecide (open a link, then confirm):\n");
+        for (label, url) in links {
+            out.push_str(&format!("  {label}: {url}\n"));
+        }
+    }
+    out
+}
+
+/// One email through the SMTP server of `--url` (lettre; TLS by rustls). Temporary SMTP
+/// failures (4xx) and connection errors are retried, permanent ones (5xx) are not.
+fn send_email(
+    a: &NotifyArgs,
+    fields: &[(String, String)],
+    link: Option<&str>,
+    links: &[(String, String)],
+) -> Result<()> {
+    use lettre::message::{Mailbox, header::ContentType};
+    use lettre::{Message, SmtpTransport, Transport};
+    let to: Vec<&String> = a.to.iter().filter(|t| !t.trim().is_empty()).collect();
+    if to.is_empty() {
+        bail!("--kind email needs --to (one or more addresses, comma-separated)");
+    }
+    let from: Mailbox = a
+        .from
+        .parse()
+        .with_context(|| format!("--from {:?} is not an email address", a.from))?;
+    let mut message = Message::builder().from(from).subject(a.title.clone());
+    for t in &to {
+        let mailbox: Mailbox = t
+            .trim()
+            .parse()
+            .with_context(|| format!("--to {t:?} is not an email address"))?;
+        message = message.to(mailbox);
+    }
+    let message = message
+        .header(ContentType::TEXT_PLAIN)
+        .body(email_text(&a.text, fields, link, links))
+        .context("building the email")?;
+    // Where it went, without the credentials.
+    let shown = match a.url.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{scheme}://{}",
+            rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+        ),
+        None => "(not a URL)".into(),
+    };
+    let mailer = SmtpTransport::from_url(&a.url)
+        .map_err(|e| anyhow::anyhow!("the SMTP URL ({shown}) is not usable: {e}; expected smtps://USER:PASSWORD@HOST:465 or smtp://USER:PASSWORD@HOST:587?tls=required"))?
+        .timeout(Some(Duration::from_secs(15)))
+        .build();
+    let mut last = String::new();
+    for attempt in 1..=a.attempts.max(1) {
+        match mailer.send(&message) {
+            Ok(_) => {
+                println!(
+                    "notified email ({shown}, {} recipient(s)): {}",
+                    to.len(),
+                    a.title
+                );
+                return Ok(());
+            }
+            Err(e) if e.is_permanent() => bail!("{shown} refused the email: {e}"),
+            Err(e) => last = format!("{shown}: {e}"),
+        }
+        if attempt < a.attempts {
+            std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+        }
+    }
+    bail!(
+        "the email failed after {} attempts: {last}",
+        a.attempts.max(1)
+    )
 }
 
 /// The approval links in each service's own way: Markdown links, card buttons, or a list.
@@ -236,11 +338,15 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
         }
     }
     let link = a.link.as_deref().filter(|l| !l.is_empty());
-    let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
-    if let Some(node) = a.approval_node.as_deref().filter(|n| !n.is_empty()) {
-        let links = approval_links(&a, node)?;
-        add_approvals(&a.kind, &mut body, &links);
+    let links = match a.approval_node.as_deref().filter(|n| !n.is_empty()) {
+        Some(node) => approval_links(&a, node)?,
+        None => Vec::new(),
+    };
+    if a.kind == "email" {
+        return send_email(&a, &fields, link, &links);
     }
+    let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
+    add_approvals(&a.kind, &mut body, &links);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)

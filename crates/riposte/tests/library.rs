@@ -697,17 +697,16 @@ fn host_kubelet(c: &Cluster) -> tokio::task::JoinHandle<()> {
 }
 
 fn server_with_playbooks(c: &Cluster) -> common::Server {
+    server_with_playbooks_and(c, &["--listen", "127.0.0.1:0"])
+}
+
+fn server_with_playbooks_and(c: &Cluster, args: &[&str]) -> common::Server {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
-    cmd.args([
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--executor",
-        "kubernetes",
-    ])
-    .env("KUBECONFIG", &c.kubeconfig)
-    .env("RIPOSTE_HOME", c.dir.path())
-    .env_remove("DATABASE_URL");
+    cmd.args(["server", "--executor", "kubernetes"])
+        .args(args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("RIPOSTE_HOME", c.dir.path())
+        .env_remove("DATABASE_URL");
     let s = common::start_server(cmd, |_| {});
     host_kubelet(c);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
@@ -1639,4 +1638,396 @@ async fn gitops_change_waits_for_a_merge_then_for_the_cluster_and_a_deleted_bran
     assert_eq!(output(&wf, "decision"), "dry-run");
     assert_eq!(output(&wf, "commit").len(), 40);
     assert!(git(&bare, &["branch", "--list", "riposte/dry"]).is_empty());
+}
+
+/// Playbook 4 in prod with a notification: the notify step asks its server for signed links
+/// (with its node token), the message carries one per decision, and a person who opens the
+/// "terminate" link and confirms it terminates the isolated pod, with no Riposte token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_alert_notification_carries_links_that_decide_the_approval() {
+    let c = cluster().await;
+    for ns in ["forensics", "prod-payments"] {
+        c.fake.create_namespace(ns);
+    }
+    c.create(
+        &pods(),
+        "prod-payments",
+        web_pod("api-7c9d4f8b7-k2x9q", None, json!({"app": "api"})),
+    );
+    let (chat_url, chat) = chat_webhook(vec![200]);
+    c.create(
+        &rt("", "v1", "Secret", "secrets", true),
+        "default",
+        json!({"metadata": {"name": "riposte-notify"}, "stringData": {"url": chat_url}}),
+    );
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let s = tokio::task::block_in_place(|| {
+        server_with_playbooks_and(
+            &c,
+            &[
+                "--listen",
+                &listen,
+                "--callback-url",
+                &base,
+                "--external-url",
+                &base,
+            ],
+        )
+    });
+    let submit = json!({"resourceKind": "WorkflowTemplate", "resourceName": "respond-runtime-alert",
+        "submitOptions": {"parameters": ["namespace=prod-payments", "pod=api-7c9d4f8b7-k2x9q",
+            "rule=Terminal shell in container", "priority=Notice", "notifyKind=webhook"]}});
+    let (code, wf) = tokio::task::block_in_place(|| {
+        common::call(
+            "POST",
+            &format!("{}/api/v1/workflows/default/submit", s.base),
+            Some(submit),
+        )
+    });
+    assert_eq!(code, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().expect("name").to_string();
+
+    let bodies = tokio::task::block_in_place(|| chat.join().expect("chat listener"));
+    let message: Value = serde_json::from_str(&bodies[0]).expect("json message");
+    assert!(
+        message["title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prod-payments/api-7c9d4f8b7-k2x9q"),
+        "{message}"
+    );
+    let links = message["approvals"]
+        .as_array()
+        .expect("approval links")
+        .clone();
+    assert_eq!(links.len(), 2, "{message}");
+    assert_eq!(links[0]["label"], "terminate");
+    let terminate = links[0]["url"].as_str().expect("url").to_string();
+    assert!(
+        terminate.starts_with(&format!("{base}/api/v1/riposte/approvals/")),
+        "{terminate}"
+    );
+    assert!(
+        c.get("pods", "prod-payments", "api-7c9d4f8b7-k2x9q")
+            .is_some(),
+        "nothing is terminated before someone decides"
+    );
+
+    let (status, page) = tokio::task::block_in_place(|| {
+        let mut resp = common::agent()
+            .post(&terminate)
+            .send_empty()
+            .expect("post link");
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap_or_default(),
+        )
+    });
+    assert_eq!(status, 200, "{page}");
+    tokio::task::block_in_place(|| {
+        let wfs = wait_workflows(&s.base, &name, |w| {
+            w.len() == 1 && matches!(common::phase(&w[0]), "Succeeded" | "Failed" | "Error")
+        });
+        let wf = full(&s.base, &wfs[0]);
+        assert_eq!(common::phase(&wf), "Succeeded", "{}", explain(&wf));
+        assert_eq!(
+            node(&wf, "terminate-approved")["phase"],
+            "Succeeded",
+            "{}",
+            explain(&wf)
+        );
+        assert_eq!(node(&wf, "ask")["phase"], "Succeeded", "{}", explain(&wf));
+    });
+    assert!(
+        c.get("pods", "prod-payments", "api-7c9d4f8b7-k2x9q")
+            .is_none(),
+        "the approved termination happened"
+    );
+}
+
+/// A minimal SMTP server on loopback: answers each session's commands, with `first_rcpt`
+/// as the reply to the first RCPT of each session in turn (then 250), and returns each
+/// session's DATA.
+fn smtp_server(first_rcpt: Vec<&'static str>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = std::thread::spawn(move || {
+        let mut mails = Vec::new();
+        for reply in first_rcpt {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut out = stream.try_clone().expect("clone");
+            let mut reader = BufReader::new(stream);
+            write!(out, "220 test ESMTP\r\n").expect("greet");
+            let mut rcpt_seen = false;
+            let mut data = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let cmd = line.trim_end().to_ascii_uppercase();
+                let answer = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                    "250-test\r\n250 8BITMIME".to_string()
+                } else if cmd.starts_with("RCPT") && !rcpt_seen {
+                    rcpt_seen = true;
+                    reply.to_string()
+                } else if cmd.starts_with("DATA") {
+                    write!(out, "354 go on\r\n").expect("354");
+                    loop {
+                        let mut l = String::new();
+                        if reader.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                            break;
+                        }
+                        data.push_str(&l);
+                    }
+                    "250 queued".to_string()
+                } else if cmd.starts_with("QUIT") {
+                    let _ = write!(out, "221 bye\r\n");
+                    break;
+                } else {
+                    "250 ok".to_string()
+                };
+                if write!(out, "{answer}\r\n").is_err() {
+                    break;
+                }
+            }
+            mails.push(data);
+        }
+        mails
+    });
+    (port, handle)
+}
+
+/// `riposte notify --kind email` over SMTP: subject, recipients and the facts arrive; a
+/// temporary refusal (451) is retried, a permanent one (550) fails at once.
+#[test]
+fn notify_sends_email_and_retries_only_temporary_refusals() {
+    let (port, server) = smtp_server(vec!["451 try later", "250 ok", "550 no such user"]);
+    let notify = |to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args([
+                "notify",
+                "--kind",
+                "email",
+                "--title",
+                "Pod payments/api isolated",
+            ])
+            .args([
+                "--text",
+                "Falco saw a shell.",
+                "--field",
+                "rule=Terminal shell in container",
+            ])
+            .args(["--from", "Riposte <riposte@example.com>", "--to", to])
+            .env("RIPOSTE_NOTIFY_URL", format!("smtp://127.0.0.1:{port}"))
+            .output()
+            .expect("riposte notify")
+    };
+    let out = notify("secops@example.com,oncall@example.com");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 recipient(s)"), "{stdout}");
+    let out = notify("nobody@example.com");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refused the email") && stderr.contains("550"),
+        "{stderr}"
+    );
+    let mails = server.join().expect("smtp server");
+    assert_eq!(
+        mails.len(),
+        3,
+        "a retry after 451, then the 550 session, not retried"
+    );
+    let mail = &mails[1];
+    for needle in [
+        "Subject: Pod payments/api isolated",
+        "secops@example.com",
+        "oncall@example.com",
+        "From: Riposte <riposte@example.com>",
+        "rule: Terminal shell in container",
+        "Falco saw a shell.",
+    ] {
+        assert!(mail.contains(needle), "{needle:?} not in:\n{mail}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["notify", "--kind", "email", "--title", "t"])
+        .env("RIPOSTE_NOTIFY_URL", format!("smtp://127.0.0.1:{port}"))
+        .output()
+        .expect("riposte notify");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --to"));
+}
+
+fn riposte_with(c: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .expect("riposte runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `riposte capture`: an ephemeral container with tcpdump is added to the pod (the filter as
+/// tcpdump's own arguments, not shell), its base64 output (played here as the kubelet) is
+/// decoded and stored as capture.pcap with its digest; output that is not a capture is an
+/// error that says what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_adds_a_tcpdump_container_and_stores_the_pcap() {
+    let c = cluster().await;
+    for ns in ["payments", "forensics"] {
+        c.fake.create_namespace(ns);
+    }
+    let mut pod = web_pod("api-1", None, json!({}));
+    pod["status"] = json!({"phase": "Running"});
+    c.create(&pods(), "payments", pod);
+    let args = [
+        "capture",
+        "-n",
+        "payments",
+        "--pod",
+        "api-1",
+        "--seconds",
+        "5",
+        "--filter",
+        "port 443; rm -rf /",
+    ];
+
+    let (ok, stdout, stderr) =
+        tokio::task::block_in_place(|| riposte_with(&c, &[&args[..], &["--dry-run"]].concat()));
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(
+        report["wouldAdd"]["securityContext"]["capabilities"]["add"][0],
+        "NET_RAW"
+    );
+    let argv = report["wouldAdd"]["args"].as_array().expect("args").clone();
+    assert!(
+        argv.contains(&json!("443;")) && argv.contains(&json!("rm")),
+        "{argv:?}"
+    );
+    assert!(c.get("pods", "payments", "api-1").unwrap()["spec"]["ephemeralContainers"].is_null());
+
+    // The kubelet: when the container appears, it "captures" these bytes.
+    let pcap: Vec<u8> = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]
+        .iter()
+        .copied()
+        .cycle()
+        .take(3000)
+        .collect();
+    let encoded = {
+        use std::io::Write;
+        let mut child = std::process::Command::new("base64")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("base64");
+        child.stdin.take().unwrap().write_all(&pcap).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let kubelet = {
+        let fake = c.fake.clone();
+        let encoded = encoded.clone();
+        tokio::spawn(async move {
+            let pod = fake
+                .wait_for(
+                    "pods",
+                    "payments",
+                    std::time::Duration::from_secs(30),
+                    |p| p["spec"]["ephemeralContainers"].is_array(),
+                )
+                .await
+                .expect("an ephemeral container");
+            let name = pod["spec"]["ephemeralContainers"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            fake.finish_ephemeral("payments", "api-1", &name, 0, &encoded)
+                .unwrap();
+        })
+    };
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| riposte_with(&c, &args));
+    kubelet.await.unwrap();
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    let secret = c
+        .get("secrets", "forensics", report["secret"].as_str().unwrap())
+        .expect("capture secret");
+    assert_eq!(
+        kube_fake::base64_decode(secret["data"]["capture.pcap"].as_str().unwrap()),
+        pcap
+    );
+    assert_eq!(report["items"][0]["bytes"], 3000);
+    assert_eq!(report["items"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        secret["metadata"]["labels"]["riposte.dev/evidence-pod"],
+        "api-1"
+    );
+}
+
+/// `riposte checkpoint`: the kubelet's answer (the archive's path) is the report; a kubelet
+/// without the feature is a clear error; an unscheduled pod or a wrong container too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_asks_the_kubelet_and_explains_when_it_cannot() {
+    let c = cluster().await;
+    c.fake.create_namespace("payments");
+    c.create(
+        &rt("", "v1", "Node", "nodes", false),
+        "",
+        json!({"metadata": {"name": "worker-1"}}),
+    );
+    c.create(&pods(), "payments", web_pod("unscheduled", None, json!({})));
+    let mut pod = web_pod("api-1", None, json!({}));
+    pod["spec"]["nodeName"] = json!("worker-1");
+    c.create(&pods(), "payments", pod);
+    let run = |pod: &str, extra: &[&str]| {
+        tokio::task::block_in_place(|| {
+            riposte_with(
+                &c,
+                &[&["checkpoint", "-n", "payments", "--pod", pod][..], extra].concat(),
+            )
+        })
+    };
+
+    let (ok, _, stderr) = run("api-1", &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("ContainerCheckpoint feature gate"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run("unscheduled", &[]);
+    assert!(
+        !ok && stderr.contains("not scheduled on a node"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run("api-1", &["--container", "nope"]);
+    assert!(
+        !ok && stderr.contains("has no container \"nope\" (it has web)"),
+        "{stderr}"
+    );
+
+    c.fake.enable_checkpoints();
+    let (ok, stdout, stderr) = run("api-1", &[]);
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(report["node"], "worker-1");
+    assert_eq!(report["container"], "web");
+    assert!(
+        report["archives"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/var/lib/kubelet/checkpoints/checkpoint-payments_api-1_web"),
+        "{report}"
+    );
 }

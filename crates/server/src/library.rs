@@ -29,6 +29,8 @@ pub const FILES: &[LibraryFile] = shipped![
     "library/node-label.yaml",
     "library/node-taint.yaml",
     "library/notify.yaml",
+    "library/pod-capture.yaml",
+    "library/pod-checkpoint.yaml",
     "library/pod-evidence.yaml",
     "library/pod-isolate.yaml",
     "library/pod-label.yaml",
