@@ -2,6 +2,7 @@
 //! files that exist, and the server Deployment keeps its hardening.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -208,4 +209,49 @@ fn kyverno_policies_have_the_shape_kyverno_requires() {
             }
         }
     }
+}
+
+/// The Kyverno policies validate against Kyverno's own ClusterPolicy schema (vendored in
+/// tests/kyverno, generated from Kyverno 1.13's CRDs, strict about unknown fields), and a
+/// policy with a misspelt field does not, so the check can fail. Needs python3 with
+/// jsonschema and PyYAML (kubernetes-validate brings both; scripts/test installs it).
+#[test]
+fn kyverno_policies_validate_against_kyverno_schemas() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("tests/kyverno/validate.py");
+    let run = |files: &[PathBuf]| {
+        Command::new("python3")
+            .arg(&script)
+            .args(files)
+            .output()
+            .expect("python3 runs")
+    };
+    let probe = Command::new("python3")
+        .args(["-c", "import jsonschema, yaml"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("RIPOSTE_REQUIRE_K8S_VALIDATE").is_none(),
+            "python3 with jsonschema and PyYAML is required (scripts/test installs them)"
+        );
+        eprintln!("skipping Kyverno schema validation: python3 jsonschema/PyYAML not found");
+        return;
+    }
+    let policies: Vec<PathBuf> = yaml_files(&deploy_dir().join("kyverno"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .collect();
+    let out = run(&policies);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 ClusterPolicy document(s), 0 problem(s)"), "{text}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("typo.yaml");
+    let original = std::fs::read_to_string(&policies[0]).expect("policy");
+    std::fs::write(&bad, original.replacen("  rules:", "  rulez: []\n  rules:", 1)).expect("write");
+    let out = run(&[bad]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a misspelt field passed: {text}");
+    assert!(text.contains("'rulez' was unexpected"), "{text}");
 }
