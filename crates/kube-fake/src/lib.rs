@@ -264,6 +264,10 @@ impl FakeApiServer {
             fake.create_namespace(ns);
         }
         let app = axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{pod}/exec",
+                axum::routing::any(exec),
+            )
             .fallback(handle)
             .with_state(fake.clone());
         tokio::spawn(async move {
@@ -1545,4 +1549,124 @@ async fn logs(
         .header("content-type", "text/plain")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// `pods/exec` over WebSocket (`v4.channel.k8s.io`, as kubectl and kube-rs speak it): the
+/// command runs on this machine (as [`kubelet::HostKubelet`] runs pods' commands), its stdout
+/// and stderr go out on channels 1 and 2, and its exit on channel 3 as a `Status`.
+async fn exec(
+    State(fake): State<FakeApiServer>,
+    axum::extract::Path((ns, pod)): axum::extract::Path<(String, String)>,
+    mut req: axum::extract::Request,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    fake.lock()
+        .requests
+        .push(format!("EXEC {}?{query}", req.uri().path()));
+    let mut command = Vec::new();
+    let mut container = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "command" => command.push(v.into_owned()),
+            "container" => container = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(obj) = fake.get("pods", &ns, &pod) else {
+        return StatusError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("pods \"{pod}\" not found"),
+        }
+        .into_response();
+    };
+    let containers: Vec<String> = obj["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let container = container
+        .or_else(|| containers.first().cloned())
+        .unwrap_or_default();
+    if !containers.contains(&container) {
+        return StatusError::bad_request(format!(
+            "container {container} is not valid for pod {pod}"
+        ))
+        .into_response();
+    }
+    if command.is_empty() {
+        return StatusError::bad_request("you must specify at least 1 command").into_response();
+    }
+    let protocols = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return StatusError::bad_request("pods/exec needs a WebSocket upgrade").into_response();
+    };
+    if !protocols
+        .split(',')
+        .any(|p| p.trim() == "v4.channel.k8s.io")
+    {
+        return StatusError::bad_request("no supported protocol (v4.channel.k8s.io)")
+            .into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let out = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        let frame = |channel: u8, bytes: &[u8]| {
+            let mut v = vec![channel];
+            v.extend_from_slice(bytes);
+            Message::binary(v)
+        };
+        let status = match out {
+            Ok(o) => {
+                if !o.stdout.is_empty() {
+                    let _ = ws.send(frame(1, &o.stdout)).await;
+                }
+                if !o.stderr.is_empty() {
+                    let _ = ws.send(frame(2, &o.stderr)).await;
+                }
+                match o.status.code() {
+                    Some(0) => json!({"metadata": {}, "status": "Success"}),
+                    code => {
+                        let code = code.unwrap_or(137);
+                        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                               "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                               "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+                    }
+                }
+            }
+            Err(e) => json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                             "message": format!("failed to exec in container: {e}")}),
+        };
+        let _ = ws.send(frame(3, status.to_string().as_bytes())).await;
+        let _ = ws.close(None).await;
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

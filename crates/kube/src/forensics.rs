@@ -266,3 +266,97 @@ pub async fn checkpoint(
         "note": "the archive stays on the node (under /var/lib/kubelet/checkpoints); copy it off before the node is recycled",
     }))
 }
+
+/// The most of each stream kept from a command (its start).
+const COMMAND_OUTPUT_LIMIT: usize = 256 * 1024;
+
+/// Runs `command` in `container` of a pod (pods/exec, as `kubectl exec`: Falco Talon's
+/// `exec`, and its `script` as `sh -c SCRIPT`) and reports its exit code, stdout and stderr
+/// (each cut at 256 KiB). Waits at most `timeout`.
+pub async fn run_in_container(
+    client: &kube::Client,
+    namespace: &str,
+    pod_name: &str,
+    container: Option<&str>,
+    command: &[String],
+    timeout: Duration,
+) -> Result<Value, String> {
+    use kube::api::AttachParams;
+    use tokio::io::AsyncReadExt;
+    if command.is_empty() {
+        return Err("no command to run".into());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut ap = AttachParams::default()
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    if let Some(c) = container.filter(|c| !c.is_empty()) {
+        ap = ap.container(c);
+    }
+    let run = async {
+        let mut process = pods
+            .exec(pod_name, command.to_vec(), &ap)
+            .await
+            .map_err(|e| {
+                let why = describe(&e);
+                match api_status(&e) {
+                    Some((403, _)) => format!(
+                        "exec into {namespace}/{pod_name} needs RBAC for pods/exec (create): {why}"
+                    ),
+                    _ => format!("exec into {namespace}/{pod_name}: {why}"),
+                }
+            })?;
+        let read = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| async move {
+            let mut buf = Vec::new();
+            if let Some(r) = r {
+                let _ = r
+                    .take(COMMAND_OUTPUT_LIMIT as u64)
+                    .read_to_end(&mut buf)
+                    .await;
+            }
+            buf
+        };
+        let stdout = process
+            .stdout()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+        let stderr = process
+            .stderr()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+        let status = process.take_status();
+        let (out, err) = tokio::join!(read(stdout), read(stderr));
+        let status = match status {
+            Some(s) => s.await,
+            None => None,
+        };
+        let _ = process.join().await;
+        Ok::<_, String>((out, err, status))
+    };
+    let (out, err, status) = tokio::time::timeout(timeout, run).await.map_err(|_| {
+        format!(
+            "the command in {namespace}/{pod_name} did not finish within {}s",
+            timeout.as_secs()
+        )
+    })??;
+    let exit_code: i64 = match &status {
+        Some(s) if s.status.as_deref() == Some("Success") => 0,
+        Some(s) => s
+            .details
+            .as_ref()
+            .and_then(|d| d.causes.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+            .and_then(|c| c.message.as_deref())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(-1),
+        None => -1,
+    };
+    Ok(json!({
+        "pod": format!("{namespace}/{pod_name}"),
+        "container": container.unwrap_or(""),
+        "command": command,
+        "exitCode": exit_code,
+        "message": status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default(),
+        "stdout": String::from_utf8_lossy(&out),
+        "stderr": String::from_utf8_lossy(&err),
+    }))
+}

@@ -258,6 +258,14 @@ pub(crate) enum Cmd {
     ///
     /// Example: riposte checkpoint -n payments --pod api-7c9d4-k2x9q --container api
     Checkpoint(crate::evidence::CheckpointArgs),
+    /// Run a command or a script in a pod's container (pods/exec, as `kubectl exec`: Falco
+    /// Talon's exec and script) and print its exit code, stdout and stderr as JSON; a
+    /// non-zero exit fails unless --allow-failure. What the `pod-command` action runs.
+    ///
+    /// Examples:
+    ///   riposte pod-command -n payments --pod api-7c9d4-k2x9q -- ps aux
+    ///   riposte pod-command -n payments --pod api-7c9d4-k2x9q --script 'ls -la /tmp; netstat -tnp'
+    PodCommand(crate::evidence::PodCommandArgs),
     /// Cordon a node and evict its pods through the Eviction API (PodDisruptionBudgets are
     /// respected: refused evictions are retried until --timeout); DaemonSet and static pods
     /// stay. Prints the report as JSON. What the `node-drain` action runs.

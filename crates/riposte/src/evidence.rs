@@ -179,3 +179,78 @@ fn now_secs() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[derive(clap::Args)]
+pub(crate) struct PodCommandArgs {
+    /// The pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The pod.
+    #[arg(long)]
+    pod: String,
+    /// The container (default: the pod's first).
+    #[arg(long, default_value = "")]
+    container: String,
+    /// A shell script to run instead of a command (as `sh -c SCRIPT`: the container needs sh).
+    #[arg(long, conflicts_with = "command")]
+    script: Option<String>,
+    /// How long the command may take, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Succeed whatever the command's exit code (the report still has it).
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    allow_failure: bool,
+    /// Say what would run; run nothing.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    dry_run: bool,
+    /// The command and its arguments (after --).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// `riposte pod-command`: the report on stdout; a non-zero exit fails unless allowed.
+pub(crate) fn pod_command(a: PodCommandArgs) -> Result<()> {
+    let command: Vec<String> = match &a.script {
+        Some(s) => vec!["sh".into(), "-c".into(), s.clone()],
+        None => a.command.clone(),
+    };
+    if command.is_empty() || command.iter().all(|c| c.is_empty()) {
+        anyhow::bail!(
+            "give a command after -- (riposte pod-command --pod P -- ps aux) or --script"
+        );
+    }
+    if a.dry_run {
+        println!(
+            "{}",
+            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.namespace, a.pod),
+                               "container": a.container, "wouldRun": command})
+        );
+        return Ok(());
+    }
+    let allow = a.allow_failure;
+    in_cluster(|client| async move {
+        let report = riposte_kube::forensics::run_in_container(
+            &client,
+            &a.namespace,
+            &a.pod,
+            Some(a.container.as_str()),
+            &command,
+            std::time::Duration::from_secs(a.timeout),
+        )
+        .await?;
+        let code = report["exitCode"].as_i64().unwrap_or(-1);
+        if code != 0 && !allow {
+            return Err(format!(
+                "the command exited {code} in {}/{}: {}{}",
+                a.namespace,
+                a.pod,
+                report["stderr"].as_str().unwrap_or("").trim(),
+                report["message"]
+                    .as_str()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(report)
+    })
+}

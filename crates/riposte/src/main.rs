@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Exec(a) => report(exec::main(a)),
         Cmd::Capture(a) => report(evidence::capture(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Checkpoint(a) => report(evidence::checkpoint(a).map(|()| ExitCode::SUCCESS)),
+        Cmd::PodCommand(a) => report(evidence::pod_command(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Drain(a) => report(evidence::drain(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Evidence(a) => report(evidence::main(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Gitops { cmd } => report(gitops::main(cmd).map(|()| ExitCode::SUCCESS)),

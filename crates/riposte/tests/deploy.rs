@@ -243,13 +243,24 @@ fn kyverno_policies_validate_against_kyverno_schemas() {
         .collect();
     let out = run(&policies);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("3 ClusterPolicy document(s), 0 problem(s)"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 ClusterPolicy document(s), 0 problem(s)"),
+        "{text}"
+    );
 
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("typo.yaml");
     let original = std::fs::read_to_string(&policies[0]).expect("policy");
-    std::fs::write(&bad, original.replacen("  rules:", "  rulez: []\n  rules:", 1)).expect("write");
+    std::fs::write(
+        &bad,
+        original.replacen("  rules:", "  rulez: []\n  rules:", 1),
+    )
+    .expect("write");
     let out = run(&[bad]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "a misspelt field passed: {text}");

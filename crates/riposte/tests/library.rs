@@ -2031,3 +2031,61 @@ async fn checkpoint_asks_the_kubelet_and_explains_when_it_cannot() {
         "{report}"
     );
 }
+
+/// `riposte pod-command` over pods/exec (the fake runs the command on this machine): the
+/// output and exit code are the report; a failing command fails the step with its stderr
+/// unless allowed; a wrong container is the API server's clear refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_command_runs_in_the_container_and_reports_its_output() {
+    let c = cluster().await;
+    c.fake.create_namespace("payments");
+    let mut pod = web_pod("api-1", None, json!({}));
+    pod["status"] = json!({"phase": "Running"});
+    c.create(&pods(), "payments", pod);
+    let run = |extra: &[&str]| {
+        tokio::task::block_in_place(|| {
+            riposte_with(
+                &c,
+                &[
+                    &["pod-command", "-n", "payments", "--pod", "api-1"][..],
+                    extra,
+                ]
+                .concat(),
+            )
+        })
+    };
+    let (ok, stdout, stderr) = run(&["--script", "echo listening on 4444; echo warn >&2"]);
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(report["exitCode"], 0);
+    assert_eq!(report["stdout"], "listening on 4444\n");
+    assert_eq!(report["stderr"], "warn\n");
+    assert!(
+        c.fake.requests().iter().any(|r| r
+            .starts_with("EXEC /api/v1/namespaces/payments/pods/api-1/exec?")
+            && r.contains("command=sh&command=-c&command=echo")),
+        "{:?}",
+        c.fake.requests()
+    );
+
+    let (ok, _, stderr) = run(&["--", "sh", "-c", "echo nope >&2; exit 3"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the command exited 3") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    let (ok, stdout, _) = run(&["--allow-failure", "--", "sh", "-c", "exit 3"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["exitCode"],
+        3
+    );
+
+    let (ok, _, stderr) = run(&["--container", "sidecar", "--", "true"]);
+    assert!(
+        !ok && stderr.contains("container sidecar is not valid"),
+        "{stderr}"
+    );
+    let (ok, stdout, _) = run(&["--dry-run", "--", "kill", "1"]);
+    assert!(ok && stdout.contains("wouldRun"), "{stdout}");
+}

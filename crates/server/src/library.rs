@@ -30,6 +30,7 @@ pub const FILES: &[LibraryFile] = shipped![
     "library/node-taint.yaml",
     "library/notify.yaml",
     "library/pod-capture.yaml",
+    "library/pod-command.yaml",
     "library/pod-checkpoint.yaml",
     "library/pod-evidence.yaml",
     "library/pod-isolate.yaml",
