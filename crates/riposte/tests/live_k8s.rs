@@ -757,3 +757,191 @@ async fn apply(client: &kube::Client, mut obj: Value) {
     .await
     .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind));
 }
+
+/// `riposte run` of a library action (a ClusterWorkflowTemplate of `workflows/library`) in
+/// the test's namespace with `params`; the workflow as JSON.
+fn run_action(l: &Live, template: &str, params: &[(&str, &str)]) -> Value {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("run.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: {template}-\nspec:\n  workflowTemplateRef:\n    name: {template}\n    clusterScope: true\n"
+        ),
+    )
+    .expect("workflow file");
+    let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/library");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args([
+        "run",
+        "--executor",
+        "kubernetes",
+        "--database-url",
+        "none",
+        "-o",
+        "json",
+    ])
+    .args([
+        "--riposte-image",
+        &l.image,
+        "-n",
+        &l.namespace,
+        "--templates",
+    ])
+    .arg(&library)
+    .arg(&file);
+    for (k, v) in params {
+        cmd.arg("-p").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("riposte runs");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the workflow as JSON")
+}
+
+/// The response library's resource-step actions against a real API server, which checks
+/// what the fake cannot: schema validation of every write, strategic merge, server-side
+/// dry run (`dryRun=All` changes nothing), cluster-scoped Nodes and RBAC objects.
+#[test]
+fn live_library_actions_change_a_real_cluster_and_dry_runs_do_not() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let Some(l) = live("library") else { return };
+    let ns = l.namespace.clone();
+    let pods: Api<Pod> = Api::namespaced(l.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(l.client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(l.client.clone(), &ns);
+    let nodes: Api<Node> = Api::all(l.client.clone());
+    let node_name = format!("riposte-live-node-{}", std::process::id());
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}),
+    )
+    .expect("pod");
+    let deployment: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}))
+    .expect("deployment");
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": node_name}})).expect("node");
+    l.runtime.block_on(async {
+        create_pod(&pods, &pod).await;
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("deployment");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("node");
+        apply(
+            &l.client,
+            json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": "gvisor"}, "handler": "runsc"}),
+        )
+        .await;
+    });
+
+    // A dry run validates with the API server and changes nothing.
+    let wf = run_action(
+        &l,
+        "pod-isolate",
+        &[("namespace", &ns), ("pod", "web-1"), ("dryRun", "true")],
+    );
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let (p, np) = l.runtime.block_on(async {
+        (
+            pods.get("web-1").await.expect("pod"),
+            policies.list(&ListParams::default()).await.expect("list"),
+        )
+    });
+    assert!(
+        p.metadata
+            .labels
+            .unwrap_or_default()
+            .get("status")
+            .is_none(),
+        "a dry run labelled the pod"
+    );
+    assert!(np.items.is_empty(), "a dry run created a policy");
+
+    let wf = run_action(&l, "pod-isolate", &[("namespace", &ns), ("pod", "web-1")]);
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let (p, np) = l.runtime.block_on(async {
+        (
+            pods.get("web-1").await.expect("pod"),
+            policies.list(&ListParams::default()).await.expect("list"),
+        )
+    });
+    assert_eq!(
+        p.metadata
+            .labels
+            .unwrap_or_default()
+            .get("status")
+            .map(String::as_str),
+        Some("compromised")
+    );
+    assert_eq!(np.items.len(), 1, "the deny-all policy");
+
+    let wf = run_action(
+        &l,
+        "workload-sandbox",
+        &[("namespace", &ns), ("kind", "Deployment"), ("name", "web")],
+    );
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let spec = l
+        .runtime
+        .block_on(deployments.get("web"))
+        .expect("deployment")
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    let wf = run_action(
+        &l,
+        "workload-unsandbox",
+        &[("namespace", &ns), ("kind", "Deployment"), ("name", "web")],
+    );
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+    let spec = l
+        .runtime
+        .block_on(deployments.get("web"))
+        .expect("deployment")
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("spec");
+    assert_eq!(spec.runtime_class_name, None);
+
+    for (template, extra) in [
+        ("node-cordon", vec![]),
+        ("node-taint", vec![("key", "riposte.dev/compromised")]),
+    ] {
+        let mut params = vec![("node", node_name.as_str())];
+        params.extend(extra);
+        let wf = run_action(&l, template, &params);
+        assert_eq!(wf["status"]["phase"], "Succeeded", "{template}: {wf:#}");
+    }
+    let n = l.runtime.block_on(nodes.get(&node_name)).expect("node");
+    let _ = l
+        .runtime
+        .block_on(nodes.delete(&node_name, &DeleteParams::default()));
+    let spec = n.spec.expect("node spec");
+    assert_eq!(spec.unschedulable, Some(true));
+    assert!(
+        spec.taints
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "riposte.dev/compromised")
+    );
+
+    let wf = run_action(
+        &l,
+        "pod-terminate",
+        &[
+            ("namespace", &ns),
+            ("pod", "web-1"),
+            ("gracePeriodSeconds", "0"),
+        ],
+    );
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
+}

@@ -137,7 +137,7 @@ impl Persist {
                     action: "node.transition".into(),
                     object: format!("{}/nodes/{}", self.object, n.id),
                     source: "local".into(),
-                    details: serde_json::json!({"name": n.name, "from": before, "to": n.phase, "message": n.status["message"]}),
+                    details: transition_details(n, before),
                 });
             }
         }
@@ -636,9 +636,53 @@ fn continue_with_tick() -> Input {
     Input::Tick { now: now_ms() }
 }
 
+/// What a node transition's audit row says: the phases, the message (a resource step's
+/// "before → after" report) and, once it ended, its result (the JSON report of a library
+/// action's process: evidence, capture, the Git proposal), cut to [`AUDITED_RESULT_BYTES`].
+fn transition_details(n: &store::NodeRow, before: Option<&String>) -> serde_json::Value {
+    let mut d = serde_json::json!({"name": n.name, "from": before, "to": n.phase, "message": n.status["message"]});
+    let ended = engine::Phase::parse(&n.phase).is_some_and(|p| p.fulfilled());
+    if let (true, Some(result)) = (ended, n.status["outputs"]["result"].as_str()) {
+        let cut = result.floor_char_boundary(AUDITED_RESULT_BYTES.min(result.len()));
+        d["result"] = serde_json::json!(&result[..cut]);
+        if cut < result.len() {
+            d["resultTruncated"] = serde_json::json!(true);
+        }
+    }
+    d
+}
+
+/// The most of a node's result an audit row keeps (the node keeps all of it).
+const AUDITED_RESULT_BYTES: usize = 4096;
+
 #[cfg(test)]
 mod tests {
-    use super::read_from;
+    use super::{AUDITED_RESULT_BYTES, read_from, transition_details};
+
+    #[test]
+    fn an_ended_nodes_audit_row_carries_its_result_cut_to_a_bound() {
+        let node = |phase: &str, result: &str| store::NodeRow {
+            id: "wf-1".into(),
+            name: "wf.evidence".into(),
+            phase: phase.into(),
+            status: serde_json::json!({"message": "saved", "outputs": {"result": result}}),
+        };
+        let d = transition_details(&node("Running", "{}"), None);
+        assert!(d.get("result").is_none(), "{d}");
+        let d = transition_details(
+            &node("Succeeded", r#"{"secret":"evidence-x"}"#),
+            Some(&"Running".to_string()),
+        );
+        assert_eq!(d["result"], r#"{"secret":"evidence-x"}"#);
+        assert_eq!(
+            (d["from"].as_str(), d["to"].as_str()),
+            (Some("Running"), Some("Succeeded"))
+        );
+        let long = "é".repeat(AUDITED_RESULT_BYTES);
+        let d = transition_details(&node("Failed", &long), None);
+        assert!(d["result"].as_str().unwrap().len() <= AUDITED_RESULT_BYTES);
+        assert_eq!(d["resultTruncated"], true);
+    }
 
     #[test]
     fn log_files_are_read_from_where_shipping_stopped() {
