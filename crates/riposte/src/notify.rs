@@ -60,6 +60,15 @@ pub(crate) struct NotifyArgs {
     /// How long the links work (Go duration).
     #[arg(long, default_value = "1h")]
     approval_ttl: String,
+    /// Print what would be sent (JSON) and send nothing. Approval links are not minted in a
+    /// dry run: the printed output is readable by whoever can read the workflow.
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    dry_run: bool,
+}
+
+/// `--dry-run` as the resource template's flag reads it (`executor::flags::dry_run`).
+fn dry_run(value: &str) -> Result<bool, String> {
+    executor::flags::dry_run(Some(value))
 }
 
 /// Signed approval links for `node` of this step's own workflow, from the server the step
@@ -338,10 +347,32 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
         }
     }
     let link = a.link.as_deref().filter(|l| !l.is_empty());
-    let links = match a.approval_node.as_deref().filter(|n| !n.is_empty()) {
+    let approval_node = a.approval_node.as_deref().filter(|n| !n.is_empty());
+    let links = match approval_node {
+        Some(_) if a.dry_run => a
+            .approval_choices
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| (c.clone(), "(a signed link, minted when sent)".to_string()))
+            .collect(),
         Some(node) => approval_links(&a, node)?,
         None => Vec::new(),
     };
+    if a.dry_run {
+        let would = if a.kind == "email" {
+            json!({"subject": a.title, "from": a.from, "to": a.to,
+                   "text": email_text(&a.text, &fields, link, &links)})
+        } else {
+            let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
+            add_approvals(&a.kind, &mut body, &links);
+            body
+        };
+        println!(
+            "{}",
+            json!({"dryRun": true, "kind": a.kind, "wouldSend": would})
+        );
+        return Ok(());
+    }
     if a.kind == "email" {
         return send_email(&a, &fields, link, &links);
     }

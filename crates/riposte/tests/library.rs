@@ -2089,3 +2089,136 @@ async fn pod_command_runs_in_the_container_and_reports_its_output() {
     let (ok, stdout, _) = run(&["--dry-run", "--", "kill", "1"]);
     assert!(ok && stdout.contains("wouldRun"), "{stdout}");
 }
+
+/// The forensic actions as users run them, workflows whose container steps run as Jobs:
+/// pod-command's output is the step's result, pod-checkpoint names the archive, pod-capture
+/// stores the pcap, and notify's dry run shows the message without sending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forensic_actions_and_a_notify_dry_run_run_as_workflows() {
+    let c = cluster().await;
+    for ns in ["payments", "forensics"] {
+        c.fake.create_namespace(ns);
+    }
+    let _kubelet = host_kubelet(&c);
+    c.create(
+        &rt("", "v1", "Node", "nodes", false),
+        "",
+        json!({"metadata": {"name": "worker-1"}}),
+    );
+    let mut pod = web_pod("api-1", None, json!({}));
+    pod["spec"]["nodeName"] = json!("worker-1");
+    pod["status"] = json!({"phase": "Running"});
+    c.create(&pods(), "payments", pod);
+    // Each action's one step is the workflow's root node: its result.
+    let result = |wf: &Value, _action: &str| -> Value {
+        let root = wf["metadata"]["name"].as_str().unwrap_or("");
+        serde_json::from_str(
+            wf["status"]["nodes"][root]["outputs"]["result"]
+                .as_str()
+                .unwrap_or("null"),
+        )
+        .unwrap_or(Value::Null)
+    };
+
+    let wf = c
+        .run(
+            "pod-command",
+            &[
+                ("namespace", "payments"),
+                ("pod", "api-1"),
+                ("script", "echo $((6 * 7))"),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(
+        result(&wf, "pod-command")["stdout"],
+        "42\n",
+        "{}",
+        explain(&wf)
+    );
+
+    c.fake.enable_checkpoints();
+    let wf = c
+        .run(
+            "pod-checkpoint",
+            &[("namespace", "payments"), ("pod", "api-1")],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    assert_eq!(result(&wf, "pod-checkpoint")["node"], "worker-1");
+
+    let player = {
+        let fake = c.fake.clone();
+        tokio::spawn(async move {
+            let pod = fake
+                .wait_for(
+                    "pods",
+                    "payments",
+                    std::time::Duration::from_secs(60),
+                    |p| p["spec"]["ephemeralContainers"].is_array(),
+                )
+                .await
+                .expect("an ephemeral container");
+            let name = pod["spec"]["ephemeralContainers"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(pod["spec"]["ephemeralContainers"][0]["args"][6], "port");
+            // base64 of "pcap-bytes"
+            fake.finish_ephemeral("payments", "api-1", &name, 0, "cGNhcC1ieXRlcw==\n")
+                .unwrap();
+        })
+    };
+    let wf = c
+        .run(
+            "pod-capture",
+            &[
+                ("namespace", "payments"),
+                ("pod", "api-1"),
+                ("seconds", "1"),
+                ("filter", "port 53"),
+            ],
+        )
+        .await;
+    player.await.unwrap();
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let secret = result(&wf, "pod-capture")["secret"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let stored = c
+        .get("secrets", "forensics", &secret)
+        .expect("capture secret");
+    assert_eq!(
+        kube_fake::base64_decode(stored["data"]["capture.pcap"].as_str().unwrap()),
+        b"pcap-bytes"
+    );
+
+    // No Secret with a URL: a dry run needs none, and sends nothing.
+    c.create(
+        &rt("", "v1", "Secret", "secrets", true),
+        "default",
+        json!({"metadata": {"name": "riposte-notify"}, "stringData": {"url": "http://127.0.0.1:9/never"}}),
+    );
+    let wf = c
+        .run(
+            "notify",
+            &[
+                ("kind", "slack"),
+                ("title", "Pod isolated"),
+                ("dryRun", "true"),
+                ("approvalNode", "approve"),
+                ("approvalChoices", "terminate,keep"),
+            ],
+        )
+        .await;
+    assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
+    let would = result(&wf, "notify");
+    assert_eq!(would["dryRun"], true);
+    let text = would["wouldSend"]["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("*Pod isolated*") && text.contains("minted when sent"),
+        "{would}"
+    );
+}

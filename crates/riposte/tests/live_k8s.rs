@@ -941,3 +941,132 @@ fn live_library_actions_change_a_real_cluster_and_dry_runs_do_not() {
     );
     assert_eq!(wf["status"]["phase"], "Succeeded", "{wf:#}");
 }
+
+/// Playbook 6 end to end on a real API server: the library installed into `riposte server`,
+/// a SelfSubjectRulesReview by a ServiceAccount posted to the audit webhook, and the
+/// account rotated by the real API: a new account bound by the same RoleBinding, the old
+/// one deleted, and a PolicyReport written (its CRD installed here as a cluster would have).
+#[test]
+fn live_serviceaccount_probe_playbook_rotates_the_account() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let Some(l) = live("probe") else { return };
+    let ns = l.namespace.clone();
+    l.runtime.block_on(async {
+        apply(&l.client, json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "policyreports.wgpolicyk8s.io"},
+            "spec": {"group": "wgpolicyk8s.io", "scope": "Namespaced",
+                "names": {"kind": "PolicyReport", "plural": "policyreports", "singular": "policyreport", "listKind": "PolicyReportList"},
+                "versions": [{"name": "v1alpha2", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})).await;
+        apply(&l.client, json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "payments-api", "namespace": ns}})).await;
+        apply(&l.client, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "payments-api-view", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "payments-api", "namespace": ns}]})).await;
+    });
+    let home = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--executor", "kubernetes", "--riposte-image", &l.image])
+        .env("RIPOSTE_HOME", home.path())
+        .env_remove("DATABASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args([
+            "library",
+            "install",
+            "--playbooks",
+            "-n",
+            &ns,
+            "--server",
+            &base,
+        ])
+        .output()
+        .expect("library install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [{
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request",
+        "auditID": format!("live-{}", std::process::id()), "stage": "ResponseComplete",
+        "requestURI": "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", "verb": "create",
+        "user": {"username": format!("system:serviceaccount:{ns}:payments-api"),
+                 "groups": ["system:serviceaccounts", "system:authenticated"]},
+        "objectRef": {"resource": "selfsubjectrulesreviews", "apiGroup": "authorization.k8s.io", "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 201},
+        "requestReceivedTimestamp": "2026-12-03T12:06:10.220000Z", "stageTimestamp": "2026-12-03T12:06:10.224000Z"}]});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = agent
+        .post(&format!("{base}/api/v1/webhooks/{ns}/k8s-audit/audit"))
+        .send_json(&probe)
+        .expect("post the audit event")
+        .status()
+        .as_u16();
+    assert_eq!(status, 200);
+    let accounts: Api<ServiceAccount> = Api::namespaced(l.client.clone(), &ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(l.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (names, subject) = loop {
+        let (names, subject) = l.runtime.block_on(async {
+            let names: Vec<String> = accounts
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .into_iter()
+                        .filter_map(|a| a.metadata.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let subject = bindings
+                .get("payments-api-view")
+                .await
+                .ok()
+                .and_then(|b| b.subjects)
+                .and_then(|s| s.first().map(|s| s.name.clone()))
+                .unwrap_or_default();
+            (names, subject)
+        });
+        if !names.iter().any(|n| n == "payments-api") && subject != "payments-api" {
+            break (names, subject);
+        }
+        if Instant::now() >= deadline {
+            let wfs = agent
+                .get(&format!("{base}/api/v1/workflows/{ns}"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_default();
+            let _ = server.kill();
+            panic!("not rotated: accounts {names:?}, binding subject {subject}; workflows: {wfs}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("payments-api-") && *n == subject),
+        "{names:?} {subject}"
+    );
+}
