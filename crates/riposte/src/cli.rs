@@ -774,3 +774,9 @@ pub(crate) struct LintArgs {
     #[arg(short, long)]
     pub(crate) quiet: bool,
 }
+
+/// A `true|false` flag (`--dry-run`, `--allow-failure`) read as the resource template's
+/// `--dry-run` is (`executor::flags::dry_run`): anything else is an error, not "no".
+pub(crate) fn bool_flag(value: &str) -> Result<bool, String> {
+    executor::flags::dry_run(Some(value))
+}

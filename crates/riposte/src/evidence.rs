@@ -6,14 +6,21 @@
 
 use anyhow::{Result, anyhow};
 
+/// The pod an action is about.
 #[derive(clap::Args)]
-pub(crate) struct EvidenceArgs {
+pub(crate) struct PodArgs {
     /// The pod's namespace.
     #[arg(long, short = 'n', default_value = "default")]
     namespace: String,
     /// The pod.
     #[arg(long)]
     pod: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EvidenceArgs {
+    #[command(flatten)]
+    target: PodArgs,
     /// The forensic namespace the Secret goes to (it must exist).
     #[arg(long, default_value = "forensics")]
     to_namespace: String,
@@ -21,13 +28,8 @@ pub(crate) struct EvidenceArgs {
     #[arg(long, default_value_t = 256 * 1024)]
     max_log_bytes: usize,
     /// Ask the API server to validate the Secret without storing it.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
-}
-
-/// `--dry-run` as the resource template's flag reads it (`executor::flags::dry_run`).
-fn dry_run(value: &str) -> Result<bool, String> {
-    executor::flags::dry_run(Some(value))
 }
 
 /// Runs `action` with a client for the cluster (in-cluster or KUBECONFIG) and prints its
@@ -52,8 +54,8 @@ where
 pub(crate) fn main(a: EvidenceArgs) -> Result<()> {
     let now = now_secs();
     let req = riposte_kube::evidence::EvidenceRequest {
-        namespace: a.namespace,
-        pod: a.pod,
+        namespace: a.target.namespace,
+        pod: a.target.pod,
         to_namespace: a.to_namespace,
         max_log_bytes: a.max_log_bytes,
         dry_run: a.dry_run,
@@ -73,7 +75,7 @@ pub(crate) struct DrainArgs {
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     /// Ask the API server to validate the cordon and the evictions without doing them.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
 }
 
@@ -90,12 +92,8 @@ pub(crate) fn drain(a: DrainArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub(crate) struct CaptureArgs {
-    /// The pod's namespace.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
-    /// The pod.
-    #[arg(long)]
-    pod: String,
+    #[command(flatten)]
+    target: PodArgs,
     /// How long to capture, in seconds.
     #[arg(long, default_value_t = 30)]
     seconds: u32,
@@ -112,15 +110,15 @@ pub(crate) struct CaptureArgs {
     #[arg(long, default_value = "forensics")]
     to_namespace: String,
     /// Say what container would be added; change nothing.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
 }
 
 /// `riposte capture`.
 pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
     let req = riposte_kube::forensics::CaptureRequest {
-        namespace: a.namespace,
-        pod: a.pod,
+        namespace: a.target.namespace,
+        pod: a.target.pod,
         image: a.image,
         seconds: a.seconds,
         filter: a.filter,
@@ -134,12 +132,8 @@ pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub(crate) struct CheckpointArgs {
-    /// The pod's namespace.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
-    /// The pod.
-    #[arg(long)]
-    pod: String,
+    #[command(flatten)]
+    target: PodArgs,
     /// The container (default: the pod's first).
     #[arg(long, default_value = "")]
     container: String,
@@ -147,7 +141,7 @@ pub(crate) struct CheckpointArgs {
     #[arg(long, default_value_t = 60)]
     timeout: u32,
     /// Say what would be checkpointed; ask the kubelet nothing.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
 }
 
@@ -156,7 +150,7 @@ pub(crate) fn checkpoint(a: CheckpointArgs) -> Result<()> {
     if a.dry_run {
         println!(
             "{}",
-            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.namespace, a.pod),
+            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.target.namespace, a.target.pod),
                                "container": a.container, "wouldAsk": "the kubelet's checkpoint API"})
         );
         return Ok(());
@@ -164,8 +158,8 @@ pub(crate) fn checkpoint(a: CheckpointArgs) -> Result<()> {
     in_cluster(|client| async move {
         riposte_kube::forensics::checkpoint(
             &client,
-            &a.namespace,
-            &a.pod,
+            &a.target.namespace,
+            &a.target.pod,
             Some(a.container.as_str()),
             a.timeout,
         )
@@ -182,12 +176,8 @@ fn now_secs() -> i64 {
 
 #[derive(clap::Args)]
 pub(crate) struct PodCommandArgs {
-    /// The pod's namespace.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
-    /// The pod.
-    #[arg(long)]
-    pod: String,
+    #[command(flatten)]
+    target: PodArgs,
     /// The container (default: the pod's first).
     #[arg(long, default_value = "")]
     container: String,
@@ -198,10 +188,10 @@ pub(crate) struct PodCommandArgs {
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// Succeed whatever the command's exit code (the report still has it).
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     allow_failure: bool,
     /// Say what would run; run nothing.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
     /// The command and its arguments (after --).
     #[arg(last = true)]
@@ -222,7 +212,7 @@ pub(crate) fn pod_command(a: PodCommandArgs) -> Result<()> {
     if a.dry_run {
         println!(
             "{}",
-            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.namespace, a.pod),
+            serde_json::json!({"dryRun": true, "pod": format!("{}/{}", a.target.namespace, a.target.pod),
                                "container": a.container, "wouldRun": command})
         );
         return Ok(());
@@ -231,8 +221,8 @@ pub(crate) fn pod_command(a: PodCommandArgs) -> Result<()> {
     in_cluster(|client| async move {
         let report = riposte_kube::forensics::run_in_container(
             &client,
-            &a.namespace,
-            &a.pod,
+            &a.target.namespace,
+            &a.target.pod,
             Some(a.container.as_str()),
             &command,
             std::time::Duration::from_secs(a.timeout),
@@ -242,8 +232,8 @@ pub(crate) fn pod_command(a: PodCommandArgs) -> Result<()> {
         if code != 0 && !allow {
             return Err(format!(
                 "the command exited {code} in {}/{}: {}{}",
-                a.namespace,
-                a.pod,
+                a.target.namespace,
+                a.target.pod,
                 report["stderr"].as_str().unwrap_or("").trim(),
                 report["message"]
                     .as_str()

@@ -68,13 +68,8 @@ pub(crate) struct ProposeArgs {
     #[arg(long, default_value = "Riposte <riposte@localhost>")]
     author: String,
     /// Build the commit and report it, but push nothing.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
-}
-
-/// `--dry-run` as the resource template's flag reads it (`executor::flags::dry_run`).
-fn dry_run(value: &str) -> Result<bool, String> {
-    executor::flags::dry_run(Some(value))
 }
 
 #[derive(clap::Args)]

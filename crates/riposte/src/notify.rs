@@ -62,13 +62,8 @@ pub(crate) struct NotifyArgs {
     approval_ttl: String,
     /// Print what would be sent (JSON) and send nothing. Approval links are not minted in a
     /// dry run: the printed output is readable by whoever can read the workflow.
-    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = dry_run)]
+    #[arg(long, value_name = "true|false", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = crate::cli::bool_flag)]
     dry_run: bool,
-}
-
-/// `--dry-run` as the resource template's flag reads it (`executor::flags::dry_run`).
-fn dry_run(value: &str) -> Result<bool, String> {
-    executor::flags::dry_run(Some(value))
 }
 
 /// Signed approval links for `node` of this step's own workflow, from the server the step

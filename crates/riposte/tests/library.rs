@@ -1879,6 +1879,26 @@ fn riposte_with(c: &Cluster, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Plays the kubelet for a capture: once the pod has an ephemeral container, "runs" it with
+/// `log` as its output; returns that container's spec.
+fn play_capture(c: &Cluster, ns: &str, pod: &str, log: String) -> tokio::task::JoinHandle<Value> {
+    let fake = c.fake.clone();
+    let (ns, pod) = (ns.to_string(), pod.to_string());
+    tokio::spawn(async move {
+        let found = fake
+            .wait_for("pods", &ns, std::time::Duration::from_secs(60), |p| {
+                p["metadata"]["name"] == pod.as_str() && p["spec"]["ephemeralContainers"].is_array()
+            })
+            .await
+            .expect("an ephemeral container");
+        let spec = found["spec"]["ephemeralContainers"][0].clone();
+        let name = spec["name"].as_str().unwrap_or_default().to_string();
+        fake.finish_ephemeral(&ns, &pod, &name, 0, &log)
+            .expect("finish the container");
+        spec
+    })
+}
+
 /// `riposte capture`: an ephemeral container with tcpdump is added to the pod (the filter as
 /// tcpdump's own arguments, not shell), its base64 output (played here as the kubelet) is
 /// decoded and stored as capture.pcap with its digest; output that is not a capture is an
@@ -1936,27 +1956,7 @@ async fn capture_adds_a_tcpdump_container_and_stores_the_pcap() {
         child.stdin.take().unwrap().write_all(&pcap).unwrap();
         String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
     };
-    let kubelet = {
-        let fake = c.fake.clone();
-        let encoded = encoded.clone();
-        tokio::spawn(async move {
-            let pod = fake
-                .wait_for(
-                    "pods",
-                    "payments",
-                    std::time::Duration::from_secs(30),
-                    |p| p["spec"]["ephemeralContainers"].is_array(),
-                )
-                .await
-                .expect("an ephemeral container");
-            let name = pod["spec"]["ephemeralContainers"][0]["name"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            fake.finish_ephemeral("payments", "api-1", &name, 0, &encoded)
-                .unwrap();
-        })
-    };
+    let kubelet = play_capture(&c, "payments", "api-1", encoded.clone());
     let (ok, stdout, stderr) = tokio::task::block_in_place(|| riposte_with(&c, &args));
     kubelet.await.unwrap();
     assert!(ok, "{stderr}");
@@ -2148,28 +2148,8 @@ async fn forensic_actions_and_a_notify_dry_run_run_as_workflows() {
     assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
     assert_eq!(result(&wf, "pod-checkpoint")["node"], "worker-1");
 
-    let player = {
-        let fake = c.fake.clone();
-        tokio::spawn(async move {
-            let pod = fake
-                .wait_for(
-                    "pods",
-                    "payments",
-                    std::time::Duration::from_secs(60),
-                    |p| p["spec"]["ephemeralContainers"].is_array(),
-                )
-                .await
-                .expect("an ephemeral container");
-            let name = pod["spec"]["ephemeralContainers"][0]["name"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            assert_eq!(pod["spec"]["ephemeralContainers"][0]["args"][6], "port");
-            // base64 of "pcap-bytes"
-            fake.finish_ephemeral("payments", "api-1", &name, 0, "cGNhcC1ieXRlcw==\n")
-                .unwrap();
-        })
-    };
+    // base64 of "pcap-bytes"
+    let player = play_capture(&c, "payments", "api-1", "cGNhcC1ieXRlcw==\n".into());
     let wf = c
         .run(
             "pod-capture",
@@ -2181,7 +2161,8 @@ async fn forensic_actions_and_a_notify_dry_run_run_as_workflows() {
             ],
         )
         .await;
-    player.await.unwrap();
+    let spec = player.await.unwrap();
+    assert_eq!(spec["args"][6], "port", "the filter is tcpdump's arguments");
     assert_eq!(phase(&wf), "Succeeded", "{}", explain(&wf));
     let secret = result(&wf, "pod-capture")["secret"]
         .as_str()
