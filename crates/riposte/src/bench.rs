@@ -701,3 +701,189 @@ pub async fn events(
     drop(hub);
     Ok(())
 }
+
+/// The end-to-end workloads of the performance issue, as a new user meets them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum RunShape {
+    /// W1: a chain of N steps, each `depends` on the previous.
+    Chain,
+    /// W2: 1 → N parallel → 1.
+    Fanout,
+    /// W3: layers × width, each task depending on two of the previous layer.
+    Lattice,
+}
+
+/// The workflow of `shape` (every step `sh -c 'echo N'`) and its layers of step numbers, in
+/// dependency order (what the floor spawns, layer by layer).
+pub(crate) fn run_workload(shape: RunShape, n: usize, width: usize) -> (String, Vec<Vec<usize>>) {
+    let mut tasks = String::new();
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    let mut task = |name: String, deps: &[String], i: usize| {
+        tasks.push_str(&format!("      - name: {name}\n        template: echo\n"));
+        if !deps.is_empty() {
+            tasks.push_str(&format!("        depends: \"{}\"\n", deps.join(" && ")));
+        }
+        tasks.push_str(&format!(
+            "        arguments: {{parameters: [{{name: n, value: \"{i}\"}}]}}\n"
+        ));
+    };
+    match shape {
+        RunShape::Chain => {
+            for i in 0..n {
+                let deps = if i == 0 {
+                    vec![]
+                } else {
+                    vec![format!("t{}", i - 1)]
+                };
+                task(format!("t{i}"), &deps, i);
+                layers.push(vec![i]);
+            }
+        }
+        RunShape::Fanout => {
+            task("first".into(), &[], 0);
+            for i in 1..=n {
+                task(format!("t{i}"), &["first".to_string()], i);
+            }
+            let all: Vec<String> = (1..=n).map(|i| format!("t{i}")).collect();
+            task("last".into(), &all, n + 1);
+            layers = vec![vec![0], (1..=n).collect(), vec![n + 1]];
+        }
+        RunShape::Lattice => {
+            let width = width.max(2);
+            let rows = n.div_ceil(width);
+            for r in 0..rows {
+                let mut layer = Vec::new();
+                for c in 0..width {
+                    let i = r * width + c;
+                    let deps = if r == 0 {
+                        vec![]
+                    } else {
+                        vec![
+                            format!("t{}_{c}", r - 1),
+                            format!("t{}_{}", r - 1, (c + 1) % width),
+                        ]
+                    };
+                    task(format!("t{r}_{c}"), &deps, i);
+                    layer.push(i);
+                }
+                layers.push(layer);
+            }
+        }
+    }
+    let yaml = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: bench-\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: echo\n    inputs: {{parameters: [{{name: n}}]}}\n    container: {{image: busybox, command: [sh, -c], args: [\"echo {{{{inputs.parameters.n}}}}\"]}}\n"
+    );
+    (yaml, layers)
+}
+
+/// The floor: the same `sh -c 'echo N'` processes spawned directly, one layer after the
+/// other, each layer's processes all at once.
+fn spawn_floor(layers: &[Vec<usize>]) -> Result<f64> {
+    let t0 = Instant::now();
+    for layer in layers {
+        let children: Vec<std::process::Child> = layer
+            .iter()
+            .map(|i| {
+                std::process::Command::new("sh")
+                    .args(["-c", &format!("echo {i}")])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+            })
+            .collect::<std::io::Result<_>>()?;
+        for mut c in children {
+            c.wait()?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// `riposte bench run`: `riposte run` of the workload (a new user's default: SQLite and the
+/// host executor with private roots, in a fresh home on disk) against the floor, measured in
+/// the same run, best of `repeat` each; the ratio is what the performance issue tracks.
+pub(crate) fn run_vs_floor(
+    shape: RunShape,
+    tasks: usize,
+    width: usize,
+    repeat: usize,
+    extra: &[String],
+) -> Result<()> {
+    let (yaml, layers) = run_workload(shape, tasks, width);
+    let base = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/riposte-bench");
+    std::fs::create_dir_all(&base)?;
+    let dir = tempfile::tempdir_in(&base)?;
+    let file = dir.path().join("workload.yaml");
+    std::fs::write(&file, yaml)?;
+    let me = std::env::current_exe()?;
+    let mut floor = f64::INFINITY;
+    let mut riposte = f64::INFINITY;
+    let steps: usize = layers.iter().map(Vec::len).sum();
+    for round in 0..repeat.max(1) {
+        floor = floor.min(spawn_floor(&layers)?);
+        let home = dir.path().join(format!("home-{round}"));
+        let t0 = Instant::now();
+        let out = std::process::Command::new(&me)
+            .arg("run")
+            .args(extra)
+            .arg(&file)
+            .env("RIPOSTE_HOME", &home)
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let took = t0.elapsed().as_secs_f64();
+        if !out.status.success() {
+            anyhow::bail!(
+                "riposte run of the workload failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        riposte = riposte.min(took);
+    }
+    let name = match shape {
+        RunShape::Chain => format!("W1 chain of {tasks}"),
+        RunShape::Fanout => format!("W2 1 -> {tasks} -> 1"),
+        RunShape::Lattice => format!("W3 lattice {} x {width}", tasks.div_ceil(width.max(2))),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"workload": name, "steps": steps, "floor_s": round3(floor), "riposte_run_s": round3(riposte),
+               "ratio": round3(riposte / floor), "runs": repeat.max(1), "args": extra})
+    );
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_to_end_workloads_have_their_shapes_and_lint_clean() {
+        for (shape, n, width, layers, steps) in [
+            (RunShape::Chain, 200, 0, 200, 200),
+            (RunShape::Fanout, 1000, 0, 3, 1002),
+            (RunShape::Lattice, 1000, 50, 20, 1000),
+        ] {
+            let (yaml, l) = run_workload(shape, n, width);
+            assert_eq!(l.len(), layers);
+            assert_eq!(l.iter().map(Vec::len).sum::<usize>(), steps);
+            let (loaded, diags) = spec::load("w.yaml", &yaml);
+            let mut diags = diags;
+            diags.extend(spec::lint(&loaded, &spec::Library::default()));
+            let errors: Vec<String> = diags
+                .iter()
+                .filter(|d| d.severity == spec::Severity::Error)
+                .map(|d| d.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        let (yaml, _) = run_workload(RunShape::Lattice, 4, 2);
+        assert!(yaml.contains("depends: \"t0_0 && t0_1\""), "{yaml}");
+    }
+}

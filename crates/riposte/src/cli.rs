@@ -620,6 +620,29 @@ pub(crate) enum BenchCmd {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// The default path end to end (the performance issue's W1–W3): `riposte run` of a
+    /// generated workflow of `sh -c 'echo N'` steps — SQLite and the host executor in a fresh
+    /// home, as a new user runs it — against spawning the same processes in the same order
+    /// (each layer at once), measured in the same run; prints both and the ratio.
+    ///
+    /// Examples: riposte bench run --shape chain --tasks 200
+    ///           riposte bench run --shape fanout --tasks 1000
+    ///           riposte bench run --shape lattice --tasks 1000 --width 50
+    Run {
+        #[arg(long, value_enum, default_value = "chain")]
+        shape: bench::RunShape,
+        #[arg(long, default_value_t = 200)]
+        tasks: usize,
+        /// The lattice's layer width.
+        #[arg(long, default_value_t = 50)]
+        width: usize,
+        /// Runs of each; the best is reported (a shared machine's noise is added, not removed).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Extra arguments for `riposte run` (after --), e.g. -- --database-url none.
+        #[arg(last = true)]
+        run_args: Vec<String>,
+    },
     /// The host executor against bare process spawning.
     Host {
         #[arg(long, default_value_t = 1000)]

@@ -262,6 +262,15 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
                 .await
                 .map(|_| ExitCode::SUCCESS)
         })),
+        BenchCmd::Run {
+            shape,
+            tasks,
+            width,
+            repeat,
+            run_args,
+        } => report(
+            bench::run_vs_floor(shape, tasks, width, repeat, &run_args).map(|()| ExitCode::SUCCESS),
+        ),
         BenchCmd::Host {
             processes,
             threads,

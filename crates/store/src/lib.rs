@@ -55,6 +55,9 @@ pub enum StoreError {
     Corrupt { what: &'static str, message: String },
     #[error("workflow {uid} has finished")]
     Finished { uid: String },
+    /// A setting the store reads from its environment is not valid.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// An error with its causes, `outer: inner: innermost`, for logs and messages.
@@ -189,6 +192,7 @@ impl Store {
             .create_if_missing(true)
             .busy_timeout(Duration::from_secs(10))
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlite_synchronous()?)
             .foreign_keys(true);
         // An in-memory database lives in one connection.
         let max = if url.contains(":memory:") { 1 } else { 4 };
@@ -254,5 +258,20 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+/// SQLite's `synchronous` setting: `normal` (the default) or `full`, from
+/// `RIPOSTE_SQLITE_SYNCHRONOUS`. In WAL mode `normal` syncs at checkpoints, not at every
+/// commit: a committed step survives the process being killed (`kill -9`, a crash), and after
+/// a power loss or OS crash the last commits may be rolled back while the database stays
+/// consistent. `full` syncs every commit, to survive power loss too, at a cost per step.
+fn sqlite_synchronous() -> Result<sqlx::sqlite::SqliteSynchronous> {
+    use sqlx::sqlite::SqliteSynchronous;
+    match std::env::var("RIPOSTE_SQLITE_SYNCHRONOUS").as_deref() {
+        Err(_) | Ok("") | Ok("normal") => Ok(SqliteSynchronous::Normal),
+        Ok("full") => Ok(SqliteSynchronous::Full),
+        Ok(other) => Err(StoreError::Config(format!(
+            "RIPOSTE_SQLITE_SYNCHRONOUS={other:?}: expected normal (survives a process crash) or full (survives power loss too)"
+        ))),
     }
 }
