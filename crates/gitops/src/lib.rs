@@ -101,13 +101,18 @@ impl Remote {
         }
     }
 
+    /// The remote as libgit2 talks to it from the scratch repository.
+    fn libgit2_remote<'r>(&self, scratch: &'r Repository) -> Result<git2::Remote<'r>, GitError> {
+        scratch
+            .remote_anonymous(&self.url)
+            .context(|| format!("opening the remote {}", self.url))
+    }
+
     /// The remote's branches and their commits.
     fn heads(&self, scratch: &Repository) -> Result<Vec<(String, Oid)>, GitError> {
         match &self.transport {
             Transport::Libgit2 => {
-                let mut remote = scratch
-                    .remote_anonymous(&self.url)
-                    .context(|| format!("opening the remote {}", self.url))?;
+                let mut remote = self.libgit2_remote(scratch)?;
                 remote
                     .connect(git2::Direction::Fetch)
                     .context(|| format!("connecting to {}", self.url))?;
@@ -149,9 +154,7 @@ impl Remote {
             .collect();
         match &self.transport {
             Transport::Libgit2 => {
-                let mut remote = scratch
-                    .remote_anonymous(&self.url)
-                    .context(|| format!("opening the remote {}", self.url))?;
+                let mut remote = self.libgit2_remote(scratch)?;
                 remote
                     .fetch(&specs, None, None)
                     .context(|| format!("fetching {} from {}", branches.join(", "), self.url))
@@ -170,9 +173,7 @@ impl Remote {
         let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
         match &self.transport {
             Transport::Libgit2 => {
-                let mut remote = scratch
-                    .remote_anonymous(&self.url)
-                    .context(|| format!("opening the remote {}", self.url))?;
+                let mut remote = self.libgit2_remote(scratch)?;
                 let mut refused: Option<String> = None;
                 let mut callbacks = git2::RemoteCallbacks::new();
                 callbacks.push_update_reference(|name, status| {

@@ -197,28 +197,17 @@ fn send_email(
         .map_err(|e| anyhow::anyhow!("the SMTP URL ({shown}) is not usable: {e}; expected smtps://USER:PASSWORD@HOST:465 or smtp://USER:PASSWORD@HOST:587?tls=required"))?
         .timeout(Some(Duration::from_secs(15)))
         .build();
-    let mut last = String::new();
-    for attempt in 1..=a.attempts.max(1) {
-        match mailer.send(&message) {
-            Ok(_) => {
-                println!(
-                    "notified email ({shown}, {} recipient(s)): {}",
-                    to.len(),
-                    a.title
-                );
-                return Ok(());
-            }
-            Err(e) if e.is_permanent() => bail!("{shown} refused the email: {e}"),
-            Err(e) => last = format!("{shown}: {e}"),
-        }
-        if attempt < a.attempts {
-            std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
-        }
-    }
-    bail!(
-        "the email failed after {} attempts: {last}",
-        a.attempts.max(1)
-    )
+    with_attempts(a.attempts, "the email", || match mailer.send(&message) {
+        Ok(_) => Attempt::Done,
+        Err(e) if e.is_permanent() => Attempt::Fail(format!("{shown} refused the email: {e}")),
+        Err(e) => Attempt::Retry(format!("{shown}: {e}")),
+    })?;
+    println!(
+        "notified email ({shown}, {} recipient(s)): {}",
+        to.len(),
+        a.title
+    );
+    Ok(())
 }
 
 /// The approval links in each service's own way: Markdown links, card buttons, or a list.
@@ -353,15 +342,9 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
         Some(node) => approval_links(&a, node)?,
         None => Vec::new(),
     };
-    if a.dry_run {
-        let would = if a.kind == "email" {
-            json!({"subject": a.title, "from": a.from, "to": a.to,
-                   "text": email_text(&a.text, &fields, link, &links)})
-        } else {
-            let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
-            add_approvals(&a.kind, &mut body, &links);
-            body
-        };
+    if a.kind == "email" && a.dry_run {
+        let would = json!({"subject": a.title, "from": a.from, "to": a.to,
+                           "text": email_text(&a.text, &fields, link, &links)});
         println!(
             "{}",
             json!({"dryRun": true, "kind": a.kind, "wouldSend": would})
@@ -373,6 +356,13 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
     }
     let mut body = payload(&a.kind, &a.title, &a.text, &fields, link);
     add_approvals(&a.kind, &mut body, &links);
+    if a.dry_run {
+        println!(
+            "{}",
+            json!({"dryRun": true, "kind": a.kind, "wouldSend": body})
+        );
+        return Ok(());
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
@@ -380,31 +370,53 @@ pub(crate) fn main(a: NotifyArgs) -> Result<()> {
         .into();
     // Where the message went, without the secret part of the URL.
     let shown = a.url.split('/').take(3).collect::<Vec<_>>().join("/");
-    let mut last = String::new();
-    for attempt in 1..=a.attempts.max(1) {
+    with_attempts(a.attempts, "notification", || {
         match agent.post(&a.url).send_json(&body) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if status < 300 {
-                    println!("notified {} ({shown}): {}", a.kind, a.title);
-                    return Ok(());
+                    return Attempt::Done;
                 }
                 let text = resp.body_mut().read_to_string().unwrap_or_default();
-                last = format!("{shown} answered {status}: {}", text.trim());
+                let why = format!("{shown} answered {status}: {}", text.trim());
                 if status != 429 && status < 500 {
-                    bail!("{last}");
+                    Attempt::Fail(why)
+                } else {
+                    Attempt::Retry(why)
                 }
             }
-            Err(e) => last = format!("{shown}: {e}"),
+            Err(e) => Attempt::Retry(format!("{shown}: {e}")),
         }
-        if attempt < a.attempts {
+    })?;
+    println!("notified {} ({shown}): {}", a.kind, a.title);
+    Ok(())
+}
+
+/// What one try to deliver came to.
+enum Attempt {
+    Done,
+    /// Worth another try (a network error, 429, 5xx, a temporary SMTP refusal).
+    Retry(String),
+    /// Not worth one (another 4xx, a permanent SMTP refusal).
+    Fail(String),
+}
+
+/// Up to `attempts` tries of `try_once` (at least one), 0.5 s × the attempt apart; the last
+/// reason when none succeeded.
+fn with_attempts(attempts: u32, what: &str, mut try_once: impl FnMut() -> Attempt) -> Result<()> {
+    let n = attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=n {
+        match try_once() {
+            Attempt::Done => return Ok(()),
+            Attempt::Fail(why) => bail!("{why}"),
+            Attempt::Retry(why) => last = why,
+        }
+        if attempt < n {
             std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
         }
     }
-    bail!(
-        "notification failed after {} attempts: {last}",
-        a.attempts.max(1)
-    )
+    bail!("{what} failed after {n} attempts: {last}")
 }
 
 #[cfg(test)]

@@ -178,12 +178,9 @@ fn templates_submit_parameters_and_errors() {
     assert_eq!(code, 404);
 }
 
-#[test]
-fn approvals_through_set_and_stop() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let s = start(home.path());
-    let base = &s.base;
-    let wf = json!({"workflow": {
+/// `gate`: waits at the suspend step `approve` for a `decision`, then echoes it in `act`.
+fn gate_workflow() -> Value {
+    json!({"workflow": {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "gate"},
         "spec": {"entrypoint": "main", "templates": [
             {"name": "main", "steps": [
@@ -193,7 +190,15 @@ fn approvals_through_set_and_stop() {
             {"name": "approve", "suspend": {}, "outputs": {"parameters": [{"name": "decision", "valueFrom": {"supplied": {}}}]}},
             {"name": "act", "inputs": {"parameters": [{"name": "d"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.d}}"]}}
         ]}
-    }});
+    }})
+}
+
+#[test]
+fn approvals_through_set_and_stop() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = &s.base;
+    let wf = gate_workflow();
     let (code, v) = call(
         "POST",
         &format!("{base}/api/v1/workflows/default"),
@@ -1124,17 +1129,7 @@ fn approval_links_decide_a_suspended_step_once_and_are_audited() {
         ],
     );
     let base = &s.base;
-    let wf = json!({"workflow": {
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "gate"},
-        "spec": {"entrypoint": "main", "templates": [
-            {"name": "main", "steps": [
-                [{"name": "approve", "template": "approve"}],
-                [{"name": "act", "template": "act", "arguments": {"parameters": [{"name": "d", "value": "{{steps.approve.outputs.parameters.decision}}"}]}}]
-            ]},
-            {"name": "approve", "suspend": {}, "outputs": {"parameters": [{"name": "decision", "valueFrom": {"supplied": {}}}]}},
-            {"name": "act", "inputs": {"parameters": [{"name": "d"}]}, "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.d}}"]}}
-        ]}
-    }});
+    let wf = gate_workflow();
     let (code, text, _) = request(
         "POST",
         &format!("{base}/api/v1/workflows/default"),
