@@ -169,6 +169,7 @@ pub(crate) async fn audit(cmd: AuditCmd, db: DbArgs) -> Result<ExitCode> {
                 since: time(&since, "since")?,
                 until: time(&until, "until")?,
                 limit,
+                ..Default::default()
             };
             let mut out = std::io::stdout().lock();
             for r in store.audit_list(&filter).await? {
@@ -332,100 +333,15 @@ pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) ->
             None => for_all = Some(event),
         }
     }
-    // The server's own decision (`events::sensor::decide`), one event per dependency in the
-    // order the dependencies are listed, so what this prints is what a server would do.
-    let mut sensor_value = sensor.document.value.clone();
-    if sensor_value["metadata"]["namespace"].is_null() {
-        sensor_value["metadata"]["namespace"] = serde_json::json!("default");
-    }
-    let namespace = sensor_value["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_string();
-    let mut waiting = events::sensor::Waiting::new();
-    let mut dep_reports: Vec<serde_json::Value> = Vec::new();
-    let mut fired_triggers: Vec<events::sensor::Firing> = Vec::new();
-    let mut waits: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (i, d) in deps.iter().enumerate() {
-        let dname = d["name"].as_str().unwrap_or("").to_string();
-        let event = per_dep
-            .iter()
-            .find(|(n, _)| *n == dname)
-            .map(|(_, e)| e.clone())
-            .or_else(|| for_all.clone());
-        let Some(event) = event else {
-            dep_reports.push(serde_json::json!({"name": dname, "matched": false, "reasons": ["no event given for this dependency"]}));
-            continue;
-        };
-        let incoming = events::sensor::Incoming {
-            seq: i as i64 + 1,
-            namespace: namespace.clone(),
-            event_source: d["eventSourceName"].as_str().unwrap_or("").to_string(),
-            event_name: d["eventName"].as_str().unwrap_or("").to_string(),
-            event,
-        };
-        let decision = events::sensor::decide(&sensor_value, &waiting, &incoming);
-        if let Some(r) = decision.dependencies.iter().find(|r| r.name == dname) {
-            dep_reports.push(serde_json::json!({"name": dname, "eventSource": d["eventSourceName"], "eventName": d["eventName"],
-                "matched": r.verdict.matched, "reasons": r.verdict.reasons}));
-        }
-        for (trigger, dep, seq) in &decision.state {
-            match seq {
-                Some(_) => {
-                    waiting
-                        .entry(trigger.clone())
-                        .or_default()
-                        .insert(dep.clone(), incoming.clone());
-                }
-                None => {
-                    waiting.entry(trigger.clone()).or_default().remove(dep);
-                }
-            }
-        }
-        for t in decision.triggers {
-            match t {
-                events::sensor::TriggerResult::Fire(f) => {
-                    waits.remove(&f.trigger);
-                    fired_triggers.push(*f);
-                }
-                events::sensor::TriggerResult::Wait { trigger, have, .. } => {
-                    waits.insert(trigger, have);
-                }
-            }
-        }
-    }
-    let mut fired = 0;
-    let mut trigger_reports = Vec::new();
-    for t in spec_v["triggers"].as_array().into_iter().flatten() {
-        let tpl = &t["template"];
-        let tname = tpl["name"].as_str().unwrap_or("");
-        let ty = spec::events::TRIGGER_TYPES
-            .iter()
-            .find(|ty| !tpl[**ty].is_null())
-            .copied();
-        let firing = fired_triggers.iter().find(|f| f.trigger == tname);
-        let mut entry = serde_json::json!({"name": tname, "fires": firing.is_some(),
-            "conditions": tpl["conditions"].as_str().unwrap_or("all dependencies"), "type": ty});
-        if let Some(have) = waits.get(tname) {
-            entry["waitingWith"] = serde_json::json!(have);
-        }
-        if let Some(f) = firing {
-            fired += 1;
-            entry["parameters"] = serde_json::json!(f.notes);
-            entry["idempotencyKey"] = serde_json::json!(f.key);
-            if !f.resource.is_null() {
-                entry["operation"] = ty
-                    .map(|ty| tpl[ty]["operation"].clone())
-                    .unwrap_or_default();
-                entry["resource"] = f.resource.clone();
-            } else {
-                entry["settings"] = ty.map(|ty| f.template[ty].clone()).unwrap_or_default();
-            }
-        }
-        trigger_reports.push(entry);
-    }
-    let report = serde_json::json!({"sensor": sensor.name, "dependencies": dep_reports,
-                                    "triggers": trigger_reports});
+    let mut report =
+        server::events::dry_run::dry_run(&sensor.document.value, for_all.as_ref(), &per_dep);
+    report["sensor"] = serde_json::json!(sensor.name);
+    let fired = report["triggers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["fires"] == true)
+        .count();
     let mut out = std::io::stdout().lock();
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

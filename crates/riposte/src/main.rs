@@ -16,7 +16,7 @@ mod gitops;
 mod notify;
 mod run;
 mod ui;
-mod yaml_out;
+pub(crate) use spec::yaml_out;
 
 use server::driver::StepExecutor;
 use std::collections::BTreeMap;

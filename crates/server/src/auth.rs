@@ -143,6 +143,15 @@ impl Auth {
         Ok(Auth { identities })
     }
 
+    /// The roles of the identity called `name`, by namespace.
+    pub fn roles_of(&self, name: &str) -> BTreeMap<String, Role> {
+        self.identities
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.roles.clone())
+            .unwrap_or_default()
+    }
+
     /// The caller's name if the bearer token in `authorization` has at least `needed` in
     /// `namespace` (`None`: any namespace, e.g. `/api/v1/userinfo`).
     pub fn authorize(

@@ -933,10 +933,41 @@ pub fn workflow_json(rec: &store::WorkflowRecord, nodes: Option<Vec<store::NodeR
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
             "metadata": metadata,
-            "spec": def["resource"]["spec"],
+            "spec": spec_with_parameters(&def["resource"]["spec"], &def["parameters"]),
             "status": status,
         })
     }
+}
+
+/// The spec with the parameters the workflow was submitted with (`-p name=value`, a
+/// sensor's, the console's form) in `arguments.parameters`, as Argo shows a workflow
+/// submitted from a template: the stored resource keeps them apart.
+fn spec_with_parameters(spec: &Value, submitted: &Value) -> Value {
+    let mut spec = spec.clone();
+    let Some(submitted) = submitted.as_array().filter(|p| !p.is_empty()) else {
+        return spec;
+    };
+    if !spec.is_object() {
+        spec = json!({});
+    }
+    if !spec["arguments"].is_object() {
+        spec["arguments"] = json!({});
+    }
+    if !spec["arguments"]["parameters"].is_array() {
+        spec["arguments"]["parameters"] = json!([]);
+    }
+    if let Some(list) = spec["arguments"]["parameters"].as_array_mut() {
+        for pair in submitted {
+            let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) else {
+                continue;
+            };
+            match list.iter_mut().find(|p| p["name"] == name) {
+                Some(p) => p["value"] = json!(value),
+                None => list.push(json!({"name": name, "value": value})),
+            }
+        }
+    }
+    spec
 }
 
 /// The text of a panic, from its payload.
@@ -948,5 +979,29 @@ fn panic_message(join: tokio::task::JoinError) -> String {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".into()),
         Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submitted_parameters_show_in_the_spec_like_argo() {
+        let spec = json!({"arguments": {"parameters": [{"name": "pod", "value": "a"}, {"name": "mode", "value": "label"}]}});
+        let out = spec_with_parameters(&spec, &json!([["mode", "netpol"], ["extra", "1"]]));
+        assert_eq!(
+            out["arguments"]["parameters"],
+            json!([{"name": "pod", "value": "a"}, {"name": "mode", "value": "netpol"}, {"name": "extra", "value": "1"}])
+        );
+        let bare = spec_with_parameters(
+            &json!({"workflowTemplateRef": {"name": "t"}}),
+            &json!([["pod", "b"]]),
+        );
+        assert_eq!(
+            bare["arguments"]["parameters"],
+            json!([{"name": "pod", "value": "b"}])
+        );
+        assert_eq!(spec_with_parameters(&spec, &json!([])), spec);
     }
 }

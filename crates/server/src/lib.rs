@@ -9,10 +9,12 @@
 //! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles;
 //!   [`approval`]: signed approval links.
 //! - [`metrics`]: Prometheus metrics (`/metrics`).
+//! - [`console`]: the web console, embedded, served at `/`.
 
 pub mod api;
 pub mod approval;
 pub mod auth;
+pub mod console;
 pub mod controller;
 pub mod cron;
 pub mod driver;

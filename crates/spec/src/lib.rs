@@ -17,6 +17,7 @@ pub use vocabulary::{ConcurrencyPolicy, MergeStrategy, ResourceAction, RetryPoli
 pub mod lint;
 pub mod types;
 pub mod yaml;
+pub mod yaml_out;
 
 use std::collections::BTreeMap;
 use std::fmt;

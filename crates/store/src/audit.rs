@@ -47,6 +47,10 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Rows before this sequence number (the next page of a newest-first listing).
+    pub before_seq: Option<i64>,
+    /// Newest first (the console's timeline) instead of in chain order.
+    pub newest_first: bool,
     pub limit: i64,
 }
 
@@ -378,21 +382,29 @@ impl Store {
         self.audit_seal().await?;
         let object_prefix = f.object.as_ref().map(|o| format!("{o}/%"));
         let limit = if f.limit > 0 { f.limit } else { 1000 };
+        let sql = if f.newest_first {
+            "SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log \
+             WHERE ($1 IS NULL OR object = $1 OR object LIKE $2) AND ($3 IS NULL OR actor = $3) \
+             AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR seq < $6) \
+             ORDER BY seq DESC LIMIT $7"
+        } else {
+            "SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log \
+             WHERE ($1 IS NULL OR object = $1 OR object LIKE $2) AND ($3 IS NULL OR actor = $3) \
+             AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR seq < $6) \
+             ORDER BY seq LIMIT $7"
+        };
         on_pool!(&self.pool, |p| {
-            let rows = sqlx::query(
-                "SELECT seq, at, actor, action, object, source, details, prev_hash, hash FROM audit_log \
-                 WHERE ($1 IS NULL OR object = $1 OR object LIKE $2) AND ($3 IS NULL OR actor = $3) \
-                 AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at <= $5) ORDER BY seq LIMIT $6",
-            )
-            .bind(f.object.as_deref())
-            .bind(object_prefix.as_deref())
-            .bind(f.actor.as_deref())
-            .bind(f.since)
-            .bind(f.until)
-            .bind(limit)
-            .fetch_all(p)
-            .await
-            .map_err(q("listing the audit log"))?;
+            let rows = sqlx::query(sql)
+                .bind(f.object.as_deref())
+                .bind(object_prefix.as_deref())
+                .bind(f.actor.as_deref())
+                .bind(f.since)
+                .bind(f.until)
+                .bind(f.before_seq)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .map_err(q("listing the audit log"))?;
             rows.iter().map(|r| audit_row!(r)).collect()
         })
     }

@@ -86,6 +86,9 @@ pub struct ListQuery {
     pub labels: Vec<(String, String)>,
     /// Continue after this `(created_at, uid)`.
     pub after: Option<(i64, String)>,
+    /// Created at or after / before this time (unix ms): the same index range as the keyset.
+    pub created_since: Option<i64>,
+    pub created_until: Option<i64>,
     pub limit: i64,
 }
 
@@ -335,6 +338,12 @@ impl Store {
                 }
             }
         }
+        if lq.created_since.is_some() {
+            sql.push_str(&format!(" AND created_at >= {}", next()));
+        }
+        if lq.created_until.is_some() {
+            sql.push_str(&format!(" AND created_at < {}", next()));
+        }
         if lq.after.is_some() {
             let (t, u) = (next(), next());
             // A row comparison, so the index range starts at the token (an `OR` of the two
@@ -368,6 +377,12 @@ impl Store {
                         query = query.bind(k).bind(v);
                     }
                 }
+            }
+            if let Some(t) = lq.created_since {
+                query = query.bind(t);
+            }
+            if let Some(t) = lq.created_until {
+                query = query.bind(t);
             }
             if let Some((t, u)) = &lq.after {
                 query = query.bind(*t).bind(u);

@@ -355,6 +355,7 @@ async fn listing(store: &Store) {
                 .collect(),
             after,
             limit: 3,
+            ..Default::default()
         }
     };
     let names =

@@ -25,6 +25,7 @@ use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 
 mod approvals;
 mod archived;
+mod console;
 mod crons;
 mod events;
 mod library;
@@ -147,12 +148,17 @@ impl FromRef<AppState> for Controller {
 }
 
 /// The role an API call needs, and in which namespace.
-fn required(method: &Method, path: &str) -> (Option<String>, Role) {
+fn required(method: &Method, path: &str, query: Option<&str>) -> (Option<String>, Role) {
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
-    let namespace = parts
-        .get(1)
-        .filter(|n| !n.is_empty())
-        .map(|n| n.to_string());
+    // `/api/v1/workflows/` (an empty namespace) lists every namespace: that needs the role
+    // for every namespace, like a cluster-wide object.
+    let namespace = parts.get(1).map(|n| {
+        if n.is_empty() {
+            "*".to_string()
+        } else {
+            n.to_string()
+        }
+    });
     let role = match (method, parts.as_slice()) {
         (&Method::GET, _) => Role::Viewer,
         (&Method::POST, ["workflows", _])
@@ -167,6 +173,10 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         (&Method::POST, ["webhooks", _, _, _]) | (&Method::POST, ["events", _, _]) => {
             Role::Submitter
         }
+        // Read-only questions asked with a body: lint a text, dry-run a sensor.
+        (&Method::POST, ["riposte", "lint"]) | (&Method::POST, ["sensors", _, _, "test"]) => {
+            Role::Viewer
+        }
         _ => Role::Admin,
     };
     match parts.first() {
@@ -178,12 +188,68 @@ fn required(method: &Method, path: &str) -> (Option<String>, Role) {
         | Some(&"workflow-event-bindings")
         | Some(&"webhooks")
         | Some(&"events") => (namespace, role),
+        // The chain's verification says only whether rows were altered: any role will do.
+        Some(&"riposte") if parts.get(1..) == Some(&["audit", "verify"][..]) => (None, role),
+        // One workflow's audit trail needs a role in its namespace; the whole log, in all.
+        Some(&"riposte") if parts.get(1..) == Some(&["audit"][..]) => {
+            let workflow = query_param(query, "workflow").or_else(|| {
+                query_param(query, "object")
+                    .and_then(|o| o.strip_prefix("workflows/").map(str::to_string))
+            });
+            let ns = workflow
+                .as_deref()
+                .and_then(|w| w.split_once('/'))
+                .map(|(ns, _)| ns.to_string())
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| "*".to_string());
+            (Some(ns), role)
+        }
+        // Lint answers from the text alone: any role anywhere will do.
+        Some(&"riposte") if parts.get(1) == Some(&"lint") => (None, role),
+        // The approvals inbox of one namespace needs a role there only.
+        Some(&"riposte") if parts.get(1) == Some(&"approvals") => {
+            let ns = query_param(query, "namespace")
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "*".to_string());
+            (Some(ns), role)
+        }
         // Cluster-wide objects need the role for every namespace (`"*"`).
         Some(&"cluster-workflow-templates") | Some(&"archived-workflows") | Some(&"riposte") => {
             (Some("*".to_string()), role)
         }
         _ => (None, role),
     }
+}
+
+/// A query parameter's value, with the escapes a browser writes in names (`%2F` and the like).
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    let raw = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))?
+        .as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = (raw[i] == b'%' && i + 2 < raw.len())
+            .then(|| Some(hex(raw[i + 1])? * 16 + hex(raw[i + 2])?))
+            .flatten();
+        match (escaped, raw[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn authenticate(
@@ -196,7 +262,7 @@ async fn authenticate(
     let name = match &state.auth {
         None => "anonymous".to_string(),
         Some(auth) => {
-            let (namespace, role) = required(req.method(), req.uri().path());
+            let (namespace, role) = required(req.method(), req.uri().path(), req.uri().query());
             let header = req
                 .headers()
                 .get(axum::http::header::AUTHORIZATION)
@@ -268,6 +334,8 @@ pub fn router(
             get(workflow_logs),
         )
         .route("/api/v1/workflow-events/{namespace}", get(watch_workflows))
+        .route("/api/v1/workflows/", get(list_every_namespace))
+        .route("/api/v1/workflow-events/", get(watch_every_namespace))
         .route(
             "/api/v1/workflows/{namespace}/{name}/resubmit",
             put(resubmit_workflow),
@@ -384,7 +452,18 @@ pub fn router(
             "/api/v1/riposte/events/{seq}/redeliver",
             post(redeliver_event),
         )
+        .route("/api/v1/riposte/audit", get(console::list_audit))
+        .route("/api/v1/riposte/audit/verify", get(console::verify_audit))
+        .route("/api/v1/riposte/approvals", get(console::list_approvals))
+        .route("/api/v1/riposte/lint", post(console::lint_text))
+        .route(
+            "/api/v1/sensors/{namespace}/{name}/test",
+            post(console::test_sensor),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // The console's page and assets: public (they hold no data; the API they call
+        // authenticates), and anything else is Argo's not-found error.
+        .fallback(crate::console::fallback)
         // Kubelet probes carry no token: these two are outside authentication and say
         // nothing beyond "alive" and "the database answers".
         .route("/healthz", get(|| async { "ok" }))
@@ -406,6 +485,7 @@ pub fn router(
             get(approvals::show).post(approvals::decide),
         )
         .layer(middleware::from_fn(count_request))
+        .layer(middleware::from_fn(crate::console::security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -525,8 +605,39 @@ async fn info() -> Json<Value> {
     Json(json!({"managedNamespace": "", "links": [], "modals": {}, "navColor": ""}))
 }
 
-async fn userinfo(Extension(caller): Extension<Caller>) -> Json<Value> {
-    Json(json!({"subject": caller.name}))
+/// Argo's all-namespaces form of the list (`argo list -A`, the console's default).
+async fn list_every_namespace(
+    c: State<Controller>,
+    q: Query<HashMap<String, String>>,
+) -> ApiResult {
+    list_workflows(c, Path(String::new()), q).await
+}
+
+async fn watch_every_namespace(
+    c: State<Controller>,
+    q: Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    watch_workflows(c, Path(String::new()), q, headers).await
+}
+
+/// Argo's `subject`, plus the caller's roles by namespace (`"*"`: every namespace), so the
+/// console can hide what the caller may not do (the API still checks every call).
+async fn userinfo(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let roles: serde_json::Map<String, Value> = match &state.auth {
+        None => [("*".to_string(), json!(Role::Admin.as_str()))]
+            .into_iter()
+            .collect(),
+        Some(auth) => auth
+            .roles_of(&caller.name)
+            .into_iter()
+            .map(|(ns, r)| (ns, json!(r.as_str())))
+            .collect(),
+    };
+    Json(json!({"subject": caller.name, "roles": roles, "authentication": state.auth.is_some()}))
 }
 
 fn parse_resource(v: &Value, what: &str) -> ApiResult<WorkflowResource> {
@@ -586,6 +697,49 @@ mod tests {
         assert!(
             checked_in == openapi(),
             "api/openapi.json is stale: run `cargo run -p riposte -- openapi > api/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn roles_follow_the_namespace_a_console_call_is_about() {
+        let get = Method::GET;
+        let ns = |path: &str, q: Option<&str>| required(&get, path, q).0;
+        assert_eq!(ns("/api/v1/workflows/", None), Some("*".into()));
+        assert_eq!(ns("/api/v1/workflows/prod", None), Some("prod".into()));
+        assert_eq!(
+            ns(
+                "/api/v1/riposte/audit",
+                Some("workflow=prod%2Fwf-1&limit=2")
+            ),
+            Some("prod".into())
+        );
+        assert_eq!(
+            ns("/api/v1/riposte/audit", Some("limit=2")),
+            Some("*".into())
+        );
+        assert_eq!(ns("/api/v1/riposte/audit/verify", None), None);
+        assert_eq!(
+            ns("/api/v1/riposte/approvals", Some("namespace=prod")),
+            Some("prod".into())
+        );
+        assert_eq!(ns("/api/v1/riposte/approvals", None), Some("*".into()));
+        assert_eq!(ns("/api/v1/riposte/events", None), Some("*".into()));
+        assert_eq!(
+            required(&Method::POST, "/api/v1/riposte/lint", None),
+            (None, Role::Viewer)
+        );
+        assert_eq!(
+            required(&Method::POST, "/api/v1/sensors/prod/s/test", None),
+            (Some("prod".into()), Role::Viewer)
+        );
+        // Malformed escapes are kept as written, never a panic.
+        assert_eq!(
+            query_param(Some("workflow=a%2"), "workflow"),
+            Some("a%2".into())
+        );
+        assert_eq!(
+            query_param(Some("workflow=%zz%C3%A9"), "workflow"),
+            Some("%zzé".into())
         );
     }
 

@@ -36,7 +36,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "get",
         "/api/v1/workflows/{namespace}",
         "WorkflowService_ListWorkflows",
-        "List workflows (listOptions.labelSelector, listOptions.limit, listOptions.continue, phase)",
+        "List workflows (listOptions.labelSelector, listOptions.limit, listOptions.continue, phase, createdAfter, createdBefore)",
     ),
     (
         "post",
@@ -427,6 +427,48 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/riposte/events/{seq}/redeliver",
         "Riposte_RedeliverEvent",
         "Hand a stored event to the sensors again (idempotent: earlier firings are not repeated)",
+    ),
+    (
+        "get",
+        "/api/v1/riposte/audit",
+        "RiposteService_ListAudit",
+        "The audit log, newest first (object, workflow=<ns>/<name>, actor, since, until, before, limit)",
+    ),
+    (
+        "get",
+        "/api/v1/riposte/audit/verify",
+        "RiposteService_VerifyAudit",
+        "Recompute the audit hash chain: rows, ok, problems",
+    ),
+    (
+        "get",
+        "/api/v1/riposte/approvals",
+        "RiposteService_ListApprovals",
+        "Suspended nodes waiting for a person, across running workflows (namespace)",
+    ),
+    (
+        "post",
+        "/api/v1/riposte/lint",
+        "RiposteService_Lint",
+        "Lint a YAML text or an object rendered as YAML ({yaml} or {object}): diagnostics with line and column",
+    ),
+    (
+        "post",
+        "/api/v1/sensors/{namespace}/{name}/test",
+        "RiposteService_TestSensor",
+        "Dry-run a sensor against a stored event or a payload ({event: seq} or {data}); nothing is submitted",
+    ),
+    (
+        "get",
+        "/api/v1/workflows/",
+        "WorkflowService_ListWorkflows_AllNamespaces",
+        "List workflows in every namespace (needs a role for \"*\"; same query as the namespaced list)",
+    ),
+    (
+        "get",
+        "/api/v1/workflow-events/",
+        "WorkflowService_WatchWorkflows_AllNamespaces",
+        "Watch workflows in every namespace (NDJSON, or server-sent events)",
     ),
 ];
 

@@ -184,7 +184,10 @@ pub(super) async fn watch_workflows(
                 };
                 match received {
                     Ok((wns, wname)) => {
-                        if wns != ns || only.as_ref().is_some_and(|o| o != &wname) {
+                        // An empty namespace watches every namespace (the console's list).
+                        if (!ns.is_empty() && wns != ns)
+                            || only.as_ref().is_some_and(|o| o != &wname)
+                        {
                             continue;
                         }
                         let Ok(obj) = c.workflow_json(&wns, &wname, true).await else {

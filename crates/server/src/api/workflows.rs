@@ -186,11 +186,27 @@ pub(super) async fn list_workflows(
         .get("phase")
         .cloned()
         .or_else(|| phase_labels.into_iter().next().map(|(_, v)| v));
+    // A time range (RFC 3339), e.g. the console's "last hour": bounds on the keyset's column.
+    let time = |key: &str| -> ApiResult<Option<i64>> {
+        match q.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            // Seconds from the parser; rows keep milliseconds.
+            Some(v) => expr::time::parse_rfc3339(v)
+                .map(|s| Some(s * 1000))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{key} {v:?} is not an RFC 3339 time such as 2026-12-04T10:00:00Z"
+                    ))
+                }),
+        }
+    };
     let lq = store::ListQuery {
         namespace: (!namespace.is_empty()).then_some(namespace),
         phase,
         labels,
         after,
+        created_since: time("createdAfter")?,
+        created_until: time("createdBefore")?,
         limit,
     };
     let records = c.store().list_workflows_page(&lq).await?;

@@ -12,6 +12,7 @@
 //!   watches, files), restarted when their definitions change.
 
 pub mod bus;
+pub mod dry_run;
 pub mod sources;
 pub mod triggers;
 

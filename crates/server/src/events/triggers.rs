@@ -18,6 +18,9 @@ use crate::submit::{Origin, SubmitOutcome, SubmitRequest};
 /// Labels Argo Events puts on what a sensor creates.
 pub const SENSOR_LABEL: &str = "events.argoproj.io/sensor";
 pub const TRIGGER_LABEL: &str = "events.argoproj.io/trigger";
+/// The events (their numbers in `riposte event list`, comma-separated) a triggered workflow
+/// was created from: the console shows a responder the alert behind an approval.
+pub const EVENTS_ANNOTATION: &str = "riposte.io/events";
 
 enum Failure {
     /// The store did not answer: retry the whole event later.
@@ -292,6 +295,14 @@ impl Events {
                 req.labels
                     .insert(SENSOR_LABEL.into(), sensor_name.to_string());
                 req.labels.insert(TRIGGER_LABEL.into(), f.trigger.clone());
+                req.annotations.insert(
+                    EVENTS_ANNOTATION.into(),
+                    f.events
+                        .iter()
+                        .map(|(_, s)| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
                 req.details = json!({"sensor": sensor_name, "trigger": f.trigger, "events": f.events.iter().map(|(_, s)| s).collect::<Vec<_>>()});
                 let submitted = self.inner.submitter.call(req).await.ok_or_else(|| {
                     Failure::Transient("the submitter has stopped (shutting down)".into())
