@@ -697,6 +697,58 @@ fn templates_lint_inline_submit_from_a_form_and_events_show_their_journey() {
     b.shot("14-cron-workflows");
 }
 
+/// A 1 → 300 → 1 fan-out of skipped tasks and a join, as a DAG.
+fn wide_workflow(name: &str, count: usize) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "dag": {"tasks": [
+                {"name": "start", "template": "noop"},
+                {"name": "item", "template": "noop", "depends": "start", "when": "{{item}} < 0",
+                 "withSequence": {"count": count.to_string()}},
+                {"name": "join", "template": "noop", "depends": "item"}
+            ]}},
+            {"name": "noop", "script": {"image": "alpine", "command": ["sh"], "source": "true"}}
+        ]}
+    })
+}
+
+#[test]
+fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
+    if skip() {
+        return;
+    }
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path());
+    let base = s.base.clone();
+    let name = create_workflow(&base, wide_workflow("wide-300", 300));
+    wait_api(&base, &name, "the fan-out to finish", |w| {
+        w["status"]["finishedAt"].is_string()
+    });
+    let b = Browser::start();
+    b.sign_in(&base, ADMIN);
+    b.go(&format!("{base}/workflows/default/{name}"));
+    let drawn = || {
+        b.js("return document.querySelectorAll('g.node[data-node]').length", json!([]))
+            .as_u64()
+            .unwrap_or(0)
+    };
+    b.wait_text("g.node.group", "+289 more");
+    // DAG, start, the items' task group, 11 of the items, join: never 300 boxes at once.
+    assert_eq!(drawn(), 15);
+    b.click("g.node.group");
+    b.wait_text("g.node.group", "+189 more");
+    assert_eq!(drawn(), 115);
+    // Keyboard: Enter on the group shows the next hundred.
+    let g = b.wait("g.node.group");
+    b.cmd("POST", &format!("/element/{g}/value"), Some(json!({"text": "\u{E007}"})));
+    b.wait_text("g.node.group", "+89 more");
+    // The parent's collapse control folds them back.
+    b.click("g.node text.toggle");
+    b.wait_text("g.node.group", "+289 more");
+    assert_eq!(drawn(), 15);
+}
+
 fn count_workflows(base: &str) -> usize {
     let (_, l) = api(
         "GET",
@@ -716,21 +768,7 @@ fn console_bench_10k_node_graph() {
     let home = tempfile::tempdir().expect("tempdir");
     let s = start(home.path());
     let base = s.base.clone();
-    let name = create_workflow(
-        &base,
-        json!({
-            "metadata": {"name": "wide"},
-            "spec": {"entrypoint": "main", "templates": [
-                {"name": "main", "dag": {"tasks": [
-                    {"name": "start", "template": "noop"},
-                    {"name": "item", "template": "noop", "depends": "start", "when": "{{item}} < 0",
-                     "withSequence": {"count": "10000"}},
-                    {"name": "join", "template": "noop", "depends": "item"}
-                ]}},
-                {"name": "noop", "script": {"image": "alpine", "command": ["sh"], "source": "true"}}
-            ]}
-        }),
-    );
+    let name = create_workflow(&base, wide_workflow("wide", 10_000));
     let started = Instant::now();
     let w = wait_api(&base, &name, "the 10k workflow to finish", |w| {
         w["status"]["finishedAt"].is_string()
@@ -766,6 +804,61 @@ fn console_bench_10k_node_graph() {
     b.shot("15-10k-nodes");
     let out = json!({"nodes": nodes, "runs": runs});
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("JSON")).expect("write");
+    println!("{}", serde_json::to_string_pretty(&out).expect("JSON"));
+}
+
+/// Benchmark (run by `scripts/bench console` after it stores 1,000,000 workflows in
+/// `RIPOSTE_BENCH_CONSOLE_DB`, namespace `bench-list`): the workflow list in the browser, first
+/// page, a phase filter and the next page through the keyset. Measured, not asserted.
+#[test]
+#[ignore = "a benchmark: scripts/bench console"]
+fn console_bench_million_row_list() {
+    let Ok(db) = std::env::var("RIPOSTE_BENCH_CONSOLE_DB") else {
+        panic!("set RIPOSTE_BENCH_CONSOLE_DB to a database holding the bench-list rows (scripts/bench does)");
+    };
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args(["server", "--no-isolation", "--listen", "127.0.0.1:0"])
+        .args(["--database-url", &db])
+        .env("RIPOSTE_HOME", home.path())
+        .env("RUST_LOG", "warn");
+    let s = start_server(cmd, |l| eprintln!("[server] {l}"));
+    let b = Browser::start();
+    let mut runs = Vec::new();
+    for url in [
+        "/workflows?namespace=bench-list",
+        "/workflows?namespace=bench-list&phase=Failed",
+        "/workflows?namespace=bench-list&labels=team%3Dt3",
+    ] {
+        b.go(&format!("{}{url}", s.base));
+        b.wait("body[data-list-ready]");
+        let first_page_ms = b
+            .js("return Number(document.body.dataset.listReady)", json!([]))
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let rows_before = b
+            .js("return document.querySelectorAll('#workflow-rows tr').length", json!([]))
+            .as_u64()
+            .unwrap_or(0);
+        let t0 = b.js("return performance.now()", json!([])).as_f64().unwrap_or(0.0);
+        b.click("#more");
+        b.wait("body[data-more-ready]");
+        let next_page_ms = b
+            .js("return Number(document.body.dataset.moreReady)", json!([]))
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            - t0;
+        let rows_after = b
+            .js("return document.querySelectorAll('#workflow-rows tr').length", json!([]))
+            .as_u64()
+            .unwrap_or(0);
+        runs.push(json!({"url": url, "firstPageMs": first_page_ms, "rows": rows_before,
+            "nextPageMs": next_page_ms, "rowsAfterNext": rows_after}));
+    }
+    b.shot("16-million-rows");
+    let out = json!({"list": runs});
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-bench-list.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out).expect("JSON")).expect("write");
     println!("{}", serde_json::to_string_pretty(&out).expect("JSON"));
 }

@@ -13,6 +13,8 @@ const RANK = { viewer: 1, submitter: 2, approver: 3, admin: 4 };
 const PHASES = ['Pending', 'Running', 'Succeeded', 'Failed', 'Error'];
 /// A node with more children than this shows the first ones and one collapsed group.
 const GROUP_LIMIT = 12;
+/// How many more children one expansion of a group shows.
+const GROUP_STEP = 100;
 const NODE_W = 176, NODE_H = 38, GAP_X = 22, GAP_Y = 54;
 
 let me = { subject: '', roles: {}, authentication: false };
@@ -450,8 +452,11 @@ async function workflowsPage(main) {
     more.hidden = !cont;
     if (!rows.size) add(tbody, el('tr', { class: 'empty' }, el('td', { colspan: 7 }, 'No workflows match.')));
   };
-  more.addEventListener('click', () => loadPage().catch(showError));
+  more.addEventListener('click', () => loadPage().then(() => {
+    document.body.dataset.moreReady = String(performance.now());
+  }).catch(showError));
   await loadPage();
+  document.body.dataset.listReady = String(performance.now());
   // Live: a change to a workflow that matches the filters updates its row or adds it.
   const matches = (w) => {
     if (phase && (w.status || {}).phase !== phase) return false;
@@ -496,7 +501,7 @@ function finished(w) {
 async function workflowPage(ns, name, main) {
   const base = `/api/v1/workflows/${enc(ns)}/${enc(name)}`;
   let wf = await api('GET', base);
-  const expanded = new Set();
+  const expanded = new Map();
   let selected = query().get('node') || '';
   const title = el('h1', {}, el('span', { class: 'muted' }, `${ns} / `), name, ' ', el('span', { id: 'wf-phase' }));
   const summary = el('dl', { class: 'summary', id: 'wf-summary' });
@@ -546,8 +551,9 @@ async function workflowPage(ns, name, main) {
     drawGraph(graph, wf, expanded, selected, select, toggle);
     drawPanel(true);
   };
-  const toggle = (parent) => {
-    if (expanded.has(parent)) expanded.delete(parent); else expanded.add(parent);
+  const toggle = (parent, collapse) => {
+    if (collapse) expanded.delete(parent);
+    else expanded.set(parent, (expanded.get(parent) || GROUP_LIMIT - 1) + GROUP_STEP);
     drawGraph(graph, wf, expanded, selected, select, toggle);
   };
   const drawPanel = (force) => {
@@ -620,8 +626,9 @@ function nodeDetails(n, nodes) {
 }
 
 /// Visible nodes and edges: every node, except that a node with more than GROUP_LIMIT
-/// children shows the ones worth looking at (not succeeded first) and one group standing for
-/// the rest, until expanded; so a 10,000-node fan-out draws as a few dozen boxes.
+/// children shows the ones worth looking at (failed and running first) and one group standing
+/// for the rest; each expansion shows GROUP_STEP more. So a 10,000-node fan-out draws as a
+/// dozen boxes and never as 10,000 at once. `expanded`: node id → children shown.
 export function visibleGraph(nodes, expanded) {
   const ids = Object.keys(nodes);
   const hasParent = new Set();
@@ -641,25 +648,31 @@ export function visibleGraph(nodes, expanded) {
     const id = queue.shift();
     const v = visible.get(id);
     let kids = v.group ? v.group.next : (v.node.children || []).filter((c) => nodes[c]);
-    if (!v.group && kids.length > GROUP_LIMIT && !expanded.has(id)) {
+    let group = null;
+    const limit = expanded.get(id) || GROUP_LIMIT - 1;
+    if (!v.group && kids.length > limit + 1) {
       const sorted = kids.map((c, i) => [c, i]).sort((a, b) => ((order[nodes[a[0]].phase] ?? 2) - (order[nodes[b[0]].phase] ?? 2)) || (a[1] - b[1])).map((x) => x[0]);
-      const shown = sorted.slice(0, GROUP_LIMIT - 1);
-      const hidden = sorted.slice(GROUP_LIMIT - 1);
+      const shown = sorted.slice(0, limit);
+      const hidden = sorted.slice(limit);
       const counts = {};
       const next = new Set();
       for (const h of hidden) {
         counts[nodes[h].phase] = (counts[nodes[h].phase] || 0) + 1;
         for (const c of nodes[h].children || []) if (nodes[c]) next.add(c);
       }
-      const gid = `${id}/+`;
-      visible.set(gid, { id: gid, group: { parent: id, hidden, counts, next: [...next] } });
-      edge(id, gid);
-      queue.push(gid);
       kids = shown;
+      group = { parent: id, hidden, counts, next: [...next] };
     }
     for (const c of kids) {
       edge(id, c);
       if (!visible.has(c)) { visible.set(c, { id: c, node: nodes[c] }); queue.push(c); }
+    }
+    // After the children it stands beside, so it is drawn at the end of their layer.
+    if (group) {
+      const gid = `${id}/+`;
+      visible.set(gid, { id: gid, group });
+      edge(id, gid);
+      queue.push(gid);
     }
   }
   return { visible, edges };
@@ -736,7 +749,7 @@ function drawGraph(container, wf, expanded, selected, onSelect, onToggle) {
       const total = v.group.hidden.length;
       const counts = Object.entries(v.group.counts).map(([ph, c]) => `${c} ${ph}`).join(', ');
       const g = el('g', { class: 'node group', transform: `translate(${p.x},${p.y})`, tabindex: 0, role: 'button', 'data-group': v.group.parent, 'aria-label': `${total} more nodes (${counts}); press Enter to expand` },
-        el('title', {}, `${total} more: ${counts}`),
+        el('title', {}, `${total} more: ${counts}. Click to show ${Math.min(total, GROUP_STEP)} more.`),
         el('rect', { width: NODE_W, height: NODE_H, rx: 6 }),
         el('text', { x: NODE_W / 2, y: 16, 'text-anchor': 'middle' }, `+${total} more`),
         el('text', { x: NODE_W / 2, y: 30, 'text-anchor': 'middle', class: 'sub' }, counts.slice(0, 30)));
@@ -764,15 +777,19 @@ function drawGraph(container, wf, expanded, selected, onSelect, onToggle) {
     }
     if (expanded.has(id)) {
       const collapse = el('text', { x: NODE_W - 14, y: 16, class: 'toggle', role: 'button', tabindex: 0, 'aria-label': 'Collapse children' }, '−');
-      collapse.addEventListener('click', (e) => { e.stopPropagation(); onToggle(id); });
+      collapse.addEventListener('click', (e) => { e.stopPropagation(); onToggle(id, true); });
       add(g, collapse);
     }
     g.addEventListener('click', () => onSelect(id));
     g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onSelect(id); } });
     add(svg, g);
   }
+  const first = !container.firstChild;
   const focused = document.activeElement && document.activeElement.dataset ? (document.activeElement.dataset.node || document.activeElement.dataset.group) : null;
   add(clear(container), svg);
+  // The first time, bring the root into view (a wide layer centres it far to the right).
+  const root = [...visible.keys()][0];
+  if (first && root && pos.get(root)) container.scrollLeft = Math.max(0, pos.get(root).x + NODE_W / 2 - container.clientWidth / 2);
   if (focused) {
     const again = container.querySelector(`[data-node="${CSS.escape(focused)}"], [data-group="${CSS.escape(focused)}"]`);
     if (again) again.focus();

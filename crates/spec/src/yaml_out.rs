@@ -105,7 +105,7 @@ mod tests {
     fn round_trips_through_the_loader() {
         let v = json!({"a": {"b": [1, "yes", {"c": "x: y", "d": []}], "e": ""}, "f": [[1, 2]], "g": "multi\nline", "h": null});
         let text = to_yaml(&v);
-        let docs = spec::yaml::load_documents(&text).unwrap();
+        let docs = crate::yaml::load_documents(&text).unwrap();
         assert_eq!(docs[0].value, v, "{text}");
     }
 }
