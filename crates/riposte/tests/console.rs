@@ -729,9 +729,12 @@ fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
     b.sign_in(&base, ADMIN);
     b.go(&format!("{base}/workflows/default/{name}"));
     let drawn = || {
-        b.js("return document.querySelectorAll('g.node[data-node]').length", json!([]))
-            .as_u64()
-            .unwrap_or(0)
+        b.js(
+            "return document.querySelectorAll('g.node[data-node]').length",
+            json!([]),
+        )
+        .as_u64()
+        .unwrap_or(0)
     };
     b.wait_text("g.node.group", "+289 more");
     // DAG, start, the items' task group, 11 of the items, join: never 300 boxes at once.
@@ -741,7 +744,11 @@ fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
     assert_eq!(drawn(), 115);
     // Keyboard: Enter on the group shows the next hundred.
     let g = b.wait("g.node.group");
-    b.cmd("POST", &format!("/element/{g}/value"), Some(json!({"text": "\u{E007}"})));
+    b.cmd(
+        "POST",
+        &format!("/element/{g}/value"),
+        Some(json!({"text": "\u{E007}"})),
+    );
     b.wait_text("g.node.group", "+89 more");
     // The parent's collapse control folds them back.
     b.click("g.node text.toggle");
@@ -815,7 +822,9 @@ fn console_bench_10k_node_graph() {
 #[ignore = "a benchmark: scripts/bench console"]
 fn console_bench_million_row_list() {
     let Ok(db) = std::env::var("RIPOSTE_BENCH_CONSOLE_DB") else {
-        panic!("set RIPOSTE_BENCH_CONSOLE_DB to a database holding the bench-list rows (scripts/bench does)");
+        panic!(
+            "set RIPOSTE_BENCH_CONSOLE_DB to a database holding the bench-list rows (scripts/bench does)"
+        );
     };
     let home = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
@@ -838,10 +847,16 @@ fn console_bench_million_row_list() {
             .as_f64()
             .unwrap_or(f64::NAN);
         let rows_before = b
-            .js("return document.querySelectorAll('#workflow-rows tr').length", json!([]))
+            .js(
+                "return document.querySelectorAll('#workflow-rows tr').length",
+                json!([]),
+            )
             .as_u64()
             .unwrap_or(0);
-        let t0 = b.js("return performance.now()", json!([])).as_f64().unwrap_or(0.0);
+        let t0 = b
+            .js("return performance.now()", json!([]))
+            .as_f64()
+            .unwrap_or(0.0);
         b.click("#more");
         b.wait("body[data-more-ready]");
         let next_page_ms = b
@@ -850,11 +865,16 @@ fn console_bench_million_row_list() {
             .unwrap_or(f64::NAN)
             - t0;
         let rows_after = b
-            .js("return document.querySelectorAll('#workflow-rows tr').length", json!([]))
+            .js(
+                "return document.querySelectorAll('#workflow-rows tr').length",
+                json!([]),
+            )
             .as_u64()
             .unwrap_or(0);
-        runs.push(json!({"url": url, "firstPageMs": first_page_ms, "rows": rows_before,
-            "nextPageMs": next_page_ms, "rowsAfterNext": rows_after}));
+        runs.push(
+            json!({"url": url, "firstPageMs": first_page_ms, "rows": rows_before,
+            "nextPageMs": next_page_ms, "rowsAfterNext": rows_after}),
+        );
     }
     b.shot("16-million-rows");
     let out = json!({"list": runs});
