@@ -391,6 +391,14 @@ fn responder_signs_in_watches_a_node_finish_reads_logs_approves_and_finds_it_aud
     assert!(card.contains("left"), "a deadline countdown: {card}");
     assert!(card.contains("web-1"), "the workflow's parameters: {card}");
     assert!(card.contains("check"), "what the step before said: {card}");
+    assert!(
+        card.contains("checking pod web-1"),
+        "what the step before printed: {card}"
+    );
+    assert!(
+        card.contains("If approved, next") && card.contains("echo decision="),
+        "what approving will run: {card}"
+    );
     b.js(
         "const s = document.querySelector(arguments[0]); s.value = 'terminate'; return s.value",
         json!([format!("article.approval[data-workflow='{name}'] select")]),

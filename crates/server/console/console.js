@@ -904,6 +904,13 @@ function approvalCard(a, refresh) {
       a.findings.map((f) => el('div', { class: 'finding' }, el('strong', {}, f.node), f.message ? ` — ${f.message}` : '',
         f.output ? el('pre', { class: 'result' }, f.output) : null,
         f.change ? el('div', { class: 'diff' }, el('div', { class: 'muted' }, `${f.change.dryRun ? 'would ' : ''}${f.change.action || ''} ${f.change.object || ''}`), changeLines(f.change)) : null))) : null,
+    (a.next || []).length ? el('section', { class: 'next-steps' }, el('h3', {}, 'If approved, next'),
+      a.next.map((n) => el('div', { class: 'finding' }, el('strong', {}, n.name),
+        n.templateRef ? ` — library template ${n.templateRef.name}/${n.templateRef.template}` : (n.template ? ` — template ${n.template}` : ''),
+        n.when ? el('div', { class: 'muted' }, `when ${n.when}`) : null,
+        (n.arguments || []).length ? el('div', { class: 'muted' }, n.arguments.map((p) => `${p.name}=${p.value ?? ''}`).join(', ')) : null,
+        n.does && n.does.manifest ? [el('div', {}, `${n.does.action || 'apply'}:`), el('pre', { class: 'result' }, pretty(n.does.manifest))] : null,
+        n.does && n.does.image ? el('pre', { class: 'result' }, [n.does.image, ...(n.does.command || []), ...(n.does.args || [])].join(' ') + (n.does.source ? `\n${n.does.source}` : '')) : null))) : null,
     el('section', {}, el('h3', {}, 'Decision'), form));
 }
 

@@ -252,9 +252,16 @@ pub(crate) fn pending_approvals(w: &Value) -> Vec<Value> {
                 })
             })
             .collect();
+        let boundary = n["boundaryID"].as_str().and_then(|b| nodes.get(b));
+        let next = boundary
+            .and_then(|b| b["templateName"].as_str())
+            .and_then(|t| templates.iter().find(|x| x["name"] == t))
+            .map(|parent| next_steps(parent, n["displayName"].as_str().unwrap_or(""), &templates))
+            .unwrap_or_default();
         out.push(json!({
             "namespace": ns,
             "workflow": name,
+            "next": next,
             "nodeId": n["id"],
             "displayName": n["displayName"],
             "nodeName": n["name"],
@@ -268,6 +275,66 @@ pub(crate) fn pending_approvals(w: &Value) -> Vec<Value> {
         }));
     }
     out
+}
+
+/// What runs after step `step` of template `parent` (the next step group, or the DAG tasks
+/// that depend on it): each with its condition and what it would do — a resource step's
+/// action and manifest, a library template's reference, a container's image and command.
+/// Parameters are shown as written (`{{...}}`): they are resolved only when the step starts.
+fn next_steps(parent: &Value, step: &str, templates: &[&Value]) -> Vec<Value> {
+    let mut following: Vec<&Value> = Vec::new();
+    if let Some(groups) = parent["steps"].as_array() {
+        let at = groups.iter().position(|g| {
+            g.as_array()
+                .is_some_and(|g| g.iter().any(|s| s["name"] == step))
+        });
+        if let Some(next) = at.and_then(|i| groups.get(i + 1)).and_then(Value::as_array) {
+            following.extend(next);
+        }
+    } else if let Some(tasks) = parent["dag"]["tasks"].as_array() {
+        let word = regex::Regex::new(&format!(r"(^|[^\w-]){}($|[^\w-])", regex::escape(step))).ok();
+        following.extend(tasks.iter().filter(|t| {
+            t["dependencies"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d == step))
+                || t["depends"]
+                    .as_str()
+                    .zip(word.as_ref())
+                    .is_some_and(|(d, re)| re.is_match(d))
+        }));
+    }
+    following
+        .into_iter()
+        .map(|s| {
+            let template = s["template"]
+                .as_str()
+                .and_then(|t| templates.iter().find(|x| x["name"] == t));
+            let does = match template {
+                Some(t) if t["resource"].is_object() => json!({
+                    "action": t["resource"]["action"],
+                    "manifest": t["resource"]["manifest"],
+                }),
+                Some(t) if t["container"].is_object() || t["script"].is_object() => {
+                    let c = if t["script"].is_object() {
+                        &t["script"]
+                    } else {
+                        &t["container"]
+                    };
+                    json!({"image": c["image"], "command": c["command"], "args": c["args"],
+                           "source": c["source"]})
+                }
+                _ => json!({}),
+            };
+            json!({
+                "name": s["name"],
+                "when": s["when"],
+                "template": s["template"],
+                "templateRef": s["templateRef"],
+                "arguments": s["arguments"]["parameters"],
+                "does": does,
+            })
+        })
+        .collect()
 }
 
 /// `text` with `{{workflow.parameters.NAME}}` replaced by the workflow's argument (a suspend's
@@ -438,6 +505,32 @@ mod tests {
         assert_eq!(p["eventSeqs"], json!([7, 9]));
         assert_eq!(p["findings"][0]["node"], "isolate");
         assert!(p["findings"][0]["change"]["changes"].is_array());
+    }
+
+    #[test]
+    fn the_next_step_after_approval_is_shown_with_its_manifest() {
+        let act = json!({"name": "act", "resource": {"action": "delete", "manifest": "kind: Pod"}});
+        let steps = json!({"name": "main", "steps": [[{"name": "approve", "template": "approve"}],
+            [{"name": "terminate", "template": "act", "when": "{{steps.approve.outputs.parameters.decision}} == terminate"}]]});
+        let next = next_steps(&steps, "approve", &[&act]);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0]["name"], "terminate");
+        assert_eq!(next[0]["does"]["action"], "delete");
+        assert!(
+            next[0]["when"]
+                .as_str()
+                .is_some_and(|w| w.contains("terminate"))
+        );
+        let dag = json!({"name": "main", "dag": {"tasks": [
+            {"name": "approve", "template": "approve"},
+            {"name": "a", "template": "act", "depends": "approve.Succeeded"},
+            {"name": "b", "template": "act", "dependencies": ["approve"]},
+            {"name": "c", "template": "act", "depends": "approve-not"}]}});
+        let names: Vec<Value> = next_steps(&dag, "approve", &[&act])
+            .into_iter()
+            .map(|n| n["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("a"), json!("b")]);
     }
 
     #[test]
