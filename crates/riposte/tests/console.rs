@@ -317,6 +317,19 @@ impl Browser {
         path
     }
 
+    /// The id of the drawn graph node whose name is `name` (waits for it).
+    fn node_named(&self, name: &str) -> String {
+        let css = format!("g.node[aria-label^='{name} (']");
+        self.wait(&css);
+        self.js(
+            "return document.querySelector(arguments[0]).dataset.node",
+            json!([css]),
+        )
+        .as_str()
+        .unwrap_or_else(|| panic!("graph node {name} has no id"))
+        .to_string()
+    }
+
     fn sign_in(&self, base: &str, token: &str) {
         self.go(&format!("{base}/login"));
         self.type_into("#token", token);
@@ -366,14 +379,7 @@ fn responder_signs_in_watches_a_node_finish_reads_logs_approves_and_finds_it_aud
     b.wait("#graph svg");
     b.wait("g.node[data-phase=Running]");
     b.wait_text("#wf-summary", "Started");
-    let check_id = b
-        .js(
-            "const n = [...document.querySelectorAll('g.node')].find(g => (g.getAttribute('aria-label')||'').startsWith('check ')); return n ? n.dataset.node : null",
-            json!([]),
-        )
-        .as_str()
-        .expect("the check node is drawn")
-        .to_string();
+    let check_id = b.node_named("check");
     b.click(&format!("g.node[data-node='{check_id}']"));
     b.wait_text("#node-logs", "checking pod web-1");
     b.wait(&format!(
@@ -414,14 +420,7 @@ fn responder_signs_in_watches_a_node_finish_reads_logs_approves_and_finds_it_aud
     // Back on the workflow: it finishes with the decision.
     b.go(&format!("{base}/workflows/default/{name}"));
     b.wait_text("#wf-phase", "Succeeded");
-    let act = b
-        .js(
-            "const n = [...document.querySelectorAll('g.node')].find(g => (g.getAttribute('aria-label')||'').startsWith('act ')); return n ? n.dataset.node : null",
-            json!([]),
-        )
-        .as_str()
-        .expect("the act node")
-        .to_string();
+    let act = b.node_named("act");
     b.click(&format!("g.node[data-node='{act}']"));
     b.wait_text("#node-logs", "decision=terminate");
     b.shot("05-finished");

@@ -84,6 +84,8 @@ struct Inner {
     shutting_down: std::sync::atomic::AtomicBool,
     /// The driver tasks, to stop them at shutdown without finishing their steps.
     drivers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Engine steps of every driver, group-committed.
+    steps: crate::driver::StepWriter,
 }
 
 /// Cheap to clone; shared by the API handlers.
@@ -115,8 +117,10 @@ impl Definition {
 impl Controller {
     pub fn new(store: store::Store, config: ControllerConfig) -> Controller {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let steps = crate::driver::step_writer(store.clone());
         Controller {
             inner: Arc::new(Inner {
+                steps,
                 store,
                 config,
                 running: Mutex::new(HashMap::new()),
@@ -310,11 +314,18 @@ impl Controller {
         );
         self.spawn_with(
             prepared.workflow,
-            Persist::new(self.inner.store.clone(), uid, object),
+            self.persist(uid, object),
             vec![Input::Start { now: now_ms() }],
             Vec::new(),
             rx,
         );
+    }
+
+    /// A driver's recorder, sharing commits with the other drivers of this replica.
+    fn persist(&self, uid: String, object: String) -> Persist {
+        let mut p = Persist::new(self.inner.store.clone(), uid, object);
+        p.writer = Some(self.inner.steps.clone());
+        p
     }
 
     fn running_map(
@@ -665,8 +676,7 @@ impl Controller {
                 ControlError::Invalid(format!("replaying batch {i} of {}: {e}", rec.name))
             })?;
         }
-        let mut persist = Persist::new(
-            store.clone(),
+        let mut persist = self.persist(
             rec.uid.clone(),
             format!("workflows/{}/{}", rec.namespace, rec.name),
         );

@@ -68,6 +68,59 @@ pub struct Persist {
     pub pending_audit: Vec<store::AuditEntry>,
     /// `(namespace, name)` announced to other replicas after each step.
     pub notify: Option<(String, String)>,
+    /// Shares commits with the other drivers of this process; `None`: a transaction each.
+    pub writer: Option<StepWriter>,
+}
+
+/// The group-commit writer of engine steps: concurrent drivers' steps share transactions.
+pub type StepWriter = crate::group_commit::GroupCommit<
+    store::OwnedStep,
+    (store::OwnedStep, Result<(), store::StoreError>),
+>;
+
+/// Starts the step writer for `store`: up to 64 steps a transaction, `in_flight`
+/// transactions at once (1 on SQLite, which has one writer anyway). Steps that arrive
+/// while a transaction is in flight wait for the next: a driver alone is written at once.
+/// A shared transaction that one step spoils (a replica that lost its lease: `Corrupt`) is
+/// redone a step at a time, so only that step fails; a transient failure (the connection)
+/// goes back to every driver, whose retry checks what reached the database.
+pub fn step_writer(store: store::Store) -> StepWriter {
+    let in_flight = if store.backend() == "sqlite" { 1 } else { 4 };
+    crate::group_commit::GroupCommit::start(64, in_flight, move |steps: Vec<store::OwnedStep>| {
+        let store = store.clone();
+        async move {
+            let together = store.record_owned_steps(&steps).await;
+            match together {
+                Ok(()) => steps.into_iter().map(|s| (s, Ok(()))).collect(),
+                Err(e) if steps.len() == 1 => {
+                    let mut steps = steps;
+                    steps.pop().map(|s| vec![(s, Err(e))]).unwrap_or_default()
+                }
+                Err(store::StoreError::Corrupt { .. }) => {
+                    let mut out = Vec::with_capacity(steps.len());
+                    for s in steps {
+                        let alone = store.record_owned_steps(std::slice::from_ref(&s)).await;
+                        out.push((s, alone));
+                    }
+                    out
+                }
+                Err(e) => {
+                    let message = store::chain(&e);
+                    steps
+                        .into_iter()
+                        .map(|s| {
+                            (
+                                s,
+                                Err(store::StoreError::Transient {
+                                    message: message.clone(),
+                                }),
+                            )
+                        })
+                        .collect()
+                }
+            }
+        }
+    })
 }
 
 impl Persist {
@@ -87,6 +140,7 @@ impl Persist {
             shipped_bytes: HashMap::new(),
             pending_audit: Vec::new(),
             notify,
+            writer: None,
         }
     }
 
@@ -168,19 +222,21 @@ impl Persist {
             }
         }
         let started = std::time::Instant::now();
-        self.append_with_retry(
+        let step = store::OwnedStep {
+            uid: self.uid.clone(),
             seq,
-            &inputs,
-            now,
-            &nodes,
-            &removed,
-            &state,
-            consumed_inbox,
-            &transitions,
-        )
-        .await
-        .map_err(fail)?;
-        crate::metrics::record_step(started.elapsed(), transitions.len(), &nodes);
+            inputs,
+            recorded_at: now,
+            nodes,
+            removed,
+            state,
+            consumed_inbox: consumed_inbox.to_vec(),
+            audit: transitions,
+            notify: self.notify.clone(),
+        };
+        let step = self.append_with_retry(step).await.map_err(fail)?;
+        let nodes = step.nodes;
+        crate::metrics::record_step(started.elapsed(), step.audit.len(), &nodes);
         if wf.is_finished() {
             crate::metrics::workflow_finished(wf.phase().as_str());
         }
@@ -242,47 +298,38 @@ impl Persist {
     /// Appends a step, retrying while the database connection is being re-established (a
     /// restarted PostgreSQL, a cut connection). The step is one transaction, so a retry
     /// either finds it absent and appends it, or finds it committed and stops.
-    #[allow(clippy::too_many_arguments)]
     async fn append_with_retry(
         &self,
-        seq: i64,
-        inputs: &serde_json::Value,
-        now: i64,
-        nodes: &[store::NodeRow],
-        removed: &[String],
-        state: &store::WorkflowState,
-        consumed_inbox: &[i64],
-        audit: &[store::AuditEntry],
-    ) -> Result<(), store::StoreError> {
+        mut step: store::OwnedStep,
+    ) -> Result<store::OwnedStep, store::StoreError> {
         let mut attempt = 0;
-        let step = store::StepRecord {
-            uid: &self.uid,
-            seq,
-            inputs,
-            recorded_at: now,
-            nodes,
-            removed,
-            state,
-            consumed_inbox,
-            audit,
-            notify: self
-                .notify
-                .as_ref()
-                .map(|(ns, n)| (ns.as_str(), n.as_str())),
-        };
         loop {
-            match self.store.record_step(&step).await {
-                Ok(()) => return Ok(()),
+            let result = match &self.writer {
+                Some(w) => {
+                    // The writer stops only with the runtime: then nothing was written for us.
+                    let (back, r) =
+                        w.call(step)
+                            .await
+                            .ok_or_else(|| store::StoreError::Transient {
+                                message: "the step writer has stopped (shutting down)".into(),
+                            })?;
+                    step = back;
+                    r
+                }
+                None => self.store.record_step(&step.as_record()).await,
+            };
+            match result {
+                Ok(()) => return Ok(step),
                 Err(e) if attempt < RETRIES && is_transient(&e) => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 // The commit reached the database but its acknowledgement did not reach us.
                 Err(e @ store::StoreError::Corrupt { .. }) if attempt > 0 => {
-                    match self.store.get_workflow_by_uid(&self.uid).await {
-                        Ok(w) if w.history_len == seq + 1 => return Ok(()),
-                        _ => return Err(e),
-                    }
+                    return match self.store.get_workflow_by_uid(&self.uid).await {
+                        Ok(w) if w.history_len == step.seq + 1 => Ok(step),
+                        _ => Err(e),
+                    };
                 }
                 Err(e) => return Err(e),
             }
@@ -339,6 +386,7 @@ fn backoff(attempt: u32) -> Duration {
 /// A database error that a retry can cure: the connection, not the statement, failed.
 fn is_transient(e: &store::StoreError) -> bool {
     match e {
+        store::StoreError::Transient { .. } => true,
         store::StoreError::Query { source, .. } => {
             matches!(
                 source,

@@ -389,18 +389,30 @@ pub fn lint(resource: &WorkflowResource, library: &Library) -> Result<(), Contro
     lint_value(&v, library)
 }
 
-/// [`lint`] of any Argo Workflows object as JSON (a Workflow, a template, a cron workflow, as
-/// the API receives them).
-pub fn lint_value(v: &Value, library: &Library) -> Result<(), ControlError> {
-    let text = serde_json::to_string_pretty(v)
-        .map_err(|e| ControlError::Invalid(format!("encoding the object: {e}")))?;
-    let (loaded, mut diags) = spec::load("request", &text);
+/// Everything `riposte lint` says of a Workflow/WorkflowTemplate/CronWorkflow text: the
+/// parse, the spec rules against `library` (plus the text's own templates) and the resource
+/// step checks. Also the loaded resources, for callers that go on with them.
+pub fn diagnose(
+    file: &str,
+    text: &str,
+    library: &Library,
+) -> (Vec<spec::Loaded>, Vec<spec::Diagnostic>) {
+    let (loaded, mut diags) = spec::load(file, text);
     let mut library = library.clone();
     for l in &loaded {
         library.add(l);
     }
     diags.extend(spec::lint(&loaded, &library));
     diags.extend(executor::resource_lint::lint(&loaded));
+    (loaded, diags)
+}
+
+/// [`lint`] of any Argo Workflows object as JSON (a Workflow, a template, a cron workflow, as
+/// the API receives them).
+pub fn lint_value(v: &Value, library: &Library) -> Result<(), ControlError> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| ControlError::Invalid(format!("encoding the object: {e}")))?;
+    let (loaded, diags) = diagnose("request", &text, library);
     let errors: Vec<String> = diags
         .iter()
         .filter(|d| d.severity == spec::Severity::Error)

@@ -58,6 +58,11 @@ pub enum StoreError {
     /// A setting the store reads from its environment is not valid.
     #[error("{0}")]
     Config(String),
+    /// A shared write (group commit) failed for a reason that is not this caller's — the
+    /// connection, the commit's acknowledgement —: retry, then look at what reached the
+    /// database.
+    #[error("{message}")]
+    Transient { message: String },
 }
 
 /// An error with its causes, `outer: inner: innermost`, for logs and messages.
@@ -120,7 +125,9 @@ pub use events::{
     Appended, DecisionRecord, DecisionWrite, EventObject, EventQuery, EventRecord, NewEvent,
 };
 pub use templates::TemplateRecord;
-pub use workflows::{ListQuery, NewWorkflow, NodeRow, StepRecord, WorkflowRecord, WorkflowState};
+pub use workflows::{
+    ListQuery, NewWorkflow, NodeRow, OwnedStep, StepRecord, WorkflowRecord, WorkflowState,
+};
 
 pub use shared::{InboxEntry, NOTIFY_CHANNEL, Notice, Submission, Submitted};
 

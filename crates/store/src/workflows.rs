@@ -1,5 +1,5 @@
 //! Workflows: their rows, the append-only history of engine inputs, the node projection and
-//! node logs, written one engine step per transaction.
+//! node logs, written one engine step per transaction or several together (group commit).
 
 use serde_json::Value;
 use sqlx::types::Json;
@@ -24,6 +24,41 @@ pub struct StepRecord<'a> {
     pub audit: &'a [AuditEntry],
     /// `(namespace, name)` to announce to other replicas (watch streams, log followers).
     pub notify: Option<(&'a str, &'a str)>,
+}
+
+/// A [`StepRecord`] that owns its parts, for a writer task that outlives the caller's borrow.
+#[derive(Debug, Clone)]
+pub struct OwnedStep {
+    pub uid: String,
+    pub seq: i64,
+    pub inputs: Value,
+    pub recorded_at: i64,
+    pub nodes: Vec<NodeRow>,
+    pub removed: Vec<String>,
+    pub state: WorkflowState,
+    pub consumed_inbox: Vec<i64>,
+    pub audit: Vec<AuditEntry>,
+    pub notify: Option<(String, String)>,
+}
+
+impl OwnedStep {
+    pub fn as_record(&self) -> StepRecord<'_> {
+        StepRecord {
+            uid: &self.uid,
+            seq: self.seq,
+            inputs: &self.inputs,
+            recorded_at: self.recorded_at,
+            nodes: &self.nodes,
+            removed: &self.removed,
+            state: &self.state,
+            consumed_inbox: &self.consumed_inbox,
+            audit: &self.audit,
+            notify: self
+                .notify
+                .as_ref()
+                .map(|(ns, n)| (ns.as_str(), n.as_str())),
+        }
+    }
 }
 
 /// A new workflow row.
@@ -155,87 +190,100 @@ impl Store {
     /// transitions) and a notification for the other replicas. Guarded by `history_len`, so a
     /// replica that lost its lease (or a duplicate) cannot append.
     pub async fn record_step(&self, r: &StepRecord<'_>) -> Result<()> {
-        let &StepRecord {
-            uid,
-            seq,
-            inputs,
-            recorded_at,
-            nodes,
-            removed,
-            state,
-            consumed_inbox,
-            audit,
-            notify,
-        } = r;
-        let notice = notify.map(|(ns, name)| self.notice_changed(uid, ns, name));
+        self.record_steps(std::slice::from_ref(r)).await
+    }
+
+    /// Records several engine steps (of different workflows, or consecutive ones of one) in
+    /// one transaction, each as [`Store::record_step`] would: all or none. Concurrent drivers'
+    /// steps share a commit this way (group commit).
+    pub async fn record_steps(&self, steps: &[StepRecord<'_>]) -> Result<()> {
+        if steps.is_empty() {
+            return Ok(());
+        }
         // The same transaction on both backends; only the node upsert differs (one UNNEST
         // statement on PostgreSQL, a prepared statement per node on SQLite).
         macro_rules! step_tx {
-            ($backend:ident, $p:expr, |$tx:ident| $upsert:expr) => {{
+            ($backend:ident, $p:expr, |$tx:ident, $nodes:ident, $uid:ident| $upsert:expr) => {{
                 let mut $tx = $p.begin().await.map_err(q("starting a transaction"))?;
-                sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
+                for r in steps {
+                    let &StepRecord {
+                        uid,
+                        seq,
+                        inputs,
+                        recorded_at,
+                        nodes,
+                        removed,
+                        state,
+                        consumed_inbox,
+                        audit,
+                        notify,
+                    } = r;
+                    let notice = notify.map(|(ns, name)| self.notice_changed(uid, ns, name));
+                    sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
+                        .bind(uid)
+                        .bind(seq)
+                        .bind(Json(inputs))
+                        .bind(recorded_at)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(q("appending history"))?;
+                    for id in removed {
+                        sqlx::query("DELETE FROM nodes WHERE workflow_uid = $1 AND node_id = $2")
+                            .bind(uid)
+                            .bind(id)
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(q("removing retried nodes"))?;
+                    }
+                    let ($nodes, $uid) = (nodes, uid);
+                    $upsert;
+                    let updated = sqlx::query(
+                        "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",
+                    )
                     .bind(uid)
+                    .bind(&state.phase)
+                    .bind(&state.message)
+                    .bind(state.started_at)
+                    .bind(state.finished_at)
+                    .bind(Json(&state.status))
+                    .bind(seq + 1)
                     .bind(seq)
-                    .bind(Json(inputs))
-                    .bind(recorded_at)
                     .execute(&mut *$tx)
                     .await
-                    .map_err(q("appending history"))?;
-                for id in removed {
-                    sqlx::query("DELETE FROM nodes WHERE workflow_uid = $1 AND node_id = $2")
-                        .bind(uid)
-                        .bind(id)
-                        .execute(&mut *$tx)
-                        .await
-                        .map_err(q("removing retried nodes"))?;
-                }
-                $upsert;
-                let updated = sqlx::query(
-                    "UPDATE workflows SET phase = $2, message = $3, started_at = $4, finished_at = $5, status = $6, history_len = $7 WHERE uid = $1 AND history_len = $8",
-                )
-                .bind(uid)
-                .bind(&state.phase)
-                .bind(&state.message)
-                .bind(state.started_at)
-                .bind(state.finished_at)
-                .bind(Json(&state.status))
-                .bind(seq + 1)
-                .bind(seq)
-                .execute(&mut *$tx)
-                .await
-                .map_err(q("updating the workflow"))?;
-                if updated.rows_affected() != 1 {
-                    return Err(StoreError::Corrupt {
-                        what: "history",
-                        message: format!("workflow {uid}: batch {seq} is not the next one (another writer?)"),
-                    });
-                }
-                for id in consumed_inbox {
-                    let n = sqlx::query("UPDATE workflow_inbox SET consumed_in = $3 WHERE workflow_uid = $1 AND id = $2 AND consumed_in IS NULL")
-                        .bind(uid)
-                        .bind(id)
-                        .bind(seq)
-                        .execute(&mut *$tx)
-                        .await
-                        .map_err(q("marking inbox entries consumed"))?
-                        .rows_affected();
-                    if n != 1 {
+                    .map_err(q("updating the workflow"))?;
+                    if updated.rows_affected() != 1 {
                         return Err(StoreError::Corrupt {
-                            what: "inbox",
-                            message: format!("workflow {uid}: inbox entry {id} was consumed already (another writer?)"),
+                            what: "history",
+                            message: format!("workflow {uid}: batch {seq} is not the next one (another writer?)"),
                         });
                     }
-                }
-                shared::stage_audit!($backend, $tx, audit);
-                if let Some(notice) = &notice {
-                    shared::notify!(self, $tx, notice);
+                    for id in consumed_inbox {
+                        let n = sqlx::query("UPDATE workflow_inbox SET consumed_in = $3 WHERE workflow_uid = $1 AND id = $2 AND consumed_in IS NULL")
+                            .bind(uid)
+                            .bind(id)
+                            .bind(seq)
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(q("marking inbox entries consumed"))?
+                            .rows_affected();
+                        if n != 1 {
+                            return Err(StoreError::Corrupt {
+                                what: "inbox",
+                                message: format!("workflow {uid}: inbox entry {id} was consumed already (another writer?)"),
+                            });
+                        }
+                    }
+                    shared::stage_audit!($backend, $tx, audit);
+                    if let Some(notice) = &notice {
+                        shared::notify!(self, $tx, notice);
+                    }
                 }
                 $tx.commit().await.map_err(q("committing a step"))?;
                 Ok::<(), StoreError>(())
             }};
         }
         match &self.pool {
-            Pool::Pg(p) => step_tx!(Pg, p, |tx| if !nodes.is_empty() {
+            Pool::Pg(p) => step_tx!(Pg, p, |tx, nodes, uid| if !nodes.is_empty() {
                 let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
                 let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
                 let phases: Vec<&str> = nodes.iter().map(|n| n.phase.as_str()).collect();
@@ -254,7 +302,7 @@ impl Store {
                 .await
                 .map_err(q("updating nodes"))?;
             })?,
-            Pool::Sqlite(p) => step_tx!(Sqlite, p, |tx| for n in nodes {
+            Pool::Sqlite(p) => step_tx!(Sqlite, p, |tx, nodes, uid| for n in nodes {
                 sqlx::query(
                     "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status",
@@ -269,10 +317,17 @@ impl Store {
                 .map_err(q("updating nodes"))?;
             })?,
         }
-        if !audit.is_empty() {
+        if steps.iter().any(|s| !s.audit.is_empty()) {
             self.after_audit_staged().await;
         }
         Ok(())
+    }
+
+    /// Owned steps recorded together (see [`Store::record_steps`]): what a group-commit
+    /// writer holds while drivers wait.
+    pub async fn record_owned_steps(&self, steps: &[OwnedStep]) -> Result<()> {
+        let records: Vec<StepRecord<'_>> = steps.iter().map(OwnedStep::as_record).collect();
+        self.record_steps(&records).await
     }
 
     pub async fn get_workflow(&self, namespace: &str, name: &str) -> Result<WorkflowRecord> {

@@ -21,20 +21,6 @@ pub(super) struct AuditQuery {
     limit: Option<i64>,
 }
 
-fn time_param(key: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
-    match v.as_deref().filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        // Seconds from the parser; the log keeps milliseconds.
-        Some(v) => expr::time::parse_rfc3339(v)
-            .map(|s| Some(s * 1000))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "{key} {v:?} is not an RFC 3339 time such as 2026-12-04T10:00:00Z"
-                ))
-            }),
-    }
-}
-
 /// The audit log, newest first, filtered by object (or workflow), actor and time.
 pub(super) async fn list_audit(
     State(c): State<Controller>,
@@ -53,8 +39,8 @@ pub(super) async fn list_audit(
     let filter = store::AuditFilter {
         object,
         actor: q.actor.clone().filter(|a| !a.is_empty()),
-        since: time_param("since", &q.since)?,
-        until: time_param("until", &q.until)?,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
         before_seq: q.before,
         newest_first: true,
         limit: q.limit.unwrap_or(200).clamp(1, 2000),
@@ -397,14 +383,8 @@ pub(super) async fn lint_text(State(c): State<Controller>, Json(body): Json<Valu
         diags.extend(d);
         diags.extend(spec::lint_events(&loaded));
     } else {
-        let (loaded, d) = spec::load("console", &text);
-        diags.extend(d);
-        let mut library = c.library(namespace).await?;
-        for l in &loaded {
-            library.add(l);
-        }
-        diags.extend(spec::lint(&loaded, &library));
-        diags.extend(executor::resource_lint::lint(&loaded));
+        let library = c.library(namespace).await?;
+        diags.extend(crate::submit::diagnose("console", &text, &library).1);
     }
     let diagnostics: Vec<Value> = diags
         .iter()

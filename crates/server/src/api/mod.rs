@@ -668,6 +668,21 @@ async fn linted_object(
     Ok(obj)
 }
 
+/// An RFC 3339 query parameter as unix milliseconds (empty or absent: no bound).
+fn time_param(key: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        // Seconds from the parser; rows keep milliseconds.
+        Some(v) => expr::time::parse_rfc3339(v)
+            .map(|s| Some(s * 1000))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "{key} {v:?} is not an RFC 3339 time such as 2026-12-04T10:00:00Z"
+                ))
+            }),
+    }
+}
+
 /// An update names its object twice, in the path and in the body: they must agree.
 fn same_name(in_path: Option<&str>, in_body: &str) -> ApiResult<()> {
     match in_path {

@@ -186,20 +186,8 @@ pub(super) async fn list_workflows(
         .get("phase")
         .cloned()
         .or_else(|| phase_labels.into_iter().next().map(|(_, v)| v));
-    // A time range (RFC 3339), e.g. the console's "last hour": bounds on the keyset's column.
-    let time = |key: &str| -> ApiResult<Option<i64>> {
-        match q.get(key).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            // Seconds from the parser; rows keep milliseconds.
-            Some(v) => expr::time::parse_rfc3339(v)
-                .map(|s| Some(s * 1000))
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "{key} {v:?} is not an RFC 3339 time such as 2026-12-04T10:00:00Z"
-                    ))
-                }),
-        }
-    };
+    // A time range, e.g. the console's "last hour": bounds on the keyset's column.
+    let time = |key: &str| time_param(key, q.get(key).map(String::as_str));
     let lq = store::ListQuery {
         namespace: (!namespace.is_empty()).then_some(namespace),
         phase,
