@@ -116,6 +116,34 @@ pub struct FakeApiServer {
     cluster: Arc<Mutex<Cluster>>,
     changed: Arc<watch::Sender<u64>>,
     url: String,
+    watches: Arc<WatchCount>,
+}
+
+/// Open watch connections now and at most, for tests that check watches are shared.
+#[derive(Debug, Default)]
+struct WatchCount {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one open watch for as long as it lives.
+struct OpenWatch(Arc<WatchCount>);
+
+impl OpenWatch {
+    fn new(count: Arc<WatchCount>) -> OpenWatch {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = count.open.fetch_add(1, SeqCst) + 1;
+        count.peak.fetch_max(now, SeqCst);
+        OpenWatch(count)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -259,6 +287,7 @@ impl FakeApiServer {
             })),
             changed: Arc::new(changed),
             url: format!("http://{addr}"),
+            watches: Arc::default(),
         };
         for ns in ["default", "kube-system"] {
             fake.create_namespace(ns);
@@ -279,6 +308,16 @@ impl FakeApiServer {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Watch connections open now.
+    pub fn open_watches(&self) -> usize {
+        self.watches.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most watch connections that were open at once.
+    pub fn peak_watches(&self) -> usize {
+        self.watches.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Writes a kubeconfig that points at the fake (plain HTTP, no credentials).
@@ -1134,6 +1173,7 @@ async fn serve(
             cluster: Arc::new(Mutex::new(fake.lock().clone())),
             changed: Arc::new(watch::channel(0u64).0),
             url: fake.url.clone(),
+            watches: Arc::default(),
         };
         let mut q = q.clone();
         q.remove("dryRun");
@@ -1390,7 +1430,9 @@ fn watch_response(fake: &FakeApiServer, t: &Target, q: &BTreeMap<String, String>
     };
     let q = q.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let open = OpenWatch::new(fake.watches.clone());
     tokio::spawn(async move {
+        let _open = open;
         let mut changed = fake.changed.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         let mut last = from;

@@ -30,6 +30,20 @@ fn node(i: usize, template: serde_json::Value) -> ExecuteNode {
     }
 }
 
+/// This process's peak resident memory (fake API server and executor together), from
+/// `/proc/self/status` (`VmHWM`); 0 where that is not readable.
+fn rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -102,11 +116,13 @@ async fn main() {
     let total = t0.elapsed();
     lat.sort();
     println!(
-        "jobs: {n} nodes in {:.2} s = {:.0} nodes/s; latency p50 {:.0} ms, p99 {:.0} ms",
+        "jobs: {n} nodes in {:.2} s = {:.0} nodes/s; latency p50 {:.0} ms, p99 {:.0} ms; watches open at most {}; RSS {} MB",
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64(),
         percentile(&lat, 0.5).as_secs_f64() * 1000.0,
-        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0,
+        fake.peak_watches(),
+        rss_mb()
     );
 
     fake.create(

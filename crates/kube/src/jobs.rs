@@ -5,19 +5,20 @@
 //! fallback) it is read from the pod's termination message once the Job has finished.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{ExecResult, ExecuteNode, Phase};
 use executor::job::{JobOptions, job_manifest, token_secret_name};
-use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures_util::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::informer::{self, Informers, Seen};
 use crate::{KubeExecutor, Report, api_status, cancelled, describe, node_token, with_retries};
 
 /// Label a Job carries with its workflow's uid (set by `executor::job`).
@@ -152,9 +153,11 @@ pub(crate) async fn run(
         delete_job(&jobs, &name).await;
         return ExecResult::error(e);
     }
+    let informers = exec.cluster.informers();
     let log_task = exec.logs_dir.as_ref().map(|dir| {
         tokio::spawn(follow_logs(
             client.clone(),
+            informers.clone(),
             namespace.clone(),
             name.clone(),
             dir.join(format!("{}.log", node.node_id)),
@@ -171,10 +174,10 @@ pub(crate) async fn run(
         r = reported => match r {
             Ok(report) => End::Reported(report),
             // The sender went away (another node replaced it): wait for the Job instead.
-            Err(_) => End::JobFinished(Box::new(wait_finished(&jobs, &name).await)),
+            Err(_) => End::JobFinished(Box::new(wait_finished(&informers, &namespace, &name).await)),
         },
-        j = wait_finished(&jobs, &name) => End::JobFinished(Box::new(j)),
-        seen = watch_pod(client.clone(), &namespace, &name, exec.cluster.options().image_pull_grace, deadline_at) => match seen {
+        j = wait_finished(&informers, &namespace, &name) => End::JobFinished(Box::new(j)),
+        seen = watch_pod(&informers, &namespace, &name, exec.cluster.options().image_pull_grace, deadline_at) => match seen {
             PodSeen::Stuck(why) => End::Stuck(why),
             PodSeen::MainReported(report) => End::MainReported(report),
         },
@@ -182,6 +185,7 @@ pub(crate) async fn run(
         _ = deadline => End::Deadline,
     };
     exec.cluster.unregister(&exec.workflow_uid, &node.node_id);
+    informers.release(&namespace, &name);
     // How results arrive, for operators (and the live suite, which checks callbacks work).
     let via = match &end {
         End::Reported(_) => Some("callback"),
@@ -285,28 +289,26 @@ fn condition_true(job: &DynamicObject, kind: &str) -> Option<Value> {
         .cloned()
 }
 
-/// Waits (watching, not polling) until the Job has a `Complete` or `Failed` condition.
-async fn wait_finished(jobs: &Api<DynamicObject>, name: &str) -> Result<DynamicObject, String> {
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(jobs.clone(), cfg).default_backoff().boxed();
-    while let Some(ev) = events.next().await {
-        match ev {
-            Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => {
-                if condition_true(&job, "Complete").is_some()
-                    || condition_true(&job, "Failed").is_some()
-                {
-                    return Ok(job);
-                }
-            }
-            Ok(watcher::Event::Delete(_)) => {
-                return Err(format!("Job {name} was deleted before it finished"));
-            }
-            Ok(_) => {}
-            // The backoff retries; a persistent error shows up in the log, not as a failure.
-            Err(e) => tracing::warn!(job = %name, error = %e, "watching a Job; the watch retries"),
+/// Waits (on the namespace's shared Job watch, not polling) until the Job has a `Complete`
+/// or `Failed` condition.
+async fn wait_finished(
+    informers: &Informers,
+    namespace: &str,
+    name: &str,
+) -> Result<DynamicObject, String> {
+    let mut rx = informers.job(namespace, name);
+    informer::wait_for(&mut rx, |seen| match seen {
+        Seen::Present(job)
+            if condition_true(job, "Complete").is_some()
+                || condition_true(job, "Failed").is_some() =>
+        {
+            Some(Ok((**job).clone()))
         }
-    }
-    Err(format!("the watch of Job {name} ended"))
+        Seen::Deleted => Some(Err(format!("Job {name} was deleted before it finished"))),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|| Err(format!("the watch of Job {name} ended")))
 }
 
 /// The node's result from its finished Job: the wrapper's report in the termination message.
@@ -411,39 +413,41 @@ enum PodSeen {
 /// own condition decides instead, so a step killed for its deadline reads as one. Never
 /// resolves otherwise.
 async fn watch_pod(
-    client: kube::Client,
+    informers: &Informers,
     namespace: &str,
     job: &str,
     grace: Duration,
     deadline_at: Option<tokio::time::Instant>,
 ) -> PodSeen {
-    let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let cfg = watcher::Config::default().labels(&format!("job-name={job}"));
-    let mut events = watcher(pods, cfg)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    let mut rx = informers.pod_of(namespace, job);
     let mut since: Option<(tokio::time::Instant, String)> = None;
+    let mut first = true;
     loop {
-        let next = match &since {
-            Some((t, _)) => {
-                let at = *t + grace;
-                tokio::select! {
-                    e = events.next() => e,
-                    _ = tokio::time::sleep_until(at) => {
-                        if let Some((_, why)) = since.take() {
-                            return PodSeen::Stuck(why);
+        // The state as it is now, then after each change.
+        if !first {
+            let changed = match &since {
+                Some((t, _)) => {
+                    let at = *t + grace;
+                    tokio::select! {
+                        r = rx.changed() => r,
+                        _ = tokio::time::sleep_until(at) => {
+                            if let Some((_, why)) = since.take() {
+                                return PodSeen::Stuck(why);
+                            }
+                            continue;
                         }
-                        continue;
                     }
                 }
+                None => rx.changed().await,
+            };
+            if changed.is_err() {
+                return std::future::pending().await;
             }
-            None => events.next().await,
-        };
-        let pod = match next {
-            Some(Ok(p)) => p,
-            Some(Err(_)) => continue,
-            None => return std::future::pending().await,
+        }
+        first = false;
+        let pod = match &*rx.borrow_and_update() {
+            Seen::Present(p) => p.clone(),
+            _ => continue,
         };
         let Some(status) = pod.status.as_ref() else {
             continue;
@@ -535,31 +539,33 @@ async fn delete_job(jobs: &Api<DynamicObject>, name: &str) {
 }
 
 /// Appends the Job's pod's `main` log to `path` as it is written, until the container ends.
-async fn follow_logs(client: kube::Client, namespace: String, job: String, path: PathBuf) {
+async fn follow_logs(
+    client: kube::Client,
+    informers: Arc<Informers>,
+    namespace: String,
+    job: String,
+    path: PathBuf,
+) {
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
-    let cfg = watcher::Config::default().labels(&format!("job-name={job}"));
-    let mut events = watcher(pods.clone(), cfg)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let pod = loop {
-        match events.next().await {
-            Some(Ok(p)) => {
-                let phase = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_default();
-                if phase != "Pending" && !phase.is_empty() {
-                    break p;
-                }
+    let mut rx = informers.pod_of(&namespace, &job);
+    let started = informer::wait_for(&mut rx, |seen| match seen {
+        Seen::Present(p) => {
+            let phase: &str = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("");
+            if phase.is_empty() || phase == "Pending" {
+                None
+            } else {
+                p.metadata.name.clone()
             }
-            Some(Err(_)) => continue,
-            None => return,
         }
-    };
-    drop(events);
-    let Some(pod_name) = pod.metadata.name else {
+        _ => None,
+    })
+    .await;
+    drop(rx);
+    let Some(pod_name) = started else {
         return;
     };
     let params = LogParams {

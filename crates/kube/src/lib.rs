@@ -10,12 +10,14 @@
 //! - [`resource`]: the resource template's actions on any kind ([`kube::api::DynamicObject`]).
 //! - [`report`]: the `riposte exec` report and the callback token.
 //!
-//! Completion is watched (kube-runtime watchers), never polled.
+//! Completion is watched, never polled: one shared kube-runtime watcher per namespace for
+//! Jobs and one for pods ([`informer`]), whatever the number of running steps.
 
 pub mod converge;
 pub mod drain;
 pub mod evidence;
 pub mod forensics;
+pub mod informer;
 pub mod jobs;
 pub mod report;
 pub mod resource;
@@ -74,6 +76,8 @@ pub struct Cluster {
     client: kube::Client,
     options: Arc<ClusterOptions>,
     waiters: Arc<Mutex<Waiters>>,
+    /// One Job watch and one pod watch per namespace, shared by every running step.
+    informers: Arc<informer::Informers>,
 }
 
 impl Cluster {
@@ -91,10 +95,16 @@ impl Cluster {
 
     pub fn with_client(client: kube::Client, options: ClusterOptions) -> Cluster {
         Cluster {
+            informers: Arc::new(informer::Informers::new(client.clone())),
             client,
             options: Arc::new(options),
             waiters: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The shared Job and pod watches.
+    pub fn informers(&self) -> Arc<informer::Informers> {
+        self.informers.clone()
     }
 
     pub fn client(&self) -> &kube::Client {

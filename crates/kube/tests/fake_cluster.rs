@@ -402,12 +402,13 @@ async fn jobs_report_through_the_termination_message_and_logs_are_followed() {
     );
     let log = std::fs::read_to_string(logs.path().join("wf-scan.log")).expect("log file");
     assert_eq!(log, "scanning\nfound 2\n");
-    // Completion is watched (the watcher's LIST by name, then WATCH), not polled with GETs.
+    // Completion is watched (the namespace's shared watch of Riposte's Jobs: LIST, then
+    // WATCH), not polled with GETs.
     let reqs = fake.requests();
     assert!(
         reqs.iter().any(
             |r| r.starts_with("GET /apis/batch/v1/namespaces/team-a/jobs?")
-                && r.contains("fieldSelector=metadata.name%3Dwf-scan-1234")
+                && r.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Driposte")
         ),
         "{reqs:#?}"
     );
@@ -950,4 +951,57 @@ async fn a_failed_init_container_is_reported_with_its_message() {
         r.message,
         format!("riposte-init: StartError (exit code 128): {kubelet}")
     );
+}
+
+/// Many steps at once share one Job watch and one pod watch per namespace: the number of
+/// watch connections is a constant, not one (or three) per running step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_steps_share_one_job_watch_and_one_pod_watch() {
+    let (fake, cluster) = setup().await;
+    let logs = tempfile::tempdir().expect("tmp");
+    let exec = cluster.executor("uid-many", Some(logs.path().to_path_buf()));
+    let kubelet = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            let mut done = std::collections::BTreeSet::new();
+            loop {
+                for p in fake.list("pods", "team-a") {
+                    let name = p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if p["status"]["phase"] == "Pending" && done.insert(name.clone()) {
+                        let _ = fake.start_pod("team-a", &name);
+                        fake.append_log("team-a", &name, &format!("{name}\n"));
+                        let _ =
+                            fake.finish_pod("team-a", &name, 0, r#"{"exitCode":0,"result":"ok"}"#);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let steps: Vec<_> = (0..40)
+        .map(|i| {
+            let exec = exec.clone();
+            let n = node(
+                &format!("s{i}"),
+                json!({"name": "s", "container": {"image": "alpine", "command": ["true"]}}),
+            );
+            tokio::spawn(async move { run(&exec, &n).await })
+        })
+        .collect();
+    for s in steps {
+        let r = s.await.expect("join");
+        assert_eq!(r.result.as_deref(), Some("ok"), "{r:?}");
+    }
+    kubelet.abort();
+    assert!(
+        fake.peak_watches() <= 2,
+        "40 concurrent steps opened {} watches at once (one Job and one pod watch expected)",
+        fake.peak_watches()
+    );
+    // Every step's log was still followed.
+    let log = std::fs::read_to_string(logs.path().join("wf-s7.log")).expect("log file");
+    assert!(log.starts_with("wf-s7-1234"), "{log}");
 }
