@@ -381,9 +381,36 @@ impl FakeApiServer {
     }
 
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        self.list(plural, namespace)
-            .into_iter()
-            .find(|o| o["metadata"]["name"] == name)
+        // Only the one object is cloned: a kubelet loop over thousands of pods calls this.
+        let c = self.lock();
+        c.objects
+            .iter()
+            .find(|((r, ns, n), _)| {
+                r.split('.').next() == Some(plural)
+                    && (namespace.is_empty() || ns == namespace)
+                    && n == name
+            })
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The names of the objects of `plural` in `namespace` for which `pick` holds, without
+    /// cloning them (a kubelet's "which pods are pending").
+    pub fn names_where(
+        &self,
+        plural: &str,
+        namespace: &str,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Vec<String> {
+        let c = self.lock();
+        c.objects
+            .iter()
+            .filter(|((r, ns, _), o)| {
+                r.split('.').next() == Some(plural)
+                    && (namespace.is_empty() || ns == namespace)
+                    && pick(o)
+            })
+            .map(|((_, _, n), _)| n.clone())
+            .collect()
     }
 
     /// Waits until `pred` holds for some object of the kind; returns it.
@@ -1387,24 +1414,56 @@ fn list(
     q: &BTreeMap<String, String>,
 ) -> Result<Response, StatusError> {
     let c = fake.lock();
-    let mut items = Vec::new();
-    for ((r, ns, _), o) in &c.objects {
-        if *r == t.rt.qualified() && matches(t, q, ns, o)? {
-            items.push(o.clone());
+    // A paged list is one snapshot, as the real API server's: every page says the first
+    // page's resourceVersion, and a page continues after the last key of the one before (an
+    // offset would skip objects created meanwhile). Objects that changed since the snapshot
+    // show their newer state; the watch from the snapshot's resourceVersion replays those
+    // changes, so a list-then-watch client misses nothing.
+    let (snapshot, after): (u64, Option<(String, String)>) = match q.get("continue") {
+        Some(token) => {
+            let mut parts = token.splitn(3, '|');
+            let rv = parts.next().and_then(|r| r.parse().ok());
+            match (rv, parts.next(), parts.next()) {
+                (Some(rv), Some(ns), Some(name)) => (rv, Some((ns.to_string(), name.to_string()))),
+                _ => {
+                    return Err(StatusError::bad_request(format!(
+                        "continue token {token:?} is not one this server gave"
+                    )));
+                }
+            }
         }
-    }
-    let offset: usize = q.get("continue").and_then(|s| s.parse().ok()).unwrap_or(0);
+        None => (c.rv, None),
+    };
     let limit: usize = q
         .get("limit")
         .and_then(|s| s.parse().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
-    let mut meta = json!({"resourceVersion": c.rv.to_string()});
-    if offset.saturating_add(limit) < total {
-        meta["continue"] = json!((offset + limit).to_string());
-        meta["remainingItemCount"] = json!(total - offset - limit);
+    let mut page = Vec::new();
+    let mut remaining = 0usize;
+    let mut last: Option<(String, String)> = None;
+    for ((r, ns, name), o) in &c.objects {
+        if *r != t.rt.qualified() || !matches(t, q, ns, o)? {
+            continue;
+        }
+        if after.as_ref().is_some_and(|(ans, aname)| {
+            (ns.as_str(), name.as_str()) <= (ans.as_str(), aname.as_str())
+        }) {
+            continue;
+        }
+        if page.len() < limit {
+            page.push(o.clone());
+            last = Some((ns.clone(), name.clone()));
+        } else {
+            remaining += 1;
+        }
+    }
+    let mut meta = json!({"resourceVersion": snapshot.to_string()});
+    if remaining > 0
+        && let Some((ns, name)) = last
+    {
+        meta["continue"] = json!(format!("{snapshot}|{ns}|{name}"));
+        meta["remainingItemCount"] = json!(remaining);
     }
     Ok(json_response(
         StatusCode::OK,

@@ -62,12 +62,10 @@ async fn main() {
         tokio::spawn(async move {
             let mut done = std::collections::BTreeSet::new();
             loop {
-                for p in fake.list("pods", "default") {
-                    let name = p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    if p["status"]["phase"] == "Pending" && done.insert(name.clone()) {
+                for name in
+                    fake.names_where("pods", "default", |p| p["status"]["phase"] == "Pending")
+                {
+                    if done.insert(name.clone()) {
                         let _ = fake.start_pod("default", &name);
                         let _ =
                             fake.finish_pod("default", &name, 0, r#"{"exitCode":0,"result":"ok"}"#);
@@ -94,9 +92,41 @@ async fn main() {
     let exec = cluster.executor("bench-uid", None);
 
     let t0 = Instant::now();
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Progress on stderr every 5 s: nodes done, pods by phase, Jobs complete, open watches.
+    let progress = {
+        let (fake, finished) = (fake.clone(), finished.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let phase = |ph: &'static str| {
+                    fake.names_where("pods", "default", |p| p["status"]["phase"] == ph)
+                        .len()
+                };
+                let complete = fake
+                    .names_where("jobs", "default", |j| {
+                        j["status"]["conditions"]
+                            .as_array()
+                            .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete"))
+                    })
+                    .len();
+                eprintln!(
+                    "{:>4.0}s: {} nodes done; pods pending {} running {} succeeded {}; jobs complete {}; watches {}",
+                    t0.elapsed().as_secs_f64(),
+                    finished.load(std::sync::atomic::Ordering::SeqCst),
+                    phase("Pending"),
+                    phase("Running"),
+                    phase("Succeeded"),
+                    complete,
+                    fake.open_watches()
+                );
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for i in 0..n {
         let exec = exec.clone();
+        let finished = finished.clone();
         let nd = node(
             i,
             json!({"name": "s", "container": {"image": "alpine", "command": ["true"]}}),
@@ -106,6 +136,7 @@ async fn main() {
             let (_tx, rx) = tokio::sync::watch::channel(false);
             let r = exec.run(&nd, rx, None, false).await;
             assert_eq!(r.result.as_deref(), Some("ok"), "{r:?}");
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             start.elapsed()
         }));
     }
@@ -114,6 +145,7 @@ async fn main() {
         lat.push(t.await.expect("join"));
     }
     let total = t0.elapsed();
+    progress.abort();
     lat.sort();
     println!(
         "jobs: {n} nodes in {:.2} s = {:.0} nodes/s; latency p50 {:.0} ms, p99 {:.0} ms; watches open at most {}; RSS {} MB",
