@@ -1005,3 +1005,42 @@ async fn concurrent_steps_share_one_job_watch_and_one_pod_watch() {
     let log = std::fs::read_to_string(logs.path().join("wf-s7.log")).expect("log file");
     assert!(log.starts_with("wf-s7-1234"), "{log}");
 }
+
+/// A paged LIST is one snapshot: objects created between pages neither shift the pages (an
+/// offset would skip one) nor advance the resourceVersion a watcher resumes from.
+#[tokio::test]
+async fn paged_lists_are_consistent_while_objects_are_created() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let (fake, cluster) = setup().await;
+    let pods = ResourceType::new("", "v1", "Pod", "pods", true);
+    let make = |name: &str| {
+        fake.create(
+            &pods,
+            "team-a",
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .expect("pod");
+    };
+    for name in ["p-b", "p-d", "p-f", "p-h"] {
+        make(name);
+    }
+    let api: Api<Pod> = Api::namespaced(cluster.client().clone(), "team-a");
+    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let rv = first.metadata.resource_version.clone();
+    // Created between the pages, sorting before everything already listed.
+    make("p-a");
+    let token = first.metadata.continue_.clone().expect("a next page");
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
+    let names: Vec<String> = first
+        .items
+        .iter()
+        .chain(second.items.iter())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["p-b", "p-d", "p-f", "p-h"]);
+    assert_eq!(second.metadata.resource_version, rv, "one snapshot");
+}
