@@ -1026,7 +1026,10 @@ async fn paged_lists_are_consistent_while_objects_are_created() {
         make(name);
     }
     let api: Api<Pod> = Api::namespaced(cluster.client().clone(), "team-a");
-    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
     let rv = first.metadata.resource_version.clone();
     // Created between the pages, sorting before everything already listed.
     make("p-a");
