@@ -221,35 +221,11 @@ fn required(method: &Method, path: &str, query: Option<&str>) -> (Option<String>
     }
 }
 
-/// A query parameter's value, with the escapes a browser writes in names (`%2F` and the like).
+/// A query parameter's value, percent-decoded as a browser encodes it (`%2F` and the like).
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    let raw = query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))?
-        .as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let escaped = (raw[i] == b'%' && i + 2 < raw.len())
-            .then(|| Some(hex(raw[i + 1])? * 16 + hex(raw[i + 2])?))
-            .flatten();
-        match (escaped, raw[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 async fn authenticate(
