@@ -104,12 +104,10 @@ pub(super) async fn list_approvals(
     };
     let mut items = Vec::new();
     for rec in c.store().list_workflows_page(&lq).await? {
-        let w = match c.workflow_json(&rec.namespace, &rec.name, true).await {
-            Ok(w) => w,
-            // Deleted between the list and the read.
-            Err(ControlError::NotFound(_)) => continue,
-            Err(err) => return Err(err.into()),
-        };
+        // The listed row is the workflow; only its nodes are read (none if it was deleted
+        // since, and then nothing is pending).
+        let nodes = c.store().nodes(&rec.uid).await?;
+        let w = crate::controller::workflow_json(&rec, Some(nodes));
         items.extend(pending_approvals(&w));
     }
     // The alert behind each: the first event the sensor fired on, summarised.
@@ -158,6 +156,14 @@ pub(crate) fn pending_approvals(w: &Value) -> Vec<Value> {
     let Some(nodes) = w["status"]["nodes"].as_object() else {
         return Vec::new();
     };
+    let waiting: Vec<&Value> = nodes
+        .values()
+        .filter(|n| n["type"] == "Suspend" && n["phase"] == "Running")
+        .collect();
+    // Most running workflows wait for nobody: skip gathering what the others need.
+    if waiting.is_empty() {
+        return Vec::new();
+    }
     let templates: Vec<&Value> = w["spec"]["templates"]
         .as_array()
         .into_iter()
@@ -203,10 +209,7 @@ pub(crate) fn pending_approvals(w: &Value) -> Vec<Value> {
     findings.sort_by(|a, b| a.0.cmp(b.0));
     let findings: Vec<Value> = findings.into_iter().map(|(_, f)| f).collect();
     let mut out = Vec::new();
-    for n in nodes.values() {
-        if n["type"] != "Suspend" || n["phase"] != "Running" {
-            continue;
-        }
+    for n in waiting {
         let tname = n["templateName"].as_str().unwrap_or("");
         let template = templates.iter().find(|t| t["name"] == tname);
         let started_ms = n["startedAt"]
