@@ -146,6 +146,20 @@ impl Drop for OpenWatch {
     }
 }
 
+/// `(name, object)` of the objects of `plural` in `namespace` (`""`: all namespaces).
+fn of_kind<'c>(
+    c: &'c Cluster,
+    plural: &'c str,
+    namespace: &'c str,
+) -> impl Iterator<Item = (&'c str, &'c Value)> + 'c {
+    c.objects
+        .iter()
+        .filter(move |((r, ns, _), _)| {
+            r.split('.').next() == Some(plural) && (namespace.is_empty() || ns == namespace)
+        })
+        .map(|((_, _, n), o)| (n.as_str(), o))
+}
+
 fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -371,11 +385,7 @@ impl FakeApiServer {
     /// Objects of a kind (by plural, e.g. `jobs`) in a namespace (`""`: all).
     pub fn list(&self, plural: &str, namespace: &str) -> Vec<Value> {
         let c = self.lock();
-        c.objects
-            .iter()
-            .filter(|((r, ns, _), _)| {
-                r.split('.').next() == Some(plural) && (namespace.is_empty() || ns == namespace)
-            })
+        of_kind(&c, plural, namespace)
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -383,13 +393,8 @@ impl FakeApiServer {
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         // Only the one object is cloned: a kubelet loop over thousands of pods calls this.
         let c = self.lock();
-        c.objects
-            .iter()
-            .find(|((r, ns, n), _)| {
-                r.split('.').next() == Some(plural)
-                    && (namespace.is_empty() || ns == namespace)
-                    && n == name
-            })
+        of_kind(&c, plural, namespace)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.clone())
     }
 
@@ -402,14 +407,9 @@ impl FakeApiServer {
         pick: impl Fn(&Value) -> bool,
     ) -> Vec<String> {
         let c = self.lock();
-        c.objects
-            .iter()
-            .filter(|((r, ns, _), o)| {
-                r.split('.').next() == Some(plural)
-                    && (namespace.is_empty() || ns == namespace)
-                    && pick(o)
-            })
-            .map(|((_, _, n), _)| n.clone())
+        of_kind(&c, plural, namespace)
+            .filter(|(_, o)| pick(o))
+            .map(|(n, _)| n.to_string())
             .collect()
     }
 
