@@ -236,6 +236,11 @@ impl Browser {
         )
     }
 
+    /// A script's numeric answer (NaN when it is not a number).
+    fn js_number(&self, script: &str) -> f64 {
+        self.js(script, json!([])).as_f64().unwrap_or(f64::NAN)
+    }
+
     fn find(&self, css: &str) -> Option<String> {
         let (s, v) = self.raw(
             "POST",
@@ -735,14 +740,8 @@ fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
     let b = Browser::start();
     b.sign_in(&base, ADMIN);
     b.go(&format!("{base}/workflows/default/{name}"));
-    let drawn = || {
-        b.js(
-            "return document.querySelectorAll('g.node[data-node]').length",
-            json!([]),
-        )
-        .as_u64()
-        .unwrap_or(0)
-    };
+    let drawn =
+        || (b.js_number("return document.querySelectorAll('g.node[data-node]').length") as u64);
     b.wait_text("g.node.group", "+289 more");
     // DAG, start, the items' task group, 11 of the items, join: never 300 boxes at once.
     assert_eq!(drawn(), 15);
@@ -761,6 +760,14 @@ fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
     b.click("g.node text.toggle");
     b.wait_text("g.node.group", "+289 more");
     assert_eq!(drawn(), 15);
+}
+
+/// A benchmark's measurements, printed and kept as `target/tmp/NAME` for `scripts/bench`.
+fn write_bench(name: &str, out: &Value) {
+    let text = serde_json::to_string_pretty(out).expect("JSON");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, &text).expect("write the benchmark's results");
+    println!("{text}");
 }
 
 fn count_workflows(base: &str) -> usize {
@@ -798,17 +805,8 @@ fn console_bench_10k_node_graph() {
     for _ in 0..3 {
         b.go(&format!("{base}/workflows/default/{name}"));
         b.wait("body[data-graph-ready]");
-        let render_ms = b
-            .js("return Number(document.body.dataset.graphReady)", json!([]))
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        let click_ms = b
-            .js(
-                "const g = document.querySelector('g.node[data-node]'); const t0 = performance.now(); g.dispatchEvent(new MouseEvent('click', {bubbles: true})); return performance.now() - t0",
-                json!([]),
-            )
-            .as_f64()
-            .unwrap_or(f64::NAN);
+        let render_ms = b.js_number("return Number(document.body.dataset.graphReady)");
+        let click_ms = b.js_number("const g = document.querySelector('g.node[data-node]'); const t0 = performance.now(); g.dispatchEvent(new MouseEvent('click', {bubbles: true})); return performance.now() - t0");
         let drawn = b.js(
             "return document.querySelectorAll('g.node').length",
             json!([]),
@@ -816,10 +814,7 @@ fn console_bench_10k_node_graph() {
         runs.push(json!({"renderMs": render_ms, "firstClickMs": click_ms, "drawnNodes": drawn}));
     }
     b.shot("15-10k-nodes");
-    let out = json!({"nodes": nodes, "runs": runs});
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-bench.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("JSON")).expect("write");
-    println!("{}", serde_json::to_string_pretty(&out).expect("JSON"));
+    write_bench("console-bench.json", &json!({"nodes": nodes, "runs": runs}));
 }
 
 /// Benchmark (run by `scripts/bench console` after it stores 1,000,000 workflows in
@@ -849,43 +844,20 @@ fn console_bench_million_row_list() {
     ] {
         b.go(&format!("{}{url}", s.base));
         b.wait("body[data-list-ready]");
-        let first_page_ms = b
-            .js("return Number(document.body.dataset.listReady)", json!([]))
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        let rows_before = b
-            .js(
-                "return document.querySelectorAll('#workflow-rows tr').length",
-                json!([]),
-            )
-            .as_u64()
-            .unwrap_or(0);
-        let t0 = b
-            .js("return performance.now()", json!([]))
-            .as_f64()
-            .unwrap_or(0.0);
+        let first_page_ms = b.js_number("return Number(document.body.dataset.listReady)");
+        let rows_before =
+            (b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64);
+        let t0 = b.js_number("return performance.now()");
         b.click("#more");
         b.wait("body[data-more-ready]");
-        let next_page_ms = b
-            .js("return Number(document.body.dataset.moreReady)", json!([]))
-            .as_f64()
-            .unwrap_or(f64::NAN)
-            - t0;
-        let rows_after = b
-            .js(
-                "return document.querySelectorAll('#workflow-rows tr').length",
-                json!([]),
-            )
-            .as_u64()
-            .unwrap_or(0);
+        let next_page_ms = b.js_number("return Number(document.body.dataset.moreReady)") - t0;
+        let rows_after =
+            (b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64);
         runs.push(
             json!({"url": url, "firstPageMs": first_page_ms, "rows": rows_before,
             "nextPageMs": next_page_ms, "rowsAfterNext": rows_after}),
         );
     }
     b.shot("16-million-rows");
-    let out = json!({"list": runs});
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-bench-list.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("JSON")).expect("write");
-    println!("{}", serde_json::to_string_pretty(&out).expect("JSON"));
+    write_bench("console-bench-list.json", &json!({"list": runs}));
 }
