@@ -741,7 +741,7 @@ fn a_wide_fan_out_draws_as_one_group_that_expands_in_steps_and_collapses() {
     b.sign_in(&base, ADMIN);
     b.go(&format!("{base}/workflows/default/{name}"));
     let drawn =
-        || (b.js_number("return document.querySelectorAll('g.node[data-node]').length") as u64);
+        || b.js_number("return document.querySelectorAll('g.node[data-node]').length") as u64;
     b.wait_text("g.node.group", "+289 more");
     // DAG, start, the items' task group, 11 of the items, join: never 300 boxes at once.
     assert_eq!(drawn(), 15);
@@ -846,13 +846,13 @@ fn console_bench_million_row_list() {
         b.wait("body[data-list-ready]");
         let first_page_ms = b.js_number("return Number(document.body.dataset.listReady)");
         let rows_before =
-            (b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64);
+            b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64;
         let t0 = b.js_number("return performance.now()");
         b.click("#more");
         b.wait("body[data-more-ready]");
         let next_page_ms = b.js_number("return Number(document.body.dataset.moreReady)") - t0;
         let rows_after =
-            (b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64);
+            b.js_number("return document.querySelectorAll('#workflow-rows tr').length") as u64;
         runs.push(
             json!({"url": url, "firstPageMs": first_page_ms, "rows": rows_before,
             "nextPageMs": next_page_ms, "rowsAfterNext": rows_after}),
