@@ -157,8 +157,8 @@ impl Workflow {
 
     /// Argo's workflow `status` without `nodes`.
     pub fn status_json(&self) -> Value {
-        let mut v = self.to_argo_json_with_nodes(false);
-        v["status"].take()
+        // Built alone: the spec (every task of a large DAG) is not rendered on every step.
+        Value::Object(self.status_map(None))
     }
 
     /// The final (or current) workflow as Argo's JSON, with `status.nodes` keyed by node id.
@@ -199,6 +199,17 @@ impl Workflow {
                 }
             }
         }
+        json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": metadata,
+            "spec": self.spec_json(),
+            "status": Value::Object(self.status_map(with_nodes.then_some(nodes))),
+        })
+    }
+
+    /// `status` without `nodes` unless they are given.
+    fn status_map(&self, nodes: Option<Map<String, Value>>) -> Map<String, Value> {
         let mut status = Map::new();
         status.insert("phase".into(), json!(self.phase.as_str()));
         if let Some(s) = self.started_at {
@@ -214,7 +225,7 @@ impl Workflow {
         if !self.message.is_empty() {
             status.insert("message".into(), json!(self.message));
         }
-        if with_nodes {
+        if let Some(nodes) = nodes {
             status.insert("nodes".into(), Value::Object(nodes));
         }
         let outputs = self.global_outputs();
@@ -224,12 +235,6 @@ impl Workflow {
                 json!({"parameters": params_json(&outputs)}),
             );
         }
-        json!({
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": metadata,
-            "spec": self.spec_json(),
-            "status": Value::Object(status),
-        })
+        status
     }
 }

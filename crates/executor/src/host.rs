@@ -1,9 +1,9 @@
 //! The host executor: runs a leaf node's container or script as a local process.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt as _;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::image::ImageTable;
 use crate::sandbox::{Isolation, MountPlan, Sandbox, Skeleton};
+use crate::spawn::{self, SpawnRequest};
 
 /// Argo caps `outputs.result` at 256 kB.
 pub const RESULT_LIMIT: usize = 256 * 1024;
@@ -82,6 +83,10 @@ pub struct HostExecutor {
     config: Arc<HostConfig>,
     shim_dir: Arc<std::sync::OnceLock<Result<String, String>>>,
     skeleton: Arc<std::sync::OnceLock<Result<Skeleton, String>>>,
+    /// Where each bare program name was found on the host `PATH` (they do not move during
+    /// a run): a step's process is then started by its path, with no `execve` per `PATH`
+    /// entry and, unisolated, by `posix_spawn` instead of `fork`.
+    programs: Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>,
 }
 
 /// A node's log file, one per node, interleaving stdout and stderr lines as they arrive.
@@ -95,7 +100,19 @@ impl HostExecutor {
             config: Arc::new(config),
             shim_dir: Arc::new(std::sync::OnceLock::new()),
             skeleton: Arc::new(std::sync::OnceLock::new()),
+            programs: Arc::default(),
         }
+    }
+
+    /// The host path of bare program name `program` on `path_var`, remembered.
+    fn find_on_path(&self, program: &str, path_var: &str) -> Option<PathBuf> {
+        let mut known = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = known.get(program) {
+            return Some(p.clone());
+        }
+        let found = find_executable(program, path_var)?;
+        known.insert(program.to_string(), found.clone());
+        Some(found)
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -473,9 +490,6 @@ impl HostExecutor {
         let Some((program, rest)) = argv.split_first() else {
             return Err("internal: empty command".into());
         };
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(rest);
-        cmd.env_clear();
         let host_path_var =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let shim_dir = if isolated {
@@ -483,36 +497,28 @@ impl HostExecutor {
         } else {
             self.shared_shim_dir()?
         };
-        cmd.env("PATH", format!("{shim_dir}:{host_path_var}"));
-        cmd.env("HOME", "/tmp");
-        cmd.env("LANG", "C.UTF-8");
-        cmd.env("ARGO_POD_NAME", &node.pod_name);
-        cmd.env("ARGO_NODE_ID", &node.node_id);
-        cmd.env("ARGO_WORKFLOW_NAME", &node.workflow_name);
-        if detach {
-            cmd.arg0("riposte");
-        } else if runs_shim {
-            cmd.arg0("argosay");
-        }
-        if !isolated && container.working_dir.is_some() {
-            cmd.current_dir(&workdir);
-        }
-        for e in &container.env {
-            match &e.value {
-                Some(v) => {
-                    cmd.env(&e.name, &v.0);
-                }
-                None if e.value_from.is_some() => {
-                    return Err(format!(
-                        "env {}: valueFrom (secrets, configmaps, field refs) needs the Kubernetes executor",
-                        e.name
-                    ));
-                }
-                None => {
-                    cmd.env(&e.name, "");
-                }
-            }
-        }
+        // A bare name is looked up as the step's `PATH` would (shims first, then the host's),
+        // unless the step sets its own `PATH`. Inside a private root the host's directories
+        // are the same paths, except the ones the step has privately.
+        let step_sets_path = container.env.iter().any(|e| e.name == "PATH");
+        let resolved = if program.contains('/') || step_sets_path {
+            None
+        } else if SHIMS.contains(&program.as_str()) {
+            Some(PathBuf::from(format!("{shim_dir}/{program}")))
+        } else {
+            self.find_on_path(program, &host_path_var).filter(|p| {
+                let top = p.to_str().and_then(top_level_dir);
+                !isolated
+                    || top.is_some_and(|t| {
+                        t != "tmp"
+                            && !private
+                                .iter()
+                                .copied()
+                                .chain(std::iter::once(workdir.as_str()))
+                                .any(|q| top_level_dir(q) == Some(t))
+                    })
+            })
+        };
         // The log is opened before the process starts: stderr goes straight into it (append
         // mode keeps stdout lines, copied in by `pump`, interleaved in arrival order).
         let log = log_path(&cfg.run_dir, &node.node_id);
@@ -527,47 +533,127 @@ impl HostExecutor {
         let stderr_file = log_file
             .try_clone()
             .map_err(|e| format!("opening {}: {e}", log.display()))?;
-        let stdout = if detach {
-            // The wrapper copies the step's stdout here itself and keeps `result`.
-            Stdio::from(
+        // The environment: ours, then the step's (which wins, as in a container).
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), format!("{shim_dir}:{host_path_var}"));
+        env.insert("HOME".into(), "/tmp".into());
+        env.insert("LANG".into(), "C.UTF-8".into());
+        env.insert("ARGO_POD_NAME".into(), node.pod_name.clone());
+        env.insert("ARGO_NODE_ID".into(), node.node_id.clone());
+        env.insert("ARGO_WORKFLOW_NAME".into(), node.workflow_name.clone());
+        for e in &container.env {
+            match &e.value {
+                Some(v) => {
+                    env.insert(e.name.clone(), v.0.clone());
+                }
+                None if e.value_from.is_some() => {
+                    return Err(format!(
+                        "env {}: valueFrom (secrets, configmaps, field refs) needs the Kubernetes executor",
+                        e.name
+                    ));
+                }
+                None => {
+                    env.insert(e.name.clone(), String::new());
+                }
+            }
+        }
+        // Where the program may be, in order (`execvp`'s search, done here because the child
+        // may not allocate).
+        let candidates: Vec<String> = match &resolved {
+            Some(p) => vec![p.display().to_string()],
+            None if program.contains('/') => vec![program.clone()],
+            None => env
+                .get("PATH")
+                .map(String::as_str)
+                .unwrap_or_default()
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{}/{program}", d.trim_end_matches('/')))
+                .collect(),
+        };
+        // What the process sees as its name: what the step said (`sh`, not `/usr/bin/sh`).
+        let arg0 = if detach {
+            "riposte"
+        } else if runs_shim {
+            "argosay"
+        } else {
+            program.as_str()
+        };
+        let cstring = |what: &str, s: &str| {
+            CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
+        };
+        let request = SpawnRequest {
+            candidates: candidates
+                .iter()
+                .map(|c| cstring("the program path", c))
+                .collect::<Result<_, _>>()?,
+            argv: std::iter::once(arg0)
+                .chain(rest.iter().map(String::as_str))
+                .map(|a| cstring("an argument", a))
+                .collect::<Result<_, _>>()?,
+            env: env
+                .iter()
+                .map(|(k, v)| {
+                    if k.is_empty() || k.contains('=') {
+                        return Err(format!("env name {k:?} must be non-empty and have no '='"));
+                    }
+                    cstring("an env value", &format!("{k}={v}"))
+                })
+                .collect::<Result<_, _>>()?,
+            stdin: std::fs::File::open("/dev/null")
+                .map_err(|e| format!("opening /dev/null: {e}"))?
+                .into(),
+            stdout: OwnedFd::from(
                 log_file
                     .try_clone()
                     .map_err(|e| format!("opening {}: {e}", log.display()))?,
-            )
-        } else {
-            Stdio::piped()
+            ),
+            stderr: OwnedFd::from(stderr_file),
+            cwd: (!isolated && container.working_dir.is_some())
+                .then(|| cstring("workingDir", &workdir))
+                .transpose()?,
+            mounts: plan.clone(),
         };
-        cmd.stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::from(stderr_file));
-        // Its own process group, so cancellation reaches everything the step started. Without
-        // a pre_exec hook this is a posix_spawn, much cheaper than fork for a large parent.
-        cmd.process_group(0);
-        if let Some(plan) = plan.clone() {
-            // SAFETY: the closure only makes async-signal-safe syscalls on data prepared before fork.
-            unsafe {
-                cmd.pre_exec(move || plan.apply_in_child());
+        // The step's stdout comes through a pipe, to keep `result`; a detached step's wrapper
+        // copies it into the log itself.
+        let (stdout_read, request) = if detach {
+            (None, request)
+        } else {
+            let (read, write) =
+                spawn::stdout_pipe().map_err(|e| format!("creating a pipe for stdout: {e}"))?;
+            (
+                Some(read),
+                SpawnRequest {
+                    stdout: write,
+                    ..request
+                },
+            )
+        };
+        // A detached step outlives this process (and this task, at shutdown).
+        let mut child = spawn::spawn(&request, !detach).map_err(|e| {
+            let missing = match (&plan, e.stage) {
+                (Some(p), spawn::SpawnStage::PrivateRoot) => p.missing_paths(),
+                _ => Vec::new(),
+            };
+            if missing.is_empty() {
+                format!("starting {program:?} for image {}: {e}", container.image)
+            } else {
+                format!(
+                    "starting {program:?} for image {}: {e} (missing {})",
+                    container.image,
+                    missing.join(", ")
+                )
             }
-        }
-        let mut child = tokio::process::Command::from(cmd)
-            // A detached step outlives this process (and this task, at shutdown).
-            .kill_on_drop(!detach)
-            .spawn()
-            .map_err(|e| {
-                let missing = plan.as_ref().map(|p| p.missing_paths()).unwrap_or_default();
-                if missing.is_empty() {
-                    format!("starting {program:?} for image {}: {e}", container.image)
-                } else {
-                    format!(
-                        "starting {program:?} for image {}: {e} (setting up its private root: missing {})",
-                        container.image,
-                        missing.join(", ")
-                    )
-                }
-            })?;
-        let pid = child.id();
-        let out_task = match child.stdout.take() {
-            Some(stdout) => tokio::spawn(pump(stdout, log_file)),
+        })?;
+        // Our copies of the child's ends: a pipe's reader sees EOF only once they are closed.
+        drop(request);
+        let pid = Some(child.id());
+        let out_task = match stdout_read {
+            Some(read) => {
+                let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+                    .map_err(|e| format!("reading the step's stdout: {e}"))?;
+                tokio::spawn(pump(stdout, log_file))
+            }
             None => tokio::spawn(async { Vec::new() }),
         };
         let deadline = async {
@@ -627,6 +713,26 @@ impl HostExecutor {
     }
 }
 
+/// The first executable file named `program` in the directories of `path_var`.
+fn find_executable(program: &str, path_var: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path_var
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The top-level directory of an absolute path (`/usr/bin/sh` → `usr`).
+fn top_level_dir(p: &str) -> Option<&str> {
+    p.strip_prefix('/')?
+        .split('/')
+        .next()
+        .filter(|t| !t.is_empty())
+}
+
 /// How a re-attachment ended.
 enum Reattached {
     Done(ExecResult),
@@ -679,7 +785,7 @@ fn link_shims(run_dir: &Path, binary: &Path) -> Result<String, String> {
 }
 
 /// SIGTERM the process group, then SIGKILL after a grace period.
-async fn kill_group(pid: Option<u32>, child: &mut tokio::process::Child) {
+async fn kill_group(pid: Option<u32>, child: &mut spawn::StepChild) {
     if let Some(pid) = pid {
         // SAFETY: kill with a negative pid signals the process group the step runs in.
         unsafe {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 /// How an image family runs on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,40 @@ pub enum HostImage {
 #[derive(Debug, Clone)]
 pub struct ImageTable {
     user: BTreeMap<String, String>,
-    pub python: PathBuf,
+    python: Python,
+}
+
+/// The host's python3: given, or found on first use (starting python to ask it costs tens of
+/// milliseconds under pyenv's shims, which a run without python steps should not pay).
+#[derive(Debug, Clone)]
+enum Python {
+    At(PathBuf),
+    Probed(Arc<OnceLock<PathBuf>>),
+}
+
+impl Python {
+    fn path(&self) -> PathBuf {
+        match self {
+            Python::At(p) => p.clone(),
+            Python::Probed(p) => p.get_or_init(probe_host_python).clone(),
+        }
+    }
+}
+
+/// The interpreter `python3` on `PATH` really is (`sys.executable`, past pyenv's shims, so
+/// that it also runs inside a private root), else `/usr/bin/python3`.
+fn probe_host_python() -> PathBuf {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() && !o.stdout.trim_ascii().is_empty() => {
+            PathBuf::from(String::from_utf8_lossy(o.stdout.trim_ascii()).as_ref())
+        }
+        _ => PathBuf::from("/usr/bin/python3"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,8 +86,20 @@ pub fn repository(image: &str) -> String {
 }
 
 impl ImageTable {
+    /// A table whose python images run `python`.
     pub fn new(python: PathBuf, user: BTreeMap<String, String>) -> ImageTable {
-        ImageTable { user, python }
+        ImageTable {
+            user,
+            python: Python::At(python),
+        }
+    }
+
+    /// A table whose python images run the host's python3, found when a step first needs it.
+    pub fn with_host_python(user: BTreeMap<String, String>) -> ImageTable {
+        ImageTable {
+            user,
+            python: Python::Probed(Arc::default()),
+        }
     }
 
     pub fn resolve(&self, image: &str) -> Result<HostImage, UnknownImage> {
@@ -82,11 +128,11 @@ impl ImageTable {
         argosay: &str,
     ) -> Result<Vec<String>, UnknownImage> {
         let kind = self.resolve(image)?;
-        let python = self.python.display().to_string();
+        let python = || self.python.path().display().to_string();
         let mut argv: Vec<String> = Vec::new();
         match (&kind, command.is_empty()) {
             (HostImage::Argosay, true) => argv.push(argosay.to_string()),
-            (HostImage::Python, true) => argv.push(python.clone()),
+            (HostImage::Python, true) => argv.push(python()),
             (HostImage::Entrypoint(p), true) => argv.push(p.clone()),
             (HostImage::Shell, true) if args.is_empty() => argv.push("sh".into()),
             (HostImage::Shell, true) => {}
@@ -97,7 +143,7 @@ impl ImageTable {
             let is_python =
                 matches!(first.as_str(), "python" | "python3") || first.starts_with("python3.");
             if is_python && matches!(kind, HostImage::Python | HostImage::Shell) {
-                *first = python;
+                *first = python();
             } else if kind == HostImage::Argosay && (first == "argosay" || first == "/argosay") {
                 *first = argosay.to_string();
             }

@@ -24,6 +24,7 @@ pub mod kubectl_jsonpath;
 pub mod report;
 pub mod resource_lint;
 pub mod sandbox;
+mod spawn;
 
 pub use host::{HostConfig, HostExecutor, RESULT_LIMIT, log_path};
 pub use image::{HostImage, ImageTable, UnknownImage};

@@ -776,6 +776,14 @@ pub(crate) fn run_workload(shape: RunShape, n: usize, width: usize) -> (String, 
     (yaml, layers)
 }
 
+fn workload_name(shape: RunShape, tasks: usize, width: usize) -> String {
+    match shape {
+        RunShape::Chain => format!("W1 chain of {tasks}"),
+        RunShape::Fanout => format!("W2 1 -> {tasks} -> 1"),
+        RunShape::Lattice => format!("W3 lattice {} x {width}", tasks.div_ceil(width.max(2))),
+    }
+}
+
 /// The floor: the same `sh -c 'echo N'` processes spawned directly, one layer after the
 /// other, each layer's processes all at once.
 fn spawn_floor(layers: &[Vec<usize>]) -> Result<f64> {
@@ -842,16 +850,161 @@ pub(crate) fn run_vs_floor(
         }
         riposte = riposte.min(took);
     }
-    let name = match shape {
-        RunShape::Chain => format!("W1 chain of {tasks}"),
-        RunShape::Fanout => format!("W2 1 -> {tasks} -> 1"),
-        RunShape::Lattice => format!("W3 lattice {} x {width}", tasks.div_ceil(width.max(2))),
-    };
+    let name = workload_name(shape, tasks, width);
     println!(
         "{}",
         serde_json::json!({"workload": name, "steps": steps, "floor_s": round3(floor), "riposte_run_s": round3(riposte),
                "ratio": round3(riposte / floor), "runs": repeat.max(1), "args": extra})
     );
+    Ok(())
+}
+
+/// `riposte bench server`: the server path of the performance issue. A `riposte server`
+/// process on `database_url` (host executor), the workload submitted through the API, timed
+/// from the POST until the API lists it Succeeded; then `concurrent` copies submitted at
+/// once, timed until all are. Both against the floor measured in the same run.
+pub(crate) fn server_vs_floor(
+    shape: RunShape,
+    tasks: usize,
+    width: usize,
+    concurrent: usize,
+    repeat: usize,
+    database_url: &str,
+    extra: &[String],
+) -> Result<()> {
+    use serde_json::json;
+    let (yaml, layers) = run_workload(shape, tasks, width);
+    let workflow = spec::yaml::load_documents(&yaml)
+        .map_err(|e| anyhow::anyhow!("the generated workload: {}", e.message))?
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .ok_or_else(|| anyhow::anyhow!("the generated workload is empty"))?;
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = dir.path().join("server.log");
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", database_url])
+        .args(extra)
+        .env("RIPOSTE_HOME", dir.path().join("home"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    // Killed however this ends, so no server outlives the benchmark.
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = KillOnDrop(&mut server);
+    let server_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let ready_by = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = agent.get(&format!("{base}/readyz")).call()
+            && r.status().as_u16() == 200
+        {
+            break;
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            anyhow::bail!("riposte server exited ({status}):\n{}", server_log());
+        }
+        anyhow::ensure!(
+            Instant::now() < ready_by,
+            "riposte server not ready after 60 s:\n{}",
+            server_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let submit = |ns: &str| -> Result<()> {
+        let mut resp = agent
+            .post(&format!("{base}/api/v1/workflows/{ns}"))
+            .send_json(json!({"workflow": workflow}))?;
+        anyhow::ensure!(
+            resp.status().as_u16() == 200,
+            "POST /api/v1/workflows/{ns}: {} {}",
+            resp.status(),
+            resp.body_mut().read_to_string().unwrap_or_default()
+        );
+        Ok(())
+    };
+    // Polls the namespace's list (names and phases only) until `n` workflows have finished.
+    let wait_all = |ns: &str, n: usize| -> Result<()> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        let url =
+            format!("{base}/api/v1/workflows/{ns}?fields=items.metadata.name,items.status.phase");
+        loop {
+            let mut resp = agent.get(&url).call()?;
+            let list: serde_json::Value = resp.body_mut().read_json()?;
+            let items = list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let phase =
+                |i: &serde_json::Value| i["status"]["phase"].as_str().unwrap_or("").to_string();
+            if let Some(bad) = items
+                .iter()
+                .find(|i| matches!(phase(i).as_str(), "Failed" | "Error"))
+            {
+                anyhow::bail!(
+                    "workflow {ns}/{} ended {}:\n{}",
+                    bad["metadata"]["name"],
+                    phase(bad),
+                    server_log()
+                );
+            }
+            if items.iter().filter(|i| phase(i) == "Succeeded").count() >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{ns}: not all {n} workflows finished in 600 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    let suffix = crate::generate_suffix();
+    let (mut floor, mut one, mut many) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for round in 0..repeat.max(1) {
+        floor = floor.min(spawn_floor(&layers)?);
+        let ns = format!("bench-one-{suffix}-{round}");
+        let t0 = Instant::now();
+        submit(&ns)?;
+        wait_all(&ns, 1)?;
+        one = one.min(t0.elapsed().as_secs_f64());
+        if concurrent > 1 {
+            let ns = format!("bench-many-{suffix}-{round}");
+            let t0 = Instant::now();
+            std::thread::scope(|s| -> Result<()> {
+                let posts: Vec<_> = (0..concurrent).map(|_| s.spawn(|| submit(&ns))).collect();
+                for p in posts {
+                    p.join()
+                        .map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
+                }
+                Ok(())
+            })?;
+            wait_all(&ns, concurrent)?;
+            many = many.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    let name = workload_name(shape, tasks, width);
+    let backend = database_url.split(':').next().unwrap_or("");
+    let mut line = json!({"workload": format!("server {name}"), "database": backend,
+        "steps": layers.iter().map(Vec::len).sum::<usize>(), "floor_s": round3(floor),
+        "server_s": round3(one), "ratio": round3(one / floor), "runs": repeat.max(1)});
+    if concurrent > 1 {
+        line["concurrent"] = json!(concurrent);
+        line["concurrent_s"] = json!(round3(many));
+        line["concurrent_over_one"] = json!(round3(many / one));
+    }
+    println!("{line}");
     Ok(())
 }
 

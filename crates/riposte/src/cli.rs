@@ -629,19 +629,37 @@ pub(crate) enum BenchCmd {
     ///           riposte bench run --shape fanout --tasks 1000
     ///           riposte bench run --shape lattice --tasks 1000 --width 50
     Run {
-        #[arg(long, value_enum, default_value = "chain")]
-        shape: bench::RunShape,
-        #[arg(long, default_value_t = 200)]
-        tasks: usize,
-        /// The lattice's layer width.
-        #[arg(long, default_value_t = 50)]
-        width: usize,
+        #[command(flatten)]
+        workload: Workload,
         /// Runs of each; the best is reported (a shared machine's noise is added, not removed).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
         /// Extra arguments for `riposte run` (after --), e.g. -- --database-url none.
         #[arg(last = true)]
         run_args: Vec<String>,
+    },
+    /// The server path (the performance issue): a `riposte server` process on the database
+    /// (host executor), the workload submitted through the API and timed from the POST until
+    /// the API lists it Succeeded; then `--concurrent` copies at once, until all are. Both
+    /// against spawning the same processes, measured in the same run.
+    ///
+    /// Examples: riposte bench server --database-url postgres://postgres@127.0.0.1/bench
+    ///           riposte bench server --shape fanout --tasks 1000 --concurrent 1 --database-url ...
+    Server {
+        #[command(flatten)]
+        workload: Workload,
+        /// Copies submitted at once after the single run (1: only the single run).
+        #[arg(long, default_value_t = 100)]
+        concurrent: usize,
+        /// Rounds of each; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// The server's database (--database-url; required: a server needs one).
+        #[command(flatten)]
+        db: DbArgs,
+        /// Extra arguments for `riposte server` (after --), e.g. -- --no-isolation.
+        #[arg(last = true)]
+        server_args: Vec<String>,
     },
     /// The host executor against bare process spawning.
     Host {
@@ -654,6 +672,18 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         no_isolation: bool,
     },
+}
+
+/// One of the performance issue's end-to-end workloads (W1 chain, W2 fan-out, W3 lattice).
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct Workload {
+    #[arg(long, value_enum, default_value = "chain")]
+    pub(crate) shape: bench::RunShape,
+    #[arg(long, default_value_t = 200)]
+    pub(crate) tasks: usize,
+    /// The lattice's layer width.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) width: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -212,7 +212,7 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
             let store = open_store(&db).await?;
             let config = server::ControllerConfig {
                 runs_dir: std::env::temp_dir().join("riposte-bench-submit"),
-                images: ImageTable::new(host_python(), BTreeMap::new()),
+                images: ImageTable::with_host_python(BTreeMap::new()),
                 argosay_binary: std::env::current_exe()?,
                 isolation: Isolation::None("benchmark".into()),
                 holder: format!("bench-{}", generate_suffix()),
@@ -227,7 +227,7 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
             let store = open_store(&db).await?;
             let config = server::ControllerConfig {
                 runs_dir: std::env::temp_dir().join("riposte-bench-api"),
-                images: ImageTable::new(host_python(), BTreeMap::new()),
+                images: ImageTable::with_host_python(BTreeMap::new()),
                 argosay_binary: std::env::current_exe()?,
                 isolation: Isolation::None("benchmark".into()),
                 holder: "bench".into(),
@@ -245,7 +245,7 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
             let store = open_store(&db).await?;
             let config = server::ControllerConfig {
                 runs_dir: std::env::temp_dir().join("riposte-bench-events"),
-                images: ImageTable::new(host_python(), BTreeMap::new()),
+                images: ImageTable::with_host_python(BTreeMap::new()),
                 argosay_binary: std::env::current_exe()?,
                 isolation: Isolation::None("benchmark".into()),
                 holder: format!("bench-{}", generate_suffix()),
@@ -264,14 +264,46 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
                 .map(|_| ExitCode::SUCCESS)
         })),
         BenchCmd::Run {
-            shape,
-            tasks,
-            width,
+            workload:
+                Workload {
+                    shape,
+                    tasks,
+                    width,
+                },
             repeat,
             run_args,
         } => report(
             bench::run_vs_floor(shape, tasks, width, repeat, &run_args).map(|()| ExitCode::SUCCESS),
         ),
+        BenchCmd::Server {
+            workload:
+                Workload {
+                    shape,
+                    tasks,
+                    width,
+                },
+            concurrent,
+            repeat,
+            db,
+            server_args,
+        } => {
+            let Some(database_url) = db.database_url else {
+                return report(Err(InvalidInput(
+                    "bench server needs --database-url URL (the server's database, e.g. postgres://postgres@127.0.0.1/riposte_bench)".into(),
+                )
+                .into()));
+            };
+            let run = bench::server_vs_floor(
+                shape,
+                tasks,
+                width,
+                concurrent,
+                repeat,
+                &database_url,
+                &server_args,
+            );
+            report(run.map(|()| ExitCode::SUCCESS))
+        }
         BenchCmd::Host {
             processes,
             threads,

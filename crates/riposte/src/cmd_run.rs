@@ -39,7 +39,7 @@ pub(crate) fn host_executor(
     let exe = std::env::current_exe().context("finding the riposte binary for the argosay shim")?;
     Ok(HostExecutor::new(HostConfig {
         run_dir,
-        images: ImageTable::new(host_python(), image_map),
+        images: ImageTable::with_host_python(image_map),
         argosay_binary: exe,
         isolation,
         keep_node_dirs: keep,

@@ -132,7 +132,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         store.clone(),
         server::ControllerConfig {
             runs_dir: riposte_home().join("server").join("runs"),
-            images: ImageTable::new(host_python(), BTreeMap::new()),
+            images: ImageTable::with_host_python(BTreeMap::new()),
             argosay_binary: std::env::current_exe()
                 .context("finding the riposte binary for the argosay shim")?,
             isolation,

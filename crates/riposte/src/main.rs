@@ -206,16 +206,6 @@ fn parse_pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn host_python() -> PathBuf {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        _ => PathBuf::from("/usr/bin/python3"),
-    }
-}
-
 /// Prints the error diagnostics and fails with `what` when there are any.
 pub(crate) fn fail_on_lint_errors(
     diags: &[spec::Diagnostic],

@@ -72,6 +72,13 @@ pub struct Persist {
     pub writer: Option<StepWriter>,
 }
 
+/// How far a node's log file was read: lines and bytes shipped once it is stored.
+struct LogRead {
+    node_id: String,
+    lines: usize,
+    bytes: u64,
+}
+
 /// The group-commit writer of engine steps: concurrent drivers' steps share transactions.
 pub type StepWriter = crate::group_commit::GroupCommit<
     store::OwnedStep,
@@ -195,9 +202,9 @@ impl Persist {
                 });
             }
         }
-        // Logs of nodes that finished in this batch, whole, into the store before the step
-        // that says they finished: a reader that sees a node (or the workflow) ended finds
-        // its whole log (`logs --follow` stops there).
+        // Logs of nodes that finished in this batch, whole, in the step's transaction: a
+        // reader that sees a node (or the workflow) ended finds its whole log (`logs
+        // --follow` stops there), and the step costs one commit.
         let finished: Vec<String> = batch
             .iter()
             .filter_map(|i| match i {
@@ -205,22 +212,7 @@ impl Persist {
                 _ => None,
             })
             .collect();
-        let mut attempt = 0;
-        loop {
-            match self.ship_logs(&finished, true).await {
-                Ok(()) => break,
-                Err(e) if attempt < RETRIES && is_transient(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                // The step itself must still be recorded: its log stays in the file, and what
-                // did reach the store is kept.
-                Err(e) => {
-                    tracing::warn!(error = %store::chain(&e), "storing finished steps' logs failed; recording the step without them");
-                    break;
-                }
-            }
-        }
+        let (logs, read) = self.read_new_logs(&finished, true);
         let started = std::time::Instant::now();
         let step = store::OwnedStep {
             uid: self.uid.clone(),
@@ -233,8 +225,10 @@ impl Persist {
             consumed_inbox: consumed_inbox.to_vec(),
             audit: transitions,
             notify: self.notify.clone(),
+            logs,
         };
         let step = self.append_with_retry(step).await.map_err(fail)?;
+        self.mark_shipped(read);
         let nodes = step.nodes;
         crate::metrics::record_step(started.elapsed(), step.audit.len(), &nodes);
         if wf.is_finished() {
@@ -254,14 +248,32 @@ impl Persist {
         nodes: &[String],
         all: bool,
     ) -> Result<(), store::StoreError> {
-        let Some(dir) = self.logs_dir.clone() else {
-            return Ok(());
+        let (logs, read) = self.read_new_logs(nodes, all);
+        for l in &logs {
+            self.store
+                .append_node_logs(&self.uid, &l.node_id, l.at, &l.lines)
+                .await?;
+        }
+        self.mark_shipped(read);
+        Ok(())
+    }
+
+    /// The log lines of `nodes` written since the last shipment (complete lines only unless
+    /// `all`), and how far each file was read, for [`Persist::mark_shipped`] once they are
+    /// stored. Only what was written since the last look is read: a chatty step's log is not
+    /// read again from its start every second.
+    fn read_new_logs(
+        &self,
+        nodes: &[String],
+        all: bool,
+    ) -> (Vec<store::NodeLogLines>, Vec<LogRead>) {
+        let (mut logs, mut read) = (Vec::new(), Vec::new());
+        let Some(dir) = self.logs_dir.as_ref() else {
+            return (logs, read);
         };
         for node_id in nodes {
             let path = dir.join(format!("{node_id}.log"));
             let from = self.shipped_lines.get(node_id).copied().unwrap_or(0);
-            // Only what was written since the last look is read: a chatty step's log is not
-            // read again from its start every second.
             let Some((start, bytes)) =
                 read_from(&path, self.shipped_bytes.get(node_id).copied(), from)
             else {
@@ -280,19 +292,28 @@ impl Persist {
                 .lines()
                 .map(str::to_string)
                 .collect();
-            if lines.is_empty() {
-                self.shipped_bytes.insert(node_id.clone(), start);
-                continue;
+            read.push(LogRead {
+                node_id: node_id.clone(),
+                lines: from + lines.len(),
+                bytes: start + complete.len() as u64,
+            });
+            if !lines.is_empty() {
+                logs.push(store::NodeLogLines {
+                    node_id: node_id.clone(),
+                    at: now_ms(),
+                    lines,
+                });
             }
-            self.store
-                .append_node_logs(&self.uid, node_id, now_ms(), &lines)
-                .await?;
-            self.shipped_lines
-                .insert(node_id.clone(), from + lines.len());
-            self.shipped_bytes
-                .insert(node_id.clone(), start + complete.len() as u64);
         }
-        Ok(())
+        (logs, read)
+    }
+
+    /// Remembers how far logs were shipped, once the lines read are stored.
+    fn mark_shipped(&mut self, read: Vec<LogRead>) {
+        for r in read {
+            self.shipped_lines.insert(r.node_id.clone(), r.lines);
+            self.shipped_bytes.insert(r.node_id, r.bytes);
+        }
     }
 
     /// Appends a step, retrying while the database connection is being re-established (a
@@ -374,6 +395,10 @@ fn read_from(path: &std::path::Path, offset: Option<u64>, lines: usize) -> Optio
 /// How often a driver ships running steps' logs. Its inbox is read when it is woken (local
 /// sends, PostgreSQL notifications, and the controller's one-query fallback sweep).
 const INBOX_POLL: Duration = Duration::from_millis(1000);
+
+/// How long a started step may wait for its start to be recorded with other inputs before it
+/// is recorded on its own (what others see as Running lags by at most this).
+const STARTED_FLUSH: Duration = Duration::from_millis(50);
 
 /// How often a database operation is retried before the driver gives up (the lease then
 /// lets this or another replica recover the workflow from its history).
@@ -519,6 +544,9 @@ pub async fn drive(
     // A new workflow's inbox is empty (inputs for it arrive after it was recorded, and wake
     // it); a recovered one may have inputs waiting.
     let mut read_inbox = !matches!(batch.first(), Some(Input::Start { .. }));
+    // Starts not yet given to the engine, and when they must be at the latest.
+    let mut started: Vec<Input> = Vec::new();
+    let mut flush_started_at = tokio::time::Instant::now();
     let mut poll = tokio::time::interval(INBOX_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -570,8 +598,14 @@ pub async fn drive(
                     let deadline_in = node
                         .deadline
                         .map(|d| Duration::from_millis((d - now).max(0) as u64));
-                    // The receiver lives as long as this loop; a failed send means we are exiting.
-                    let _ = tx.send(Input::NodeStarted {
+                    // Held back, not a batch of its own: a short step's start is recorded
+                    // with its end (one commit per step); a longer one's within
+                    // `STARTED_FLUSH`. The Execute is recorded already, so a crash loses
+                    // nothing: the node is Pending and is recovered like a running one.
+                    if started.is_empty() {
+                        flush_started_at = tokio::time::Instant::now() + STARTED_FLUSH;
+                    }
+                    started.push(Input::NodeStarted {
                         now,
                         node_id: node.node_id.clone(),
                     });
@@ -615,7 +649,7 @@ pub async fn drive(
         let first = loop {
             tokio::select! {
                 i = rx.recv() => match i {
-                    Some(i) => break Some(i),
+                    Some(i) => break Some(Some(i)),
                     // `tx` lives in this function, so the channel cannot close while we loop.
                     None => break None,
                 },
@@ -623,14 +657,18 @@ pub async fn drive(
                     // A wake-up: the inbox has something.
                     Some(Input::Tick { .. }) => {
                         read_inbox = true;
-                        break Some(continue_with_tick());
+                        break Some(Some(continue_with_tick()));
                     }
-                    Some(i) => break Some(i),
+                    Some(i) => break Some(Some(i)),
                     None => {
                         outside_open = false;
-                        break Some(continue_with_tick());
+                        break Some(Some(continue_with_tick()));
                     }
                 },
+                // Only the held starts: a batch of starts alone needs no walk.
+                _ = tokio::time::sleep_until(flush_started_at), if !started.is_empty() => {
+                    break Some(None);
+                }
                 _ = poll.tick(), if cfg.persist.is_some() => {
                     if let Some(p) = cfg.persist.as_mut() {
                         let running: Vec<String> =
@@ -645,7 +683,9 @@ pub async fn drive(
             }
         };
         let Some(first) = first else { break };
-        batch = vec![first];
+        // Held starts go first: a node's start comes before its end.
+        batch = std::mem::take(&mut started);
+        batch.extend(first);
         // Let results that finish together arrive together: one engine step for all of them.
         tokio::task::yield_now().await;
         while let Ok(i) = rx.try_recv() {

@@ -126,7 +126,8 @@ pub use events::{
 };
 pub use templates::TemplateRecord;
 pub use workflows::{
-    ListQuery, NewWorkflow, NodeRow, OwnedStep, StepRecord, WorkflowRecord, WorkflowState,
+    ListQuery, NewWorkflow, NodeLogLines, NodeRow, OwnedStep, StepRecord, WorkflowRecord,
+    WorkflowState,
 };
 
 pub use shared::{InboxEntry, NOTIFY_CHANNEL, Notice, Submission, Submitted};

@@ -24,6 +24,18 @@ pub struct StepRecord<'a> {
     pub audit: &'a [AuditEntry],
     /// `(namespace, name)` to announce to other replicas (watch streams, log followers).
     pub notify: Option<(&'a str, &'a str)>,
+    /// Log lines of nodes, appended after the ones stored (the whole log of a node that
+    /// ends in this step, so a reader that sees it ended finds all of it).
+    pub logs: &'a [NodeLogLines],
+}
+
+/// Log lines of one node, appended in a step's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLogLines {
+    pub node_id: String,
+    /// When they were read (ms).
+    pub at: i64,
+    pub lines: Vec<String>,
 }
 
 /// A [`StepRecord`] that owns its parts, for a writer task that outlives the caller's borrow.
@@ -39,6 +51,7 @@ pub struct OwnedStep {
     pub consumed_inbox: Vec<i64>,
     pub audit: Vec<AuditEntry>,
     pub notify: Option<(String, String)>,
+    pub logs: Vec<NodeLogLines>,
 }
 
 impl OwnedStep {
@@ -57,8 +70,38 @@ impl OwnedStep {
                 .notify
                 .as_ref()
                 .map(|(ns, n)| (ns.as_str(), n.as_str())),
+            logs: &self.logs,
         }
     }
+}
+
+/// Appends `lines` to a node's log inside an open transaction, numbered after the ones
+/// stored. Only the lease holder's driver writes a workflow's logs, so the numbers do not race;
+/// a stale writer's clash fails its whole transaction on the primary key.
+macro_rules! append_logs_in {
+    ($tx:ident, $uid:expr, $node_id:expr, $at:expr, $lines:expr) => {{
+        let (uid, node_id, at, lines): (&str, &str, i64, &[String]) = ($uid, $node_id, $at, $lines);
+        if !lines.is_empty() {
+            let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM node_logs WHERE workflow_uid = $1 AND node_id = $2")
+                .bind(uid)
+                .bind(node_id)
+                .fetch_one(&mut *$tx)
+                .await
+                .and_then(|r| r.try_get("next"))
+                .map_err(q("reading node logs"))?;
+            for (i, line) in lines.iter().enumerate() {
+                sqlx::query("INSERT INTO node_logs (workflow_uid, node_id, seq, at, line) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(uid)
+                    .bind(node_id)
+                    .bind(start + i as i64)
+                    .bind(at)
+                    .bind(line)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(q("storing node logs"))?;
+            }
+        }
+    }};
 }
 
 /// A new workflow row.
@@ -181,6 +224,7 @@ impl Store {
             consumed_inbox: &[],
             audit: &[],
             notify: None,
+            logs: &[],
         })
         .await
     }
@@ -217,6 +261,7 @@ impl Store {
                         consumed_inbox,
                         audit,
                         notify,
+                        logs,
                     } = r;
                     let notice = notify.map(|(ns, name)| self.notice_changed(uid, ns, name));
                     sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
@@ -272,6 +317,9 @@ impl Store {
                                 message: format!("workflow {uid}: inbox entry {id} was consumed already (another writer?)"),
                             });
                         }
+                    }
+                    for l in logs {
+                        append_logs_in!($tx, uid, &l.node_id, l.at, &l.lines);
                     }
                     shared::stage_audit!($backend, $tx, audit);
                     if let Some(notice) = &notice {
@@ -486,24 +534,7 @@ impl Store {
         }
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.map_err(q("starting a transaction"))?;
-            let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM node_logs WHERE workflow_uid = $1 AND node_id = $2")
-                .bind(uid)
-                .bind(node_id)
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|r| r.try_get("next"))
-                .map_err(q("reading node logs"))?;
-            for (i, line) in lines.iter().enumerate() {
-                sqlx::query("INSERT INTO node_logs (workflow_uid, node_id, seq, at, line) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(uid)
-                    .bind(node_id)
-                    .bind(start + i as i64)
-                    .bind(at)
-                    .bind(line)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("storing node logs"))?;
-            }
+            append_logs_in!(tx, uid, node_id, at, lines);
             tx.commit().await.map_err(q("committing node logs"))?;
             Ok(())
         })

@@ -2,7 +2,8 @@
 //! projection in one transaction, listing, and the audit chain catching tampering.
 
 use riposte_store::{
-    AuditEntry, AuditFilter, ChainProblem, NewWorkflow, NodeRow, Store, StoreError, WorkflowState,
+    AuditEntry, AuditFilter, ChainProblem, NewWorkflow, NodeLogLines, NodeRow, StepRecord, Store,
+    StoreError, WorkflowState,
 };
 use serde_json::json;
 
@@ -146,6 +147,60 @@ async fn history_and_projection(store: &Store) {
         .create_workflow(&workflow("b", 20))
         .await
         .expect("create b");
+    // A step's log lines go in its transaction, after the lines shipped while the node ran;
+    // a step that is refused stores none of them.
+    store
+        .append_node_logs("uid-b", "b", 21, &["one".into()])
+        .await
+        .expect("running node's log");
+    let running = state("Running");
+    let logs = |lines: &[&str]| {
+        vec![NodeLogLines {
+            node_id: "b".into(),
+            at: 22,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        }]
+    };
+    let inputs = json!([]);
+    fn step<'a>(
+        seq: i64,
+        inputs: &'a serde_json::Value,
+        state: &'a WorkflowState,
+        logs: &'a [NodeLogLines],
+    ) -> StepRecord<'a> {
+        StepRecord {
+            uid: "uid-b",
+            seq,
+            inputs,
+            recorded_at: 22,
+            nodes: &[],
+            removed: &[],
+            state,
+            consumed_inbox: &[],
+            audit: &[],
+            notify: None,
+            logs,
+        }
+    }
+    let (two, never) = (logs(&["two", "three"]), logs(&["never"]));
+    store
+        .record_step(&step(0, &inputs, &running, &two))
+        .await
+        .expect("step with logs");
+    assert!(
+        store
+            .record_step(&step(0, &inputs, &running, &never))
+            .await
+            .is_err()
+    );
+    let stored: Vec<String> = store
+        .node_logs("uid-b")
+        .await
+        .expect("logs")
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(stored, vec!["one", "two", "three"]);
     let names: Vec<String> = store
         .list_workflows(Some("ns"), 10)
         .await
@@ -552,6 +607,7 @@ async fn shared_state_rules(store: &Store) {
         consumed_inbox: &ids,
         audit: &[],
         notify: None,
+        logs: &[],
     };
     store.record_step(&step(0)).await.expect("step");
     assert!(
