@@ -85,7 +85,7 @@ pub struct HostExecutor {
     skeleton: Arc<std::sync::OnceLock<Result<Skeleton, String>>>,
     /// Where each bare program name was found on the host `PATH` (they do not move during
     /// a run): a step's process is then started by its path, with no `execve` per `PATH`
-    /// entry and, unisolated, by `posix_spawn` instead of `fork`.
+    /// entry.
     programs: Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>,
 }
 

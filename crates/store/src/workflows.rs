@@ -75,6 +75,17 @@ impl OwnedStep {
     }
 }
 
+/// A log line as stored: PostgreSQL's text cannot hold U+0000, which a step may print, so it
+/// becomes U+FFFD on every backend (a log reads the same whichever store holds it, and a
+/// step's NUL byte cannot make the step it ends in unrecordable).
+fn storable_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.contains('\0') {
+        line.replace('\0', "\u{FFFD}").into()
+    } else {
+        line.into()
+    }
+}
+
 /// Appends `lines` to a node's log inside an open transaction, numbered after the ones
 /// stored. Only the lease holder's driver writes a workflow's logs, so the numbers do not race;
 /// a stale writer's clash fails its whole transaction on the primary key.
@@ -95,7 +106,7 @@ macro_rules! append_logs_in {
                     .bind(node_id)
                     .bind(start + i as i64)
                     .bind(at)
-                    .bind(line)
+                    .bind(storable_line(line))
                     .execute(&mut *$tx)
                     .await
                     .map_err(q("storing node logs"))?;
