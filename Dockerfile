@@ -17,11 +17,13 @@ COPY . .
 ENV TARGET_CC=musl-gcc
 RUN target="$(uname -m)-unknown-linux-musl" \
  && cargo build --release --locked -p riposte --target "$target" \
- && cp "target/$target/release/riposte" /riposte
+ && cp "target/$target/release/riposte" "target/$target/release/riposte-exec" /
 
 # distroless/static: CA certificates, /etc/passwd with uid 65532 `nonroot`, no libc needed.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /riposte /usr/local/bin/riposte
+# The small step wrapper the host executor runs detached steps under (found beside riposte).
+COPY --from=build /riposte-exec /usr/local/bin/riposte-exec
 USER 65532:65532
 EXPOSE 2746
 ENTRYPOINT ["/usr/local/bin/riposte"]

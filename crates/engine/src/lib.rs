@@ -74,6 +74,26 @@ pub struct ExecResult {
 }
 
 impl ExecResult {
+    /// The result with every U+0000 written as U+FFFD. A step may print a NUL byte, but
+    /// PostgreSQL's text and jsonb cannot hold one; the driver applies this before the
+    /// result is both recorded and applied, so a replay from history reaches the same state
+    /// as the run that recorded it.
+    pub fn without_nul(mut self) -> ExecResult {
+        fn clean(s: &mut String) {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        clean(&mut self.message);
+        if let Some(r) = &mut self.result {
+            clean(r);
+        }
+        for v in self.parameters.values_mut().flatten() {
+            clean(v);
+        }
+        self
+    }
+
     pub fn succeeded(exit_code: i32, stdout: &str) -> ExecResult {
         ExecResult {
             phase: Phase::Succeeded,

@@ -16,14 +16,15 @@ use crate::image::ImageTable;
 use crate::sandbox::{Isolation, MountPlan, Sandbox, Skeleton};
 use crate::spawn::{self, SpawnRequest};
 
-/// Argo caps `outputs.result` at 256 kB.
-pub const RESULT_LIMIT: usize = 256 * 1024;
+pub use step_wrapper::RESULT_LIMIT;
 
 /// Where the argosay shim appears inside a node's private root.
 const ARGOSAY_INSIDE: &str = "/.riposte/bin/argosay";
 /// Shims first on PATH inside a node: `argosay`, and `cowsay` (which argosay:v1 had).
 const SHIM_DIR_INSIDE: &str = "/.riposte/bin";
 const SHIMS: &[&str] = &["argosay", "cowsay"];
+/// Where the step wrapper of a detached step appears inside a node's private root.
+const WRAPPER_INSIDE: &str = "/.riposte/bin/riposte-exec";
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -40,6 +41,10 @@ pub struct HostConfig {
     /// restarted server re-attaches to it (`run` with `reattach`). `riposte run` does not
     /// need it; `riposte server` does.
     pub detach: bool,
+    /// The step wrapper for detached steps: the small `riposte-exec` binary when it is
+    /// installed beside `riposte` (a step then costs one short-lived process of ~1 ms more
+    /// than the step itself), else `argosay_binary exec`, which loads the whole binary.
+    pub wrapper_binary: Option<PathBuf>,
     /// The workflow's uid: detached steps leave a pointer to their directory under
     /// `$TMPDIR/riposte-steps/<uid>/<node id>`, so any server on this machine (another
     /// replica with another `RIPOSTE_HOME`) can re-attach to them.
@@ -58,14 +63,7 @@ fn step_pointer(uid: &str, node_id: &str) -> PathBuf {
 /// Where a detached step's wrapper writes its report and pid file, as the step sees them.
 const STEP_DIR_INSIDE: &str = "/.riposte-step";
 
-/// Field 22 of `/proc/PID/stat`: when the process started (clock ticks since boot). With the
-/// pid it names one process, even after the pid is reused.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+pub use step_wrapper::process_start_time;
 
 /// Where a detached node's report and pid file are on the host.
 fn step_files(node_dir: &Path, isolated: bool) -> (PathBuf, PathBuf) {
@@ -124,6 +122,7 @@ impl HostExecutor {
         let shim_paths: Vec<String> = SHIMS
             .iter()
             .map(|s| format!("{SHIM_DIR_INSIDE}/{s}"))
+            .chain(std::iter::once(WRAPPER_INSIDE.to_string()))
             .collect();
         let shim_paths: Vec<&str> = shim_paths.iter().map(String::as_str).collect();
         self.skeleton
@@ -407,9 +406,14 @@ impl HostExecutor {
         }
         let plan: Option<Arc<MountPlan>> = if isolated {
             let skeleton = self.skeleton()?;
+            let wrapper = detach.then(|| {
+                let binary = cfg.wrapper_binary.as_ref().unwrap_or(&cfg.argosay_binary);
+                (binary.clone(), WRAPPER_INSIDE.to_string())
+            });
             let shims: Vec<(PathBuf, String)> = SHIMS
                 .iter()
                 .map(|s| (cfg.argosay_binary.clone(), format!("{SHIM_DIR_INSIDE}/{s}")))
+                .chain(wrapper)
                 .collect();
             let shims: Vec<(PathBuf, &str)> =
                 shims.iter().map(|(p, s)| (p.clone(), s.as_str())).collect();
@@ -464,7 +468,7 @@ impl HostExecutor {
         }
         let runs_shim = argv.first() == Some(&argosay_path);
         if detach {
-            // `riposte exec` waits for the step, writes its report, and outlives this process.
+            // The wrapper waits for the step, writes its report, and outlives this process.
             let (report_seen, pid_seen) = if isolated {
                 (report_inside.clone(), pid_inside.clone())
             } else {
@@ -473,9 +477,13 @@ impl HostExecutor {
                     pid_host.display().to_string(),
                 )
             };
-            let mut wrapped = vec![
-                argosay_path.clone(),
-                "exec".to_string(),
+            let mut wrapped = match (&cfg.wrapper_binary, isolated) {
+                (Some(_), true) => vec![WRAPPER_INSIDE.to_string()],
+                (Some(w), false) => vec![w.display().to_string()],
+                (None, true) => vec![WRAPPER_INSIDE.to_string(), "exec".to_string()],
+                (None, false) => vec![argosay_path.clone(), "exec".to_string()],
+            };
+            wrapped.extend([
                 "--report-file".to_string(),
                 report_seen,
                 "--pid-file".to_string(),
@@ -483,7 +491,7 @@ impl HostExecutor {
                 "--termination-log".to_string(),
                 "/dev/null".to_string(),
                 "--".to_string(),
-            ];
+            ]);
             wrapped.append(&mut argv);
             argv = wrapped;
         }

@@ -45,6 +45,7 @@ pub(crate) fn host_executor(
         keep_node_dirs: keep,
         // `riposte run` drives its workflow to the end itself; nothing re-attaches.
         detach: false,
+        wrapper_binary: None,
         workflow_uid: None,
     }))
 }

@@ -135,6 +135,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
             images: ImageTable::with_host_python(BTreeMap::new()),
             argosay_binary: std::env::current_exe()
                 .context("finding the riposte binary for the argosay shim")?,
+            wrapper_binary: step_wrapper_binary(),
             isolation,
             holder: format!(
                 "{}-{}-{}",
@@ -310,4 +311,20 @@ async fn apply_config_dir(events: &server::events::Events, dir: &Path) -> Result
     }
     eprintln!("applied {applied} object(s) from {}", dir.display());
     Ok(())
+}
+
+/// `riposte-exec` beside this binary (as `cargo build`, `cargo install` and the image put
+/// it), for detached steps; without it they run under `riposte exec`, which costs the
+/// loading of this whole binary per step.
+pub(crate) fn step_wrapper_binary() -> Option<PathBuf> {
+    let wrapper = std::env::current_exe().ok()?.with_file_name("riposte-exec");
+    if wrapper.is_file() {
+        Some(wrapper)
+    } else {
+        tracing::info!(
+            missing = %wrapper.display(),
+            "steps run under `riposte exec`: install riposte-exec beside riposte for faster steps"
+        );
+        None
+    }
 }

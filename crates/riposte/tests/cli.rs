@@ -584,6 +584,79 @@ fn exec_wrapper_reports_through_termination_message_and_callback() {
     }
 }
 
+/// `riposte-exec`, the small wrapper detached host steps run under: the same report as
+/// `riposte exec`, written whole to `--report-file`, after `PID START_TIME` in `--pid-file`;
+/// bad arguments are explained, not run.
+#[test]
+fn small_wrapper_writes_report_and_pid_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (report, pid) = (dir.path().join("report.json"), dir.path().join("pid"));
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_riposte-exec"))
+        .arg("--report-file")
+        .arg(&report)
+        .arg("--pid-file")
+        .arg(&pid)
+        .arg("--termination-log=/dev/null")
+        .arg(format!("--output=o={}", out.display()))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo -n quarantined > {}; echo done; cat {}; exit 4",
+            out.display(),
+            pid.display()
+        ))
+        .output()
+        .expect("riposte-exec runs");
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    // The pid file was there (with the wrapper's pid and start time) before the step ran.
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("done"));
+    let pid_line = lines.next().expect("pid line");
+    let fields: Vec<u64> = pid_line
+        .split_whitespace()
+        .map(|f| f.parse().expect("number"))
+        .collect();
+    assert_eq!(fields.len(), 2, "{pid_line}");
+    assert!(fields.iter().all(|f| *f > 0), "{pid_line}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["exitCode"], 4, "{r}");
+    assert_eq!(r["outputs"]["o"], "quarantined", "{r}");
+    assert!(
+        r["result"].as_str().expect("result").starts_with("done\n"),
+        "{r}"
+    );
+    // A missing program is 127, as in a shell, and still reported.
+    let o = Command::new(env!("CARGO_BIN_EXE_riposte-exec"))
+        .arg("--report-file")
+        .arg(&report)
+        .args(["--", "/nonexistent/program"])
+        .output()
+        .expect("riposte-exec runs");
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["exitCode"], 127, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .expect("error")
+            .contains("/nonexistent/program"),
+        "{r}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_riposte-exec"))
+        .args(["--output", "no-equals-sign", "--", "true"])
+        .output()
+        .expect("riposte-exec runs");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("--output \"no-equals-sign\" must be NAME=PATH"),
+        "{o:?}"
+    );
+}
+
 /// Resource conditions, jsonPath and jqFilter are linted with positions; `{{...}}` waits.
 #[test]
 fn lint_checks_resource_conditions_and_output_queries() {

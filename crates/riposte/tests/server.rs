@@ -50,6 +50,21 @@ fn wait_for(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// `riposte replay NAME` on the database: the stored history reaches the stored state.
+fn assert_replays(name: &str, database_url: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["replay", name, "--database-url", database_url])
+        .output()
+        .expect("replay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn finished(wf: &Value) -> bool {
     matches!(phase(wf), "Succeeded" | "Failed" | "Error")
 }
@@ -448,17 +463,54 @@ fn postgres_connections_cut_mid_run_lose_nothing() {
         .collect();
     assert_eq!(steps.len(), 3, "{steps:?}");
     // And what was recorded still replays to the stored state.
-    let out = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args(["replay", "cut", "--database-url", &url])
-        .output()
-        .expect("replay");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_replays("cut", &url);
+    drop(s);
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}
+
+/// A step may print a NUL byte, which PostgreSQL's jsonb and text cannot hold: the workflow
+/// still runs to the end (the byte is U+FFFD in its result, the next step's argument and the
+/// log) and its history replays to the stored state.
+#[test]
+fn a_nul_byte_on_stdout_is_recorded_on_postgres() {
+    let db = format!("riposte_nul_{}", std::process::id());
+    let psql = |sql: &str| common::psql("postgres", sql);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start_with(home.path(), &["--database-url", url.as_str()]);
+    let wf = json!({"workflow": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "nul"},
+        "spec": {"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [
+                [{"name": "a", "template": "nul"}],
+                [{"name": "b", "template": "echo", "arguments": {"parameters": [
+                    {"name": "m", "value": "{{steps.a.outputs.result}}"}]}}]]},
+            {"name": "nul", "container": {"image": "busybox", "command": ["sh", "-c", "printf 'a\\000b\\n'"]}},
+            {"name": "echo", "inputs": {"parameters": [{"name": "m"}]},
+             "container": {"image": "busybox", "command": ["echo", "{{inputs.parameters.m}}"]}}
+        ]}
+    }});
+    let (code, v) = call(
+        "POST",
+        &format!("{}/api/v1/workflows/default", s.base),
+        Some(wf),
     );
+    assert_eq!(code, 200, "{v}");
+    let wf = wait_for(&s.base, "nul", finished);
+    assert_eq!(phase(&wf), "Succeeded", "{wf}");
+    let result_of = |name: &str| {
+        wf["status"]["nodes"]
+            .as_object()
+            .expect("nodes")
+            .values()
+            .find(|n| n["displayName"] == name)
+            .map(|n| n["outputs"]["result"].clone())
+    };
+    assert_eq!(result_of("a"), Some(json!("a\u{FFFD}b")), "{wf}");
+    assert_eq!(result_of("b"), Some(json!("a\u{FFFD}b")), "{wf}");
+    assert_replays("nul", &url);
     drop(s);
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
 }

@@ -64,6 +64,9 @@ pub struct ControllerConfig {
     pub runs_dir: PathBuf,
     pub images: ImageTable,
     pub argosay_binary: PathBuf,
+    /// The small step wrapper (`riposte-exec`) detached host steps run under; `None` runs
+    /// `argosay_binary exec` instead (the same wrapper, slower to start).
+    pub wrapper_binary: Option<PathBuf>,
     pub isolation: Isolation,
     /// This replica's name in the lease table.
     pub holder: String,
@@ -147,6 +150,7 @@ impl Controller {
             run_dir: run_dir.clone(),
             images: c.images.clone(),
             argosay_binary: c.argosay_binary.clone(),
+            wrapper_binary: c.wrapper_binary.clone(),
             isolation: c.isolation.clone(),
             keep_node_dirs: false,
             // Steps outlive a restart of the server and are re-attached.

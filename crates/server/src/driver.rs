@@ -453,10 +453,11 @@ impl StepExecutor {
         deadline_in: Option<Duration>,
         reattach: bool,
     ) -> ExecResult {
-        match self {
+        let result = match self {
             StepExecutor::Host(h) => h.run(node, cancel, deadline_in, reattach).await,
             StepExecutor::Kubernetes(k) => k.run(node, cancel, deadline_in, reattach).await,
-        }
+        };
+        result.without_nul()
     }
 
     /// Whether a node's work outlives its controller (a Job does; a local process does when

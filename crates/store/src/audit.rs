@@ -79,7 +79,8 @@ pub enum ChainProblem {
 fn canonical(seq: i64, prev_hash: &str, e: &AuditEntry) -> String {
     // serde_json with sorted keys (no `preserve_order` on values built by `json!` ... here we
     // serialize fields explicitly so the encoding never depends on map order).
-    let details = canonical_json(&e.details);
+    // As stored: a NUL in the details is stored as U+FFFD, so it is hashed as U+FFFD.
+    let details = canonical_json(&crate::storable_json(&e.details));
     format!(
         "{prev_hash}|{seq}|{}|{}|{}|{}|{}|{details}",
         e.at,
@@ -212,7 +213,7 @@ macro_rules! chain_insert {
         let actions: Vec<&str> = $rows.iter().map(|r| r.1.action.as_str()).collect();
         let objects: Vec<&str> = $rows.iter().map(|r| r.1.object.as_str()).collect();
         let sources: Vec<&str> = $rows.iter().map(|r| r.1.source.as_str()).collect();
-        let details: Vec<String> = $rows.iter().map(|r| r.1.details.to_string()).collect();
+        let details: Vec<String> = $rows.iter().map(|r| crate::storable_json(&r.1.details).to_string()).collect();
         let prevs: Vec<&str> = $rows.iter().map(|r| r.2.as_str()).collect();
         let hashes: Vec<&str> = $rows.iter().map(|r| r.3.as_str()).collect();
         sqlx::query(
@@ -244,7 +245,7 @@ macro_rules! chain_insert {
             .bind(&e.action)
             .bind(&e.object)
             .bind(&e.source)
-            .bind(Json(&e.details))
+            .bind(Json(crate::storable_json(&e.details)))
             .bind(prev_hash)
             .bind(hash)
             .execute(&mut *$tx)

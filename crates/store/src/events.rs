@@ -110,7 +110,7 @@ impl Store {
                     .bind(&e.event_source)
                     .bind(&e.event_name)
                     .bind(e.received_at)
-                    .bind(Json(&e.envelope))
+                    .bind(Json(crate::storable_json(&e.envelope)))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(q("storing an event"))?;
@@ -244,7 +244,7 @@ impl Store {
                     .bind(d.event_seq)
                     .bind(&d.sensor)
                     .bind(d.at)
-                    .bind(Json(&d.decision))
+                    .bind(Json(crate::storable_json(&d.decision)))
                     .execute(&mut *tx)
                     .await
                     .map_err(q("recording a sensor decision"))?;

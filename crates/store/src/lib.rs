@@ -112,6 +112,37 @@ macro_rules! on_pool {
     };
 }
 
+/// A JSON value as PostgreSQL's jsonb can hold it: every U+0000 in a string or a key becomes
+/// U+FFFD (jsonb rejects `\u0000`, and one such value would make its whole transaction fail:
+/// a webhook body that can never be stored, a workflow whose next step cannot be recorded).
+/// Applied on every backend, so a value reads the same whichever store holds it. Borrows
+/// when there is nothing to replace, which is nearly always.
+pub(crate) fn storable_json(v: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    use serde_json::Value;
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn clean(v: &Value) -> Value {
+        let text = |s: &str| s.replace('\0', "\u{FFFD}");
+        match v {
+            Value::String(s) => Value::String(text(s)),
+            Value::Array(a) => Value::Array(a.iter().map(clean).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (text(k), clean(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    if has_nul(v) {
+        std::borrow::Cow::Owned(clean(v))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+
 pub mod audit;
 mod crons;
 mod events;

@@ -101,7 +101,7 @@ macro_rules! stage_audit {
             let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
             let objects: Vec<&str> = entries.iter().map(|e| e.object.as_str()).collect();
             let sources: Vec<&str> = entries.iter().map(|e| e.source.as_str()).collect();
-            let details: Vec<String> = entries.iter().map(|e| e.details.to_string()).collect();
+            let details: Vec<String> = entries.iter().map(|e| crate::storable_json(&e.details).to_string()).collect();
             sqlx::query(
                 "INSERT INTO audit_outbox (at, actor, action, object, source, details) \
                  SELECT a, ac, act, o, so, d::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(a, ac, act, o, so, d)",
@@ -131,7 +131,7 @@ macro_rules! stage_audit {
             .bind(&e.action)
             .bind(&e.object)
             .bind(&e.source)
-            .bind(Json(&e.details))
+            .bind(Json(crate::storable_json(&e.details)))
             .execute(&mut *$tx)
             .await
             .map_err(q("staging an audit entry"))?;
@@ -213,9 +213,9 @@ macro_rules! submit_in {
             .bind(&w.uid)
             .bind(&w.namespace)
             .bind(&w.name)
-            .bind(Json(&w.labels))
+            .bind(Json(crate::storable_json(&w.labels)))
             .bind(w.created_at)
-            .bind(Json(&w.definition))
+            .bind(Json(crate::storable_json(&w.definition)))
             .execute(&mut *$tx)
             .await;
             match created {
@@ -330,7 +330,7 @@ impl Store {
                      SELECT uid, $2, $3 FROM workflows WHERE uid = $1 AND finished_at IS NULL RETURNING id",
                 )
                 .bind(uid)
-                .bind(Json(input))
+                .bind(Json(crate::storable_json(input)))
                 .bind(created_at)
                 .fetch_optional(&mut *tx)
                 .await
@@ -534,7 +534,7 @@ impl Store {
                         Arg::Text(t) => query.bind(*t),
                         Arg::Bool(b) => query.bind(*b),
                         Arg::Int(i) => query.bind(*i),
-                        Arg::Json(v) => query.bind(Json(*v)),
+                        Arg::Json(v) => query.bind(Json(crate::storable_json(v))),
                     };
                 }
                 let n = query.execute(&mut *tx).await?.rows_affected();
@@ -547,7 +547,7 @@ impl Store {
                     .bind(&audit.action)
                     .bind(&audit.object)
                     .bind(&audit.source)
-                    .bind(Json(&audit.details))
+                    .bind(Json(crate::storable_json(&audit.details)))
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -190,9 +190,9 @@ impl Store {
             .bind(&w.uid)
             .bind(&w.namespace)
             .bind(&w.name)
-            .bind(Json(&w.labels))
+            .bind(Json(crate::storable_json(&w.labels)))
             .bind(w.created_at)
-            .bind(Json(&w.definition))
+            .bind(Json(crate::storable_json(&w.definition)))
             .execute(p)
             .await
             .map(|_| ())
@@ -278,7 +278,7 @@ impl Store {
                     sqlx::query("INSERT INTO workflow_history (workflow_uid, seq, inputs, recorded_at) VALUES ($1, $2, $3, $4)")
                         .bind(uid)
                         .bind(seq)
-                        .bind(Json(inputs))
+                        .bind(Json(crate::storable_json(inputs)))
                         .bind(recorded_at)
                         .execute(&mut *$tx)
                         .await
@@ -301,7 +301,7 @@ impl Store {
                     .bind(&state.message)
                     .bind(state.started_at)
                     .bind(state.finished_at)
-                    .bind(Json(&state.status))
+                    .bind(Json(crate::storable_json(&state.status)))
                     .bind(seq + 1)
                     .bind(seq)
                     .execute(&mut *$tx)
@@ -346,7 +346,10 @@ impl Store {
                 let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
                 let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
                 let phases: Vec<&str> = nodes.iter().map(|n| n.phase.as_str()).collect();
-                let statuses: Vec<Json<&Value>> = nodes.iter().map(|n| Json(&n.status)).collect();
+                let statuses: Vec<Json<std::borrow::Cow<Value>>> = nodes
+                    .iter()
+                    .map(|n| Json(crate::storable_json(&n.status)))
+                    .collect();
                 sqlx::query(
                     "INSERT INTO nodes (workflow_uid, node_id, name, phase, status) \
                      SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[]) \
@@ -370,7 +373,7 @@ impl Store {
                 .bind(&n.id)
                 .bind(&n.name)
                 .bind(&n.phase)
-                .bind(Json(&n.status))
+                .bind(Json(crate::storable_json(&n.status)))
                 .execute(&mut *tx)
                 .await
                 .map_err(q("updating nodes"))?;

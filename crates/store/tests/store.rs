@@ -202,6 +202,39 @@ async fn history_and_projection(store: &Store) {
         .collect();
     // A NUL byte (which PostgreSQL's text cannot hold) is stored as U+FFFD on both backends.
     assert_eq!(stored, vec!["one", "two", "thr\u{FFFD}ee"]);
+    // A step's stdout may hold a NUL byte (its `outputs.result` in the history's inputs, the
+    // node's and the workflow's status): PostgreSQL's jsonb rejects `\u0000`, so it is stored
+    // as U+FFFD on both backends rather than making the step unrecordable.
+    let nul_inputs = json!([{"NodeFinished": {"result": "a\u{0}b", "k\u{0}": ["\u{0}"]}}]);
+    let nul_state = WorkflowState {
+        status: json!({"phase": "Running", "message": "x\u{0}"}),
+        ..state("Running")
+    };
+    let nul_node = [NodeRow {
+        id: "b-1".into(),
+        name: "b[0]".into(),
+        phase: "Succeeded".into(),
+        status: json!({"outputs": {"result": "a\u{0}b"}}),
+    }];
+    store
+        .record_step(&StepRecord {
+            nodes: &nul_node,
+            ..step(1, &nul_inputs, &nul_state, &[])
+        })
+        .await
+        .expect("a step whose output holds a NUL byte is recorded");
+    let history = store.history("uid-b").await.expect("history");
+    assert_eq!(
+        history.last(),
+        Some(&json!([{"NodeFinished": {"result": "a\u{FFFD}b", "k\u{FFFD}": ["\u{FFFD}"]}}]))
+    );
+    let nodes = store.nodes("uid-b").await.expect("nodes");
+    assert_eq!(
+        nodes.iter().find(|n| n.id == "b-1").map(|n| &n.status),
+        Some(&json!({"outputs": {"result": "a\u{FFFD}b"}}))
+    );
+    let b = store.get_workflow("ns", "b").await.expect("b");
+    assert_eq!(b.status["message"], "x\u{FFFD}");
     let names: Vec<String> = store
         .list_workflows(Some("ns"), 10)
         .await

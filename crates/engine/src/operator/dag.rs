@@ -51,7 +51,7 @@ impl Workflow {
         let active: Vec<usize> = rt.active.iter().copied().collect();
         for i in active {
             self.execute_dag_task(&dag.tasks, i, &rt, node_name, &id, tscope, &inputs);
-            self.settle_task(&mut rt, i, node_name, &dag.tasks);
+            self.settle_task(&mut rt, i);
         }
         // Tasks whose dependencies are all done: start them. Starting one may finish it at once
         // (skipped, omitted, errored), which can make more tasks ready.
@@ -60,7 +60,7 @@ impl Workflow {
             let before = (rt.ready.len(), rt.active.len(), rt.done_count);
             for i in ready {
                 self.execute_dag_task(&dag.tasks, i, &rt, node_name, &id, tscope, &inputs);
-                self.settle_task(&mut rt, i, node_name, &dag.tasks);
+                self.settle_task(&mut rt, i);
             }
             if (rt.ready.len(), rt.active.len(), rt.done_count) == before {
                 break;
@@ -165,7 +165,13 @@ impl Workflow {
                 children[p].push(i);
             }
         }
+        let task_ids = dag
+            .tasks
+            .iter()
+            .map(|t| node_id(&self.id.name, &format!("{node_name}.{}", t.name)))
+            .collect();
         let mut rt = DagRuntime {
+            task_ids,
             deps,
             index,
             targets,
@@ -186,8 +192,7 @@ impl Workflow {
         }
         // Nodes may exist already (the runtime is derived state): account for them.
         for &i in &order {
-            let tid = node_id(&self.id.name, &format!("{node_name}.{}", dag.tasks[i].name));
-            if self.nodes.get(&tid).is_some() {
+            if self.nodes.get(&rt.task_ids[i]).is_some() {
                 rt.ready.remove(&i);
                 rt.active.insert(i);
             }
@@ -197,13 +202,13 @@ impl Workflow {
     }
 
     /// Moves task `i` between ready, active and done after it was looked at.
-    fn settle_task(&self, rt: &mut DagRuntime, i: usize, node_name: &str, tasks: &[DagTask]) {
-        let tid = node_id(&self.id.name, &format!("{node_name}.{}", tasks[i].name));
-        if self.nodes.get(&tid).is_none() {
+    fn settle_task(&self, rt: &mut DagRuntime, i: usize) {
+        let tid = &rt.task_ids[i];
+        if self.nodes.get(tid).is_none() {
             return;
         }
         rt.ready.remove(&i);
-        if !self.step_fulfilled(&tid) {
+        if !self.step_fulfilled(tid) {
             rt.active.insert(i);
             return;
         }
@@ -343,9 +348,19 @@ impl Workflow {
         inputs: &[(String, String)],
     ) {
         let (deps, index, siblings) = (&rt.deps, &rt.index, &rt.siblings);
+        let task_id = rt.task_ids[i].clone();
+        // A running leaf changes only through inputs: nothing below would look at it (its
+        // dependencies were done when it started). Returning here keeps a step of a wide DAG
+        // from costing a copy of every running task.
+        if self
+            .nodes
+            .get(&task_id)
+            .is_some_and(|n| n.node_type.is_leaf() && !n.phase.fulfilled())
+        {
+            return;
+        }
         let task = &tasks[i];
         let task_name = format!("{dag_name}.{}", task.name);
-        let task_id = node_id(&self.id.name, &task_name);
         let step = task.as_step();
         let boundary = Some(dag_id.to_string());
         if let Some(n) = self.nodes.get(&task_id) {
@@ -654,6 +669,8 @@ pub(crate) fn dag_order(
 /// it can always be rebuilt; it only saves re-parsing and re-visiting finished tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct DagRuntime {
+    /// Each task's node id (`node_id` of `<dag node name>.<task>`), computed once.
+    task_ids: Vec<String>,
     deps: Vec<Option<expr::Depends>>,
     index: HashMap<String, usize>,
     targets: Vec<usize>,
