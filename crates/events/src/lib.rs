@@ -197,19 +197,26 @@ fn data_filter(f: &Value, data: &Value, reasons: &mut Vec<String>) -> bool {
         .flatten()
         .map(text)
         .collect();
-    if !f["template"].is_null() {
-        reasons.push(format!(
-            "data {path}: `template` (a Go template) is not supported by Riposte, so it does not match"
-        ));
-        return false;
-    }
     let Some(found) = lookup(data, path) else {
         reasons.push(format!(
             "data {path}: not in the event, so it does not match"
         ));
         return false;
     };
-    let shown = text(&found);
+    let mut shown = text(&found);
+    // Argo runs the template with `.Input` = the value found (as a string) and compares what
+    // it gives instead.
+    if let Some(t) = f["template"].as_str() {
+        match expr::gotemplate::render_input(t, &Value::String(shown.clone())) {
+            Ok(v) => shown = v,
+            Err(e) => {
+                reasons.push(format!(
+                    "data {path}: template {t:?} failed ({e}), so it does not match"
+                ));
+                return false;
+            }
+        }
+    }
     let ok = match ty {
         "string" => {
             let hit = values.iter().find(|v| cached_regex_match(v, &shown));
@@ -497,24 +504,7 @@ pub fn apply_parameters(
             .as_str()
             .and_then(|d| events.iter().find(|(n, _)| n == d).map(|(_, e)| e));
         let value = match event {
-            Some(e) => {
-                if let Some(k) = src["dataKey"].as_str() {
-                    lookup(&e.data, k).map(|v| text(&v))
-                } else if let Some(k) = src["contextKey"].as_str() {
-                    lookup(&e.context(), k).map(|v| text(&v))
-                } else if src["dataTemplate"].is_string() || src["contextTemplate"].is_string() {
-                    notes.push(format!(
-                        "{dest}: dataTemplate/contextTemplate (Go templates) are not supported by Riposte; the default is used"
-                    ));
-                    None
-                } else {
-                    Some(if src["useRawData"] == true {
-                        e.data.to_string()
-                    } else {
-                        text(&e.data)
-                    })
-                }
-            }
+            Some(e) => source_value(src, e, dest, &mut notes),
             None => None,
         }
         .or_else(|| src["value"].as_str().map(str::to_string));
@@ -536,6 +526,42 @@ pub fn apply_parameters(
         set_path(&mut resource, dest, Value::String(new));
     }
     (resource, notes)
+}
+
+/// A parameter's value from its dependency's event, as Argo Events resolves it: the data side
+/// (`dataKey`/`dataTemplate`) wins over the context side; a template that fails or gives
+/// nothing falls back to the key, and `None` to the parameter's default `value`.
+fn source_value(src: &Value, e: &Event, dest: &str, notes: &mut Vec<String>) -> Option<String> {
+    let data_side = src["dataKey"].is_string() || src["dataTemplate"].is_string();
+    let context_side = src["contextKey"].is_string() || src["contextTemplate"].is_string();
+    let (input, key, template) = if data_side {
+        (
+            e.data.clone(),
+            src["dataKey"].as_str(),
+            src["dataTemplate"].as_str(),
+        )
+    } else if context_side {
+        (
+            e.context(),
+            src["contextKey"].as_str(),
+            src["contextTemplate"].as_str(),
+        )
+    } else {
+        return Some(if src["useRawData"] == true {
+            e.data.to_string()
+        } else {
+            text(&e.data)
+        });
+    };
+    if let Some(t) = template {
+        match expr::gotemplate::render_input(t, &input) {
+            Ok(v) => return Some(v),
+            Err(err) => notes.push(format!(
+                "{dest}: template {t:?} failed ({err}); falling back to the key or the default"
+            )),
+        }
+    }
+    key.and_then(|k| lookup(&input, k)).map(|v| text(&v))
 }
 
 /// Sets `path` (dot-separated keys, numbers index arrays) in `v`, creating objects on the way.
@@ -639,8 +665,20 @@ mod tests {
                 false,
             ),
             (
-                "template unsupported",
-                json!({"data": [{"path": "body.rule", "type": "string", "value": ["x"], "template": "{{ .Input }}"}]}),
+                "template gives the compared value",
+                json!({"data": [{"path": "body.rule", "type": "string", "value": ["^terminal-shell"],
+                "template": "{{ .Input | lower | replace \" \" \"-\" }}"}]}),
+                true,
+            ),
+            (
+                "template on a number",
+                json!({"data": [{"path": "body.output_fields.proc\\.pid", "type": "number", "value": ["43"],
+                "template": "{{ add1 .Input }}"}]}),
+                true,
+            ),
+            (
+                "failing template",
+                json!({"data": [{"path": "body.rule", "type": "string", "value": ["x"], "template": "{{ .Input.nope }}"}]}),
                 false,
             ),
         ];
@@ -721,6 +759,43 @@ mod tests {
         assert_eq!(out["metadata"]["labels"]["priority"], "Warning");
         assert_eq!(out["metadata"]["annotations"]["note"], "fallback");
         assert_eq!(notes.len(), 3);
+    }
+
+    /// Argo Events' trigger-with-template example: Go templates over the data and the
+    /// context, `append`; a template that fails falls back to the key, then the default.
+    #[test]
+    fn templated_parameters() {
+        let mut e = Event::from_json(
+            json!({"header": {}, "body": {"message": "shell in web-1", "name": "Jane Q Doe", "n": 7}}),
+        );
+        e.subject = "falco alert".into();
+        let wf = json!({"metadata": {"generateName": "webhook-"},
+                        "spec": {"arguments": {"parameters": [{"name": "message"}, {"name": "subject"}]}}});
+        let params = vec![
+            json!({"src": {"dependencyName": "d", "dataTemplate": "{{ .Input.body.message | title }}"},
+                   "dest": "spec.arguments.parameters.0.value"}),
+            json!({"src": {"dependencyName": "d", "contextTemplate": "{{ .Input.subject | title }}"},
+                   "dest": "spec.arguments.parameters.1.value"}),
+            json!({"src": {"dependencyName": "d", "dataTemplate": "{{ .Input.body.name | nospace | lower }}-"},
+                   "dest": "metadata.generateName", "operation": "append"}),
+            json!({"src": {"dependencyName": "d", "dataTemplate": "{{ .Input.body.missing }}", "dataKey": "body.n"},
+                   "dest": "metadata.labels.n"}),
+            json!({"src": {"dependencyName": "d", "dataTemplate": "{{ .Input.body.missing }}", "value": "none"},
+                   "dest": "metadata.labels.default"}),
+        ];
+        let (out, notes) = apply_parameters(wf, &params, &[("d".into(), e)]);
+        let args = &out["spec"]["arguments"]["parameters"];
+        assert_eq!(args[0]["value"], "Shell In Web-1", "{notes:?}");
+        assert_eq!(args[1]["value"], "Falco Alert", "{notes:?}");
+        assert_eq!(out["metadata"]["generateName"], "webhook-janeqdoe-");
+        assert_eq!(out["metadata"]["labels"]["n"], "7");
+        assert_eq!(out["metadata"]["labels"]["default"], "none");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("failed") && n.contains("<no value>")),
+            "{notes:?}"
+        );
     }
 
     proptest::proptest! {

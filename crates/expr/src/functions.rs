@@ -311,7 +311,7 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
     }
 }
 
-fn b64encode(s: &str) -> String {
+pub(crate) fn b64encode(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b = s.as_bytes();
     let mut out = String::new();
@@ -335,7 +335,7 @@ fn b64encode(s: &str) -> String {
     out
 }
 
-fn b64decode(s: &str) -> Option<String> {
+pub(crate) fn b64decode(s: &str) -> Option<String> {
     let mut bits = 0u32;
     let mut n = 0;
     let mut out = Vec::new();

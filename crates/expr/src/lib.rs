@@ -22,6 +22,7 @@ pub mod ast;
 pub mod depends;
 pub mod eval;
 mod functions;
+pub mod gotemplate;
 pub mod jq;
 pub mod template;
 pub mod time;

@@ -368,6 +368,7 @@ fn lint_filters(cx: &mut Lint, f: &Value, path: &str) {
                 format!("comparator {c:?} is not one of =, !=, >, >=, <, <="),
             );
         }
+        go_template(cx, d, &p, "template");
         let values = d["value"].as_array().map(Vec::len).unwrap_or(0);
         if values == 0 {
             cx.error(&p, format!("{p}.value must list at least one value"));
@@ -546,6 +547,22 @@ fn condition(cx: &mut Lint, src: &str, names: &[String], path: &str) {
     }
 }
 
+/// `obj[key]`, when set, must parse as a Go template (Argo Events' `dataTemplate`,
+/// `contextTemplate` and data filters' `template`).
+fn go_template(cx: &mut Lint, obj: &Value, path: &str, key: &str) {
+    if let Some(t) = obj[key].as_str()
+        && let Err(e) = expr::gotemplate::Template::parse(t)
+    {
+        cx.error(
+            &format!("{path}.{key}"),
+            format!(
+                "{key} {t:?}: {} (at byte {} of the template)",
+                e.message, e.offset
+            ),
+        );
+    }
+}
+
 fn parameter(cx: &mut Lint, p: &Value, names: &[String], path: &str) {
     cx.fields(p, path, PARAMETER);
     let src = &p["src"];
@@ -571,6 +588,9 @@ fn parameter(cx: &mut Lint, p: &Value, names: &[String], path: &str) {
         {
             cx.error(&format!("{path}.src.{key}"), format!("{key} {k:?}: {e}"));
         }
+    }
+    for key in ["dataTemplate", "contextTemplate"] {
+        go_template(cx, src, &format!("{path}.src"), key);
     }
     match p["dest"].as_str() {
         None | Some("") => cx.error(path, format!("{path}.dest is required")),
@@ -800,6 +820,8 @@ spec:
             - src: {dependencyName: shel, dataKey: body.output_fields.k8s\.pod\.name}
               dest: spec.arguments.parameters.0.value
               operation: replace
+            - src: {dependencyName: shell, dataTemplate: "{{ .Input.body.rule | shout }}"}
+              dest: metadata.name
     - template:
         name: tell
         slack: {channel: x}
@@ -824,7 +846,14 @@ spec:
         assert!(has(26, "dependency \"shel\" is not defined"), "{got:#?}");
         assert!(has(28, "operation \"replace\""), "{got:#?}");
         assert!(
-            has(31, "warning: trigger type `slack` is not implemented"),
+            has(
+                29,
+                "dataTemplate \"{{ .Input.body.rule | shout }}\": function \"shout\" not defined (at byte 22"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            has(33, "warning: trigger type `slack` is not implemented"),
             "{got:#?}"
         );
     }
