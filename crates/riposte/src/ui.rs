@@ -209,10 +209,19 @@ impl Progress {
                 .filter(|n| !matches!(n.node_type, NodeType::StepGroup | NodeType::TaskGroup))
                 .filter(|n| self.phases.get(&n.id) != Some(&n.phase))
                 .collect();
-            changed.sort_by(|a, b| {
-                (a.finished_at.unwrap_or(a.started_at), &a.name)
-                    .cmp(&(b.finished_at.unwrap_or(b.started_at), &b.name))
-            });
+            // In time order; at the same instant, ends before starts (a step ends, then the
+            // next one starts), a parent's end after its children's and its start before
+            // theirs.
+            let key = |n: &Node| {
+                let depth = n.name.matches(['.', '[']).count() as i64;
+                let order = if n.phase.fulfilled() {
+                    (0, -depth)
+                } else {
+                    (1, depth)
+                };
+                (n.finished_at.unwrap_or(n.started_at), order)
+            };
+            changed.sort_by(|a, b| (key(a), &a.name).cmp(&(key(b), &b.name)));
             let mut err = std::io::stderr().lock();
             for n in changed {
                 self.phases.insert(n.id.clone(), n.phase);

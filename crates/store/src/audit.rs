@@ -267,6 +267,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let entries = entries.to_vec();
+        let _turn = self.write_turn().await;
         match &self.pool {
             Pool::Pg(p) => chain_tx!(
                 p,
@@ -312,10 +313,12 @@ impl Store {
                 Ok::<_, StoreError>((entries, ids))
             }};
         }
+        let turn = self.write_turn().await;
         let seqs = match &self.pool {
             Pool::Pg(p) => chain_tx!(p, PG_LOCK, |tx| staged!(tx), Pg)?,
             Pool::Sqlite(p) => chain_tx!(p, SQLITE_LOCK, |tx| staged!(tx), Sqlite)?,
         };
+        drop(turn);
         Ok(seqs.len())
     }
 

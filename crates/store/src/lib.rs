@@ -170,9 +170,22 @@ pub struct Store {
     pub(crate) origin: std::sync::Arc<str>,
     /// Wakes the task that seals staged audit rows into the chain.
     pub(crate) seal_wakeup: std::sync::Arc<tokio::sync::Notify>,
+    /// On SQLite, this process's hot write transactions (steps, logs, audit sealing) take
+    /// turns here instead of meeting on the database's write lock, where a collision costs
+    /// a busy-handler sleep of 1 ms and more (measured: ~0.4 ms a step on a chain). Other
+    /// processes on the same file still wait through the busy timeout.
+    pub(crate) sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
+    /// This process's turn to write, on SQLite (see `sqlite_writer`); nothing on PostgreSQL.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Pool::Pg(_) => None,
+        }
+    }
+
     /// Connects and applies migrations.
     pub async fn open(url: &str) -> Result<Store> {
         let connect = |source| StoreError::Connect {
@@ -216,6 +229,7 @@ impl Store {
             pool,
             origin: uuid::Uuid::new_v4().to_string().into(),
             seal_wakeup: std::sync::Arc::new(tokio::sync::Notify::new()),
+            sqlite_writer: std::sync::Arc::default(),
         };
         tokio::spawn(store.clone().sealer());
         Ok(store)

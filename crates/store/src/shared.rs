@@ -525,6 +525,7 @@ impl Store {
         args: &[Arg<'_>],
         audit: &AuditEntry,
     ) -> std::result::Result<u64, sqlx::Error> {
+        let _turn = self.write_turn().await;
         macro_rules! audited_tx {
             ($p:expr) => {{
                 let mut tx = $p.begin().await?;

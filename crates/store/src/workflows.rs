@@ -255,6 +255,7 @@ impl Store {
         if steps.is_empty() {
             return Ok(());
         }
+        let turn = self.write_turn().await;
         // The same transaction on both backends; only the node upsert differs (one UNNEST
         // statement on PostgreSQL, a prepared statement per node on SQLite).
         macro_rules! step_tx {
@@ -379,6 +380,7 @@ impl Store {
                 .map_err(q("updating nodes"))?;
             })?,
         }
+        drop(turn);
         if steps.iter().any(|s| !s.audit.is_empty()) {
             self.after_audit_staged().await;
         }
@@ -546,6 +548,7 @@ impl Store {
         if lines.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.map_err(q("starting a transaction"))?;
             append_logs_in!(tx, uid, node_id, at, lines);
