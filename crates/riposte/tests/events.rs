@@ -821,3 +821,75 @@ fn webhook_auth_secret_is_checked() {
     );
     assert_eq!(query(&db, "SELECT count(*) FROM events"), "1");
 }
+
+/// `conditions: shell && other` with `conditionsReset: byTime @every 2s`: an event older
+/// than the reset no longer counts, so a late partner does not fire; a fresh pair does, and
+/// the workflow's parameter comes from a `dataTemplate` (Go template with Sprig).
+#[test]
+fn conditions_reset_drops_stale_events_and_templates_fill_parameters() {
+    let db = database("events", "reset");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    create_template(&s.base);
+    falco_source(&s.base);
+    create(
+        &s.base,
+        "sensors",
+        "sensor",
+        json!({"metadata": {"name": "pair"}, "spec": {
+            "dependencies": [
+                {"name": "shell", "eventSourceName": "falco", "eventName": "alerts"},
+                {"name": "other", "eventSourceName": "falco", "eventName": "any"}],
+            "triggers": [{"template": {"name": "both", "conditions": "shell && other",
+                "conditionsReset": [{"byTime": {"cron": "@every 2s"}}],
+                "argoWorkflow": {"operation": "submit", "source": {"resource": {
+                    "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                    "metadata": {"generateName": "pair-"},
+                    "spec": {"workflowTemplateRef": {"name": "isolate-pod"},
+                        "arguments": {"parameters": [{"name": "pod", "value": "unknown"},
+                                                     {"name": "namespace", "value": "default"}]}}}},
+                "parameters": [{"src": {"dependencyName": "shell",
+                    "dataTemplate": "{{ index .Input.body.output_fields \"k8s.pod.name\" | upper }}"},
+                    "dest": "spec.arguments.parameters.0.value"}]}}}]}}),
+    );
+    let pairs = || -> i64 {
+        query(
+            &db,
+            "SELECT count(*) FROM workflows WHERE labels->>'events.argoproj.io/sensor' = 'pair'",
+        )
+        .parse()
+        .expect("count")
+    };
+    let alerts = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    let any = format!("{}/api/v1/webhooks/default/falco/any", s.base);
+    assert_eq!(post_raw(&alerts, &[], &alert_with_uuid("first")).0, 200);
+    wait_all_processed(&db, Duration::from_secs(20));
+    // Past the reset: the first alert no longer waits for a partner.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(post_raw(&any, &[], br#"{"late": true}"#).0, 200);
+    wait_all_processed(&db, Duration::from_secs(20));
+    assert_eq!(pairs(), 0, "a reset event must not complete the condition");
+    // A fresh alert while the partner is still fresh: one workflow.
+    assert_eq!(post_raw(&alerts, &[], &alert_with_uuid("second")).0, 200);
+    wait_all_processed(&db, Duration::from_secs(20));
+    wait_until("the pair's workflow", Duration::from_secs(20), || {
+        pairs() == 1
+    });
+    let pod = query(
+        &db,
+        "SELECT definition->'resource'->'spec'->'arguments'->'parameters'->0->>'value' FROM workflows \
+         WHERE labels->>'events.argoproj.io/sensor' = 'pair'",
+    );
+    let expected = payload("falco-terminal-shell.json")["output_fields"]["k8s.pod.name"]
+        .as_str()
+        .expect("pod name")
+        .to_uppercase();
+    assert_eq!(pod, expected);
+    // Built from the second alert and the late partner, not the reset first alert.
+    let from = query(
+        &db,
+        "SELECT definition->'resource'->'metadata'->'annotations'->>'riposte.io/events' FROM workflows \
+         WHERE labels->>'events.argoproj.io/sensor' = 'pair'",
+    );
+    assert_eq!(from, "2,3");
+}
