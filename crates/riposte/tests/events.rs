@@ -893,3 +893,100 @@ fn conditions_reset_drops_stale_events_and_templates_fill_parameters() {
     );
     assert_eq!(from, "2,3");
 }
+
+/// A tiny HTTP endpoint that fails the first `fail_first` requests on each path with 500 and
+/// then answers 200; returns its base URL and the number of requests per path.
+fn flaky_endpoint(
+    fail_first: usize,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let Ok(clone) = conn.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(clone);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let n = {
+                let mut c = counts.lock().expect("counts");
+                let n = c.entry(path).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let status = if n <= fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (base, seen)
+}
+
+/// `atLeastOnce: true`: an http trigger whose target fails is tried again (the event is
+/// delivered again) until it succeeds; by default (at most once) one failure is final.
+#[test]
+fn at_least_once_retries_a_failing_trigger_until_it_succeeds() {
+    let db = database("events", "atleastonce");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    falco_source(&s.base);
+    let (target, seen) = flaky_endpoint(2);
+    for (name, at_least_once) in [("persistent", true), ("once", false)] {
+        create(
+            &s.base,
+            "sensors",
+            "sensor",
+            json!({"metadata": {"name": name}, "spec": {
+                "dependencies": [{"name": "shell", "eventSourceName": "falco", "eventName": "alerts"}],
+                "triggers": [{"atLeastOnce": at_least_once,
+                    "retryStrategy": {"steps": 1},
+                    "template": {"name": "page", "http": {"url": format!("{target}/{name}"), "method": "POST"}}}]}}),
+        );
+    }
+    let alerts = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    assert_eq!(post_raw(&alerts, &[], &alert_with_uuid("page-me")).0, 200);
+    let count = |path: &str| seen.lock().expect("counts").get(path).copied().unwrap_or(0);
+    // Two failures, then the third delivery gets through and the event is processed.
+    wait_until(
+        "the at-least-once trigger to succeed",
+        Duration::from_secs(60),
+        || count("/persistent") >= 3,
+    );
+    wait_all_processed(&db, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count("/persistent"), 3, "no more tries after the success");
+    assert_eq!(count("/once"), 1, "at most once: the failure is final");
+}

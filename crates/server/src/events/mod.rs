@@ -362,6 +362,25 @@ impl Events {
             .filter(|s| s["metadata"]["namespace"].as_str() == Some(rec.namespace.as_str()))
             .filter(|s| sensor_listens(s, &rec))
             .collect();
+        // Delivered again (the sweeper only re-delivers events older than this): sensors that
+        // already decided for good are not asked again, so a trigger that fired, or failed
+        // for good (at most once), is not carried out a second time because another sensor's
+        // `atLeastOnce` trigger keeps the event open.
+        let decided: std::collections::HashSet<String> = if now_ms() - rec.received_at >= 5_000 {
+            store
+                .event_decisions(seq)
+                .await?
+                .into_iter()
+                .filter(|d| d.decision["final"] == true)
+                .map(|d| d.sensor)
+                .collect()
+        } else {
+            Default::default()
+        };
+        let listening: Vec<&Value> = listening
+            .into_iter()
+            .filter(|s| !decided.contains(&sensor_key(s)))
+            .collect();
         let mut done = true;
         let mut marked = false;
         for (i, sensor) in listening.iter().enumerate() {
@@ -430,7 +449,7 @@ impl Events {
             event_seq: incoming.seq,
             sensor: key.clone(),
             at: now_ms(),
-            decision: decision_json(&decision, triggers_json),
+            decision: decision_json(&decision, triggers_json, done),
         };
         let state: Vec<(String, Option<i64>)> = decision
             .state
@@ -738,8 +757,11 @@ pub fn envelope_json(e: &Event) -> Value {
     })
 }
 
-fn decision_json(d: &Decision, triggers: Vec<Value>) -> Value {
+/// `final`: whether this sensor is done with the event (false: a trigger is to be tried
+/// again when the event is delivered again).
+fn decision_json(d: &Decision, triggers: Vec<Value>, done: bool) -> Value {
     json!({
+        "final": done,
         "dependencies": d.dependencies.iter().map(|r| json!({
             "name": r.name, "matched": r.verdict.matched, "reasons": r.verdict.reasons,
         })).collect::<Vec<_>>(),

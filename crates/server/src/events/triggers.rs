@@ -127,6 +127,12 @@ impl Events {
                 }
             }
         }
+        // Argo's `atLeastOnce`: a trigger that still fails is not given up on; the event
+        // stays unprocessed and is delivered again (every few seconds) until it succeeds.
+        // By default (at most once) the failure is final and recorded.
+        if trigger["atLeastOnce"] == true {
+            outcome.retry_later = true;
+        }
         outcome
     }
 
