@@ -169,9 +169,21 @@ pub fn evaluate_dependency(dependency: &Value, event: &Event) -> Verdict {
     if !filters["context"].is_null() {
         kinds.push(context_filter(&filters["context"], event, &mut reasons));
     }
-    if !filters["script"].is_null() {
-        reasons.push("script filter: not supported by Riposte, so it does not match".into());
-        kinds.push(false);
+    if let Some(script) = filters["script"].as_str() {
+        kinds.push(match expr::lua::filter(script, &event.data) {
+            Ok(true) => {
+                reasons.push("script: returned true".into());
+                true
+            }
+            Ok(false) => {
+                reasons.push("script: returned false, so it does not match".into());
+                false
+            }
+            Err(e) => {
+                reasons.push(format!("script: {e}, so it does not match"));
+                false
+            }
+        });
     }
     Verdict {
         matched: combine(&kinds, any_of(&dependency["filtersLogicalOperator"])),
@@ -675,6 +687,21 @@ mod tests {
                 json!({"data": [{"path": "body.output_fields.proc\\.pid", "type": "number", "value": ["43"],
                 "template": "{{ add1 .Input }}"}]}),
                 true,
+            ),
+            (
+                "Lua script true",
+                json!({"script": "return event.body.priority == \"Warning\" and event.body.output_fields[\"proc.pid\"] == 42"}),
+                true,
+            ),
+            (
+                "Lua script false",
+                json!({"script": "if event.body.rule == 'x' then return true else return false end"}),
+                false,
+            ),
+            (
+                "Lua script that is not a predicate",
+                json!({"script": "return event.body"}),
+                false,
             ),
             (
                 "failing template",

@@ -222,18 +222,24 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
     decision
 }
 
-/// The event as a dependency's `transform.jq` leaves it (`None` when the transform fails),
+/// The event as a dependency's `transform` (jq or Lua) leaves it (`None` when the transform fails),
 /// with a note saying what the transform did.
 fn transformed(dep: &Value, event: &Event) -> (Option<Event>, Option<String>) {
     let Some(filter) = dep["transform"]["jq"].as_str() else {
-        if dep["transform"]["script"].is_string() {
-            return (
-                None,
-                Some(
-                    "transform.script (Lua) is not supported by Riposte, so it does not match"
-                        .into(),
+        if let Some(script) = dep["transform"]["script"].as_str() {
+            return match expr::lua::transform(script, &event.data) {
+                Ok(data) => (
+                    Some(Event {
+                        data,
+                        ..event.clone()
+                    }),
+                    Some("transform.script applied".into()),
                 ),
-            );
+                Err(e) => (
+                    None,
+                    Some(format!("transform.script: {e}, so it does not match")),
+                ),
+            };
         }
         return (Some(event.clone()), None);
     };
@@ -506,6 +512,20 @@ mod tests {
             "WEB-1"
         );
         assert_eq!(f.dedupe, Some(("WEB-1".into(), 30_000)));
+        // The same through Argo's Lua transform.
+        s["spec"]["dependencies"][1]["transform"] = json!({"script": "event.body.pod = string.upper(event.body.pod) .. '-lua'\nreturn event"});
+        let d = decide(
+            &s,
+            &Waiting::new(),
+            &incoming(4, "b", json!({"pod": "web-1"})),
+        );
+        let TriggerResult::Fire(f) = &d.triggers[0] else {
+            panic!("fires: {d:?}")
+        };
+        assert_eq!(
+            f.resource["spec"]["arguments"]["parameters"][0]["value"],
+            "WEB-1-lua"
+        );
     }
 
     #[test]

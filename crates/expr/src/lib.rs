@@ -24,6 +24,7 @@ pub mod eval;
 mod functions;
 pub mod gotemplate;
 pub mod jq;
+pub mod lua;
 pub mod template;
 pub mod time;
 

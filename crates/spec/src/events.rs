@@ -101,6 +101,7 @@ const FILTERS: &[&str] = &[
     "context",
     "dataLogicalOperator",
     "exprLogicalOperator",
+    "script",
 ];
 const DATA_FILTER: &[&str] = &["path", "type", "value", "comparator", "template"];
 const EXPR_FILTER: &[&str] = &["expr", "fields"];
@@ -210,11 +211,19 @@ fn lint_sensor(cx: &mut Lint) {
         );
         if !d["transform"].is_null() {
             let t = &d["transform"];
-            cx.fields(t, &format!("{path}.transform"), &["jq"]);
+            cx.fields(t, &format!("{path}.transform"), &["jq", "script"]);
             if let Some(jq) = t["jq"].as_str()
                 && let Err(e) = expr::jq::check(jq)
             {
                 cx.error(&format!("{path}.transform.jq"), e.to_string());
+            }
+            if let Some(script) = t["script"].as_str()
+                && let Err(e) = expr::lua::check(script)
+            {
+                cx.error(
+                    &format!("{path}.transform.script"),
+                    format!("Lua script does not compile: {e}"),
+                );
             }
         }
         lint_filters(cx, &d["filters"], &format!("{path}.filters"));
@@ -332,6 +341,14 @@ fn lint_filters(cx: &mut Lint, f: &Value, path: &str) {
         return;
     }
     cx.fields(f, path, FILTERS);
+    if let Some(script) = f["script"].as_str()
+        && let Err(e) = expr::lua::check(script)
+    {
+        cx.error(
+            &format!("{path}.script"),
+            format!("Lua script does not compile: {e}"),
+        );
+    }
     logical_operator(
         cx,
         &f["dataLogicalOperator"],
@@ -810,6 +827,7 @@ spec:
           - expr: priority ==
             fields: [{name: priority, path: body.priority}]
         time: {start: "25:00:00", stop: "10:00:00"}
+        script: "if then"
   triggers:
     - template:
         name: isolate
@@ -842,18 +860,25 @@ spec:
         );
         assert!(has(16, "expression \"priority ==\""), "{got:#?}");
         assert!(has(18, "time \"25:00:00\" is not HH:MM:SS"), "{got:#?}");
-        assert!(has(22, "\"audit\" is not a dependency"), "{got:#?}");
-        assert!(has(26, "dependency \"shel\" is not defined"), "{got:#?}");
-        assert!(has(28, "operation \"replace\""), "{got:#?}");
         assert!(
             has(
-                29,
+                19,
+                "Lua script does not compile: syntax error: script:1: unexpected symbol near 'then'"
+            ),
+            "{got:#?}"
+        );
+        assert!(has(23, "\"audit\" is not a dependency"), "{got:#?}");
+        assert!(has(27, "dependency \"shel\" is not defined"), "{got:#?}");
+        assert!(has(29, "operation \"replace\""), "{got:#?}");
+        assert!(
+            has(
+                30,
                 "dataTemplate \"{{ .Input.body.rule | shout }}\": function \"shout\" not defined (at byte 22"
             ),
             "{got:#?}"
         );
         assert!(
-            has(33, "warning: trigger type `slack` is not implemented"),
+            has(34, "warning: trigger type `slack` is not implemented"),
             "{got:#?}"
         );
     }
