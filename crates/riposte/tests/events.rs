@@ -989,4 +989,16 @@ fn at_least_once_retries_a_failing_trigger_until_it_succeeds() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(count("/persistent"), 3, "no more tries after the success");
     assert_eq!(count("/once"), 1, "at most once: the failure is final");
+    // A user's explicit re-delivery asks every sensor again, final decisions included.
+    let (code, v) = call(
+        "POST",
+        &format!("{}/api/v1/riposte/events/1/redeliver", s.base),
+        Some(json!({})),
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_until(
+        "the at-most-once trigger asked again",
+        Duration::from_secs(20),
+        || count("/once") == 2,
+    );
 }

@@ -296,6 +296,10 @@ impl Events {
     /// firings and records the decisions. Returns whether the event is done (false: a store or
     /// transient error; it stays unprocessed and is re-delivered).
     pub async fn process(&self, seq: i64) -> bool {
+        self.process_as(seq, Delivery::Bus).await
+    }
+
+    async fn process_as(&self, seq: i64, delivery: Delivery) -> bool {
         if !self
             .inner
             .in_flight
@@ -305,7 +309,7 @@ impl Events {
         {
             return false;
         }
-        let done = match self.process_inner(seq).await {
+        let done = match self.process_inner(seq, delivery).await {
             Ok(done) => done,
             Err(e) => {
                 tracing::warn!(seq, error = %store::chain(&e), "processing an event failed; it will be re-delivered");
@@ -347,7 +351,7 @@ impl Events {
         }
     }
 
-    async fn process_inner(&self, seq: i64) -> Result<bool, EventsError> {
+    async fn process_inner(&self, seq: i64, delivery: Delivery) -> Result<bool, EventsError> {
         let store = self.inner.controller.store();
         let rec = match store.get_event(seq).await {
             Ok(r) => r,
@@ -366,17 +370,19 @@ impl Events {
         // already decided for good are not asked again, so a trigger that fired, or failed
         // for good (at most once), is not carried out a second time because another sensor's
         // `atLeastOnce` trigger keeps the event open.
-        let decided: std::collections::HashSet<String> = if now_ms() - rec.received_at >= 5_000 {
-            store
-                .event_decisions(seq)
-                .await?
-                .into_iter()
-                .filter(|d| d.decision["final"] == true)
-                .map(|d| d.sensor)
-                .collect()
-        } else {
-            Default::default()
-        };
+        // A user's `riposte event redeliver` asks every sensor again (that is its purpose).
+        let decided: std::collections::HashSet<String> =
+            if delivery == Delivery::Bus && now_ms() - rec.received_at >= 5_000 {
+                store
+                    .event_decisions(seq)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.decision["final"] == true)
+                    .map(|d| d.sensor)
+                    .collect()
+            } else {
+                Default::default()
+            };
         let listening: Vec<&Value> = listening
             .into_iter()
             .filter(|s| !decided.contains(&sensor_key(s)))
@@ -539,7 +545,7 @@ impl Events {
         let store = self.inner.controller.store();
         store.get_event(seq).await?;
         store.set_event_processed(seq, None).await?;
-        Ok(self.process(seq).await)
+        Ok(self.process_as(seq, Delivery::Requested).await)
     }
 
     /// Whether a trigger's `rateLimit` lets it fire now; counts the firing when it does.
@@ -767,6 +773,14 @@ fn decision_json(d: &Decision, triggers: Vec<Value>, done: bool) -> Value {
         })).collect::<Vec<_>>(),
         "triggers": triggers,
     })
+}
+
+/// Who delivers an event: the bus (first delivery or the sweeper's re-delivery), or a user's
+/// explicit re-delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Bus,
+    Requested,
 }
 
 /// How one firing went.
