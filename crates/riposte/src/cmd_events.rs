@@ -146,11 +146,19 @@ fn print_event(v: &Value) {
         "  processed: {}",
         v["processedAt"]
             .as_str()
-            .unwrap_or("not yet (it will be re-delivered)")
+            .unwrap_or("not yet (being processed, or waiting to be re-delivered)")
     );
     let sensors = v["sensors"].as_array().cloned().unwrap_or_default();
     if sensors.is_empty() {
-        println!("\nNo sensor listens to this event source and name.");
+        if v["processedAt"].is_null() {
+            // A firing's workflow is committed before the decision that names it: in that
+            // window the workflow exists and the event shows no decision yet.
+            println!(
+                "\nNo sensor has recorded a decision yet (a workflow it fired may already exist)."
+            );
+        } else {
+            println!("\nNo sensor listens to this event source and name.");
+        }
     }
     for sensor in sensors {
         println!("\nSensor {}", s(&sensor["sensor"]));

@@ -1266,10 +1266,14 @@ fn approval_links_decide_a_suspended_step_once_and_are_audited() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(suspended(&get("gate")), "a GET must not decide");
 
-    // An altered link is refused, and decides nothing.
-    let mut forged = url(0);
-    let last = forged.pop().expect("char");
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // An altered link is refused, and decides nothing. The signature's first character is
+    // altered: it carries six signature bits, whereas the last one of an unpadded base64url
+    // HMAC carries padding bits too, and an altered padding bit is a malformed token (400).
+    let genuine = url(0);
+    let sig_at = genuine.rfind('.').expect("token body.signature") + 1;
+    let first = genuine.as_bytes()[sig_at];
+    let mut forged = genuine.clone();
+    forged.replace_range(sig_at..sig_at + 1, if first == b'A' { "B" } else { "A" });
     let (code, page, _) = request("POST", &forged, None, None);
     assert_eq!(code, 403, "{page}");
     assert!(page.contains("signature does not match"), "{page}");

@@ -201,6 +201,43 @@ mod tests {
     }
 
     #[test]
+    fn any_altered_signature_character_is_refused() {
+        // Every character of the signature but the last carries six signature bits only, so
+        // altering it is a bad signature; the last also carries padding bits, so altering it
+        // may instead make the token non-canonical (malformed). Either way it decides nothing.
+        let s = LinkSigner::new(b"0123456789abcdef", "https://r");
+        let mut malformed_at_the_end = 0;
+        for expires_ms in 0..256 {
+            let token = s.sign(&Grant {
+                expires_ms,
+                ..grant()
+            });
+            let sig_at = token.rfind('.').unwrap() + 1;
+            for i in sig_at..token.len() {
+                let c = token.as_bytes()[i];
+                let mut forged = token.clone();
+                forged.replace_range(i..i + 1, if c == b'A' { "B" } else { "A" });
+                let got = s.verify(&forged, 0);
+                if i + 1 < token.len() {
+                    assert_eq!(got, Err(LinkError::BadSignature), "{forged}");
+                } else {
+                    assert!(
+                        matches!(got, Err(LinkError::BadSignature | LinkError::Malformed)),
+                        "{forged}: {got:?}"
+                    );
+                    malformed_at_the_end += usize::from(got == Err(LinkError::Malformed));
+                }
+            }
+        }
+        // About one token in sixteen ends in `A`; its forgery `B` sets a padding bit. (The
+        // server test once forged the last character and was refused 400 instead of 403.)
+        assert!(
+            (4..=40).contains(&malformed_at_the_end),
+            "{malformed_at_the_end} of 256"
+        );
+    }
+
+    #[test]
     fn the_link_key_is_not_the_callback_secret() {
         // A callback token (HMAC(secret, uid/node)) must never double as a link signature.
         let s = LinkSigner::new(b"0123456789abcdef", "https://r");
