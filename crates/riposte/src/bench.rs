@@ -504,6 +504,7 @@ pub async fn events(
     bus: server::events::BusConfig,
     events: usize,
     concurrency: usize,
+    rate: Option<f64>,
 ) -> Result<()> {
     use serde_json::json;
     let ns = format!("bench-events-{}", crate::generate_suffix());
@@ -581,8 +582,11 @@ pub async fn events(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     };
-    // Producers: blocking HTTP clients on threads, each posting its share in turn.
+    // Producers: blocking HTTP clients on threads, each posting its share in turn. With a
+    // rate, event i is due at `i / rate` seconds and its latency counts from then, not from
+    // when a late producer got round to it (no coordinated omission: a backlog shows).
     let started = Instant::now();
+    let started_ms = epoch_ms();
     let threads: Vec<_> = (0..concurrency.max(1))
         .map(|w| {
             let agent = agent.clone();
@@ -594,7 +598,16 @@ pub async fn events(
                     let mut a = alert.clone();
                     let id = format!("bench-{i}");
                     a["uuid"] = json!(id);
-                    let t0 = epoch_ms();
+                    let t0 = match rate {
+                        Some(r) => {
+                            let due = std::time::Duration::from_secs_f64(i as f64 / r);
+                            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                            started_ms + due.as_millis() as i64
+                        }
+                        None => epoch_ms(),
+                    };
                     let resp = agent.post(&url).send_json(a)?;
                     anyhow::ensure!(resp.status().as_u16() == 200, "webhook: {}", resp.status());
                     sent.push((id, t0));
@@ -688,6 +701,7 @@ pub async fn events(
         "bus": bus_name,
         "events": events,
         "concurrency": concurrency,
+        "offered_per_second": rate,
         "accepted_per_second": (events as f64 / posted_secs).round(),
         "workflows_per_second": (events as f64 / total_secs).round(),
         "latency_ms_p50": pct(0.5),

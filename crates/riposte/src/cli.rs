@@ -609,11 +609,20 @@ pub(crate) enum BenchCmd {
     /// to the row's creation time, taken just before its commit; `processed_ms_*`: to the
     /// event marked processed, after that commit); then the pure filter evaluation rate on
     /// one core.
+    ///
+    /// Examples: riposte bench events --database-url postgres://postgres@127.0.0.1/bench
+    ///           riposte bench events --rate 500 --events 5000 --database-url ...
+    #[command(verbatim_doc_comment)]
     Events {
         #[arg(long, default_value_t = 5000)]
         events: usize,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Offered load in events per second (open loop: each event is due at its time and
+        /// its latency counts from then, so a backlog shows in p99). Without it, the
+        /// producers post as fast as the server answers (closed loop: peak throughput).
+        #[arg(long, value_parser = positive_rate)]
+        rate: Option<f64>,
         /// `memory` or nats://HOST:PORT[/STREAM].
         #[arg(long, default_value = "memory")]
         bus: String,
@@ -832,4 +841,14 @@ pub(crate) struct LintArgs {
 /// `--dry-run` is (`executor::flags::dry_run`): anything else is an error, not "no".
 pub(crate) fn bool_flag(value: &str) -> Result<bool, String> {
     executor::flags::dry_run(Some(value))
+}
+
+/// `--rate`: a positive, finite number of events per second.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "expected a positive number of events per second (e.g. 500), got {s:?}"
+        )),
+    }
 }

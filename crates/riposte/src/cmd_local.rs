@@ -241,6 +241,7 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
         BenchCmd::Events {
             events,
             concurrency,
+            rate,
             bus,
             db,
         } => report(block_on(async move {
@@ -256,7 +257,7 @@ pub(crate) fn bench_cmd(workload: BenchCmd) -> ExitCode {
                 cluster: None,
             };
             let bus = server::events::BusConfig::parse(&bus).map_err(InvalidInput)?;
-            bench::events(store, config, bus, events, concurrency)
+            bench::events(store, config, bus, events, concurrency, rate)
                 .await
                 .map(|()| ExitCode::SUCCESS)
         })),
