@@ -638,7 +638,21 @@ impl HostExecutor {
             )
         };
         // A detached step outlives this process (and this task, at shutdown).
-        let mut child = spawn::spawn(&request, !detach).map_err(|e| {
+        let spawned = spawn::spawn(&request, !detach);
+        // The step's program is not there: the step's own failure, as in Argo (a detached
+        // step's wrapper reports the same from inside, see `report`).
+        if let Err(e) = &spawned
+            && !detach
+            && matches!(e.stage, spawn::SpawnStage::Exec)
+            && e.error.kind() == std::io::ErrorKind::NotFound
+        {
+            let message = crate::report::not_found_message(program);
+            let _ = std::io::Write::write_all(&mut &log_file, format!("{message}\n").as_bytes());
+            let mut r = ExecResult::exited(crate::report::EXIT_NOT_FOUND, "");
+            r.message = message;
+            return Ok(r);
+        }
+        let mut child = spawned.map_err(|e| {
             let missing = match (&plan, e.stage) {
                 (Some(p), spawn::SpawnStage::PrivateRoot) => p.missing_paths(),
                 _ => Vec::new(),

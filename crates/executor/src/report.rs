@@ -6,6 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use engine::{ExecResult, Phase};
 use serde_json::Value;
 
+/// The exit code of a step whose program was not found (a shell's 127).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Argo's message for a step whose program is not on its `PATH` (what Go's `exec` says).
+pub fn not_found_message(program: &str) -> String {
+    format!("exec: {program:?}: executable file not found in $PATH")
+}
+
 /// The wrapper's report (see `riposte exec`): sent to the callback and kept as the pod's
 /// termination message.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -51,7 +59,13 @@ impl Report {
     pub fn into_exec_result(self) -> ExecResult {
         let mut r = ExecResult::exited(self.exit_code, &self.result);
         if let Some(e) = self.error {
-            r.phase = Phase::Error;
+            // A program that is not there is the step's own failure (Argo: `Failed`, "exec:
+            // \"x\": executable file not found in $PATH"); anything else kept it from running.
+            r.phase = if self.exit_code == EXIT_NOT_FOUND {
+                Phase::Failed
+            } else {
+                Phase::Error
+            };
             r.message = e;
         }
         let mut parameters: BTreeMap<String, Option<String>> = self
@@ -90,10 +104,22 @@ mod tests {
         );
 
         let missing = Report::from_json(
-            &json!({"exitCode": 127, "result": "", "error": "cannot start \"nope\""}),
+            &json!({"exitCode": 127, "result": "", "error": not_found_message("nope")}),
+        )
+        .expect("report")
+        .into_exec_result();
+        assert_eq!(
+            (missing.phase, missing.message.as_str()),
+            (
+                Phase::Failed,
+                "exec: \"nope\": executable file not found in $PATH"
+            )
+        );
+        let unrunnable = Report::from_json(
+            &json!({"exitCode": 126, "result": "", "error": "cannot start \"x\": permission denied"}),
         )
         .expect("report");
-        assert_eq!(missing.into_exec_result().phase, Phase::Error);
+        assert_eq!(unrunnable.into_exec_result().phase, Phase::Error);
 
         assert_eq!(Report::from_json(&json!("plain text")), None);
     }

@@ -192,6 +192,45 @@ fn unknown_images_are_a_clear_error() {
     );
 }
 
+/// A step whose command cannot start ends `Failed` with Go's words, as Argo's does, with and
+/// without the private root.
+#[test]
+fn a_missing_command_fails_the_step_as_in_argo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write(
+        dir.path(),
+        "wf.yaml",
+        &format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: alpine:3.20, command: [invalid]}}\n"
+        ),
+    );
+    for extra in [&[][..], &["--no-isolation"][..]] {
+        let (out, json) = run_json(&wf, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json["status"]["phase"], "Failed", "{extra:?}: {json}");
+        let name = json["metadata"]["name"].as_str().expect("name");
+        let node = &json["status"]["nodes"][name];
+        assert_eq!(node["phase"], "Failed", "{extra:?}: {node}");
+        let msg = node["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("exec: \"invalid\": executable file not found in $PATH"),
+            "{extra:?}: {msg}"
+        );
+        assert!(
+            json["status"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("executable file not found"),
+            "{extra:?}: {json}"
+        );
+    }
+}
+
 #[test]
 fn each_step_has_a_private_tmp() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -134,6 +134,43 @@ async fn run_on_kubernetes_executes_the_playbook_dag_with_retries_and_parameters
     assert_isolated(&fake);
 }
 
+/// A container whose command cannot start: the pod's wrapper reports it, and the workflow
+/// ends `Failed` with Argo's "executable file not found", as on the host executor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_command_fails_the_step_on_kubernetes_too() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_fake, kubeconfig) = cluster_with_victim(tmp.path(), true).await;
+    let file = tmp.path().join("invalid.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: invalid-\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: alpine:3.20, command: [invalid]}\n",
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["run", "--executor", "kubernetes", "-o", "json"])
+        .args(["--database-url", "none"])
+        .arg(&file)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RIPOSTE_HOME", tmp.path())
+        .output()
+        .await
+        .expect("riposte runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(wf["status"]["phase"], "Failed", "{wf}");
+    let name = wf["metadata"]["name"].as_str().expect("name");
+    let node = &wf["status"]["nodes"][name];
+    assert_eq!(node["phase"], "Failed", "{node}");
+    assert!(
+        node["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exec: \"invalid\": executable file not found in $PATH"),
+        "{node}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_on_kubernetes_gets_results_by_callback_and_serves_pod_logs() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -514,7 +514,7 @@ fn lint_template(
         }
     }
     if let Some(dag) = &t.dag {
-        lint_dag(cx, dag, &format!("{path}.dag"), has_template);
+        lint_dag(cx, &t.name, dag, &format!("{path}.dag"), has_template);
     }
 }
 
@@ -599,7 +599,29 @@ fn check_invocation(
     }
 }
 
-fn lint_dag(cx: &mut Ctx, dag: &DagTemplate, path: &str, has_template: &dyn Fn(&str) -> bool) {
+fn lint_dag(
+    cx: &mut Ctx,
+    template: &str,
+    dag: &DagTemplate,
+    path: &str,
+    has_template: &dyn Fn(&str) -> bool,
+) {
+    // Argo's controller refuses a DAG template where one task uses `depends` and another
+    // `dependencies`; its words, at each offending task.
+    let using_depends = dag.tasks.iter().find(|t| t.depends.is_some());
+    if let Some(with_depends) = using_depends {
+        for (i, task) in dag.tasks.iter().enumerate() {
+            if !task.dependencies.is_empty() {
+                cx.error(
+                    &format!("{path}.tasks[{i}].dependencies"),
+                    format!(
+                        "templates.{template} cannot use both 'depends' and 'dependencies' in the same DAG template: task {:?} uses `dependencies`, task {:?} `depends`; write every task with `depends` (`dependencies: [A, B]` is `depends: \"A && B\"`)",
+                        task.name, with_depends.name
+                    ),
+                );
+            }
+        }
+    }
     let names: HashMap<&str, usize> = dag
         .tasks
         .iter()
@@ -624,15 +646,6 @@ fn lint_dag(cx: &mut Ctx, dag: &DagTemplate, path: &str, has_template: &dyn Fn(&
             has_template,
             &[STEP, TASK_EXTRA],
         );
-        if !task.dependencies.is_empty() && task.depends.is_some() {
-            cx.error(
-                &tp,
-                format!(
-                    "task {:?} uses both `dependencies` and `depends`; use only one",
-                    task.name
-                ),
-            );
-        }
         let mut deps: Vec<(String, String)> = task
             .dependencies
             .iter()
@@ -830,11 +843,22 @@ mod tests {
                 "      - {name: A, template: c, depends: 'B', dependencies: [B]}\n      - {name: B, template: nope}\n",
             ),
             &[
-                "both `dependencies` and `depends`",
+                "cannot use both 'depends' and 'dependencies' in the same DAG template",
                 "template \"nope\" not found",
                 "undefined input",
             ],
         );
+        // Across tasks too (Argo's controller refuses the template), at the offending field.
+        check(
+            &dag(
+                "      - {name: A, template: c}\n      - {name: B, template: c, depends: A}\n      - {name: C, template: c, dependencies: [A]}\n",
+            ),
+            &[
+                "wf.yaml:13:46: error: templates.main cannot use both 'depends' and 'dependencies' in the same DAG template: task \"C\" uses `dependencies`, task \"B\" `depends`",
+                "undefined input",
+            ],
+        );
+
         check(
             &dag("      - {name: A, template: c, when: '{{=1 +}}'}\n"),
             &["invalid expression", "undefined input"],

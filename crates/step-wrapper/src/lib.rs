@@ -154,10 +154,17 @@ pub fn run(a: ExecArgs) -> Result<ExitCode, WrapperError> {
             } else {
                 126
             };
+            // Argo's (Go's) words for a missing program; executor::report reads 127 as the
+            // step's own failure.
+            let message = if code == 127 {
+                format!("exec: {program:?}: executable file not found in $PATH")
+            } else {
+                format!("cannot start {program:?}: {e}")
+            };
             let mut report = build_report(b"", i32::from(code), &[]);
-            report["error"] = json!(format!("cannot start {program:?}: {e}"));
+            report["error"] = json!(message);
             deliver(&a.termination_log, a.report_file.as_deref(), &report);
-            eprintln!("error: cannot start {program:?}: {e}");
+            eprintln!("error: {message}");
             return Ok(ExitCode::from(code));
         }
     };
