@@ -11,7 +11,7 @@ pub(crate) const EXIT_INVALID: u8 = 2;
     name = "riposte",
     version,
     about = "Automated response for Kubernetes: Argo-compatible workflows, run locally or in a cluster",
-    long_about = "Riposte runs Argo Workflows YAML (Workflow, WorkflowTemplate, ClusterWorkflowTemplate) with Argo's semantics.\n\nExamples:\n  riposte run workflows/examples/hello-world.yaml\n  riposte run workflows/examples/dag-diamond.yaml -o json\n  riposte run my.yaml -p message=hi --templates workflows/library\n  riposte lint workflows/"
+    long_about = "Riposte runs Argo Workflows YAML (Workflow, WorkflowTemplate, ClusterWorkflowTemplate) with Argo's semantics, and Argo Events' Sensors and EventSources that start them.\n\nExamples:\n  riposte demo\n  riposte run workflows/examples/hello-world.yaml\n  riposte run workflows/examples/fan-out-fan-in.yaml -o json\n  riposte run workflows/examples/triage-shell-in-container.yaml -p pod=web-1\n  riposte lint workflows/\n  riposte sensor test workflows/examples/falco-shell-sensor.yaml --event tests/fixtures/falco-terminal-shell.json"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -20,6 +20,31 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
+    /// Show a whole response on this machine: a Falco alert in, an isolated pod out.
+    ///
+    /// No cluster, broker or service is needed. The demo starts a fake Kubernetes API holding
+    /// a small application (Deployment payments-api in namespace prod-payments), a `riposte
+    /// server` on SQLite in a temporary directory with the shipped library and playbooks, and
+    /// a local stand-in for the kubelet and for Slack. It then posts the shipped Falco
+    /// "Terminal shell in container" alert as falcosidekick does and shows the event, the
+    /// sensor's decision, each step, the approval, the pod's labels and NetworkPolicy, the
+    /// audit trail and the time from the alert to the NetworkPolicy. Exit code 0 when the pod
+    /// ended isolated. Ctrl-C stops everything it started.
+    ///
+    /// Examples:
+    ///   riposte demo
+    ///   riposte demo --interactive --keep    # decide the approval yourself, then explore
+    #[command(verbatim_doc_comment)]
+    Demo {
+        /// Leave the approval to you (CLI, console or signed link) instead of deciding it as
+        /// the demo's responder.
+        #[arg(long)]
+        interactive: bool,
+        /// Keep the server and the fake cluster running after the response and print the
+        /// console's URL, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run a Workflow (or a WorkflowTemplate from its entrypoint) to completion on this machine.
     ///
     /// Steps run as local processes (the host executor): busybox/alpine/debian/ubuntu images
@@ -214,6 +239,7 @@ pub(crate) enum Cmd {
     ///   riposte library install                       # the actions (cluster-wide)
     ///   riposte library install --playbooks -n prod   # and the playbooks, in namespace prod
     ///   riposte library export ./riposte-library      # as files, for a GitOps repository
+    #[command(verbatim_doc_comment)]
     Library {
         #[command(subcommand)]
         cmd: LibraryCmd,
@@ -265,6 +291,7 @@ pub(crate) enum Cmd {
     /// Examples:
     ///   riposte pod-command -n payments --pod api-7c9d4-k2x9q -- ps aux
     ///   riposte pod-command -n payments --pod api-7c9d4-k2x9q --script 'ls -la /tmp; netstat -tnp'
+    #[command(verbatim_doc_comment)]
     PodCommand(crate::evidence::PodCommandArgs),
     /// Cordon a node and evict its pods through the Eviction API (PodDisruptionBudgets are
     /// respected: refused evictions are retried until --timeout); DaemonSet and static pods
@@ -491,8 +518,9 @@ pub(crate) enum SensorCmd {
     /// Exit code 0 when a trigger would fire, 1 when none would, 2 for invalid input.
     ///
     /// Examples:
-    ///   riposte sensor test sensor.yaml --event alert.json
-    ///   riposte sensor test sensor.yaml --event shell=falco.json --event audit=audit.json
+    ///   riposte sensor test workflows/examples/falco-shell-sensor.yaml --event tests/fixtures/falco-terminal-shell.json
+    ///   riposte sensor test workflows/playbooks/runtime-alert.yaml --event falco=tests/fixtures/falco-terminal-shell.json
+    #[command(verbatim_doc_comment)]
     Test {
         /// The file with the Sensor (the first Sensor in it).
         file: PathBuf,
@@ -637,6 +665,7 @@ pub(crate) enum BenchCmd {
     /// Examples: riposte bench run --shape chain --tasks 200
     ///           riposte bench run --shape fanout --tasks 1000
     ///           riposte bench run --shape lattice --tasks 1000 --width 50
+    #[command(verbatim_doc_comment)]
     Run {
         #[command(flatten)]
         workload: Workload,
@@ -654,6 +683,7 @@ pub(crate) enum BenchCmd {
     ///
     /// Examples: riposte bench server --database-url postgres://postgres@127.0.0.1/bench
     ///           riposte bench server --shape fanout --tasks 1000 --concurrent 1 --database-url ...
+    #[command(verbatim_doc_comment)]
     Server {
         #[command(flatten)]
         workload: Workload,

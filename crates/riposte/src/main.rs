@@ -9,6 +9,7 @@ mod cmd_events;
 mod cmd_local;
 mod cmd_run;
 mod cmd_server;
+mod demo;
 mod evidence;
 mod exec;
 mod files;
@@ -52,6 +53,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Argosay { args } => argosay::main(&args),
+        Cmd::Demo { interactive, keep } => {
+            report(demo::main(demo::DemoOptions { keep, interactive }))
+        }
         Cmd::Exec(a) => report(exec::main(a)),
         Cmd::Capture(a) => report(evidence::capture(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Checkpoint(a) => report(evidence::checkpoint(a).map(|()| ExitCode::SUCCESS)),
