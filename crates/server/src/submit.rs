@@ -1,6 +1,6 @@
 //! The one way a workflow comes into being: from the API (inline, from a (Cluster)Workflow-
-//! Template, from a CronWorkflow, resubmit), the cron scheduler, `riposte run` and — next —
-//! sensors. [`prepare`] builds the Workflow resource, applies names, labels, annotations and
+//! Template, from a CronWorkflow, resubmit), the cron scheduler, `riposte run` and sensors'
+//! triggers. [`prepare`] builds the Workflow resource, applies names, labels, annotations and
 //! parameters, and lints it with everything `riposte lint` checks; [`record`] writes the
 //! workflow, its lease, its idempotency key, the cron firing and the audit row in one
 //! transaction.

@@ -3,8 +3,9 @@
 //! will, per its events design) or a warning naming it; filter paths, expressions, trigger
 //! conditions and trigger parameter paths are checked with `file:line:col`.
 //!
-//! Lint works on the raw document (that is where positions are); the typed views that the
-//! events runtime needs come with it.
+//! Lint works on the raw document (that is where positions are). The events runtime
+//! (`riposte-events`, `riposte-server`'s `events`) reads the same JSON; there are no typed
+//! views of these definitions yet.
 
 use serde_json::Value;
 
