@@ -23,6 +23,17 @@ fn example(name: &str) -> PathBuf {
 /// `riposte run --executor kubernetes -o json FILE` against the cluster `kubeconfig` names;
 /// it must exit 0. The final workflow, and what the run printed on stderr.
 async fn run_on_kubernetes(file: &Path, kubeconfig: &Path, home: &Path) -> (Value, String) {
+    let (code, wf, stderr) = run_on_kubernetes_exit(file, kubeconfig, home).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    (wf, stderr)
+}
+
+/// [`run_on_kubernetes`] whatever the exit code: the code, the final workflow, stderr.
+async fn run_on_kubernetes_exit(
+    file: &Path,
+    kubeconfig: &Path,
+    home: &Path,
+) -> (Option<i32>, Value, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args([
             "run",
@@ -40,8 +51,8 @@ async fn run_on_kubernetes(file: &Path, kubeconfig: &Path, home: &Path) -> (Valu
         .await
         .expect("riposte runs");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    (serde_json::from_slice(&out.stdout).expect("json"), stderr)
+    let wf = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (out.status.code(), wf, stderr)
 }
 
 /// A fake cluster with the objects the isolate-pod playbook acts on.
@@ -146,18 +157,8 @@ async fn a_missing_command_fails_the_step_on_kubernetes_too() {
         "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: invalid-\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: alpine:3.20, command: [invalid]}\n",
     )
     .expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .args(["run", "--executor", "kubernetes", "-o", "json"])
-        .args(["--database-url", "none"])
-        .arg(&file)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RIPOSTE_HOME", tmp.path())
-        .output()
-        .await
-        .expect("riposte runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let wf: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (code, wf, stderr) = run_on_kubernetes_exit(&file, &kubeconfig, tmp.path()).await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(wf["status"]["phase"], "Failed", "{wf}");
     let name = wf["metadata"]["name"].as_str().expect("name");
     let node = &wf["status"]["nodes"][name];
