@@ -113,6 +113,22 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// The digest that identifies a broker delivery without a producer id: the parts the broker
+/// keeps across a re-delivery (entry, topic, packet id, properties, payload), each
+/// length-prefixed so that no two different part lists share a digest.
+pub fn delivery_digest(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn hash_id(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -326,6 +342,21 @@ fn cloudevent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_digests_differ_when_any_part_or_boundary_does() {
+        let base = delivery_digest(&[b"m", b"alerts", b"7", b"{}"]);
+        assert_eq!(base.len(), 32);
+        assert_eq!(base, delivery_digest(&[b"m", b"alerts", b"7", b"{}"]));
+        for other in [
+            delivery_digest(&[b"m", b"alerts", b"8", b"{}"]),
+            delivery_digest(&[b"m", b"alert", b"s7", b"{}"]),
+            delivery_digest(&[b"m", b"alerts7", b"", b"{}"]),
+            delivery_digest(&[b"n", b"alerts", b"7", b"{}"]),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 
     fn payload(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

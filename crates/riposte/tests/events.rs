@@ -1006,3 +1006,400 @@ fn at_least_once_retries_a_failing_trigger_until_it_succeeds() {
         || count("/once") == 2,
     );
 }
+
+/// A broker whose source acknowledges after the commit, with a durable subscription that
+/// keeps what is published while no server runs.
+struct Broker {
+    /// The event type its source stores (`source.<kind>.after-commit` is its failpoint).
+    kind: &'static str,
+    /// Its EventSource (one entry, `e`).
+    event_source: String,
+    spec: Value,
+    publish: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+/// The four acknowledging brokers of this machine, named after `tag`: MQTT (QoS 1, persistent
+/// session), AMQP without `message-id`, a NATS JetStream durable consumer, a Redis stream
+/// consumer group.
+fn brokers(tag: &str) -> Vec<Broker> {
+    let stream = format!("{tag}_js");
+    nats_request(
+        &format!("$JS.API.STREAM.CREATE.{stream}"),
+        &json!({"name": stream, "subjects": [format!("{tag}.js")], "storage": "memory"})
+            .to_string(),
+    );
+    let (topic, exchange, subject, rstream) = (
+        format!("{tag}/alerts"),
+        format!("{tag}-ex"),
+        format!("{tag}.js"),
+        format!("{tag}-stream"),
+    );
+    vec![
+        Broker {
+            kind: "mqtt",
+            event_source: format!("{tag}-mqtt"),
+            spec: json!({"mqtt": {"e": {"url": "tcp://127.0.0.1:1883", "topic": topic, "jsonBody": true, "clientId": format!("{tag}-riposte")}}}),
+            publish: Box::new(move |body| {
+                run(
+                    "mosquitto_pub",
+                    &["-h", "127.0.0.1", "-q", "1", "-t", &topic, "-m", body],
+                )
+            }),
+        },
+        Broker {
+            kind: "amqp",
+            event_source: format!("{tag}-amqp"),
+            spec: json!({"amqp": {"e": {"url": "amqp://guest:guest@127.0.0.1:5672/", "exchangeName": exchange, "exchangeType": "topic", "routingKey": "alerts", "jsonBody": true}}}),
+            publish: Box::new(move |body| {
+                run(
+                    "amqp-publish",
+                    &[
+                        "-u",
+                        "amqp://guest:guest@127.0.0.1:5672",
+                        "-e",
+                        &exchange,
+                        "-r",
+                        "alerts",
+                        "-b",
+                        body,
+                    ],
+                )
+            }),
+        },
+        Broker {
+            kind: "nats",
+            event_source: format!("{tag}-js"),
+            spec: json!({"nats": {"e": {"url": "nats://127.0.0.1:4222", "subject": subject, "jsonBody": true, "jetstream": {"stream": stream}}}}),
+            publish: Box::new(move |body| nats_publish(&subject, body)),
+        },
+        Broker {
+            kind: "redisStream",
+            event_source: format!("{tag}-rs"),
+            spec: json!({"redisStream": {"e": {"hostAddress": "127.0.0.1:6379", "streams": [rstream], "consumerGroup": "riposte"}}}),
+            publish: Box::new(move |body| {
+                run(
+                    "redis-cli",
+                    &["-h", "127.0.0.1", "XADD", &rstream, "*", "body", body],
+                )
+            }),
+        },
+    ]
+}
+
+/// A NATS request (the JetStream API): publishes with a reply inbox and waits for the answer.
+fn nats_request(subject: &str, payload: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect("127.0.0.1:4222").expect("NATS on 4222");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    let _ = c.read(&mut buf).expect("INFO");
+    write!(
+        c,
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.riposte-test 1\r\nPUB {subject} _INBOX.riposte-test {}\r\n{payload}\r\n",
+        payload.len()
+    )
+    .expect("PUB");
+    let mut got = String::new();
+    while !got.contains("MSG _INBOX.riposte-test")
+        || !got.ends_with("\r\n")
+        || got.matches("\r\n").count() < 2
+    {
+        let n = c.read(&mut buf).expect("the JetStream API answers");
+        assert!(n > 0, "NATS closed the connection: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!got.contains("\"error\""), "{subject}: {got}");
+    got
+}
+
+/// Creates the brokers' EventSources and one Sensor whose trigger submits a one-step workflow
+/// per event of any of them, then publishes probes until every source has stored one (its
+/// subscription is live and durable from then on).
+fn set_up_brokers(base: &str, db: &str, brokers: &[Broker]) {
+    for b in brokers {
+        create(
+            base,
+            "event-sources",
+            "eventSource",
+            json!({"metadata": {"name": b.event_source}, "spec": b.spec}),
+        );
+    }
+    let deps: Vec<Value> = brokers
+        .iter()
+        .map(|b| json!({"name": b.kind, "eventSourceName": b.event_source, "eventName": "e"}))
+        .collect();
+    let triggers: Vec<Value> = brokers
+        .iter()
+        .map(|b| {
+            json!({"template": {"name": b.kind, "conditions": b.kind, "argoWorkflow": {"operation": "submit", "source": {"resource": {
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"generateName": "redelivered-"},
+                "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "alpine", "command": ["true"]}}]}
+            }}}}})
+        })
+        .collect();
+    create(
+        base,
+        "sensors",
+        "sensor",
+        json!({"metadata": {"name": "redelivery"}, "spec": {"dependencies": deps, "triggers": triggers}}),
+    );
+    for b in brokers {
+        wait_until(
+            &format!("{} subscribed", b.event_source),
+            Duration::from_secs(60),
+            || {
+                (b.publish)(r#"{"m":"probe"}"#);
+                std::thread::sleep(Duration::from_millis(300));
+                marked_events(db, &b.event_source, "probe") > 0
+            },
+        );
+    }
+}
+
+/// Events of `event_source` whose body's `m` starts with `prefix` (a Redis stream entry
+/// carries the body as a string field).
+fn marked_events(db: &str, event_source: &str, prefix: &str) -> i64 {
+    query(
+        db,
+        &format!(
+            "SELECT count(*) FROM events WHERE event_source = '{event_source}' AND \
+             coalesce(envelope->'data'->'body'->>'m', (envelope->'data'->'values'->>'body')::jsonb->>'m') LIKE '{prefix}%'"
+        ),
+    )
+    .parse()
+    .expect("count")
+}
+
+fn workflows_of_sensor(db: &str, sensor: &str) -> i64 {
+    query(
+        db,
+        &format!(
+            "SELECT count(*) FROM workflows WHERE labels->>'events.argoproj.io/sensor' = '{sensor}'"
+        ),
+    )
+    .parse()
+    .expect("count")
+}
+
+fn server_command(home: &Path, db_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    cmd.args(["server", "--no-isolation", "--lease-seconds", "2"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--database-url", db_url])
+        .env("RIPOSTE_HOME", home)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn metric(base: &str, needle: &str) -> f64 {
+    let text = agent()
+        .get(&format!("{base}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per broker, a crash at the worst moment — the event committed, its acknowledgement not
+/// sent — then the broker's re-delivery: the re-delivered message is the event stored before
+/// (counted as a duplicate), the two later messages with one identical payload are two events,
+/// and each of the three makes one workflow.
+#[test]
+fn a_crash_between_commit_and_ack_is_one_event_after_each_brokers_redelivery() {
+    let db = database("events", "redeliver");
+    let home = tempfile::tempdir().expect("tempdir");
+    let tag = format!("rd{}", std::process::id());
+    let brokers = brokers(&tag);
+    let s = start(home.path(), &db, &[]);
+    set_up_brokers(&s.base, &db, &brokers);
+    drop(s);
+    for b in &brokers {
+        let before_workflows = workflows_of_sensor(&db, "redelivery");
+        let before_events: i64 = query(&db, "SELECT count(*) FROM events")
+            .parse()
+            .expect("count");
+        (b.publish)(r#"{"m":"first"}"#);
+        (b.publish)(r#"{"m":"same"}"#);
+        (b.publish)(r#"{"m":"same"}"#);
+        let log = std::fs::File::create(home.path().join(format!("{}.log", b.kind))).expect("log");
+        let mut crashing = server_command(home.path(), &db)
+            .env(
+                "RIPOSTE_FAILPOINT",
+                format!("source.{}.after-commit", b.kind),
+            )
+            .stderr(log)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = crashing.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = crashing.kill();
+                panic!("{}: the failpoint was never reached", b.kind);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            !status.success(),
+            "{}: the server aborted at the failpoint",
+            b.kind
+        );
+        assert_eq!(
+            marked_events(&db, &b.event_source, "first"),
+            1,
+            "{}: the first message was committed before the crash",
+            b.kind
+        );
+        let s = start(home.path(), &db, &[]);
+        // JetStream re-delivers after its 30 s ack wait, a Redis stream entry is claimed once
+        // pending for 10 s.
+        wait_until(
+            &format!("{}: the re-delivery", b.kind),
+            Duration::from_secs(90),
+            || {
+                metric(
+                    &s.base,
+                    &format!("event_source=\"{}\",duplicate=\"true\"", b.event_source),
+                ) >= 1.0
+                    || marked_events(&db, &b.event_source, "first") > 1
+            },
+        );
+        wait_until(
+            &format!("{}: both messages with one payload stored", b.kind),
+            Duration::from_secs(60),
+            || marked_events(&db, &b.event_source, "same") >= 2,
+        );
+        wait_all_processed(&db, Duration::from_secs(60));
+        assert_eq!(
+            marked_events(&db, &b.event_source, "first"),
+            1,
+            "{}: re-delivery doubled the event",
+            b.kind
+        );
+        assert_eq!(
+            marked_events(&db, &b.event_source, "same"),
+            2,
+            "{}: one payload, two messages, two events",
+            b.kind
+        );
+        let after_events: i64 = query(&db, "SELECT count(*) FROM events")
+            .parse()
+            .expect("count");
+        assert_eq!(
+            after_events - before_events,
+            3,
+            "{}: three messages, three events",
+            b.kind
+        );
+        wait_until(
+            &format!("{}: three workflows", b.kind),
+            Duration::from_secs(30),
+            || workflows_of_sensor(&db, "redelivery") >= before_workflows + 3,
+        );
+        assert_eq!(
+            workflows_of_sensor(&db, "redelivery"),
+            before_workflows + 3,
+            "{}: one workflow per message",
+            b.kind
+        );
+        drop(s);
+    }
+}
+
+/// `kill -9` at 30 random moments while every broker carries a steady stream of distinct
+/// messages: in the end each message published is exactly one event and one workflow.
+#[test]
+fn kill_9_loop_over_every_broker_makes_one_workflow_per_message() {
+    let db = database("events", "brokerkill");
+    let home = tempfile::tempdir().expect("tempdir");
+    let tag = format!("bk{}", std::process::id());
+    let brokers = std::sync::Arc::new(brokers(&tag));
+    let s = start(home.path(), &db, &[]);
+    set_up_brokers(&s.base, &db, &brokers);
+    drop(s);
+    let probes: i64 = query(&db, "SELECT count(*) FROM events")
+        .parse()
+        .expect("count");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (brokers, stop) = (brokers.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for b in brokers.iter() {
+                    (b.publish)(&format!(r#"{{"m":"k{n}"}}"#));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            n
+        })
+    };
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    let mut next = |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % m
+    };
+    for _ in 0..30 {
+        let mut s = start(home.path(), &db, &[]);
+        std::thread::sleep(Duration::from_millis(100 + next(1200)));
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let published = publisher.join().expect("publisher") as i64;
+    let _s = start(home.path(), &db, &[]);
+    for b in brokers.iter() {
+        wait_until(
+            &format!("{}: all {published} messages stored", b.kind),
+            Duration::from_secs(120),
+            || marked_events(&db, &b.event_source, "k") >= published,
+        );
+    }
+    wait_all_processed(&db, Duration::from_secs(60));
+    let events: i64 = query(&db, "SELECT count(*) FROM events")
+        .parse()
+        .expect("count");
+    wait_until("a workflow per event", Duration::from_secs(120), || {
+        workflows_of_sensor(&db, "redelivery") >= events
+    });
+    for b in brokers.iter() {
+        let distinct: i64 = query(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT coalesce(envelope->'data'->'body'->>'m', (envelope->'data'->'values'->>'body')::jsonb->>'m')) \
+                 FROM events WHERE event_source = '{}' AND seq > 0",
+                b.event_source
+            ),
+        )
+        .parse()
+        .expect("count");
+        let stored = marked_events(&db, &b.event_source, "k");
+        eprintln!("{}: {published} published, {stored} stored", b.kind);
+        assert_eq!(stored, published, "{}: a message doubled or lost", b.kind);
+        let probes_of: i64 = marked_events(&db, &b.event_source, "probe");
+        assert_eq!(
+            distinct,
+            published + (probes_of > 0) as i64,
+            "{}: every message once",
+            b.kind
+        );
+    }
+    assert_eq!(
+        workflows_of_sensor(&db, "redelivery"),
+        events,
+        "one workflow per event ({probes} probes)"
+    );
+}

@@ -6,6 +6,7 @@
 //! - [`submit`]: the one way a workflow comes into being (API, cron, `riposte run`, sensors).
 //! - [`events`]: event sources, the event bus, sensors and triggers.
 //! - [`group_commit`]: concurrent writes that share one transaction.
+//! - [`failpoint`]: crash points the tests arm (`RIPOSTE_FAILPOINT`).
 //! - [`api`]: Argo Server-compatible REST paths on axum; [`auth`]: bearer tokens and roles;
 //!   [`approval`]: signed approval links.
 //! - [`metrics`]: Prometheus metrics (`/metrics`).
@@ -19,6 +20,7 @@ pub mod controller;
 pub mod cron;
 pub mod driver;
 pub mod events;
+pub mod failpoint;
 pub mod group_commit;
 pub mod ids;
 pub mod library;

@@ -13,11 +13,61 @@ use sqlx::types::Json;
 use crate::shared::Arg;
 use crate::{AuditEntry, Pool, Result, Store, StoreError, corrupt, q};
 
+/// What makes a delivery the same event again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventIdentity {
+    /// An id from the producer or the broker (CloudEvents `id`, JetStream stream sequence,
+    /// Redis stream entry id, AMQP `message-id`): the same id again is the same event.
+    Id(String),
+    /// No stable id (MQTT, AMQP without `message-id`): a digest of the delivery (its payload,
+    /// topic and what else the broker preserves across re-delivery). A first delivery is always
+    /// a new event, stored as `<digest>#<n>` with `n` one more than the last; a re-delivery
+    /// (MQTT `DUP`, AMQP `redelivered`) is the latest event stored with that digest, or a new
+    /// one when none is.
+    Delivery { digest: String, redelivered: bool },
+}
+
+/// How a delivery keyed by digest resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResolution {
+    /// The event stored as `<digest>#n` (a re-delivery of what was stored).
+    Stored(i64),
+    /// A new event, to store as `<digest>#n`.
+    New(i64),
+}
+
+/// The latest event stored with a digest: its `n`, and whether a first delivery with the same
+/// digest arrived after it (marked, and committed, before that delivery is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatestDelivery {
+    pub n: i64,
+    pub superseded: bool,
+}
+
+/// A first delivery is new whatever was stored (two alerts with one payload are two alerts).
+/// A re-delivery is the latest event stored with its digest, since the broker re-sends what it
+/// has not seen acknowledged and Riposte acknowledges only after the commit — unless a first
+/// delivery came after that event: the broker only sends it once the latest is acknowledged
+/// (one in flight per digest), so what is re-sent is that newer delivery, which a crash kept
+/// from being stored.
+pub fn resolve_delivery(redelivered: bool, latest: Option<LatestDelivery>) -> DeliveryResolution {
+    match latest {
+        Some(l) if redelivered && !l.superseded => DeliveryResolution::Stored(l.n),
+        Some(l) => DeliveryResolution::New(l.n + 1),
+        None => DeliveryResolution::New(1),
+    }
+}
+
+/// The event id of the `n`-th event stored with `digest`.
+pub fn delivery_event_id(digest: &str, n: i64) -> String {
+    format!("{digest}#{n}")
+}
+
 /// An event to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub source: String,
-    pub event_id: String,
+    pub identity: EventIdentity,
     pub namespace: String,
     pub event_source: String,
     pub event_name: String,
@@ -92,41 +142,105 @@ pub struct EventObject {
 
 impl Store {
     /// Stores events in one transaction (an audit batch is split into many events and is
-    /// stored whole or not at all). An event whose `(namespace, source, id)` is stored already is not
-    /// written again; its stored seq is returned with `duplicate`.
+    /// stored whole or not at all). An event whose identity is stored already (same namespace,
+    /// source and id; for a re-delivery keyed by digest, the latest event with that digest) is
+    /// not written again; its stored seq is returned with `duplicate`.
     pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<Appended>> {
         macro_rules! append {
+            (@insert $tx:ident, $e:ident, $id:expr, $delivery:expr) => {{
+                let delivery: Option<(&str, i64)> = $delivery;
+                let mut envelope = crate::storable_json(&$e.envelope).into_owned();
+                if delivery.is_some()
+                    && let Some(o) = envelope.as_object_mut()
+                {
+                    o.insert("id".into(), Value::String($id.to_string()));
+                }
+                let inserted: Option<(i64,)> = sqlx::query_as(
+                    "INSERT INTO events (source, event_id, namespace, event_source, event_name, received_at, envelope, delivery_digest, delivery_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING seq",
+                )
+                .bind(&$e.source)
+                .bind($id)
+                .bind(&$e.namespace)
+                .bind(&$e.event_source)
+                .bind(&$e.event_name)
+                .bind($e.received_at)
+                .bind(Json(envelope))
+                .bind(delivery.map(|d| d.0))
+                .bind(delivery.map(|d| d.1))
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(q("storing an event"))?;
+                inserted
+            }};
+            (@seq $tx:ident, $e:ident, $id:expr) => {{
+                let (seq,): (i64,) = sqlx::query_as(
+                    "SELECT seq FROM events WHERE namespace = $1 AND source = $2 AND event_id = $3",
+                )
+                .bind(&$e.namespace)
+                .bind(&$e.source)
+                .bind($id)
+                .fetch_one(&mut *$tx)
+                .await
+                .map_err(q("reading a stored event"))?;
+                seq
+            }};
             ($p:expr) => {{
+                // A first delivery with a stored digest marks the latest as superseded, and
+                // commits the mark before the delivery is stored: if a crash then keeps it from
+                // being stored, its re-delivery is recognised as new (see `resolve_delivery`).
+                for e in events {
+                    if let EventIdentity::Delivery { digest, redelivered: false } = &e.identity {
+                        self.mark_delivery_superseded(&e.namespace, &e.source, digest).await?;
+                    }
+                }
                 let mut tx = $p.begin().await.map_err(q("starting a transaction"))?;
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
-                    let inserted: Option<(i64,)> = sqlx::query_as(
-                        "INSERT INTO events (source, event_id, namespace, event_source, event_name, received_at, envelope) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING seq",
-                    )
-                    .bind(&e.source)
-                    .bind(&e.event_id)
-                    .bind(&e.namespace)
-                    .bind(&e.event_source)
-                    .bind(&e.event_name)
-                    .bind(e.received_at)
-                    .bind(Json(crate::storable_json(&e.envelope)))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(q("storing an event"))?;
-                    let appended = match inserted {
-                        Some((seq,)) => Appended { seq, duplicate: false },
-                        None => {
-                            let (seq,): (i64,) = sqlx::query_as(
-                                "SELECT seq FROM events WHERE namespace = $1 AND source = $2 AND event_id = $3",
-                            )
-                            .bind(&e.namespace)
-                            .bind(&e.source)
-                            .bind(&e.event_id)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(q("reading a stored event"))?;
-                            Appended { seq, duplicate: true }
+                    let appended = match &e.identity {
+                        EventIdentity::Id(id) => {
+                            let inserted = append!(@insert tx, e, id, None::<(&str, i64)>);
+                            match inserted {
+                                Some((seq,)) => Appended { seq, duplicate: false },
+                                None => Appended { seq: append!(@seq tx, e, id), duplicate: true },
+                            }
+                        }
+                        EventIdentity::Delivery { digest, redelivered } => {
+                            // A concurrent writer (another replica on a shared queue) may take
+                            // the next `n` first; a first delivery then tries the one after.
+                            let mut attempts = 0;
+                            loop {
+                                attempts += 1;
+                                let latest: Option<(i64, bool)> = sqlx::query_as(
+                                    "SELECT delivery_seq, delivery_superseded FROM events WHERE namespace = $1 AND source = $2 AND delivery_digest = $3 \
+                                     ORDER BY delivery_seq DESC LIMIT 1",
+                                )
+                                .bind(&e.namespace)
+                                .bind(&e.source)
+                                .bind(digest)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(q("reading the deliveries of a digest"))?;
+                                let latest = latest.map(|(n, superseded)| LatestDelivery { n, superseded });
+                                match resolve_delivery(*redelivered, latest) {
+                                    DeliveryResolution::Stored(n) => {
+                                        let id = delivery_event_id(digest, n);
+                                        break Appended { seq: append!(@seq tx, e, &id), duplicate: true };
+                                    }
+                                    DeliveryResolution::New(n) => {
+                                        let id = delivery_event_id(digest, n);
+                                        if let Some((seq,)) = append!(@insert tx, e, &id, Some((digest.as_str(), n))) {
+                                            break Appended { seq, duplicate: false };
+                                        }
+                                        if attempts >= 100 {
+                                            return Err(StoreError::Transient { message: format!(
+                                                "event {id} of {}/{}: 100 concurrent writers took the next delivery number; retry",
+                                                e.namespace, e.source
+                                            ) });
+                                        }
+                                    }
+                                }
+                            }
                         }
                     };
                     out.push(appended);
@@ -136,6 +250,29 @@ impl Store {
             }};
         }
         Ok(on_pool!(&self.pool, |p| append!(p)))
+    }
+
+    /// Marks the latest event stored with `digest` as superseded by a first delivery that is
+    /// about to be stored (committed on its own, before it). True if there was one to mark.
+    pub async fn mark_delivery_superseded(
+        &self,
+        namespace: &str,
+        source: &str,
+        digest: &str,
+    ) -> Result<bool> {
+        on_pool!(&self.pool, |p| {
+            let done = sqlx::query(
+                "UPDATE events SET delivery_superseded = TRUE WHERE namespace = $1 AND source = $2 AND delivery_digest = $3 \
+                 AND delivery_seq = (SELECT MAX(delivery_seq) FROM events WHERE namespace = $1 AND source = $2 AND delivery_digest = $3)",
+            )
+            .bind(namespace)
+            .bind(source)
+            .bind(digest)
+            .execute(p)
+            .await
+            .map_err(q("marking a digest's latest delivery"))?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     pub async fn get_event(&self, seq: i64) -> Result<EventRecord> {
@@ -151,6 +288,29 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound {
             namespace: "events".into(),
             name: seq.to_string(),
+        })
+    }
+
+    /// The id of the latest event stored for one entry of an EventSource (a calendar's last
+    /// firing), whatever its siblings stored since.
+    pub async fn last_event_id(
+        &self,
+        namespace: &str,
+        event_source: &str,
+        event_name: &str,
+    ) -> Result<Option<String>> {
+        on_pool!(&self.pool, |p| {
+            let row: Option<(String,)> = sqlx::query_as(
+                "SELECT event_id FROM events WHERE namespace = $1 AND event_source = $2 AND event_name = $3 \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(namespace)
+            .bind(event_source)
+            .bind(event_name)
+            .fetch_optional(p)
+            .await
+            .map_err(q("reading an entry's latest event"))?;
+            Ok(row.map(|(id,)| id))
         })
     }
 
@@ -475,5 +635,32 @@ impl Store {
             .await
             .map_err(q("reading an idempotency key"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_resolve_first_as_new_and_redelivered_as_latest() {
+        use DeliveryResolution::*;
+        let latest = |n, superseded| Some(LatestDelivery { n, superseded });
+        let table = [
+            (false, None, New(1)),
+            (false, latest(3, false), New(4)),
+            (false, latest(3, true), New(4)),
+            (true, None, New(1)),
+            (true, latest(3, false), Stored(3)),
+            (true, latest(3, true), New(4)),
+        ];
+        for (redelivered, latest, want) in table {
+            assert_eq!(
+                resolve_delivery(redelivered, latest),
+                want,
+                "redelivered {redelivered}, latest {latest:?}"
+            );
+        }
+        assert_eq!(delivery_event_id("ab12", 7), "ab12#7");
     }
 }

@@ -153,7 +153,8 @@ mod workflows;
 
 pub use crons::CronRecord;
 pub use events::{
-    Appended, DecisionRecord, DecisionWrite, EventObject, EventQuery, EventRecord, NewEvent,
+    Appended, DecisionRecord, DecisionWrite, DeliveryResolution, EventIdentity, EventObject,
+    EventQuery, EventRecord, LatestDelivery, NewEvent, delivery_event_id, resolve_delivery,
 };
 pub use templates::TemplateRecord;
 pub use workflows::{

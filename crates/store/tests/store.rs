@@ -770,7 +770,7 @@ async fn sqlite_shared_state_rules() {
 fn new_event(namespace: &str, source: &str, id: &str) -> riposte_store::NewEvent {
     riposte_store::NewEvent {
         source: source.into(),
-        event_id: id.into(),
+        identity: riposte_store::EventIdentity::Id(id.into()),
         namespace: namespace.into(),
         event_source: "falco".into(),
         event_name: "alerts".into(),
@@ -885,4 +885,138 @@ async fn postgres_event_keys_and_batched_submissions() {
 async fn sqlite_event_keys_and_batched_submissions() {
     let (store, _dir) = sqlite().await;
     event_keys_and_batched_submissions(&store).await;
+}
+
+fn delivery(source: &str, digest: &str, redelivered: bool) -> riposte_store::NewEvent {
+    riposte_store::NewEvent {
+        identity: riposte_store::EventIdentity::Delivery {
+            digest: digest.into(),
+            redelivered,
+        },
+        ..new_event("ns", source, "unused")
+    }
+}
+
+/// Deliveries without a producer id: every first delivery is a new event, even with the
+/// payload of one stored before; a re-delivery is the latest event with its digest, and a new
+/// one when nothing with its digest was stored (the crash came before the commit).
+async fn deliveries_keyed_by_digest(store: &Store) {
+    let appended = |events: Vec<riposte_store::NewEvent>| async move {
+        store
+            .append_events(&events)
+            .await
+            .expect("append")
+            .into_iter()
+            .map(|a| (a.seq, a.duplicate))
+            .collect::<Vec<_>>()
+    };
+    let first = appended(vec![
+        delivery("mqtt", "d1", false),
+        delivery("mqtt", "d1", false),
+        delivery("mqtt", "d1", true),
+        delivery("mqtt", "d2", true),
+        delivery("amqp", "d1", true),
+    ])
+    .await;
+    let new: Vec<bool> = first.iter().map(|a| !a.1).collect();
+    assert_eq!(new, [true, true, false, true, true]);
+    assert_eq!(first[2].0, first[1].0, "a re-delivery is the latest stored");
+    let again = appended(vec![delivery("mqtt", "d1", true)]).await;
+    assert_eq!(again[0], (first[1].0, true));
+    let third = appended(vec![delivery("mqtt", "d1", false)]).await;
+    assert!(!third[0].1, "a first delivery after a re-delivery is new");
+    let stored = store.get_event(third[0].0).await.expect("event");
+    assert_eq!(stored.event_id, "d1#3");
+    assert_eq!(
+        stored.envelope["id"], "d1#3",
+        "the envelope carries the stored id"
+    );
+    assert_eq!(
+        store.get_event(first[3].0).await.expect("event").event_id,
+        "d2#1"
+    );
+    // A first delivery after #3 that a crash kept from being stored: the mark it left makes
+    // its re-delivery a new event, not #3 again.
+    let pending = delivery("mqtt", "d1", false);
+    let marked = store
+        .append_events(std::slice::from_ref(&pending))
+        .await
+        .expect("append");
+    assert!(!marked[0].duplicate, "#4 stored");
+    let redelivered = appended(vec![delivery("mqtt", "d1", true)]).await;
+    assert_eq!(
+        redelivered[0],
+        (marked[0].seq, true),
+        "its re-delivery is #4"
+    );
+    assert!(
+        store
+            .mark_delivery_superseded("ns", "mqtt", "d1")
+            .await
+            .expect("mark")
+    );
+    let after_crash = appended(vec![delivery("mqtt", "d1", true)]).await;
+    assert!(
+        !after_crash[0].1,
+        "a re-delivery after the mark is new (#5)"
+    );
+    assert_eq!(
+        store
+            .get_event(after_crash[0].0)
+            .await
+            .expect("event")
+            .event_id,
+        "d1#5"
+    );
+}
+
+#[tokio::test]
+async fn postgres_deliveries_keyed_by_digest() {
+    let (store, db) = fresh_pg().await;
+    deliveries_keyed_by_digest(&store).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_deliveries_keyed_by_digest() {
+    let (store, _dir) = sqlite().await;
+    deliveries_keyed_by_digest(&store).await;
+}
+
+/// A calendar's catch-up reads its own entry's last firing, however many events its siblings
+/// stored after it.
+async fn an_entrys_latest_event(store: &Store) {
+    let entry = |name: &str, id: &str| riposte_store::NewEvent {
+        event_name: name.into(),
+        ..new_event("ns", "cal", id)
+    };
+    let mut events = vec![
+        entry("nightly", "100/nightly"),
+        entry("nightly", "200/nightly"),
+    ];
+    events.extend((0..60).map(|i| entry("every-second", &format!("{}/every-second", 300 + i))));
+    store.append_events(&events).await.expect("append");
+    let last = |name: &'static str| store.last_event_id("ns", "falco", name);
+    assert_eq!(
+        last("nightly").await.expect("read").as_deref(),
+        Some("200/nightly")
+    );
+    assert_eq!(
+        last("every-second").await.expect("read").as_deref(),
+        Some("359/every-second")
+    );
+    assert_eq!(last("weekly").await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn postgres_an_entrys_latest_event() {
+    let (store, db) = fresh_pg().await;
+    an_entrys_latest_event(&store).await;
+    drop_pg(store, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_an_entrys_latest_event() {
+    let (store, _dir) = sqlite().await;
+    an_entrys_latest_event(&store).await;
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use events::sensor::{Decision, Incoming, TriggerResult, Waiting};
 use events::{Event, ingest};
 use serde_json::{Value, json};
-use store::{EventRecord, NewEvent};
+use store::{EventIdentity, EventRecord, NewEvent};
 
 use crate::controller::{ControlError, Controller};
 use crate::driver::now_ms;
@@ -217,14 +217,34 @@ impl Events {
         event_name: &str,
         events: Vec<Event>,
     ) -> Result<Vec<store::Appended>, EventsError> {
+        let events = events
+            .into_iter()
+            .map(|e| {
+                let identity = EventIdentity::Id(e.id.clone());
+                (e, identity)
+            })
+            .collect();
+        self.ingest_identified(namespace, event_source, event_name, events)
+            .await
+    }
+
+    /// [`Events::ingest`] for deliveries whose identity is not (only) the envelope's id: a
+    /// broker message without a producer id is keyed by its digest and re-delivery flag.
+    pub async fn ingest_identified(
+        &self,
+        namespace: &str,
+        event_source: &str,
+        event_name: &str,
+        events: Vec<(Event, EventIdentity)>,
+    ) -> Result<Vec<store::Appended>, EventsError> {
         let now = now_ms();
         let rows: Vec<NewEvent> = events
             .into_iter()
-            .map(|e| {
+            .map(|(e, identity)| {
                 let envelope = envelope_json(&e);
                 NewEvent {
                     source: e.source,
-                    event_id: e.id,
+                    identity,
                     namespace: namespace.to_string(),
                     event_source: event_source.to_string(),
                     event_name: event_name.to_string(),

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use events::Event;
 use events::ingest::Format;
 use serde_json::{Value, json};
-use store::EventObject;
+use store::{EventIdentity, EventObject};
 use tokio::task::JoinHandle;
 
 use super::Events;
@@ -180,18 +180,49 @@ impl SourceCtx {
         }
     }
 
-    /// Stores events; returns after the commit (the caller acknowledges its producer then).
+    /// Stores events keyed by their ids; returns after the commit (the caller acknowledges
+    /// its producer then).
     async fn ingest(&self, events: Vec<Event>) -> Result<(), String> {
+        let events = events
+            .into_iter()
+            .map(|e| {
+                let id = EventIdentity::Id(e.id.clone());
+                (e, id)
+            })
+            .collect();
+        self.ingest_identified(events).await
+    }
+
+    /// Stores events with their identities; returns after the commit.
+    async fn ingest_identified(&self, events: Vec<(Event, EventIdentity)>) -> Result<(), String> {
+        let kind = events
+            .first()
+            .map(|(e, _)| e.kind.clone())
+            .unwrap_or_default();
         self.events
-            .ingest(
+            .ingest_identified(
                 &self.namespace,
                 &self.event_source,
                 &self.event_name,
                 events,
             )
             .await
-            .map(drop)
-            .map_err(|e| store::chain(&e))
+            .map_err(|e| store::chain(&e))?;
+        // The moment a crash makes the broker re-deliver what is stored.
+        crate::failpoint::reached(|| format!("source.{kind}.after-commit"));
+        Ok(())
+    }
+}
+
+/// The identity of a broker message without a producer id: a digest of what the broker keeps
+/// when it re-delivers (the entry it arrived on, then the given parts), with its re-delivery
+/// flag.
+fn delivery_identity(ctx: &SourceCtx, parts: &[&[u8]], redelivered: bool) -> EventIdentity {
+    let mut all: Vec<&[u8]> = vec![ctx.event_name.as_bytes()];
+    all.extend_from_slice(parts);
+    EventIdentity::Delivery {
+        digest: events::ingest::delivery_digest(&all),
+        redelivered,
     }
 }
 
@@ -448,26 +479,21 @@ async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         .as_str()
         .and_then(expr::time::parse_duration_millis)
         .unwrap_or(24 * 3600 * 1000);
-    let store = ctx.events.controller().store().clone();
     // Where to continue from: the last stored firing of this entry (with persistence), else now.
     let mut after = now_ms();
     if catch_up {
-        let last = store
-            .list_events(&store::EventQuery {
-                namespace: Some(ctx.namespace.clone()),
-                event_source: Some(ctx.event_source.clone()),
-                before: None,
-                limit: 50,
-            })
+        let last = ctx
+            .events
+            .controller()
+            .store()
+            .last_event_id(&ctx.namespace, &ctx.event_source, &ctx.event_name)
             .await
-            .map_err(|e| store::chain(&e))?
-            .into_iter()
-            .filter(|e| e.event_name == ctx.event_name)
-            .filter_map(|e| e.event_id.parse::<i64>().ok())
-            .max();
-        if let Some(last) = last {
-            after = last.max(now_ms() - max_catch_up);
-        }
+            .map_err(|e| store::chain(&e))?;
+        after = catch_up_from(
+            last.as_deref().and_then(calendar_firing),
+            after,
+            max_catch_up,
+        );
     }
     loop {
         let next = crate::cron::next_fire(&schedule, tz, after)?;
@@ -481,9 +507,25 @@ async fn calendar(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             continue;
         }
         let data = json!({"eventTime": expr::time::rfc3339(next), "metadata": spec["metadata"]});
-        // The id is the scheduled time: two replicas (or a catch-up) fire it once.
-        ctx.ingest(vec![ctx.event("calendar", next.to_string(), data)])
-            .await?;
+        // The id is the scheduled time and the entry: two replicas (or a catch-up) fire it
+        // once, and sibling entries on one schedule each fire.
+        let id = format!("{next}/{}", ctx.event_name);
+        ctx.ingest(vec![ctx.event("calendar", id, data)]).await?;
+    }
+}
+
+/// The scheduled time (ms) a calendar event id names: `<ms>/<entry>`, or `<ms>` as stored
+/// before entries were part of it.
+fn calendar_firing(id: &str) -> Option<i64> {
+    id.split('/').next()?.parse().ok()
+}
+
+/// Where a catch-up starts: after the last firing, but no earlier than `max_catch_up` ago
+/// (Argo's `maxDuration`); from now when nothing fired before.
+fn catch_up_from(last_firing: Option<i64>, now: i64, max_catch_up: i64) -> i64 {
+    match last_firing {
+        Some(last) => last.max(now - max_catch_up),
+        None => now,
     }
 }
 
@@ -674,14 +716,25 @@ async fn mqtt(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     loop {
         match eventloop.poll().await {
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                // MQTT gives no message id: the broker re-sends an unacknowledged message
+                // with DUP and its packet id on the persistent session, and re-sends a
+                // retained one on every subscribe. Both are the message stored before.
+                // One packet id is in flight at a time, so it tells apart two messages with
+                // one payload; a retained message is re-sent under a new one.
+                let pkid = if p.retain {
+                    Vec::new()
+                } else {
+                    p.pkid.to_be_bytes().to_vec()
+                };
+                let identity = delivery_identity(
+                    ctx,
+                    &[p.topic.as_bytes(), &pkid, &p.payload],
+                    p.dup || p.retain,
+                );
                 let data =
                     json!({"topic": p.topic, "messageId": p.pkid, "body": body_of(&p.payload)});
-                ctx.ingest(vec![ctx.event(
-                    "mqtt",
-                    uuid::Uuid::new_v4().to_string(),
-                    data,
-                )])
-                .await?;
+                let event = ctx.event("mqtt", String::new(), data);
+                ctx.ingest_identified(vec![(event, identity)]).await?;
                 client
                     .ack(&p)
                     .await
@@ -762,6 +815,12 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("binding {queue_name} to {exchange}: {e}"))?;
+    // One unacknowledged delivery at a time: a message without `message-id` is then the only
+    // one in flight with its digest, and a re-delivery is recognised by it (see
+    // `store::resolve_delivery`). The commit, not the round trip, bounds the rate.
+    ch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .map_err(|e| format!("setting the prefetch of {queue_name}: {e}"))?;
     let mut consumer = ch
         .basic_consume(
             queue_name.as_str().into(),
@@ -774,11 +833,37 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     while let Some(delivery) = consumer.next().await {
         let d = delivery.map_err(|e| e.to_string())?;
         let props = &d.properties;
-        let id = props
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // Without a `message-id`, a delivery is its digest: RabbitMQ re-delivers what was
+        // not acknowledged (a crash, a dropped connection) with `redelivered` set.
+        let identity = match props.message_id() {
+            Some(id) => EventIdentity::Id(id.to_string()),
+            None => {
+                // Quorum queues count deliveries in a header: not part of the message.
+                let headers: Vec<_> = props
+                    .headers()
+                    .iter()
+                    .flat_map(|h| h.inner())
+                    .filter(|(k, _)| k.as_str() != "x-delivery-count")
+                    .collect();
+                let properties = format!(
+                    "{:?}|{:?}|{:?}|{headers:?}|{:?}",
+                    props.content_type(),
+                    props.correlation_id(),
+                    props.timestamp(),
+                    props.kind()
+                );
+                delivery_identity(
+                    ctx,
+                    &[
+                        d.exchange.as_str().as_bytes(),
+                        d.routing_key.as_str().as_bytes(),
+                        properties.as_bytes(),
+                        &d.data,
+                    ],
+                    d.redelivered,
+                )
+            }
+        };
         let data = json!({
             "contentType": props.content_type().as_ref().map(|s| s.to_string()),
             "messageId": props.message_id().as_ref().map(|s| s.to_string()),
@@ -787,7 +872,12 @@ async fn amqp(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             "routingKey": d.routing_key.to_string(),
             "body": body_of(&d.data),
         });
-        ctx.ingest(vec![ctx.event("amqp", id, data)]).await?;
+        let id = match &identity {
+            EventIdentity::Id(id) => id.clone(),
+            EventIdentity::Delivery { .. } => String::new(),
+        };
+        ctx.ingest_identified(vec![(ctx.event("amqp", id, data), identity)])
+            .await?;
         d.ack(BasicAckOptions::default())
             .await
             .map_err(|e| format!("acknowledging: {e}"))?;
@@ -842,9 +932,16 @@ async fn redis_pubsub(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
 
 /// Reads streams through a consumer group; entries are acknowledged (XACK) after their
 /// commit and keyed by stream and entry id, so a re-read after a crash is one event.
+///
+/// Each process is its own consumer (`riposte-<pid>`): the entries a crashed process was given
+/// and never acknowledged stay pending under its name, so every consumer also claims entries
+/// pending longer than [`STREAM_CLAIM_IDLE`] (XAUTOCLAIM) and stores them; one another
+/// replica is still storing is the same event by its id.
 async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     use redis::AsyncCommands;
-    use redis::streams::{StreamReadOptions, StreamReadReply};
+    use redis::streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
+    };
     let url = redis_url(spec)?;
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
     // Reads block for a while on the server; the client must wait longer than that.
@@ -877,9 +974,65 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
     }
     let consumer = format!("riposte-{}", std::process::id());
     let count = spec["maxMsgCountPerRead"].as_u64().unwrap_or(10).max(1) as usize;
-    // First what this consumer was given and did not acknowledge (a crash), then new entries.
+    // Stores one entry, then acknowledges it.
+    async fn store_entry(
+        ctx: &SourceCtx,
+        conn: &mut redis::aio::MultiplexedConnection,
+        group: &str,
+        stream: &str,
+        entry: &redis::streams::StreamId,
+    ) -> Result<(), String> {
+        let values: serde_json::Map<String, Value> = entry
+            .map
+            .iter()
+            .map(|(k, v)| {
+                let s: String = redis::from_redis_value(v.clone()).unwrap_or_default();
+                (k.clone(), Value::String(s))
+            })
+            .collect();
+        let data = json!({"stream": stream, "id": entry.id, "values": values});
+        ctx.ingest(vec![ctx.event(
+            "redisStream",
+            format!("{stream}/{}", entry.id),
+            data,
+        )])
+        .await?;
+        let _: i64 = conn
+            .xack(stream, group, &[&entry.id])
+            .await
+            .map_err(|e| format!("acknowledging: {e}"))?;
+        Ok(())
+    }
+    // First what this consumer was given and did not acknowledge, then new entries.
     let mut cursor = "0".to_string();
+    let mut last_claim: Option<tokio::time::Instant> = None;
     loop {
+        if last_claim.is_none_or(|t| t.elapsed() >= STREAM_CLAIM_IDLE / 2) {
+            last_claim = Some(tokio::time::Instant::now());
+            for stream in &streams {
+                let mut start = "0-0".to_string();
+                loop {
+                    let reply: StreamAutoClaimReply = conn
+                        .xautoclaim_options(
+                            stream,
+                            &group,
+                            &consumer,
+                            STREAM_CLAIM_IDLE.as_millis() as u64,
+                            &start,
+                            StreamAutoClaimOptions::default().count(count),
+                        )
+                        .await
+                        .map_err(|e| format!("claiming stale entries of {stream}: {e}"))?;
+                    for entry in &reply.claimed {
+                        store_entry(ctx, &mut conn, &group, stream, entry).await?;
+                    }
+                    if reply.next_stream_id == "0-0" {
+                        break;
+                    }
+                    start = reply.next_stream_id;
+                }
+            }
+        }
         let ids: Vec<String> = streams.iter().map(|_| cursor.clone()).collect();
         let opts = StreamReadOptions::default()
             .group(&group, &consumer)
@@ -891,27 +1044,9 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
             .map_err(|e| format!("reading streams: {e}"))?;
         let mut got = 0;
         for key in reply.keys {
-            for entry in key.ids {
+            for entry in &key.ids {
                 got += 1;
-                let values: serde_json::Map<String, Value> = entry
-                    .map
-                    .iter()
-                    .map(|(k, v)| {
-                        let s: String = redis::from_redis_value(v.clone()).unwrap_or_default();
-                        (k.clone(), Value::String(s))
-                    })
-                    .collect();
-                let data = json!({"stream": key.key, "id": entry.id, "values": values});
-                ctx.ingest(vec![ctx.event(
-                    "redisStream",
-                    format!("{}/{}", key.key, entry.id),
-                    data,
-                )])
-                .await?;
-                let _: i64 = conn
-                    .xack(&key.key, &group, &[&entry.id])
-                    .await
-                    .map_err(|e| format!("acknowledging: {e}"))?;
+                store_entry(ctx, &mut conn, &group, &key.key, entry).await?;
             }
         }
         if cursor == "0" && got == 0 {
@@ -919,6 +1054,9 @@ async fn redis_stream(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         }
     }
 }
+
+/// How long an entry stays pending with a consumer before another one stores it.
+const STREAM_CLAIM_IDLE: Duration = Duration::from_secs(10);
 
 // --- Kubernetes resources ---
 
@@ -1048,4 +1186,30 @@ async fn resource(ctx: &SourceCtx, spec: &Value) -> Result<(), String> {
         }
     }
     Err("the watch ended".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_catch_up_starts_after_the_last_firing_within_max_duration() {
+        let hour = 3_600_000;
+        let now = 100 * hour;
+        let table = [
+            (None, now),
+            (Some(now - hour), now - hour),
+            (Some(now - 30 * hour), now - 24 * hour),
+            (Some(now), now),
+        ];
+        for (last, want) in table {
+            assert_eq!(catch_up_from(last, now, 24 * hour), want, "{last:?}");
+        }
+        assert_eq!(
+            calendar_firing("1700000000000/nightly"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(calendar_firing("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(calendar_firing("nightly"), None);
+    }
 }
