@@ -200,23 +200,41 @@ pub async fn object_action(
     operation: &str,
     manifest: &Value,
     namespace: &str,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
+    use ActionError::Permanent;
     let api_version = manifest["apiVersion"]
         .as_str()
-        .ok_or("the object has no apiVersion")?;
-    let kind = manifest["kind"].as_str().ok_or("the object has no kind")?;
+        .ok_or_else(|| Permanent("the object has no apiVersion".into()))?;
+    let kind = manifest["kind"]
+        .as_str()
+        .ok_or_else(|| Permanent("the object has no kind".into()))?;
     let ns = manifest["metadata"]["namespace"]
         .as_str()
         .unwrap_or(namespace);
-    let (api, _) = dynamic_api(cluster.client(), &gvk_of(api_version, kind), ns).await?;
+    let gvk = gvk_of(api_version, kind);
+    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
+        .await
+        .map_err(|e| {
+            ActionError::of(
+                &e,
+                format!(
+                    "the cluster does not serve {api_version} {kind} (is the CRD installed?): {}",
+                    describe(&e)
+                ),
+            )
+        })?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
+        Scope::Namespaced => Api::namespaced_with(cluster.client().clone(), ns, &resource),
+    };
     let name = manifest["metadata"]["name"].as_str().map(str::to_string);
     let need_name = || {
         name.clone()
-            .ok_or_else(|| format!("{operation} needs the object's metadata.name"))
+            .ok_or_else(|| Permanent(format!("{operation} needs the object's metadata.name")))
     };
     let what = |n: &str| format!("{}/{n}", kind.to_lowercase());
     let object: DynamicObject = serde_json::from_value(manifest.clone())
-        .map_err(|e| format!("the object is not a Kubernetes object: {e}"))?;
+        .map_err(|e| Permanent(format!("the object is not a Kubernetes object: {e}")))?;
     let post = PostParams::default();
     let apply = Patch::Apply(manifest);
     let merge = Patch::Merge(manifest);
@@ -224,11 +242,12 @@ pub async fn object_action(
         "create" => with_retries(|| api.create(&post, &object))
             .await
             .map_err(|e| {
-                format!(
+                let message = format!(
                     "create {}: {}",
                     what(name.as_deref().unwrap_or("(generated)")),
                     describe(&e)
-                )
+                );
+                ActionError::of(&e, message)
             })?,
         "apply" | "update" => {
             let n = need_name()?;
@@ -236,7 +255,10 @@ pub async fn object_action(
             pp.force = true;
             with_retries(|| api.patch(&n, &pp, &apply))
                 .await
-                .map_err(|e| format!("{operation} {}: {}", what(&n), describe(&e)))?
+                .map_err(|e| {
+                    let message = format!("{operation} {}: {}", what(&n), describe(&e));
+                    ActionError::of(&e, message)
+                })?
         }
         "patch" => {
             let n = need_name()?;
@@ -248,30 +270,68 @@ pub async fn object_action(
                 .await
                 .map_err(|e| {
                     if api_status(&e).is_some_and(|(c, _)| c == 404) {
-                        format!(
+                        Permanent(format!(
                             "patch {}: the object does not exist, and a patch never creates it",
                             what(&n)
-                        )
+                        ))
                     } else {
-                        format!("patch {}: {}", what(&n), describe(&e))
+                        let message = format!("patch {}: {}", what(&n), describe(&e));
+                        ActionError::of(&e, message)
                     }
                 })?
         }
         "delete" => {
             let n = need_name()?;
             let dp = DeleteParams::background();
-            with_retries(|| api.delete(&n, &dp))
-                .await
-                .map_err(|e| format!("delete {}: {}", what(&n), describe(&e)))?;
+            with_retries(|| api.delete(&n, &dp)).await.map_err(|e| {
+                let message = format!("delete {}: {}", what(&n), describe(&e));
+                ActionError::of(&e, message)
+            })?;
             return Ok(what(&n));
         }
         other => {
-            return Err(format!(
+            return Err(Permanent(format!(
                 "k8s trigger operation {other:?} is not one of create, update, patch, delete, apply"
-            ));
+            )));
         }
     };
     Ok(what(&done.metadata.name.unwrap_or_default()))
+}
+
+/// Why a trigger's Kubernetes action failed, and whether trying it again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// The request is wrong, or the API server refused it for good (403 Forbidden, 404, 422
+    /// Invalid, …): the same request fails again.
+    #[error("{0}")]
+    Permanent(String),
+    /// The API server did not answer, or asked to come back (408, 429, 5xx).
+    #[error("{0}")]
+    Retryable(String),
+}
+
+impl ActionError {
+    fn of(e: &kube::Error, message: String) -> ActionError {
+        if retryable(e) {
+            ActionError::Retryable(message)
+        } else {
+            ActionError::Permanent(message)
+        }
+    }
+}
+
+/// An API status other than 408 and 429 in the 4xx range is final; anything else (a 5xx, a
+/// connection or TLS failure, a timeout) may pass on another attempt.
+pub fn retryable_status(code: u16) -> bool {
+    matches!(code, 408 | 429) || !(400..500).contains(&code)
+}
+
+fn retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => retryable_status(s.code),
+        kube::Error::SerdeError(_) | kube::Error::BuildRequest(_) => false,
+        _ => true,
+    }
 }
 
 async fn run_inner(
@@ -750,6 +810,31 @@ async fn wait_verdict(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn api_refusals_are_permanent_and_unavailability_retryable() {
+        let api = |code: u16, reason: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure("refused", reason)
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let table = [
+            (api(403, "Forbidden"), false),
+            (api(404, "NotFound"), false),
+            (api(422, "Invalid"), false),
+            (api(409, "Conflict"), false),
+            (api(429, "TooManyRequests"), true),
+            (api(503, "ServiceUnavailable"), true),
+            (api(500, "InternalError"), true),
+        ];
+        for (e, want) in table {
+            let got = ActionError::of(&e, "m".into());
+            assert_eq!(matches!(got, ActionError::Retryable(_)), want, "{e}");
+        }
+    }
+
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {

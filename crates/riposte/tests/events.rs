@@ -898,8 +898,9 @@ fn conditions_reset_drops_stale_events_and_templates_fill_parameters() {
     assert_eq!(from, "2,3");
 }
 
-/// A tiny HTTP endpoint that fails the first `fail_first` requests on each path with 500 and
-/// then answers 200; returns its base URL and the number of requests per path.
+/// A tiny HTTP endpoint that fails the first `fail_first` requests on each path with 503 and
+/// then answers 200 (paths under `/forbidden` always get 403); returns its base URL and the
+/// number of requests per path.
 fn flaky_endpoint(
     fail_first: usize,
 ) -> (
@@ -941,12 +942,14 @@ fn flaky_endpoint(
             let _ = reader.read_exact(&mut body);
             let n = {
                 let mut c = counts.lock().expect("counts");
-                let n = c.entry(path).or_insert(0);
+                let n = c.entry(path.clone()).or_insert(0);
                 *n += 1;
                 *n
             };
-            let status = if n <= fail_first {
-                "500 Internal Server Error"
+            let status = if path.starts_with("/forbidden") {
+                "403 Forbidden"
+            } else if n <= fail_first {
+                "503 Service Unavailable"
             } else {
                 "200 OK"
             };
@@ -1005,6 +1008,40 @@ fn at_least_once_retries_a_failing_trigger_until_it_succeeds() {
         Duration::from_secs(20),
         || count("/once") == 2,
     );
+}
+
+/// A trigger's `retryStrategy` retries what may pass (a 503) and not a refusal (a 403): the
+/// same request would be refused again, and each attempt would be one more call to a
+/// target that said no.
+#[test]
+fn a_refused_trigger_is_final_and_an_unavailable_one_is_retried() {
+    let db = database("events", "refused");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    falco_source(&s.base);
+    let (target, seen) = flaky_endpoint(2);
+    for (name, path) in [("refused", "forbidden"), ("unavailable", "unavailable")] {
+        create(
+            &s.base,
+            "sensors",
+            "sensor",
+            json!({"metadata": {"name": name}, "spec": {
+                "dependencies": [{"name": "shell", "eventSourceName": "falco", "eventName": "alerts"}],
+                "triggers": [{"retryStrategy": {"steps": 4, "duration": "10ms"},
+                    "template": {"name": "page", "http": {"url": format!("{target}/{path}"), "method": "POST"}}}]}}),
+        );
+    }
+    let alerts = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    assert_eq!(post_raw(&alerts, &[], &alert_with_uuid("refuse-me")).0, 200);
+    wait_all_processed(&db, Duration::from_secs(30));
+    let count = |path: &str| seen.lock().expect("counts").get(path).copied().unwrap_or(0);
+    assert_eq!(count("/forbidden"), 1, "a 403 is not tried again");
+    assert_eq!(count("/unavailable"), 3, "two 503s, then the success");
+    let error = query(
+        &db,
+        "SELECT decision->'triggers'->0->>'error' FROM event_decisions WHERE sensor = 'default/refused'",
+    );
+    assert!(error.contains("status 403"), "{error}");
 }
 
 /// A broker whose source acknowledges after the commit, with a durable subscription that

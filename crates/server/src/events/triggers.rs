@@ -327,10 +327,14 @@ impl Events {
                 let cluster = c.cluster().ok_or_else(|| {
                     Failure::Permanent("a k8s trigger needs the Kubernetes connection (riposte server --executor kubernetes)".into())
                 })?;
+                use riposte_kube::resource::ActionError;
                 riposte_kube::resource::object_action(cluster, operation, &f.resource, namespace)
                     .await
                     .map(|what| (format!("{what} {operation}"), false))
-                    .map_err(Failure::Retryable)
+                    .map_err(|e| match e {
+                        ActionError::Permanent(m) => Failure::Permanent(m),
+                        ActionError::Retryable(m) => Failure::Retryable(m),
+                    })
             }
             TriggerKind::Http => {
                 let http = &f.template["http"];
@@ -358,8 +362,7 @@ impl Events {
                     http_call(&method, &url, &headers, body, timeout)
                 })
                 .await
-                .map_err(|e| Failure::Retryable(format!("http trigger task: {e}")))?
-                .map_err(Failure::Retryable)?;
+                .map_err(|e| Failure::Retryable(format!("http trigger task: {e}")))??;
                 Ok((format!("http {status}"), false))
             }
             TriggerKind::Log => {
@@ -379,7 +382,7 @@ fn http_call(
     headers: &[(String, String)],
     body: String,
     timeout_s: u64,
-) -> Result<u16, String> {
+) -> Result<u16, Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(timeout_s)))
         .http_status_as_error(false)
@@ -396,13 +399,45 @@ fn http_call(
     }
     let req = req
         .body(body)
-        .map_err(|e| format!("http trigger request to {url}: {e}"))?;
+        .map_err(|e| Failure::Permanent(format!("http trigger request to {url}: {e}")))?;
+    // Not answering (refused, reset, timed out) may pass on another attempt.
     let resp = agent
         .run(req)
-        .map_err(|e| format!("http trigger {method} {url}: {e}"))?;
+        .map_err(|e| Failure::Retryable(format!("http trigger {method} {url}: {e}")))?;
     let status = resp.status().as_u16();
     if status >= 300 {
-        return Err(format!("http trigger {method} {url}: status {status}"));
+        let message = format!("http trigger {method} {url}: status {status}");
+        return Err(if riposte_kube::resource::retryable_status(status) {
+            Failure::Retryable(message)
+        } else {
+            Failure::Permanent(message)
+        });
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use riposte_kube::resource::retryable_status;
+
+    #[test]
+    fn refusals_are_final_and_unavailability_is_retried() {
+        let table = [
+            (400, false),
+            (401, false),
+            (403, false),
+            (404, false),
+            (409, false),
+            (422, false),
+            (408, true),
+            (429, true),
+            (500, true),
+            (502, true),
+            (503, true),
+            (504, true),
+        ];
+        for (status, retried) in table {
+            assert_eq!(retryable_status(status), retried, "{status}");
+        }
+    }
 }
