@@ -497,6 +497,87 @@ fn workflow_event_binding_submits_on_matching_events() {
     assert!(rows.contains("web-1") && rows.contains("prod"), "{rows}");
 }
 
+/// A crash after Argo's event endpoint stored the event and before its binding submitted:
+/// the next server submits it (the processor owns bindings, like sensors), and the client's
+/// retry with the same `Idempotency-Key` is the same event and the same one workflow.
+#[test]
+fn a_binding_interrupted_by_a_crash_submits_once_after_the_restart() {
+    let db = database("events", "bindingcrash");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    create_template(&s.base);
+    create(
+        &s.base,
+        "workflow-event-bindings",
+        "workflowEventBinding",
+        json!({"metadata": {"name": "on-alert"}, "spec": {
+            "event": {"selector": "payload.severity == 'critical'"},
+            "submit": {"workflowTemplateRef": {"name": "isolate-pod"}, "arguments": {"parameters": [
+                {"name": "pod", "valueFrom": {"event": "payload.pod"}}, {"name": "namespace", "value": "prod"}]}}
+        }}),
+    );
+    drop(s);
+    let mut crashing = {
+        let mut cmd = server_command(home.path(), &db);
+        cmd.env("RIPOSTE_FAILPOINT", "bindings.before-submit");
+        common::start_server(cmd, |_| {})
+    };
+    let alert = json!({"severity": "critical", "pod": "web-1"});
+    let url = format!("{}/api/v1/events/default/scanner", crashing.base);
+    let r = agent()
+        .post(&url)
+        .header("Idempotency-Key", "scan-42")
+        .send_json(&alert);
+    assert!(r.is_err(), "the server aborted before it answered");
+    let status = crashing.child.wait().expect("wait");
+    assert!(!status.success(), "aborted at the failpoint");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE event_source = 'workflow-event-bindings'"
+        ),
+        "1"
+    );
+    let bound = || {
+        query(
+            &db,
+            "SELECT count(*) FROM workflows WHERE labels->>'workflows.argoproj.io/workflow-event-binding' = 'on-alert'",
+        )
+    };
+    assert_eq!(bound(), "0");
+    let s = start(home.path(), &db, &[]);
+    wait_until(
+        "the interrupted binding submitted",
+        Duration::from_secs(30),
+        || bound() == "1",
+    );
+    let (st, v) = call_with_header(
+        &format!("{}/api/v1/events/default/scanner", s.base),
+        ("Idempotency-Key", "scan-42"),
+        &alert,
+    );
+    assert_eq!(st, 200, "{v}");
+    wait_all_processed(&db, Duration::from_secs(20));
+    assert_eq!(bound(), "1", "the client's retry is the same event");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE event_source = 'workflow-event-bindings'"
+        ),
+        "1"
+    );
+}
+
+fn call_with_header(url: &str, header: (&str, &str), body: &Value) -> (u16, String) {
+    let mut resp = agent()
+        .post(url)
+        .header(header.0, header.1)
+        .send_json(body)
+        .expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
 fn nats_publish(subject: &str, payload: &str) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect("127.0.0.1:4222").expect("NATS on 4222");

@@ -638,82 +638,50 @@ pub(super) async fn receive_event(
         subject: discriminator.clone(),
         time: expr::time::rfc3339(now_ms()),
         datacontenttype: "application/json".into(),
-        data: json!({"payload": payload, "metadata": metadata, "discriminator": discriminator}),
+        // Who sent it: the workflows it submits are theirs (in the audit chain).
+        data: json!({"payload": payload, "metadata": metadata, "discriminator": discriminator,
+            "caller": {"name": caller.name, "source": caller.source}}),
     };
-    let env = event.data.clone();
     let appended = e
         .ingest(
             &namespace,
-            "workflow-event-bindings",
+            crate::events::bindings::BINDING_EVENT_SOURCE,
             &discriminator,
             vec![event],
         )
         .await
         .map_err(ControlError::from)?;
     let seq = appended.first().map(|a| a.seq).unwrap_or_default();
-    let c = e.controller();
-    for b in c
-        .store()
-        .list_event_objects(BINDING, Some(&namespace))
-        .await?
+    // Argo dispatches synchronously by default: answer once the bindings have been asked.
+    // The processor does it (the bus may be quicker than this call); a submit that fails
+    // for a transient reason is retried by it until it commits.
+    if !e
+        .process_and_wait(seq, std::time::Duration::from_secs(10))
+        .await
     {
-        let spec = &b.body["spec"];
-        let selector = spec["event"]["selector"].as_str().unwrap_or("false");
-        let matched = expr::parse(selector, expr::Dialect::Expr)
-            .and_then(|x| expr::eval(&x, &env))
-            .map(|v| v == Value::Bool(true))
-            .unwrap_or(false);
-        if !matched {
-            continue;
-        }
-        let template = spec["submit"]["workflowTemplateRef"]["name"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let cluster = spec["submit"]["workflowTemplateRef"]["clusterScope"]
-            .as_bool()
-            .unwrap_or(false);
-        let mut req = SubmitRequest::new(
-            &namespace,
-            Origin::Template {
-                name: template,
-                cluster,
-            },
-            &caller.name,
-            &caller.source,
+        tracing::warn!(
+            seq,
+            "workflow event bindings not done yet; the event is stored and retried"
         );
-        for p in spec["submit"]["arguments"]["parameters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = p["name"].as_str().unwrap_or("").to_string();
-            let value = if let Some(src) = p["valueFrom"]["event"].as_str() {
-                let v = expr::parse(src, expr::Dialect::Expr)
-                    .and_then(|x| expr::eval(&x, &env))
-                    .map_err(|err| {
-                        ApiError::invalid(format!("binding {}: parameter {name}: {err}", b.name))
-                    })?;
-                match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                }
-            } else {
-                p["value"].as_str().unwrap_or("").to_string()
-            };
-            req.parameters.push((name, value));
-        }
-        req.idempotency_key = Some(format!("binding:{}/{seq}", b.name));
-        req.labels.insert(
-            "workflows.argoproj.io/workflow-event-binding".into(),
-            b.name.clone(),
-        );
-        c.submit(req).await?;
+        return Ok(Json(json!({})));
     }
-    e.controller()
+    let errors: Vec<String> = e
+        .controller()
         .store()
-        .set_event_processed(seq, Some(now_ms()))
-        .await?;
+        .event_decisions(seq)
+        .await?
+        .iter()
+        .flat_map(|d| {
+            d.decision["triggers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|t| t["error"].as_str().map(str::to_string))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors.join("; ")));
+    }
     Ok(Json(json!({})))
 }
 

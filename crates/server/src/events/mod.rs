@@ -11,6 +11,7 @@
 //! - [`sources`] run the EventSources (webhook listeners, calendar, brokers, resource
 //!   watches, files), restarted when their definitions change.
 
+pub mod bindings;
 pub mod bus;
 pub mod dry_run;
 pub mod sources;
@@ -319,6 +320,27 @@ impl Events {
         self.process_as(seq, Delivery::Bus).await
     }
 
+    /// Processes `seq` now and waits until it is done, by this call or by the one the bus
+    /// started first, for at most `within`. Returns whether it is done.
+    pub async fn process_and_wait(&self, seq: i64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if self.process(seq).await {
+                return true;
+            }
+            match self.inner.controller.store().get_event(seq).await {
+                Ok(rec) if rec.processed_at.is_some() => return true,
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
     async fn process_as(&self, seq: i64, delivery: Delivery) -> bool {
         if !self
             .inner
@@ -379,6 +401,9 @@ impl Events {
             Err(store::StoreError::NotFound { .. }) => return Ok(true),
             Err(e) => return Err(e.into()),
         };
+        if rec.event_source == bindings::BINDING_EVENT_SOURCE {
+            return self.dispatch_bindings(&rec).await;
+        }
         let incoming = incoming_of(&rec)?;
         let sensors = self.inner.sensors.read().await.clone();
         let listening: Vec<&Value> = sensors
