@@ -578,6 +578,43 @@ fn call_with_header(url: &str, header: (&str, &str), body: &Value) -> (u16, Stri
     (status, resp.body_mut().read_to_string().unwrap_or_default())
 }
 
+/// A definition changed through one replica takes effect on the other at once (PostgreSQL
+/// `NOTIFY`), not at its next periodic reload (every 30 s): an EventSource created through A
+/// accepts alerts on B, and once deleted through A, B refuses them.
+#[test]
+fn definitions_changed_through_one_replica_apply_on_the_other_at_once() {
+    let db = database("events", "notify");
+    let home = tempfile::tempdir().expect("tempdir");
+    let a = start(home.path(), &db, &[]);
+    let b = start(home.path(), &db, &[]);
+    let hook = format!("{}/api/v1/webhooks/default/notified/alerts", b.base);
+    let status = || post_raw(&hook, &[], &alert_with_uuid("n-1")).0;
+    assert_eq!(status(), 404, "no such EventSource yet");
+    let started = Instant::now();
+    create(
+        &a.base,
+        "event-sources",
+        "eventSource",
+        json!({"metadata": {"name": "notified"}, "spec": {"webhook": {
+            "alerts": {"port": free_port().to_string(), "endpoint": "/alerts", "method": "POST"}}}}),
+    );
+    wait_until("B to accept alerts", Duration::from_secs(10), || {
+        status() == 200
+    });
+    eprintln!("created through A, live on B after {:?}", started.elapsed());
+    let started = Instant::now();
+    let (st, v) = call(
+        "DELETE",
+        &format!("{}/api/v1/event-sources/default/notified", a.base),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    wait_until("B to refuse alerts", Duration::from_secs(10), || {
+        status() == 404
+    });
+    eprintln!("deleted through A, gone on B after {:?}", started.elapsed());
+}
+
 fn nats_publish(subject: &str, payload: &str) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect("127.0.0.1:4222").expect("NATS on 4222");

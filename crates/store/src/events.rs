@@ -63,6 +63,23 @@ pub fn delivery_event_id(digest: &str, n: i64) -> String {
     format!("{digest}#{n}")
 }
 
+const DEFINITIONS_CHANNEL: &str = "riposte_definitions";
+
+/// A connection that hears definition changes from every replica.
+pub struct DefinitionsListener(sqlx::postgres::PgListener);
+
+impl DefinitionsListener {
+    /// Waits for the next change. `Ok(true)`: a replica changed something; `Ok(false)`: the
+    /// connection was lost and is back, so changes in between may have been missed.
+    pub async fn changed(&mut self) -> Result<bool> {
+        self.0
+            .try_recv()
+            .await
+            .map(|n| n.is_some())
+            .map_err(q("waiting for definition changes"))
+    }
+}
+
 /// An event to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -250,6 +267,34 @@ impl Store {
             }};
         }
         Ok(on_pool!(&self.pool, |p| append!(p)))
+    }
+
+    /// Tells every replica that Sensors, EventSources or bindings changed (PostgreSQL
+    /// `NOTIFY`; nothing to tell on SQLite, which one process owns).
+    pub async fn notify_definitions_changed(&self) -> Result<()> {
+        if let Pool::Pg(p) = &self.pool {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(DEFINITIONS_CHANNEL)
+                .execute(p)
+                .await
+                .map_err(q("notifying the replicas of a definition change"))?;
+        }
+        Ok(())
+    }
+
+    /// Listens for [`Store::notify_definitions_changed`] from any replica; `None` on SQLite.
+    pub async fn listen_definitions(&self) -> Result<Option<DefinitionsListener>> {
+        let Pool::Pg(p) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(p)
+            .await
+            .map_err(q("connecting to listen for definition changes"))?;
+        listener
+            .listen(DEFINITIONS_CHANNEL)
+            .await
+            .map_err(q("listening for definition changes"))?;
+        Ok(Some(DefinitionsListener(listener)))
     }
 
     /// Marks the latest event stored with `digest` as superseded by a first delivery that is

@@ -153,8 +153,9 @@ mod workflows;
 
 pub use crons::CronRecord;
 pub use events::{
-    Appended, DecisionRecord, DecisionWrite, DeliveryResolution, EventIdentity, EventObject,
-    EventQuery, EventRecord, LatestDelivery, NewEvent, delivery_event_id, resolve_delivery,
+    Appended, DecisionRecord, DecisionWrite, DefinitionsListener, DeliveryResolution,
+    EventIdentity, EventObject, EventQuery, EventRecord, LatestDelivery, NewEvent,
+    delivery_event_id, resolve_delivery,
 };
 pub use templates::TemplateRecord;
 pub use workflows::{

@@ -267,7 +267,10 @@ pub(crate) async fn put_event_object(
             .reset_sensor_dependencies(&format!("{namespace}/{name}"))
             .await?;
     }
-    events.reload().await.map_err(ControlError::from)?;
+    events
+        .definitions_changed()
+        .await
+        .map_err(ControlError::from)?;
     Ok(Json(object_json(
         &c.store().get_event_object(kind, namespace, &name).await?,
     )))
@@ -355,7 +358,10 @@ async fn delete(
             .reset_sensor_dependencies(&format!("{namespace}/{name}"))
             .await?;
     }
-    events.reload().await.map_err(ControlError::from)?;
+    events
+        .definitions_changed()
+        .await
+        .map_err(ControlError::from)?;
     Ok(Json(json!({})))
 }
 

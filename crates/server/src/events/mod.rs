@@ -158,6 +158,7 @@ impl Events {
         events.reload().await?;
         events.inner.bus.start_consumer(events.clone()).await?;
         tokio::spawn(events.clone().sweep_loop());
+        tokio::spawn(events.clone().listen_loop());
         Ok(events)
     }
 
@@ -197,8 +198,56 @@ impl Events {
         Ok(())
     }
 
+    /// After a Sensor, EventSource or binding was stored or deleted: tells the other replicas
+    /// (they reload at once) and reloads here.
+    pub async fn definitions_changed(&self) -> Result<(), EventsError> {
+        if let Err(e) = self
+            .inner
+            .controller
+            .store()
+            .notify_definitions_changed()
+            .await
+        {
+            // The other replicas' periodic reload still finds it.
+            tracing::warn!(error = %store::chain(&e), "telling the other replicas of a definition change");
+        }
+        self.reload().await
+    }
+
+    /// Reloads whenever another replica changes a definition (PostgreSQL `LISTEN`), and after
+    /// the listening connection comes back, since changes in between may have been missed.
+    async fn listen_loop(self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let mut listener = match self.inner.controller.store().listen_definitions().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %store::chain(&e), "listening for definition changes; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(500);
+            loop {
+                match listener.changed().await {
+                    Ok(_) => {
+                        if let Err(e) = self.reload().await {
+                            tracing::warn!(error = %store::chain(&e), "reloading sensors after a change");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %store::chain(&e), "listening for definition changes; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// An EventSource's definition as last loaded (changes through this replica's API are
-    /// loaded at once, other replicas' within seconds).
+    /// loaded at once, other replicas' as soon as their notification arrives).
     pub async fn event_source(&self, namespace: &str, name: &str) -> Option<Value> {
         self.inner
             .event_sources
@@ -623,7 +672,10 @@ impl Events {
     }
 
     async fn sweep_loop(self) {
+        /// Every 30 s (the sweeper runs every 2 s).
+        const RELOAD_EVERY_SWEEPS: u64 = 15;
         let mut last_prune = 0i64;
+        let mut reloads = 0u64;
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let store = self.inner.controller.store();
@@ -659,9 +711,15 @@ impl Events {
                     Err(e) => tracing::warn!(error = %store::chain(&e), "pruning events"),
                 }
             }
-            // Other replicas' (and a config directory's) sensor and source changes.
-            if let Err(e) = self.reload().await {
-                tracing::warn!(error = %store::chain(&e), "reloading sensors");
+            // Other replicas' changes arrive by notification on PostgreSQL; this catches any
+            // that could not be sent. SQLite has no other replica.
+            reloads += 1;
+            if reloads.is_multiple_of(RELOAD_EVERY_SWEEPS) {
+                if let Err(e) = self.reload().await {
+                    tracing::warn!(error = %store::chain(&e), "reloading sensors");
+                }
+            } else if self.inner.config.run_sources {
+                self.inner.sources.lock().await.resync(&self).await;
             }
         }
     }

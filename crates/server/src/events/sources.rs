@@ -27,6 +27,9 @@ pub struct Supervisor {
     tasks: HashMap<String, (Value, JoinHandle<()>)>,
     /// port → (its endpoints, the listener task).
     listeners: HashMap<u16, (Value, JoinHandle<()>)>,
+    /// The definitions of the last sync, to restart what stopped (a listener whose port
+    /// was taken, a source that gave up) without reading the store.
+    last: Vec<EventObject>,
 }
 
 impl Drop for Supervisor {
@@ -50,8 +53,15 @@ pub struct WebhookEntry {
 }
 
 impl Supervisor {
+    /// Restarts the tasks of the last definitions that have stopped.
+    pub(super) async fn resync(&mut self, events: &Events) {
+        let defs = self.last.clone();
+        self.sync(events, defs).await;
+    }
+
     /// Starts, restarts and stops tasks so that they match `defs`.
     pub(super) async fn sync(&mut self, events: &Events, defs: Vec<EventObject>) {
+        self.last = defs.clone();
         let mut wanted: HashMap<String, (Value, String, String, String, String)> = HashMap::new();
         let mut ports: BTreeMap<u16, Vec<Value>> = BTreeMap::new();
         for o in &defs {
