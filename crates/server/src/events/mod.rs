@@ -726,23 +726,13 @@ impl Events {
 
     /// A secret referenced as `{name, key}` (a Kubernetes SecretKeySelector), read from the
     /// secrets directory.
-    pub fn secret(&self, selector: &Value) -> Result<String, String> {
-        let name = selector["name"]
-            .as_str()
-            .ok_or("the secret reference has no name")?;
-        let key = selector["key"]
-            .as_str()
-            .ok_or("the secret reference has no key")?;
-        if [name, key]
-            .iter()
-            .any(|s| s.contains('/') || s.contains(".."))
-        {
-            return Err(format!(
-                "secret reference {name}/{key} is not a plain name and key"
-            ));
-        }
-        let path = self.inner.config.secrets_dir.join(name).join(key);
-        std::fs::read_to_string(&path)
+    ///
+    /// Read on each use without blocking the runtime (a mounted Secret is replaced in place
+    /// when it is rotated, so nothing is cached).
+    pub async fn secret(&self, selector: &Value) -> Result<String, String> {
+        let (path, name, key) = secret_path(&self.inner.config.secrets_dir, selector)?;
+        tokio::fs::read_to_string(&path)
+            .await
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
             .map_err(|e| {
                 format!(
@@ -750,6 +740,56 @@ impl Events {
                     path.display()
                 )
             })
+    }
+}
+
+/// Where a `{name, key}` secret reference is read from: `dir/NAME/KEY`, with name and key
+/// plain names (no path of their own).
+fn secret_path<'a>(
+    dir: &std::path::Path,
+    selector: &'a Value,
+) -> Result<(std::path::PathBuf, &'a str, &'a str), String> {
+    let name = selector["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or("the secret reference has no name")?;
+    let key = selector["key"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or("the secret reference has no key")?;
+    if [name, key]
+        .iter()
+        .any(|s| s.contains('/') || s.contains('\\') || s.contains("..") || s.contains('\0'))
+    {
+        return Err(format!(
+            "secret reference {name}/{key} is not a plain name and key"
+        ));
+    }
+    Ok((dir.join(name).join(key), name, key))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secret_references_are_plain_names_under_the_secrets_dir() {
+        let dir = std::path::Path::new("/run/secrets");
+        let ok = json!({"name": "falco-hook", "key": "token"});
+        let (path, _, _) = secret_path(dir, &ok).expect("plain");
+        assert_eq!(path, std::path::Path::new("/run/secrets/falco-hook/token"));
+        let refused = [
+            json!({"name": "../etc", "key": "passwd"}),
+            json!({"name": "a", "key": "b/c"}),
+            json!({"name": "a", "key": ".."}),
+            json!({"name": "a\\b", "key": "c"}),
+            json!({"name": "", "key": "c"}),
+            json!({"key": "c"}),
+            json!({"name": "a"}),
+        ];
+        for r in refused {
+            assert!(secret_path(dir, &r).is_err(), "{r}");
+        }
     }
 }
 

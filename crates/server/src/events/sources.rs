@@ -342,7 +342,7 @@ pub async fn receive_webhook(
         );
     }
     if !spec["authSecret"].is_null() {
-        let expected = match events.secret(&spec["authSecret"]) {
+        let expected = match events.secret(&spec["authSecret"]).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "webhook authSecret");
@@ -366,7 +366,7 @@ pub async fn receive_webhook(
     }
     if let Some(hmac_spec) = spec.get("hmac").filter(|h| !h.is_null()) {
         let header_name = hmac_spec["header"].as_str().unwrap_or("X-Signature-256");
-        let key = match events.secret(&hmac_spec["secret"]) {
+        let key = match events.secret(&hmac_spec["secret"]).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "webhook hmac secret");

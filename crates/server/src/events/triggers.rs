@@ -353,6 +353,7 @@ impl Events {
                     let name = h["name"].as_str().unwrap_or("").to_string();
                     let value = self
                         .secret(&h["valueFrom"]["secretKeyRef"])
+                        .await
                         .map_err(Failure::Permanent)?;
                     headers.push((name, value));
                 }
