@@ -1162,6 +1162,73 @@ fn a_refused_trigger_is_final_and_an_unavailable_one_is_retried() {
     assert!(error.contains("status 403"), "{error}");
 }
 
+/// A spent `rateLimit` defers its trigger's firing instead of waiting inline: the other
+/// sensors on the same events are answered at once, and the deferred firing is recorded
+/// as such (the event stays open until the limit allows it).
+#[test]
+fn a_rate_limited_trigger_defers_without_holding_up_other_sensors() {
+    let db = database("events", "ratelimit");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    falco_source(&s.base);
+    let (target, seen) = flaky_endpoint(0);
+    // Sensors are asked in name order: the limited one first, as the worst case.
+    for (name, limit) in [
+        ("a-limited", json!({"unit": "Minute", "requestsPerUnit": 1})),
+        ("b-quick", Value::Null),
+        (
+            "c-per-second",
+            json!({"unit": "Second", "requestsPerUnit": 1}),
+        ),
+    ] {
+        create(
+            &s.base,
+            "sensors",
+            "sensor",
+            json!({"metadata": {"name": name}, "spec": {
+                "dependencies": [{"name": "shell", "eventSourceName": "falco", "eventName": "alerts"}],
+                "triggers": [{"rateLimit": limit,
+                    "template": {"name": "page", "http": {"url": format!("{target}/{name}"), "method": "POST"}}}]}}),
+        );
+    }
+    let alerts = format!("{}/api/v1/webhooks/default/falco/alerts", s.base);
+    for i in 0..3 {
+        assert_eq!(
+            post_raw(&alerts, &[], &alert_with_uuid(&format!("limited-{i}"))).0,
+            200
+        );
+    }
+    let count = |path: &str| seen.lock().expect("counts").get(path).copied().unwrap_or(0);
+    wait_until(
+        "the unlimited sensor to fire for every alert",
+        Duration::from_secs(30),
+        || count("/b-quick") == 3,
+    );
+    wait_until("two firings deferred", Duration::from_secs(30), || {
+        query(
+            &db,
+            "SELECT count(DISTINCT event_seq) FROM event_decisions WHERE sensor = 'default/a-limited' AND decision->'triggers'->0->>'deferredForMs' IS NOT NULL",
+        ) == "2"
+    });
+    assert_eq!(count("/a-limited"), 1, "one firing per minute");
+    // Deferred firings happen when their window opens, each once.
+    wait_until(
+        "every per-second firing, one a second",
+        Duration::from_secs(30),
+        || count("/c-per-second") == 3,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count("/c-per-second"), 3, "each deferred firing once");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT count(*) FROM events WHERE processed_at IS NULL"
+        ),
+        "2",
+        "the deferred alerts stay open until the limit allows them"
+    );
+}
+
 /// A broker whose source acknowledges after the commit, with a durable subscription that
 /// keeps what is published while no server runs.
 struct Broker {

@@ -222,8 +222,14 @@ async fn consume_nats(
             return Ok(());
         };
         let events = events.clone();
+        let redelivered = msg.info().is_ok_and(|i| i.delivered > 1);
         tokio::spawn(async move {
-            let kind = if events.process(seq).await {
+            let done = if redelivered {
+                events.process_redelivered(seq).await
+            } else {
+                events.process(seq).await
+            };
+            let kind = if done {
                 async_nats::jetstream::AckKind::Ack
             } else {
                 async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(2)))

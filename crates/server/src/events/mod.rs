@@ -107,6 +107,8 @@ struct Inner {
     /// while, so a backlog is not multiplied by re-publication.
     published: Mutex<HashMap<i64, i64>>,
     rate: Mutex<HashMap<String, RateWindow>>,
+    /// Events to ask again later, `(seq, in ms)`: firings a rate limit deferred.
+    deferred: tokio::sync::mpsc::UnboundedSender<(i64, i64)>,
     sources: tokio::sync::Mutex<sources::Supervisor>,
     /// Received events of concurrent requests are stored in shared transactions.
     event_writer: GroupCommit<Vec<NewEvent>, Result<Vec<store::Appended>, store::StoreError>>,
@@ -138,6 +140,7 @@ impl Events {
                 async move { controller.submit_many(reqs).await }
             })
         };
+        let (deferred, deferred_rx) = tokio::sync::mpsc::unbounded_channel();
         let events = Events {
             inner: Arc::new(Inner {
                 controller,
@@ -148,6 +151,7 @@ impl Events {
                 in_flight: Mutex::new(HashSet::new()),
                 published: Mutex::new(HashMap::new()),
                 rate: Mutex::new(HashMap::new()),
+                deferred,
                 sources: tokio::sync::Mutex::new(sources::Supervisor::default()),
                 event_writer,
                 decision_writer,
@@ -159,6 +163,7 @@ impl Events {
         events.inner.bus.start_consumer(events.clone()).await?;
         tokio::spawn(events.clone().sweep_loop());
         tokio::spawn(events.clone().listen_loop());
+        tokio::spawn(events.clone().deferred_loop(deferred_rx));
         Ok(events)
     }
 
@@ -369,6 +374,12 @@ impl Events {
         self.process_as(seq, Delivery::Bus).await
     }
 
+    /// [`Events::process`] for a delivery the bus says it made before (JetStream's delivery
+    /// count): sensors that decided for good are not asked again.
+    pub async fn process_redelivered(&self, seq: i64) -> bool {
+        self.process_as(seq, Delivery::Again).await
+    }
+
     /// Processes `seq` now and waits until it is done, by this call or by the one the bus
     /// started first, for at most `within`. Returns whether it is done.
     pub async fn process_and_wait(&self, seq: i64, within: Duration) -> bool {
@@ -400,22 +411,43 @@ impl Events {
         {
             return false;
         }
-        let done = match self.process_inner(seq, delivery).await {
-            Ok(done) => done,
+        let processed = match self.process_inner(seq, delivery).await {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(seq, error = %store::chain(&e), "processing an event failed; it will be re-delivered");
-                false
+                Processed::retry()
             }
         };
         if let Ok(mut s) = self.inner.in_flight.lock() {
             s.remove(&seq);
         }
-        // Done, or failed (a store error): either way it no longer waits on the bus, so a
-        // failed one is the sweeper's again at once.
-        if let Ok(mut p) = self.inner.published.lock() {
-            p.remove(&seq);
+        match processed.again_in {
+            // A rate-limited firing: asked again when its window allows, by a timer that
+            // holds no lock and no bus slot; the sweeper waits for it (a minute's grace).
+            Some(wait) => {
+                self.mark_published(seq, now_ms() + wait);
+                let _ = self.inner.deferred.send((seq, wait));
+            }
+            // Done, or failed (a store error): either way it no longer waits on the bus, so
+            // a failed one is the sweeper's again at once.
+            None => {
+                if let Ok(mut p) = self.inner.published.lock() {
+                    p.remove(&seq);
+                }
+            }
         }
-        done
+        processed.done
+    }
+
+    /// Asks deferred events again when their time comes, each on a timer of its own.
+    async fn deferred_loop(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, i64)>) {
+        while let Some((seq, wait)) = rx.recv().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+                this.process_as(seq, Delivery::Again).await;
+            });
+        }
     }
 
     fn mark_published(&self, seq: i64, at: i64) {
@@ -442,16 +474,16 @@ impl Events {
         }
     }
 
-    async fn process_inner(&self, seq: i64, delivery: Delivery) -> Result<bool, EventsError> {
+    async fn process_inner(&self, seq: i64, delivery: Delivery) -> Result<Processed, EventsError> {
         let store = self.inner.controller.store();
         let rec = match store.get_event(seq).await {
             Ok(r) => r,
             // Pruned or never committed: nothing to do.
-            Err(store::StoreError::NotFound { .. }) => return Ok(true),
+            Err(store::StoreError::NotFound { .. }) => return Ok(Processed::done(true)),
             Err(e) => return Err(e.into()),
         };
         if rec.event_source == bindings::BINDING_EVENT_SOURCE {
-            return self.dispatch_bindings(&rec).await;
+            return self.dispatch_bindings(&rec).await.map(Processed::done);
         }
         let incoming = incoming_of(&rec)?;
         let sensors = self.inner.sensors.read().await.clone();
@@ -460,50 +492,57 @@ impl Events {
             .filter(|s| s["metadata"]["namespace"].as_str() == Some(rec.namespace.as_str()))
             .filter(|s| sensor_listens(s, &rec))
             .collect();
-        // Delivered again (the sweeper only re-delivers events older than this): sensors that
-        // already decided for good are not asked again, so a trigger that fired, or failed
-        // for good (at most once), is not carried out a second time because another sensor's
-        // `atLeastOnce` trigger keeps the event open.
+        // Delivered again (the sweeper only re-delivers events older than this; a deferred
+        // firing and JetStream say so): sensors that already decided for good are not asked
+        // again, so a trigger that fired, or failed for good (at most once), is not carried
+        // out a second time because another sensor's trigger keeps the event open.
         // A user's `riposte event redeliver` asks every sensor again (that is its purpose).
-        let decided: std::collections::HashSet<String> =
-            if delivery == Delivery::Bus && now_ms() - rec.received_at >= 5_000 {
-                store
-                    .event_decisions(seq)
-                    .await?
-                    .into_iter()
-                    .filter(|d| d.decision["final"] == true)
-                    .map(|d| d.sensor)
-                    .collect()
-            } else {
-                Default::default()
-            };
+        let again = delivery == Delivery::Again
+            || (delivery == Delivery::Bus && now_ms() - rec.received_at >= 5_000);
+        let decided: std::collections::HashSet<String> = if again {
+            store
+                .event_decisions(seq)
+                .await?
+                .into_iter()
+                .filter(|d| d.decision["final"] == true)
+                .map(|d| d.sensor)
+                .collect()
+        } else {
+            Default::default()
+        };
         let listening: Vec<&Value> = listening
             .into_iter()
             .filter(|s| !decided.contains(&sensor_key(s)))
             .collect();
         let mut done = true;
         let mut marked = false;
+        let mut again_in: Option<i64> = None;
         for (i, sensor) in listening.iter().enumerate() {
             // The last decision's transaction also marks the event processed (one commit).
             let mark = done && i + 1 == listening.len();
-            let (ok, m) = self.decide_sensor(sensor, &incoming, mark).await?;
+            let (ok, m, wait) = self.decide_sensor(sensor, &incoming, mark).await?;
             done &= ok;
             marked |= m;
+            again_in = match (again_in, wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         if done && !marked {
             store.set_event_processed(seq, Some(now_ms())).await?;
         }
-        Ok(done)
+        Ok(Processed { done, again_in })
     }
 
-    /// One sensor's decision, carried out and recorded. Returns whether it is done and
-    /// whether the event was marked processed with it (`mark`, when done).
+    /// One sensor's decision, carried out and recorded. Returns whether it is done, whether
+    /// the event was marked processed with it (`mark`, when done), and when to ask it again
+    /// for a firing its rate limit deferred.
     async fn decide_sensor(
         &self,
         sensor: &Value,
         incoming: &Incoming,
         mark: bool,
-    ) -> Result<(bool, bool), EventsError> {
+    ) -> Result<(bool, bool, Option<i64>), EventsError> {
         let key = sensor_key(sensor);
         let stateful = has_waiting_triggers(sensor);
         let lock = stateful.then(|| self.sensor_lock(&key));
@@ -518,12 +557,13 @@ impl Events {
         };
         let decision = events::sensor::decide(sensor, &waiting, incoming);
         if decision.dependencies.is_empty() {
-            return Ok((true, false));
+            return Ok((true, false, None));
         }
         for d in &decision.dependencies {
             crate::metrics::filter_result(&key, d.verdict.matched);
         }
         let mut done = true;
+        let mut again_in = None;
         let mut triggers_json = Vec::new();
         for t in &decision.triggers {
             match t {
@@ -539,6 +579,9 @@ impl Events {
                     let outcome = self.fire(sensor, f).await;
                     if outcome.retry_later {
                         done = false;
+                    }
+                    if let Some(wait) = outcome.deferred_for {
+                        again_in = Some(again_in.map_or(wait, |a: i64| a.min(wait)));
                     }
                     crate::metrics::trigger_fired(&key, &f.trigger, outcome.result_label());
                     triggers_json.push(outcome.json(f));
@@ -570,7 +613,7 @@ impl Events {
             .ok_or_else(|| {
                 EventsError::Bus("the decision writer has stopped (shutting down)".into())
             })??;
-        Ok((done, processed_at.is_some()))
+        Ok((done, processed_at.is_some(), again_in))
     }
 
     fn sensor_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -923,7 +966,29 @@ fn decision_json(d: &Decision, triggers: Vec<Value>, done: bool) -> Value {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
     Bus,
+    /// Delivered before: by a deferred firing's timer, or JetStream's re-delivery.
+    Again,
     Requested,
+}
+
+/// What processing an event came to.
+struct Processed {
+    done: bool,
+    /// A rate limit deferred a firing: ask again in this many milliseconds.
+    again_in: Option<i64>,
+}
+
+impl Processed {
+    fn done(done: bool) -> Processed {
+        Processed {
+            done,
+            again_in: None,
+        }
+    }
+
+    fn retry() -> Processed {
+        Processed::done(false)
+    }
 }
 
 /// How one firing went.
@@ -937,12 +1002,16 @@ pub struct FireOutcome {
     pub deduplicated: bool,
     /// A transient failure: the event stays unprocessed and is re-delivered.
     pub retry_later: bool,
+    /// The trigger's rate limit is spent: not fired, asked again in this many milliseconds.
+    pub deferred_for: Option<i64>,
 }
 
 impl FireOutcome {
     fn result_label(&self) -> &'static str {
         if self.deduplicated {
             "deduplicated"
+        } else if self.deferred_for.is_some() {
+            "deferred"
         } else if self.error.is_some() {
             "failed"
         } else if self.existing {
@@ -955,7 +1024,8 @@ impl FireOutcome {
     fn json(&self, f: &events::sensor::Firing) -> Value {
         json!({
             "trigger": f.trigger,
-            "fired": self.error.is_none() && !self.deduplicated,
+            "fired": self.error.is_none() && !self.deduplicated && self.deferred_for.is_none(),
+            "deferredForMs": self.deferred_for,
             "key": f.key,
             "events": f.events.iter().map(|(d, s)| json!({"dependency": d, "event": s})).collect::<Vec<_>>(),
             "effect": self.effect,

@@ -56,6 +56,7 @@ impl Events {
             existing: false,
             deduplicated: false,
             retry_later: false,
+            deferred_for: None,
         };
         if let Some((dedupe_key, window)) = &f.dedupe {
             let now = now_ms();
@@ -83,9 +84,13 @@ impl Events {
                 }
             }
         }
+        // A spent rate limit defers the firing rather than waiting here, where the wait would
+        // hold this event's bus slot (and a stateful sensor's lock) from every other alert.
         if let Some(wait) = self.rate_allows(&format!("{key}/{}", f.trigger), &trigger["rateLimit"])
         {
-            tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+            outcome.retry_later = true;
+            outcome.deferred_for = Some(wait.max(1));
+            return outcome;
         }
         let retry = &trigger["retryStrategy"];
         let steps = retry["steps"].as_u64().unwrap_or(1).clamp(1, 20);
