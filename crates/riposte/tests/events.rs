@@ -1229,6 +1229,68 @@ fn a_rate_limited_trigger_defers_without_holding_up_other_sensors() {
     );
 }
 
+/// Changing an EventSource that shares a port keeps the listener open: alerts posted to an
+/// endpoint on it while another endpoint is added and removed are all accepted.
+#[test]
+fn changing_a_webhook_event_source_never_closes_its_port() {
+    let db = database("events", "listener");
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &db, &[]);
+    let port = free_port().to_string();
+    let definition = |extra: bool| {
+        let mut hooks = json!({"alerts": {"port": port, "endpoint": "/falco", "method": "POST"}});
+        if extra {
+            hooks["audit"] = json!({"port": port, "endpoint": "/audit", "method": "POST"});
+        }
+        json!({"metadata": {"name": "shared"}, "spec": {"webhook": hooks}})
+    };
+    create(&s.base, "event-sources", "eventSource", definition(false));
+    let hook = format!("http://127.0.0.1:{port}/falco");
+    wait_until("the listener", Duration::from_secs(10), || {
+        agent()
+            .post(&hook)
+            .send(&alert_with_uuid("warm-up")[..])
+            .is_ok()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let (hook, stop) = (hook.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut refused = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                match agent()
+                    .post(&hook)
+                    .send(&alert_with_uuid(&format!("during-{n}"))[..])
+                {
+                    Ok(r) if r.status().as_u16() == 200 => {}
+                    Ok(r) => refused.push(format!("{n}: status {}", r.status())),
+                    Err(e) => refused.push(format!("{n}: {e}")),
+                }
+            }
+            (n, refused)
+        })
+    };
+    for i in 0..6 {
+        let (st, v) = call(
+            "PUT",
+            &format!("{}/api/v1/event-sources/default/shared", s.base),
+            Some(json!({"name": "shared", "eventSource": definition(i % 2 == 0)})),
+        );
+        assert_eq!(st, 200, "{v}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (posted, refused) = poster.join().expect("poster");
+    assert!(
+        refused.is_empty(),
+        "{} of {posted} refused: {refused:?}",
+        refused.len()
+    );
+    assert!(posted > 6, "alerts were posted throughout ({posted})");
+}
+
 /// A broker whose source acknowledges after the commit, with a durable subscription that
 /// keeps what is published while no server runs.
 struct Broker {

@@ -8,6 +8,7 @@
 //! `/api/v1/webhooks/{namespace}/{eventSource}/{eventName}`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -25,8 +26,9 @@ use crate::driver::now_ms;
 pub struct Supervisor {
     /// `(namespace/name/type/event)` → (definition, task).
     tasks: HashMap<String, (Value, JoinHandle<()>)>,
-    /// port → (its endpoints, the listener task).
-    listeners: HashMap<u16, (Value, JoinHandle<()>)>,
+    /// port → (its endpoints, shared with the listener, and the listener task). A change of
+    /// endpoints swaps them in place: the socket stays open, so no request is refused.
+    listeners: HashMap<u16, (Endpoints, JoinHandle<()>)>,
     /// The definitions of the last sync, to restart what stopped (a listener whose port
     /// was taken, a source that gave up) without reading the store.
     last: Vec<EventObject>,
@@ -43,8 +45,11 @@ impl Drop for Supervisor {
     }
 }
 
+/// The endpoints a webhook listener serves, replaced whole when a definition changes.
+type Endpoints = Arc<std::sync::RwLock<Arc<Vec<WebhookEntry>>>>;
+
 /// A webhook entry: where it listens and what it checks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEntry {
     pub namespace: String,
     pub event_source: String,
@@ -63,7 +68,7 @@ impl Supervisor {
     pub(super) async fn sync(&mut self, events: &Events, defs: Vec<EventObject>) {
         self.last = defs.clone();
         let mut wanted: HashMap<String, (Value, String, String, String, String)> = HashMap::new();
-        let mut ports: BTreeMap<u16, Vec<Value>> = BTreeMap::new();
+        let mut ports: BTreeMap<u16, Vec<WebhookEntry>> = BTreeMap::new();
         for o in &defs {
             let Some(spec) = o.body["spec"].as_object() else {
                 continue;
@@ -79,10 +84,12 @@ impl Supervisor {
                             .and_then(|p| p.parse::<u16>().ok())
                             .or_else(|| entry["port"].as_u64().and_then(|p| u16::try_from(p).ok()));
                         if let Some(port) = port {
-                            ports.entry(port).or_default().push(json!({
-                                "namespace": o.namespace, "eventSource": o.name,
-                                "eventName": event_name, "spec": entry,
-                            }));
+                            ports.entry(port).or_default().push(WebhookEntry {
+                                namespace: o.namespace.clone(),
+                                event_source: o.name.clone(),
+                                event_name: event_name.clone(),
+                                spec: entry.clone(),
+                            });
                         }
                         continue;
                     }
@@ -124,36 +131,62 @@ impl Supervisor {
             let task = tokio::spawn(async move { run_source(ctx, ty, spec).await });
             self.tasks.insert(key, (def, task));
         }
-        let wanted_ports: HashMap<u16, Value> = ports
+        let wanted_ports: BTreeMap<u16, Vec<WebhookEntry>> = ports
             .into_iter()
-            .map(|(p, e)| (p, Value::Array(e)))
+            .map(|(port, entries)| (port, claim_endpoints(port, entries)))
             .collect();
-        self.listeners.retain(|port, (def, task)| {
-            let keep = wanted_ports.get(port) == Some(def) && !task.is_finished();
+        self.listeners.retain(|port, (_, task)| {
+            let keep = wanted_ports.contains_key(port) && !task.is_finished();
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (port, def) in wanted_ports {
-            if self.listeners.contains_key(&port) {
+        for (port, entries) in wanted_ports {
+            if let Some((endpoints, _)) = self.listeners.get(&port) {
+                let mut current = match endpoints.write() {
+                    Ok(e) => e,
+                    Err(p) => p.into_inner(),
+                };
+                if **current != entries {
+                    *current = Arc::new(entries);
+                }
                 continue;
             }
-            let entries: Vec<WebhookEntry> = def
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| WebhookEntry {
-                    namespace: e["namespace"].as_str().unwrap_or("").into(),
-                    event_source: e["eventSource"].as_str().unwrap_or("").into(),
-                    event_name: e["eventName"].as_str().unwrap_or("").into(),
-                    spec: e["spec"].clone(),
-                })
-                .collect();
-            let task = tokio::spawn(webhook_listener(events.clone(), port, entries));
-            self.listeners.insert(port, (def, task));
+            let endpoints: Endpoints = Arc::new(std::sync::RwLock::new(Arc::new(entries)));
+            let task = tokio::spawn(webhook_listener(events.clone(), port, endpoints.clone()));
+            self.listeners.insert(port, (endpoints, task));
         }
     }
+}
+
+/// The entries of one port, each endpoint once: entries of several EventSources may share a
+/// port with distinct endpoints; an endpoint claimed twice is an error naming both, and the
+/// first (by namespace, EventSource and entry name) keeps it.
+fn claim_endpoints(port: u16, mut entries: Vec<WebhookEntry>) -> Vec<WebhookEntry> {
+    entries.sort_by(|a, b| {
+        (&a.namespace, &a.event_source, &a.event_name).cmp(&(
+            &b.namespace,
+            &b.event_source,
+            &b.event_name,
+        ))
+    });
+    let mut claimed: HashMap<String, String> = HashMap::new();
+    entries.retain(|e| {
+        let endpoint = e.spec["endpoint"].as_str().unwrap_or("").to_string();
+        let who = format!("{}/{} entry {}", e.namespace, e.event_source, e.event_name);
+        match claimed.get(&endpoint) {
+            Some(first) => {
+                tracing::error!(port, endpoint, kept = %first, refused = %who, "two webhook entries claim one port and endpoint; give one another endpoint or port");
+                false
+            }
+            None => {
+                claimed.insert(endpoint, who);
+                true
+            }
+        }
+    });
+    entries
 }
 
 const RUNNABLE: &[&str] = &[
@@ -271,7 +304,7 @@ fn body_of(bytes: &[u8]) -> Value {
 
 // --- webhook ---
 
-async fn webhook_listener(events: Events, port: u16, entries: Vec<WebhookEntry>) {
+async fn webhook_listener(events: Events, port: u16, endpoints: Endpoints) {
     let addr = std::net::SocketAddr::new(events.config().webhook_host, port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -280,15 +313,15 @@ async fn webhook_listener(events: Events, port: u16, entries: Vec<WebhookEntry>)
             return;
         }
     };
-    tracing::info!(
-        port,
-        endpoints = entries.len(),
-        "webhook event source listening"
-    );
+    let count = endpoints.read().map(|e| e.len()).unwrap_or(0);
+    tracing::info!(port, endpoints = count, "webhook event source listening");
     let app = axum::Router::new().fallback(
         move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
             let events = events.clone();
-            let entries = entries.clone();
+            let entries = match endpoints.read() {
+                Ok(e) => e.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
             async move {
                 let path = uri.path();
                 match entries
@@ -1221,5 +1254,42 @@ mod tests {
         );
         assert_eq!(calendar_firing("1700000000000"), Some(1_700_000_000_000));
         assert_eq!(calendar_firing("nightly"), None);
+    }
+
+    #[test]
+    fn one_port_serves_each_endpoint_once_and_the_first_claim_keeps_it() {
+        let entry = |source: &str, name: &str, endpoint: &str| WebhookEntry {
+            namespace: "default".into(),
+            event_source: source.into(),
+            event_name: name.into(),
+            spec: json!({"endpoint": endpoint, "port": "12000"}),
+        };
+        let kept = claim_endpoints(
+            12000,
+            vec![
+                entry("trivy", "reports", "/trivy"),
+                entry("falco", "alerts", "/falco"),
+                entry("tracee", "alerts", "/falco"),
+                entry("audit", "batches", "/audit"),
+            ],
+        );
+        let got: Vec<(&str, &str)> = kept
+            .iter()
+            .map(|e| {
+                (
+                    e.event_source.as_str(),
+                    e.spec["endpoint"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("audit", "/audit"),
+                ("falco", "/falco"),
+                ("trivy", "/trivy")
+            ],
+            "distinct endpoints share the port; the second claim of /falco is refused"
+        );
     }
 }
