@@ -14,13 +14,8 @@ mod common;
 use common::{Server, agent, call, database, free_port, query, start_server};
 
 fn start(home: &Path, db_url: &str, extra: &[&str]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riposte"));
-    cmd.args(["server", "--no-isolation", "--lease-seconds", "2"])
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--database-url", db_url])
-        .args(extra)
-        .env("RIPOSTE_HOME", home)
-        .env("RUST_LOG", "warn");
+    let mut cmd = server_command(home, db_url);
+    cmd.args(extra);
     start_server(cmd, |l| eprintln!("[server] {l}"))
 }
 
@@ -127,12 +122,7 @@ fn wait_all_processed(db: &str, within: Duration) {
 }
 
 fn sensor_workflows(db: &str) -> i64 {
-    query(
-        db,
-        "SELECT count(*) FROM workflows WHERE labels->>'events.argoproj.io/sensor' = 'falco-shell'",
-    )
-    .parse()
-    .expect("count")
+    workflows_of_sensor(db, "falco-shell")
 }
 
 #[test]

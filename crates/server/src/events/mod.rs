@@ -272,14 +272,7 @@ impl Events {
         event_name: &str,
         events: Vec<Event>,
     ) -> Result<Vec<store::Appended>, EventsError> {
-        let events = events
-            .into_iter()
-            .map(|e| {
-                let identity = EventIdentity::Id(e.id.clone());
-                (e, identity)
-            })
-            .collect();
-        self.ingest_identified(namespace, event_source, event_name, events)
+        self.ingest_identified(namespace, event_source, event_name, by_id(events))
             .await
     }
 
@@ -834,6 +827,17 @@ mod secret_tests {
             assert!(secret_path(dir, &r).is_err(), "{r}");
         }
     }
+}
+
+/// Events whose identity is their envelope's id (the producer's or broker's).
+pub(crate) fn by_id(events: Vec<Event>) -> Vec<(Event, EventIdentity)> {
+    events
+        .into_iter()
+        .map(|e| {
+            let identity = EventIdentity::Id(e.id.clone());
+            (e, identity)
+        })
+        .collect()
 }
 
 /// `namespace/name` of a sensor.

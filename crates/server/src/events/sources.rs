@@ -226,14 +226,7 @@ impl SourceCtx {
     /// Stores events keyed by their ids; returns after the commit (the caller acknowledges
     /// its producer then).
     async fn ingest(&self, events: Vec<Event>) -> Result<(), String> {
-        let events = events
-            .into_iter()
-            .map(|e| {
-                let id = EventIdentity::Id(e.id.clone());
-                (e, id)
-            })
-            .collect();
-        self.ingest_identified(events).await
+        self.ingest_identified(super::by_id(events)).await
     }
 
     /// Stores events with their identities; returns after the commit.
@@ -1254,6 +1247,39 @@ mod tests {
         );
         assert_eq!(calendar_firing("1700000000000"), Some(1_700_000_000_000));
         assert_eq!(calendar_firing("nightly"), None);
+    }
+
+    #[test]
+    fn webhook_signatures_are_hmac_sha256_of_the_body_in_hex() {
+        use hmac::{Hmac, Mac};
+        let key = b"falco-hook-key";
+        let body = br#"{"rule":"Terminal shell in container"}"#;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+        mac.update(body);
+        let good: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut flipped = good.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).expect("hex");
+        let table = [
+            (good.clone(), body.as_slice(), true),
+            (format!("sha256={good}"), body.as_slice(), true),
+            (good.to_uppercase(), body.as_slice(), true),
+            (flipped, body.as_slice(), false),
+            (good.clone(), b"{}".as_slice(), false),
+            (good[..good.len() - 1].to_string(), body.as_slice(), false),
+            ("zz".repeat(32), body.as_slice(), false),
+            (String::new(), body.as_slice(), false),
+        ];
+        for (given, body, valid) in table {
+            assert_eq!(signature_valid(key, body, &given), valid, "{given:?}");
+        }
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"token2"));
     }
 
     #[test]
