@@ -124,21 +124,32 @@ pub(crate) async fn dynamic_api(
     gvk: &GroupVersionKind,
     namespace: &str,
 ) -> Result<(Api<DynamicObject>, ApiResource), String> {
-    let (resource, caps) = with_retries(|| discovery::pinned_kind(client, gvk))
+    discover(client, gvk, namespace)
         .await
-        .map_err(|e| {
-            format!(
-                "the cluster does not serve {} {} (is the CRD installed?): {}",
-                ApiResource::from_gvk(gvk).api_version,
-                gvk.kind,
-                describe(&e)
-            )
-        })?;
+        .map_err(|e| not_served(gvk, &e))
+}
+
+/// [`dynamic_api`] with the API's own error, for callers that classify it.
+async fn discover(
+    client: &kube::Client,
+    gvk: &GroupVersionKind,
+    namespace: &str,
+) -> Result<(Api<DynamicObject>, ApiResource), kube::Error> {
+    let (resource, caps) = with_retries(|| discovery::pinned_kind(client, gvk)).await?;
     let api = match caps.scope {
         Scope::Cluster => Api::all_with(client.clone(), &resource),
         Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
     };
     Ok((api, resource))
+}
+
+fn not_served(gvk: &GroupVersionKind, e: &kube::Error) -> String {
+    format!(
+        "the cluster does not serve {} {} (is the CRD installed?): {}",
+        ApiResource::from_gvk(gvk).api_version,
+        gvk.kind,
+        describe(e)
+    )
 }
 
 /// What the action works on.
@@ -212,21 +223,9 @@ pub async fn object_action(
         .as_str()
         .unwrap_or(namespace);
     let gvk = gvk_of(api_version, kind);
-    let (resource, caps) = with_retries(|| discovery::pinned_kind(cluster.client(), &gvk))
+    let (api, _) = discover(cluster.client(), &gvk, ns)
         .await
-        .map_err(|e| {
-            ActionError::of(
-                &e,
-                format!(
-                    "the cluster does not serve {api_version} {kind} (is the CRD installed?): {}",
-                    describe(&e)
-                ),
-            )
-        })?;
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Cluster => Api::all_with(cluster.client().clone(), &resource),
-        Scope::Namespaced => Api::namespaced_with(cluster.client().clone(), ns, &resource),
-    };
+        .map_err(|e| ActionError::of(&e, not_served(&gvk, &e)))?;
     let name = manifest["metadata"]["name"].as_str().map(str::to_string);
     let need_name = || {
         name.clone()

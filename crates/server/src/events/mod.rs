@@ -373,18 +373,19 @@ impl Events {
         self.process_as(seq, Delivery::Again).await
     }
 
-    /// Processes `seq` now and waits until it is done, by this call or by the one the bus
-    /// started first, for at most `within`. Returns whether it is done.
+    /// Processes `seq` unless it is processed already (a producer's retry of a stored
+    /// event), and waits until it is done, by this call or by the one the bus started first,
+    /// for at most `within`. Returns whether it is done.
     pub async fn process_and_wait(&self, seq: i64, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let mut pause = Duration::from_millis(10);
         loop {
-            if self.process(seq).await {
-                return true;
-            }
             match self.inner.controller.store().get_event(seq).await {
                 Ok(rec) if rec.processed_at.is_some() => return true,
                 _ => {}
+            }
+            if self.process(seq).await {
+                return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
@@ -516,10 +517,7 @@ impl Events {
             let (ok, m, wait) = self.decide_sensor(sensor, &incoming, mark).await?;
             done &= ok;
             marked |= m;
-            again_in = match (again_in, wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            again_in = sooner(again_in, wait);
         }
         if done && !marked {
             store.set_event_processed(seq, Some(now_ms())).await?;
@@ -573,9 +571,7 @@ impl Events {
                     if outcome.retry_later {
                         done = false;
                     }
-                    if let Some(wait) = outcome.deferred_for {
-                        again_in = Some(again_in.map_or(wait, |a: i64| a.min(wait)));
-                    }
+                    again_in = sooner(again_in, outcome.deferred_for);
                     crate::metrics::trigger_fired(&key, &f.trigger, outcome.result_label());
                     triggers_json.push(outcome.json(f));
                 }
@@ -973,6 +969,14 @@ enum Delivery {
     /// Delivered before: by a deferred firing's timer, or JetStream's re-delivery.
     Again,
     Requested,
+}
+
+/// The sooner of two optional waits.
+fn sooner(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// What processing an event came to.
