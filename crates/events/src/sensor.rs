@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use spec::sensor::{CompiledSensor, Dependency, Transform, Trigger};
 
-use crate::{Event, Verdict, apply_parameters, conditions_hold, evaluate_dependency};
+use crate::{Event, Verdict, apply_parameters, evaluate_dependency};
 
 /// An event as the sensor core sees it: where it came from and its stored sequence number.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,37 +97,24 @@ pub struct Firing {
     pub dedupe: Option<(String, i64)>,
 }
 
-/// Decides what `sensor` (its raw JSON, `spec.dependencies` / `spec.triggers`) does with
-/// `incoming`, given the events its triggers wait with.
-pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decision {
-    let namespace = sensor["metadata"]["namespace"].as_str().unwrap_or("");
-    let sensor_name = sensor["metadata"]["name"].as_str().unwrap_or("");
-    let spec = &sensor["spec"];
-    let empty = Vec::new();
-    let dependencies = spec["dependencies"].as_array().unwrap_or(&empty);
-    let all_names: Vec<String> = dependencies
-        .iter()
-        .filter_map(|d| d["name"].as_str().map(str::to_string))
-        .collect();
-
+/// Decides what `sensor` does with `incoming`, given the events its triggers wait with.
+pub fn decide(sensor: &CompiledSensor, waiting: &Waiting, incoming: &Incoming) -> Decision {
+    let all_names = sensor.dependency_names();
     let mut decision = Decision {
         dependencies: Vec::new(),
         triggers: Vec::new(),
         state: Vec::new(),
     };
-    if !namespace.is_empty() && namespace != incoming.namespace {
+    if !sensor.namespace.is_empty() && sensor.namespace != incoming.namespace {
         return decision;
     }
     // Dependencies on this event's source and name, each with the event as its transform
     // leaves it.
     let mut matched: BTreeMap<String, Incoming> = BTreeMap::new();
-    for dep in dependencies {
-        if dep["eventSourceName"].as_str() != Some(incoming.event_source.as_str())
-            || dep["eventName"].as_str() != Some(incoming.event_name.as_str())
-        {
+    for dep in &sensor.dependencies {
+        if dep.event_source_name != incoming.event_source || dep.event_name != incoming.event_name {
             continue;
         }
-        let name = dep["name"].as_str().unwrap_or("").to_string();
         let (event, transform_note) = transformed(dep, &incoming.event);
         let mut verdict = match &event {
             Some(e) => evaluate_dependency(dep, e),
@@ -142,39 +130,29 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
             && let Some(event) = event
         {
             matched.insert(
-                name.clone(),
+                dep.name.clone(),
                 Incoming {
                     event,
                     ..incoming.clone()
                 },
             );
         }
-        decision
-            .dependencies
-            .push(DependencyResult { name, verdict });
+        decision.dependencies.push(DependencyResult {
+            name: dep.name.clone(),
+            verdict,
+        });
     }
     if matched.is_empty() {
         return decision;
     }
 
-    for trigger in spec["triggers"].as_array().unwrap_or(&empty) {
-        let template = &trigger["template"];
-        let trigger_name = template["name"].as_str().unwrap_or("").to_string();
-        let conditions = template["conditions"]
-            .as_str()
-            .filter(|c| !c.trim().is_empty());
-        let feeds: Vec<String> = match conditions {
-            Some(c) => condition_names(c)
-                .into_iter()
-                .filter(|n| all_names.contains(n))
-                .collect(),
-            None => all_names.clone(),
-        };
+    for trigger in &sensor.triggers {
+        let feeds = &trigger.feeds;
         if !matched.keys().any(|m| feeds.contains(m)) {
             continue;
         }
         let mut have: BTreeMap<String, Incoming> = waiting
-            .get(&trigger_name)
+            .get(&trigger.name)
             .cloned()
             .unwrap_or_default()
             .into_iter()
@@ -186,33 +164,38 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
             }
         }
         let satisfied: Vec<String> = have.keys().cloned().collect();
-        if conditions_hold(conditions, &all_names, &satisfied) {
+        let holds = match &trigger.conditions {
+            Some(c) => c.holds(&satisfied),
+            None => all_names.iter().all(|d| satisfied.contains(d)),
+        };
+        if holds {
             // The events it fires with are consumed: the trigger waits afresh.
             for dep in waiting
-                .get(&trigger_name)
+                .get(&trigger.name)
                 .into_iter()
                 .flat_map(|w| w.keys())
             {
                 decision
                     .state
-                    .push((trigger_name.clone(), dep.clone(), None));
+                    .push((trigger.name.clone(), dep.clone(), None));
             }
             decision.triggers.push(TriggerResult::Fire(Box::new(firing(
-                sensor_name,
-                trigger,
-                &have,
+                sensor, trigger, &have,
             ))));
         } else {
             for (dep, ev) in &matched {
                 if feeds.contains(dep) {
                     decision
                         .state
-                        .push((trigger_name.clone(), dep.clone(), Some(ev.seq)));
+                        .push((trigger.name.clone(), dep.clone(), Some(ev.seq)));
                 }
             }
             decision.triggers.push(TriggerResult::Wait {
-                trigger: trigger_name,
-                conditions: conditions
+                trigger: trigger.name.clone(),
+                conditions: trigger
+                    .template
+                    .get("conditions")
+                    .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| all_names.join(" && ")),
                 have: satisfied,
@@ -224,76 +207,61 @@ pub fn decide(sensor: &Value, waiting: &Waiting, incoming: &Incoming) -> Decisio
 
 /// The event as a dependency's `transform` (jq or Lua) leaves it (`None` when the transform fails),
 /// with a note saying what the transform did.
-fn transformed(dep: &Value, event: &Event) -> (Option<Event>, Option<String>) {
-    let Some(filter) = dep["transform"]["jq"].as_str() else {
-        if let Some(script) = dep["transform"]["script"].as_str() {
-            return match expr::lua::transform(script, &event.data) {
-                Ok(data) => (
-                    Some(Event {
-                        data,
-                        ..event.clone()
-                    }),
-                    Some("transform.script applied".into()),
-                ),
-                Err(e) => (
-                    None,
-                    Some(format!("transform.script: {e}, so it does not match")),
-                ),
-            };
-        }
-        return (Some(event.clone()), None);
+fn transformed(dep: &Dependency, event: &Event) -> (Option<Event>, Option<String>) {
+    let with = |data| {
+        Some(Event {
+            data,
+            ..event.clone()
+        })
     };
-    match expr::jq::transform(&event.data, filter) {
-        Ok(data) => (
-            Some(Event {
-                data,
-                ..event.clone()
-            }),
-            Some(format!("transform.jq {filter:?} applied")),
-        ),
-        Err(e) => (None, Some(format!("transform: {e}, so it does not match"))),
+    match &dep.transform {
+        None => (Some(event.clone()), None),
+        Some(Transform::Jq(program)) => match program.transform(&event.data) {
+            Ok(data) => (
+                with(data),
+                Some(format!("transform.jq {:?} applied", program.source())),
+            ),
+            Err(e) => (None, Some(format!("transform: {e}, so it does not match"))),
+        },
+        Some(Transform::Lua(script)) => match script.transform(&event.data) {
+            Ok(data) => (with(data), Some("transform.script applied".into())),
+            Err(e) => (
+                None,
+                Some(format!("transform.script: {e}, so it does not match")),
+            ),
+        },
     }
 }
 
-/// Dependency names a `conditions` expression mentions.
-pub fn condition_names(conditions: &str) -> Vec<String> {
-    conditions
-        .split(|c: char| c.is_whitespace() || "&|!()".contains(c))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn firing(sensor: &str, trigger: &Value, have: &BTreeMap<String, Incoming>) -> Firing {
-    let trigger_name = trigger["template"]["name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+fn firing(sensor: &CompiledSensor, trigger: &Trigger, have: &BTreeMap<String, Incoming>) -> Firing {
     let events: Vec<(String, Event)> = have
         .iter()
         .map(|(d, i)| (d.clone(), i.event.clone()))
         .collect();
-    let empty = Vec::new();
-    let (template, mut notes) = apply_parameters(
-        trigger["template"].clone(),
-        trigger["parameters"].as_array().unwrap_or(&empty),
-        &events,
-    );
+    let (template, mut notes) =
+        apply_parameters(trigger.template.clone(), &trigger.parameters, &events);
+    // The type's own parameters, compiled with the sensor unless the trigger-level ones
+    // rewrote them just now.
+    let names = sensor.dependency_names();
+    let type_parameters =
+        |body: &Value, list: &str, notes: &mut Vec<String>| match &trigger.type_parameters {
+            Some(p) => p.clone(),
+            None => spec::sensor::compile_parameters(&body[list], &names).unwrap_or_else(|e| {
+                notes.push(format!(
+                    "the rewritten {list} do not compile ({e}); none applied"
+                ));
+                Vec::new()
+            }),
+        };
     let (kind, resource, resource_notes) = if let Some(w) = template.get("argoWorkflow") {
         let operation = w["operation"].as_str().unwrap_or("submit").to_string();
-        let (r, n) = apply_parameters(
-            w["source"]["resource"].clone(),
-            w["parameters"].as_array().unwrap_or(&empty),
-            &events,
-        );
+        let params = type_parameters(w, "parameters", &mut notes);
+        let (r, n) = apply_parameters(w["source"]["resource"].clone(), &params, &events);
         (TriggerKind::ArgoWorkflow { operation }, r, n)
     } else if let Some(k) = template.get("k8s") {
         let operation = k["operation"].as_str().unwrap_or("create").to_string();
-        let (r, n) = apply_parameters(
-            k["source"]["resource"].clone(),
-            k["parameters"].as_array().unwrap_or(&empty),
-            &events,
-        );
+        let params = type_parameters(k, "parameters", &mut notes);
+        let (r, n) = apply_parameters(k["source"]["resource"].clone(), &params, &events);
         let is_workflow = r["kind"] == "Workflow" && operation == "create";
         if is_workflow {
             (
@@ -307,31 +275,24 @@ fn firing(sensor: &str, trigger: &Value, have: &BTreeMap<String, Incoming>) -> F
             (TriggerKind::K8s { operation }, r, n)
         }
     } else if let Some(h) = template.get("http") {
-        let (r, n) = apply_parameters(
-            json!({}),
-            h["payload"].as_array().unwrap_or(&empty),
-            &events,
-        );
+        let params = type_parameters(h, "payload", &mut notes);
+        let (r, n) = apply_parameters(json!({}), &params, &events);
         (TriggerKind::Http, r, n)
     } else if template.get("log").is_some() {
         (TriggerKind::Log, Value::Null, Vec::new())
     } else {
-        let other = template
-            .as_object()
-            .and_then(|m| {
-                m.keys()
-                    .find(|k| !["name", "conditions", "conditionsReset"].contains(&k.as_str()))
-                    .cloned()
-            })
-            .unwrap_or_else(|| "(none)".into());
+        let other = trigger.kind.clone().unwrap_or_else(|| "(none)".into());
         (TriggerKind::Unsupported(other), Value::Null, Vec::new())
     };
     notes.extend(resource_notes);
     let seqs: Vec<String> = have.values().map(|i| i.seq.to_string()).collect();
-    let key = format!("sensor:{sensor}/{trigger_name}/{}", seqs.join(","));
-    let dedupe = dedupe_key(&trigger["dedupe"], have, &mut notes);
+    let key = format!("sensor:{}/{}/{}", sensor.name, trigger.name, seqs.join(","));
+    let dedupe = trigger
+        .dedupe
+        .as_ref()
+        .and_then(|d| dedupe_key(d, have, &mut notes));
     Firing {
-        trigger: trigger_name,
+        trigger: trigger.name.clone(),
         kind,
         template,
         resource,
@@ -346,15 +307,11 @@ fn firing(sensor: &str, trigger: &Value, have: &BTreeMap<String, Incoming>) -> F
 /// expression over the firing's events (each dependency's data by its name, and `event`, the
 /// data of the latest one).
 fn dedupe_key(
-    dedupe: &Value,
+    dedupe: &spec::sensor::Dedupe,
     have: &BTreeMap<String, Incoming>,
     notes: &mut Vec<String>,
 ) -> Option<(String, i64)> {
-    let src = dedupe["key"].as_str()?;
-    let window = dedupe["window"]
-        .as_str()
-        .and_then(expr::time::parse_duration_millis)
-        .unwrap_or(60_000);
+    let window = dedupe.window_ms;
     let mut env = serde_json::Map::new();
     let mut latest: Option<&Incoming> = None;
     for (dep, i) in have {
@@ -366,7 +323,7 @@ fn dedupe_key(
     if let Some(l) = latest {
         env.insert("event".into(), l.event.data.clone());
     }
-    match expr::parse(src, expr::Dialect::Expr).and_then(|e| expr::eval(&e, &Value::Object(env))) {
+    match expr::eval(&dedupe.key, &Value::Object(env)) {
         Ok(v) => {
             let key = match v {
                 Value::String(s) => s,
@@ -378,7 +335,8 @@ fn dedupe_key(
         Err(e) => {
             // A key that cannot be computed must not suppress the response: fire, and say so.
             notes.push(format!(
-                "dedupe key {src:?} failed ({e}); firing without dedupe"
+                "dedupe key {:?} failed ({e}); firing without dedupe",
+                dedupe.source
             ));
             None
         }
@@ -421,6 +379,10 @@ mod tests {
         })
     }
 
+    fn compiled(v: &Value) -> CompiledSensor {
+        spec::sensor::compile_sensor(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn apply(waiting: &mut Waiting, d: &Decision, events: &[Incoming]) {
         for (t, dep, seq) in &d.state {
             match seq {
@@ -454,14 +416,14 @@ mod tests {
             incoming(3, "b", json!({})),
         ];
         let mut waiting = Waiting::new();
-        let d1 = decide(&s, &waiting, &events[0]);
+        let d1 = decide(&compiled(&s), &waiting, &events[0]);
         assert!(fired(&d1).is_empty());
         apply(&mut waiting, &d1, &events);
-        let d2 = decide(&s, &waiting, &events[1]);
+        let d2 = decide(&compiled(&s), &waiting, &events[1]);
         assert_eq!(fired(&d2), vec!["sensor:s/t/1,2"]);
         apply(&mut waiting, &d2, &events);
         // `a` was consumed by the firing: `b` alone waits again.
-        let d3 = decide(&s, &waiting, &events[2]);
+        let d3 = decide(&compiled(&s), &waiting, &events[2]);
         assert!(fired(&d3).is_empty());
     }
 
@@ -472,13 +434,21 @@ mod tests {
             {"template": {"name": "only-a", "conditions": "a", "log": {}}},
         ]));
         let waiting = Waiting::new();
-        let d = decide(&s, &waiting, &incoming(7, "b", json!({})));
+        let d = decide(&compiled(&s), &waiting, &incoming(7, "b", json!({})));
         assert_eq!(fired(&d), vec!["sensor:s/either/7"]);
         // A filtered-out `a` feeds nothing.
-        let d = decide(&s, &waiting, &incoming(8, "a", json!({"go": false})));
+        let d = decide(
+            &compiled(&s),
+            &waiting,
+            &incoming(8, "a", json!({"go": false})),
+        );
         assert!(fired(&d).is_empty());
         assert!(!d.dependencies[0].verdict.matched);
-        let d = decide(&s, &waiting, &incoming(9, "a", json!({"go": true})));
+        let d = decide(
+            &compiled(&s),
+            &waiting,
+            &incoming(9, "a", json!({"go": true})),
+        );
         assert_eq!(fired(&d), vec!["sensor:s/either/9", "sensor:s/only-a/9"]);
     }
 
@@ -494,7 +464,7 @@ mod tests {
         }]));
         s["spec"]["dependencies"][1]["transform"] = json!({"jq": ".body.pod |= ascii_upcase"});
         let d = decide(
-            &s,
+            &compiled(&s),
             &Waiting::new(),
             &incoming(3, "b", json!({"pod": "web-1"})),
         );
@@ -515,7 +485,7 @@ mod tests {
         // The same through Argo's Lua transform.
         s["spec"]["dependencies"][1]["transform"] = json!({"script": "event.body.pod = string.upper(event.body.pod) .. '-lua'\nreturn event"});
         let d = decide(
-            &s,
+            &compiled(&s),
             &Waiting::new(),
             &incoming(4, "b", json!({"pod": "web-1"})),
         );
@@ -533,10 +503,20 @@ mod tests {
         let s = sensor(json!([{"template": {"name": "t", "log": {}}}]));
         let mut e = incoming(1, "b", json!({}));
         e.namespace = "other".into();
-        assert_eq!(decide(&s, &Waiting::new(), &e).dependencies.len(), 0);
+        assert_eq!(
+            decide(&compiled(&s), &Waiting::new(), &e)
+                .dependencies
+                .len(),
+            0
+        );
         let mut e = incoming(1, "b", json!({}));
         e.event_source = "calendar".into();
-        assert_eq!(decide(&s, &Waiting::new(), &e).dependencies.len(), 0);
+        assert_eq!(
+            decide(&compiled(&s), &Waiting::new(), &e)
+                .dependencies
+                .len(),
+            0
+        );
     }
 
     fn fold(s: &Value, events: &[Incoming]) -> Vec<Decision> {
@@ -544,7 +524,7 @@ mod tests {
         events
             .iter()
             .map(|e| {
-                let d = decide(s, &waiting, e);
+                let d = decide(&compiled(s), &waiting, e);
                 apply(&mut waiting, &d, events);
                 d
             })

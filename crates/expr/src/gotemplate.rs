@@ -248,16 +248,23 @@ impl Template {
 /// Argo Events' `getValueWithTemplate`: the template run with `.Input` = the JSON `input`; an
 /// empty result or `<no value>` is an error (the caller falls back to the key or the default).
 pub fn render_input(template: &str, input: &Value) -> Result<String, TemplateError> {
-    let t = Template::parse(template)?;
-    let data = GoValue::Map(BTreeMap::from([(
-        "Input".to_string(),
-        GoValue::from_json(input),
-    )]));
-    let out = t.execute(&data)?;
-    if out.is_empty() || out == "<no value>" {
-        return err(0, format!("the template gives {out:?}"));
+    Template::parse(template)?.render_input(input)
+}
+
+impl Template {
+    /// [`render_input`] with a template parsed once.
+    pub fn render_input(&self, input: &Value) -> Result<String, TemplateError> {
+        let t = self;
+        let data = GoValue::Map(BTreeMap::from([(
+            "Input".to_string(),
+            GoValue::from_json(input),
+        )]));
+        let out = t.execute(&data)?;
+        if out.is_empty() || out == "<no value>" {
+            return err(0, format!("the template gives {out:?}"));
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 struct Parser<'a> {

@@ -41,30 +41,82 @@ pub fn run(obj: &Value, filter: &str) -> Result<String, JqError> {
 /// Runs `filter` over `obj` and returns its first output as JSON (Argo Events' dependency
 /// `transform.jq`: the output replaces the event's data). A filter with no output is an error.
 pub fn transform(obj: &Value, filter: &str) -> Result<Value, JqError> {
-    let text = compile_and(filter, |compiled| {
+    Program::compile(filter)?.transform(obj)
+}
+
+/// A jq filter parsed and compiled once (a sensor's `transform.jq`), run per event.
+#[derive(Clone)]
+pub struct Program {
+    source: String,
+    filter: std::sync::Arc<Compiled>,
+}
+
+type Compiled = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
+
+// Compiled sensors are shared by the tasks that process events.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Program>()
+};
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Program").field(&self.source).finish()
+    }
+}
+
+impl PartialEq for Program {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Program {
+    pub fn compile(filter: &str) -> Result<Program, JqError> {
+        Ok(Program {
+            source: filter.to_string(),
+            filter: std::sync::Arc::new(compile(filter)?),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The filter's first output over `obj`, as JSON (see [`transform`]).
+    pub fn transform(&self, obj: &Value) -> Result<Value, JqError> {
+        let err = |message: String| JqError {
+            filter: self.source.clone(),
+            message,
+        };
         let input = jaq_json::read::parse_single(obj.to_string().as_bytes())
-            .map_err(|e| format!("the object is not JSON: {e}"))?;
-        let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new([]));
-        let first = compiled
+            .map_err(|e| err(format!("the object is not JSON: {e}")))?;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let first = self
+            .filter
             .id
             .run((ctx, input))
             .map(unwrap_valr)
             .next()
-            .ok_or_else(|| "produced no output".to_string())?;
-        Ok(first.map_err(|e| format!("failed: {e}"))?.to_string())
-    })?;
-    serde_json::from_str(&text).map_err(|e| JqError {
-        filter: filter.to_string(),
-        message: format!("produced something that is not JSON: {e}"),
-    })
+            .ok_or_else(|| err("produced no output".to_string()))?
+            .map_err(|e| err(format!("failed: {e}")))?;
+        serde_json::from_str(&first.to_string())
+            .map_err(|e| err(format!("produced something that is not JSON: {e}")))
+    }
 }
 
 fn compile_and(
     filter: &str,
-    then: impl FnOnce(
-        &jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>,
-    ) -> Result<String, String>,
+    then: impl FnOnce(&Compiled) -> Result<String, String>,
 ) -> Result<String, JqError> {
+    let compiled = compile(filter)?;
+    then(&compiled).map_err(|message| JqError {
+        filter: filter.to_string(),
+        message,
+    })
+}
+
+fn compile(filter: &str) -> Result<Compiled, JqError> {
     let err = |message: String| JqError {
         filter: filter.to_string(),
         message,
@@ -86,7 +138,7 @@ fn compile_and(
             },
         )
         .map_err(|errs| err(format!("does not parse ({} error(s))", errs.len())))?;
-    let compiled = Compiler::default()
+    Compiler::default()
         .with_funs(funs)
         .compile(modules)
         .map_err(|errs| {
@@ -95,8 +147,7 @@ fn compile_and(
                 .flat_map(|(_, es)| es.iter().map(|(name, _)| name.to_string()))
                 .collect();
             err(format!("does not compile: undefined {}", names.join(", ")))
-        })?;
-    then(&compiled).map_err(err)
+        })
 }
 
 #[cfg(test)]

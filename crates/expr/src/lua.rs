@@ -90,6 +90,30 @@ pub fn transform(script: &str, data: &Value) -> Result<Value, String> {
         .map_err(|e| format!("reading the script's event: {e}"))
 }
 
+/// A Lua script whose syntax was checked once (a sensor's `filters.script` or
+/// `transform.script`). Each run still gets a fresh, limited interpreter: scripts share no
+/// state between events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script(String);
+
+impl Script {
+    pub fn compile(source: &str) -> Result<Script, String> {
+        check(source)?;
+        Ok(Script(source.to_string()))
+    }
+    pub fn source(&self) -> &str {
+        &self.0
+    }
+    /// See [`filter`].
+    pub fn filter(&self, data: &Value) -> Result<bool, String> {
+        filter(&self.0, data)
+    }
+    /// See [`transform`].
+    pub fn transform(&self, data: &Value) -> Result<Value, String> {
+        transform(&self.0, data)
+    }
+}
+
 /// Whether `script` compiles (for lint), with Lua's message when it does not.
 pub fn check(script: &str) -> Result<(), String> {
     let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())

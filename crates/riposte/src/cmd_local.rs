@@ -333,15 +333,9 @@ pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) ->
     let Some(sensor) = loaded.iter().find(|l| l.kind == spec::EventsKind::Sensor) else {
         bail!(InvalidInput(format!("{name} contains no Sensor")));
     };
-    let spec_v = &sensor.document.value["spec"];
-    let deps: Vec<serde_json::Value> = spec_v["dependencies"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let dep_names: Vec<String> = deps
-        .iter()
-        .filter_map(|d| d["name"].as_str().map(str::to_string))
-        .collect();
+    let dep_names = spec::sensor::compile_sensor(&sensor.document.value)
+        .map_err(|e| InvalidInput(e.to_string()))?
+        .dependency_names();
     // Which event each dependency is tested with.
     let mut for_all: Option<events::Event> = None;
     let mut per_dep: Vec<(String, events::Event)> = Vec::new();
@@ -370,7 +364,8 @@ pub(crate) fn sensor_test(file: &Path, event_args: &[String], json_out: bool) ->
         }
     }
     let mut report =
-        server::events::dry_run::dry_run(&sensor.document.value, for_all.as_ref(), &per_dep);
+        server::events::dry_run::dry_run(&sensor.document.value, for_all.as_ref(), &per_dep)
+            .map_err(|e| InvalidInput(e.to_string()))?;
     report["sensor"] = serde_json::json!(sensor.name);
     let fired = report["triggers"]
         .as_array()

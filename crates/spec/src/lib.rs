@@ -10,7 +10,9 @@
 //!
 //! This crate does no IO: callers pass text in.
 
+pub mod binding;
 pub mod events;
+pub mod sensor;
 pub mod vocabulary;
 pub use events::{EventsKind, LoadedEvents, lint_events, load_events};
 pub use vocabulary::{ConcurrencyPolicy, MergeStrategy, ResourceAction, RetryPolicy};

@@ -442,11 +442,9 @@ pub(super) async fn test_sensor(
             ));
         }
     };
-    Ok(Json(crate::events::dry_run::dry_run(
-        &sensor,
-        Some(&event),
-        &[],
-    )))
+    crate::events::dry_run::dry_run(&sensor, Some(&event), &[])
+        .map(Json)
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 #[cfg(test)]

@@ -13,29 +13,28 @@ impl FromRef<AppState> for Events {
     }
 }
 
-/// Lints a Sensor or EventSource the way `riposte lint` does; errors are one InvalidArgument.
+/// Compiles a Sensor or WorkflowEventBinding, or lints an EventSource, the way `riposte
+/// lint` does; the errors (each with its path) are one InvalidArgument.
 fn lint_event_object(v: &Value, kind: &str) -> ApiResult<()> {
-    if kind == BINDING {
-        if v["spec"]["event"]["selector"]
-            .as_str()
-            .is_none_or(str::is_empty)
-        {
-            return Err(ApiError::invalid(
-                "spec.event.selector (an expression over payload, metadata and discriminator) is required",
-            ));
-        }
-        if let Some(sel) = v["spec"]["event"]["selector"].as_str()
-            && let Err(e) = expr::parse(sel, expr::Dialect::Expr)
-        {
-            return Err(ApiError::invalid(format!("spec.event.selector: {e}")));
-        }
-        if v["spec"]["submit"]["workflowTemplateRef"]["name"]
-            .as_str()
-            .is_none()
-        {
-            return Err(ApiError::invalid(
-                "spec.submit.workflowTemplateRef.name is required",
-            ));
+    let problems = match kind {
+        BINDING => Some(spec::binding::compile(v).problems),
+        SENSOR => Some(spec::sensor::compile(v).problems),
+        _ => None,
+    };
+    if let Some(problems) = problems {
+        let errors: Vec<String> = problems
+            .into_iter()
+            .filter(|p| p.severity == spec::Severity::Error)
+            .map(|p| {
+                if p.path.is_empty() || p.message.contains(&p.path) {
+                    p.message
+                } else {
+                    format!("{}: {}", p.path, p.message)
+                }
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors.join("; ")));
         }
         return Ok(());
     }

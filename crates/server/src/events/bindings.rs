@@ -5,7 +5,10 @@
 //! interrupts, leaves the event unprocessed and is delivered again until it commits; its
 //! idempotency key (binding and event) makes it one workflow.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use spec::binding::{BindingValue, CompiledBinding};
 use store::{EventObject, EventRecord};
 
 use super::{BINDING, Events, EventsError};
@@ -25,47 +28,35 @@ pub struct BindingSubmit {
 
 /// Whether `binding`'s `spec.event.selector` holds for the event (`payload`, `metadata`,
 /// `discriminator`), and if so what it submits; an error names the binding and the
-/// expression that could not be evaluated.
-pub fn submission(binding: &EventObject, env: &Value) -> Result<Option<BindingSubmit>, String> {
-    let spec = &binding.body["spec"];
-    let selector = spec["event"]["selector"].as_str().unwrap_or("false");
-    let matched = expr::parse(selector, expr::Dialect::Expr)
-        .and_then(|x| expr::eval(&x, env))
-        .map(|v| v == Value::Bool(true))
-        .unwrap_or(false);
+/// expression that could not be evaluated. A selector that cannot be evaluated for this
+/// event (or is not a boolean) does not hold.
+pub fn submission(binding: &CompiledBinding, env: &Value) -> Result<Option<BindingSubmit>, String> {
+    let matched = expr::eval(&binding.selector, env).is_ok_and(|v| v == Value::Bool(true));
     if !matched {
         return Ok(None);
     }
-    let template = &spec["submit"]["workflowTemplateRef"];
     let mut parameters = Vec::new();
-    for p in spec["submit"]["arguments"]["parameters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let name = p["name"].as_str().unwrap_or("").to_string();
-        let value = match p["valueFrom"]["event"].as_str() {
-            Some(src) => {
-                let v = expr::parse(src, expr::Dialect::Expr)
-                    .and_then(|x| expr::eval(&x, env))
-                    .map_err(|err| {
-                        format!(
-                            "binding {}: parameter {name}: valueFrom.event {src:?}: {err}",
-                            binding.name
-                        )
-                    })?;
-                match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
+    for p in &binding.parameters {
+        let value = match &p.value {
+            BindingValue::Fixed(v) => v.clone(),
+            BindingValue::Event { source, expr } => match expr::eval(expr, env) {
+                Ok(Value::String(s)) => s,
+                Ok(other) => other.to_string(),
+                Err(err) => {
+                    return Err(format!(
+                        "binding {}: parameter {}: valueFrom.event {:?}: {err}",
+                        binding.name,
+                        p.name,
+                        source.trim()
+                    ));
                 }
-            }
-            None => p["value"].as_str().unwrap_or("").to_string(),
+            },
         };
-        parameters.push((name, value));
+        parameters.push((p.name.clone(), value));
     }
     Ok(Some(BindingSubmit {
-        template: template["name"].as_str().unwrap_or("").to_string(),
-        cluster_scope: template["clusterScope"].as_bool().unwrap_or(false),
+        template: binding.template.clone(),
+        cluster_scope: binding.cluster_scope,
         parameters,
     }))
 }
@@ -76,6 +67,24 @@ pub fn decision_key(namespace: &str, binding: &str) -> String {
 }
 
 impl Events {
+    /// A stored binding, compiled once per stored body.
+    fn compiled_binding(&self, b: &EventObject) -> Result<Arc<CompiledBinding>, String> {
+        let key = format!("{}/{}", b.namespace, b.name);
+        let mut cache = match self.inner.bindings.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((body, compiled)) = cache.get(&key)
+            && *body == b.body
+        {
+            return Ok(compiled.clone());
+        }
+        let compiled =
+            Arc::new(spec::binding::compile_binding(&b.body).map_err(|e| e.to_string())?);
+        cache.insert(key, (b.body.clone(), compiled.clone()));
+        Ok(compiled)
+    }
+
     /// Matches an event of Argo's event endpoint against its namespace's bindings, submits
     /// what matched and records one decision per binding. Returns whether it is done.
     pub(super) async fn dispatch_bindings(&self, rec: &EventRecord) -> Result<bool, EventsError> {
@@ -84,6 +93,14 @@ impl Events {
         let bindings = store
             .list_event_objects(BINDING, Some(&rec.namespace))
             .await?;
+        // Deleted bindings leave the cache.
+        if let Ok(mut cache) = self.inner.bindings.lock() {
+            let prefix = format!("{}/", rec.namespace);
+            cache.retain(|k, _| {
+                k.strip_prefix(&prefix)
+                    .is_none_or(|name| bindings.iter().any(|b| b.name == name))
+            });
+        }
         let data = &rec.envelope["data"];
         let env = json!({
             "payload": data["payload"],
@@ -94,7 +111,10 @@ impl Events {
         let mut done = true;
         let mut writes = Vec::new();
         for b in &bindings {
-            let (matched, trigger, ok) = match submission(b, &env) {
+            let (matched, trigger, ok) = match self
+                .compiled_binding(b)
+                .and_then(|compiled| submission(&compiled, &env))
+            {
                 Ok(None) => (false, None, true),
                 Err(error) => (
                     true,
@@ -199,17 +219,12 @@ impl Events {
 mod tests {
     use super::*;
 
-    fn binding(selector: &str, parameters: Value) -> EventObject {
-        EventObject {
-            kind: BINDING.into(),
-            namespace: "default".into(),
-            name: "on-alert".into(),
-            body: json!({"spec": {"event": {"selector": selector}, "submit": {
+    fn binding(selector: &str, parameters: Value) -> CompiledBinding {
+        spec::binding::compile_binding(&json!({"metadata": {"name": "on-alert"},
+            "spec": {"event": {"selector": selector}, "submit": {
                 "workflowTemplateRef": {"name": "isolate-pod"},
-                "arguments": {"parameters": parameters}}}}),
-            created_at: 0,
-            updated_at: 0,
-        }
+                "arguments": {"parameters": parameters}}}}))
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -226,8 +241,8 @@ mod tests {
                 true,
             ),
             ("payload.severity == 'low'", false),
-            ("not an expression (", false),
             ("payload.n", false),
+            ("payload.missing.deeper == 1", false),
         ];
         for (selector, matched) in table {
             let got = submission(&binding(selector, params.clone()), &env).expect("evaluates");
@@ -245,7 +260,7 @@ mod tests {
         );
         let bad = binding(
             "true",
-            json!([{"name": "pod", "valueFrom": {"event": "payload.("}}]),
+            json!([{"name": "pod", "valueFrom": {"event": "payload.n / payload.severity"}}]),
         );
         let err = submission(&bad, &env).expect_err("a parameter that cannot be evaluated");
         assert!(err.contains("binding on-alert: parameter pod"), "{err}");

@@ -9,35 +9,28 @@ use std::collections::BTreeMap;
 use events::Event;
 use events::sensor::{Firing, Incoming, TriggerResult, Waiting, decide};
 use serde_json::{Value, json};
+use spec::sensor::CompileError;
 
 /// The report: `{"sensor", "dependencies": [{name, matched, reasons}], "triggers": [{name,
 /// fires, conditions, type, parameters?, resource?, settings?}]}`. `for_all` is the event for
-/// every dependency without its own in `per_dependency`.
+/// every dependency without its own in `per_dependency`. A sensor that does not compile is
+/// the compile error (lint reports it with positions first).
 pub fn dry_run(
     sensor: &Value,
     for_all: Option<&Event>,
     per_dependency: &[(String, Event)],
-) -> Value {
+) -> Result<Value, CompileError> {
     let mut sensor_value = sensor.clone();
     if sensor_value["metadata"]["namespace"].is_null() {
         sensor_value["metadata"]["namespace"] = json!("default");
     }
-    let namespace = sensor_value["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_string();
-    let spec_v = &sensor_value["spec"];
+    let compiled = spec::sensor::compile_sensor(&sensor_value)?;
     let mut waiting = Waiting::new();
     let mut dep_reports: Vec<Value> = Vec::new();
     let mut fired: Vec<Firing> = Vec::new();
     let mut waits: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (i, d) in spec_v["dependencies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let dname = d["name"].as_str().unwrap_or("").to_string();
+    for (i, d) in compiled.dependencies.iter().enumerate() {
+        let dname = d.name.clone();
         let event = per_dependency
             .iter()
             .find(|(n, _)| *n == dname)
@@ -49,15 +42,17 @@ pub fn dry_run(
         };
         let incoming = Incoming {
             seq: i as i64 + 1,
-            namespace: namespace.clone(),
-            event_source: d["eventSourceName"].as_str().unwrap_or("").to_string(),
-            event_name: d["eventName"].as_str().unwrap_or("").to_string(),
+            namespace: compiled.namespace.clone(),
+            event_source: d.event_source_name.clone(),
+            event_name: d.event_name.clone(),
             event: event.clone(),
         };
-        let decision = decide(&sensor_value, &waiting, &incoming);
+        let decision = decide(&compiled, &waiting, &incoming);
         if let Some(r) = decision.dependencies.iter().find(|r| r.name == dname) {
-            dep_reports.push(json!({"name": dname, "eventSource": d["eventSourceName"], "eventName": d["eventName"],
-                "matched": r.verdict.matched, "reasons": r.verdict.reasons}));
+            dep_reports.push(
+                json!({"name": dname, "eventSource": d.event_source_name, "eventName": d.event_name,
+                "matched": r.verdict.matched, "reasons": r.verdict.reasons}),
+            );
         }
         for (trigger, dep, seq) in &decision.state {
             let slot = waiting.entry(trigger.clone()).or_default();
@@ -83,13 +78,13 @@ pub fn dry_run(
         }
     }
     let mut trigger_reports = Vec::new();
-    for t in spec_v["triggers"].as_array().into_iter().flatten() {
-        let tpl = &t["template"];
-        let tname = tpl["name"].as_str().unwrap_or("");
-        let ty = spec::events::TRIGGER_TYPES
-            .iter()
-            .find(|ty| !tpl[**ty].is_null())
-            .copied();
+    for t in &compiled.triggers {
+        let tpl = &t.template;
+        let tname = t.name.as_str();
+        let ty = t
+            .kind
+            .as_deref()
+            .filter(|k| spec::sensor::TRIGGER_TYPES.contains(k));
         let firing = fired.iter().find(|f| f.trigger == tname);
         let mut entry = json!({"name": tname, "fires": firing.is_some(),
             "conditions": tpl["conditions"].as_str().unwrap_or("all dependencies"), "type": ty});
@@ -110,6 +105,6 @@ pub fn dry_run(
         }
         trigger_reports.push(entry);
     }
-    json!({"sensor": sensor_value["metadata"]["name"], "dependencies": dep_reports,
-           "triggers": trigger_reports})
+    Ok(json!({"sensor": compiled.name, "dependencies": dep_reports,
+           "triggers": trigger_reports}))
 }

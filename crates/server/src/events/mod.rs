@@ -17,13 +17,14 @@ pub mod dry_run;
 pub mod sources;
 pub mod triggers;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use events::sensor::{Decision, Incoming, TriggerResult, Waiting};
 use events::{Event, ingest};
 use serde_json::{Value, json};
+use spec::sensor::{CompiledSensor, RateLimit};
 use store::{EventIdentity, EventRecord, NewEvent};
 
 use crate::controller::{ControlError, Controller};
@@ -95,8 +96,11 @@ struct Inner {
     controller: Controller,
     config: EventsConfig,
     bus: bus::Bus,
-    /// Armed sensors (with `metadata.namespace` set), reloaded on change and every few seconds.
-    sensors: tokio::sync::RwLock<Arc<Vec<Value>>>,
+    /// Armed sensors, compiled, reloaded on change and every few seconds (a sensor whose
+    /// stored body did not change keeps its compilation).
+    sensors: tokio::sync::RwLock<Arc<Vec<ArmedSensor>>>,
+    /// WorkflowEventBindings compiled, by `namespace/name`, with the body they came from.
+    bindings: Mutex<HashMap<String, (Value, Arc<spec::binding::CompiledBinding>)>>,
     /// EventSource definitions by `namespace/name`, reloaded with the sensors.
     event_sources: tokio::sync::RwLock<Arc<HashMap<String, Value>>>,
     /// Sensors whose triggers wait for several dependencies are decided one event at a time.
@@ -146,6 +150,7 @@ impl Events {
                 controller,
                 bus,
                 sensors: tokio::sync::RwLock::new(Arc::new(Vec::new())),
+                bindings: Mutex::new(HashMap::new()),
                 event_sources: tokio::sync::RwLock::new(Arc::new(HashMap::new())),
                 sensor_locks: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashSet::new()),
@@ -180,14 +185,28 @@ impl Events {
     /// sources whose definitions changed.
     pub async fn reload(&self) -> Result<(), EventsError> {
         let store = self.inner.controller.store();
-        let sensors: Vec<Value> = store
-            .list_event_objects(SENSOR, None)
-            .await?
+        let stored = store.list_event_objects(SENSOR, None).await?;
+        let previous = self.inner.sensors.read().await.clone();
+        let sensors: Vec<ArmedSensor> = stored
             .into_iter()
-            .map(|o| {
-                let mut b = o.body;
-                b["metadata"]["namespace"] = json!(o.namespace);
-                b
+            .filter_map(|o| {
+                let mut body = o.body;
+                body["metadata"]["namespace"] = json!(o.namespace);
+                if let Some(same) = previous.iter().find(|a| a.body == body) {
+                    return Some(same.clone());
+                }
+                match spec::sensor::compile_sensor(&body) {
+                    Ok(compiled) => Some(ArmedSensor {
+                        body,
+                        compiled: Arc::new(compiled),
+                    }),
+                    Err(e) => {
+                        // Stored before a stricter check (the API refuses such sensors):
+                        // say so and leave it unarmed rather than guess.
+                        tracing::error!(sensor = %format!("{}/{}", o.namespace, o.name), error = %e, "sensor not armed");
+                        None
+                    }
+                }
             })
             .collect();
         *self.inner.sensors.write().await = Arc::new(sensors);
@@ -481,10 +500,11 @@ impl Events {
         }
         let incoming = incoming_of(&rec)?;
         let sensors = self.inner.sensors.read().await.clone();
-        let listening: Vec<&Value> = sensors
+        let listening: Vec<&CompiledSensor> = sensors
             .iter()
-            .filter(|s| s["metadata"]["namespace"].as_str() == Some(rec.namespace.as_str()))
-            .filter(|s| sensor_listens(s, &rec))
+            .map(|a| a.compiled.as_ref())
+            .filter(|s| s.namespace == rec.namespace)
+            .filter(|s| s.listens_to(&rec.event_source, &rec.event_name))
             .collect();
         // Delivered again (the sweeper only re-delivers events older than this; a deferred
         // firing and JetStream say so): sensors that already decided for good are not asked
@@ -504,9 +524,9 @@ impl Events {
         } else {
             Default::default()
         };
-        let listening: Vec<&Value> = listening
+        let listening: Vec<&CompiledSensor> = listening
             .into_iter()
-            .filter(|s| !decided.contains(&sensor_key(s)))
+            .filter(|s| !decided.contains(&s.key()))
             .collect();
         let mut done = true;
         let mut marked = false;
@@ -530,12 +550,12 @@ impl Events {
     /// for a firing its rate limit deferred.
     async fn decide_sensor(
         &self,
-        sensor: &Value,
+        sensor: &CompiledSensor,
         incoming: &Incoming,
         mark: bool,
     ) -> Result<(bool, bool, Option<i64>), EventsError> {
-        let key = sensor_key(sensor);
-        let stateful = has_waiting_triggers(sensor);
+        let key = sensor.key();
+        let stateful = sensor.is_stateful();
         let lock = stateful.then(|| self.sensor_lock(&key));
         let _guard = match &lock {
             Some(l) => Some(l.lock().await),
@@ -616,28 +636,14 @@ impl Events {
     /// The events a sensor's triggers wait with, from the store. A trigger's
     /// `conditionsReset: [{byTime: {cron, timezone}}]` drops those received before the latest
     /// reset time (a reset applied lazily, so no timer is needed and replicas agree).
-    async fn waiting(&self, sensor: &Value, key: &str) -> Result<Waiting, EventsError> {
+    async fn waiting(&self, sensor: &CompiledSensor, key: &str) -> Result<Waiting, EventsError> {
         let store = self.inner.controller.store();
         let now = now_ms();
-        let resets: HashMap<String, Vec<(String, Option<String>)>> = sensor["spec"]["triggers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| {
-                let name = t["template"]["name"].as_str()?.to_string();
-                let crons: Vec<(String, Option<String>)> = t["template"]["conditionsReset"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| {
-                        Some((
-                            r["byTime"]["cron"].as_str()?.to_string(),
-                            r["byTime"]["timezone"].as_str().map(str::to_string),
-                        ))
-                    })
-                    .collect();
-                (!crons.is_empty()).then_some((name, crons))
-            })
+        let resets: HashMap<&str, &[(String, Option<String>)]> = sensor
+            .triggers
+            .iter()
+            .filter(|t| !t.resets.is_empty())
+            .map(|t| (t.name.as_str(), t.resets.as_slice()))
             .collect();
         let mut w = Waiting::new();
         for (entry, seq) in store.sensor_dependencies(key).await? {
@@ -675,13 +681,11 @@ impl Events {
     }
 
     /// Whether a trigger's `rateLimit` lets it fire now; counts the firing when it does.
-    fn rate_allows(&self, key: &str, limit: &Value) -> Option<i64> {
-        let per = limit["requestsPerUnit"].as_u64().filter(|n| *n > 0)?;
-        let unit_ms = match limit["unit"].as_str().unwrap_or("Second") {
-            "Minute" => 60_000,
-            "Hour" => 3_600_000,
-            _ => 1_000,
-        };
+    fn rate_allows(&self, key: &str, limit: Option<RateLimit>) -> Option<i64> {
+        let RateLimit {
+            per_unit: per,
+            unit_ms,
+        } = limit?;
         let now = now_ms();
         let mut rate = match self.inner.rate.lock() {
             Ok(r) => r,
@@ -836,49 +840,11 @@ pub(crate) fn by_id(events: Vec<Event>) -> Vec<(Event, EventIdentity)> {
         .collect()
 }
 
-/// `namespace/name` of a sensor.
-pub fn sensor_key(sensor: &Value) -> String {
-    format!(
-        "{}/{}",
-        sensor["metadata"]["namespace"].as_str().unwrap_or(""),
-        sensor["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
-fn sensor_listens(sensor: &Value, rec: &EventRecord) -> bool {
-    sensor["spec"]["dependencies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|d| {
-            d["eventSourceName"].as_str() == Some(rec.event_source.as_str())
-                && d["eventName"].as_str() == Some(rec.event_name.as_str())
-        })
-}
-
-/// Whether some trigger needs more than one dependency (then its waiting state matters).
-fn has_waiting_triggers(sensor: &Value) -> bool {
-    let deps = sensor["spec"]["dependencies"]
-        .as_array()
-        .map(|d| d.len())
-        .unwrap_or(0);
-    if deps <= 1 {
-        return false;
-    }
-    sensor["spec"]["triggers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|t| match t["template"]["conditions"].as_str() {
-            Some(c) if !c.trim().is_empty() => {
-                let names: BTreeMap<String, ()> = events::sensor::condition_names(c)
-                    .into_iter()
-                    .map(|n| (n, ()))
-                    .collect();
-                names.len() > 1 && c.contains("&&")
-            }
-            _ => true,
-        })
+/// A stored sensor as armed: its body (to tell a changed definition) and its compilation.
+#[derive(Clone)]
+struct ArmedSensor {
+    body: Value,
+    compiled: Arc<CompiledSensor>,
 }
 
 /// The writer of received events: the events of every request waiting while a commit is in

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use engine::Input;
 use events::sensor::{Firing, TriggerKind};
-use serde_json::{Value, json};
+use serde_json::json;
+use spec::sensor::CompiledSensor;
 
 use super::{Events, FireOutcome};
 use crate::controller::ControlError;
@@ -41,15 +42,9 @@ impl From<ControlError> for Failure {
 }
 
 impl Events {
-    pub(super) async fn fire(&self, sensor: &Value, f: &Firing) -> FireOutcome {
-        let key = super::sensor_key(sensor);
-        let trigger = sensor["spec"]["triggers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["template"]["name"].as_str() == Some(f.trigger.as_str()))
-            .cloned()
-            .unwrap_or(Value::Null);
+    pub(super) async fn fire(&self, sensor: &CompiledSensor, f: &Firing) -> FireOutcome {
+        let key = sensor.key();
+        let trigger = sensor.trigger(&f.trigger);
         let mut outcome = FireOutcome {
             effect: None,
             error: None,
@@ -86,25 +81,18 @@ impl Events {
         }
         // A spent rate limit defers the firing rather than waiting here, where the wait would
         // hold this event's bus slot (and a stateful sensor's lock) from every other alert.
-        if let Some(wait) = self.rate_allows(&format!("{key}/{}", f.trigger), &trigger["rateLimit"])
-        {
+        if let Some(wait) = self.rate_allows(
+            &format!("{key}/{}", f.trigger),
+            trigger.and_then(|t| t.rate_limit),
+        ) {
             outcome.retry_later = true;
             outcome.deferred_for = Some(wait.max(1));
             return outcome;
         }
-        let retry = &trigger["retryStrategy"];
-        let steps = retry["steps"].as_u64().unwrap_or(1).clamp(1, 20);
-        let mut delay = retry["duration"]
-            .as_str()
-            .and_then(expr::time::parse_duration_millis)
-            .or_else(|| retry["duration"].as_i64().map(|s| s * 1000))
-            .unwrap_or(1000)
-            .clamp(0, 600_000);
-        let factor = retry["factor"]
-            .as_f64()
-            .or_else(|| retry["factor"].as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(1.0)
-            .clamp(1.0, 10.0);
+        let retry = trigger.map(|t| t.retry).unwrap_or_default();
+        let steps = retry.steps;
+        let mut delay = retry.duration_ms;
+        let factor = retry.factor;
         for attempt in 1..=steps {
             match self.fire_once(sensor, f).await {
                 Ok((effect, existing)) => {
@@ -126,7 +114,9 @@ impl Events {
                     tracing::warn!(sensor = %key, trigger = %f.trigger, attempt, error = %m, "trigger failed");
                     outcome.error = Some(m);
                     if attempt < steps {
-                        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+                        let jitter = (delay as f64) * retry.jitter * rand::random::<f64>();
+                        tokio::time::sleep(Duration::from_millis(delay as u64 + jitter as u64))
+                            .await;
                         delay = ((delay as f64) * factor) as i64;
                     }
                 }
@@ -135,17 +125,23 @@ impl Events {
         // Argo's `atLeastOnce`: a trigger that still fails is not given up on; the event
         // stays unprocessed and is delivered again (every few seconds) until it succeeds.
         // By default (at most once) the failure is final and recorded.
-        if trigger["atLeastOnce"] == true {
+        if trigger.is_some_and(|t| t.at_least_once) {
             outcome.retry_later = true;
         }
         outcome
     }
 
-    async fn fire_once(&self, sensor: &Value, f: &Firing) -> Result<(String, bool), Failure> {
-        let namespace = sensor["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default");
-        let sensor_name = sensor["metadata"]["name"].as_str().unwrap_or("");
+    async fn fire_once(
+        &self,
+        sensor: &CompiledSensor,
+        f: &Firing,
+    ) -> Result<(String, bool), Failure> {
+        let namespace = if sensor.namespace.is_empty() {
+            "default"
+        } else {
+            sensor.namespace.as_str()
+        };
+        let sensor_name = sensor.name.as_str();
         let c = self.controller();
         let actor = format!("system:sensor:{namespace}/{sensor_name}");
         match &f.kind {
