@@ -58,6 +58,12 @@ pub enum Expr {
         then: Box<Expr>,
         otherwise: Box<Expr>,
     },
+    /// expr-lang's `let name = value; body`.
+    Let {
+        name: String,
+        value: Box<Expr>,
+        body: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +128,7 @@ enum Tok {
 
 const PUNCTS: &[&str] = &[
     "?.", "??", "==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "**", "..", "(", ")", "[", "]",
-    "{", "}", ",", ":", "?", ".", "+", "-", "*", "/", "%", "^", "<", ">", "!",
+    "{", "}", ",", ":", "?", ".", "+", "-", "*", "/", "%", "^", "<", ">", "!", "=", ";",
 ];
 
 fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
@@ -133,6 +139,25 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
         let c = chars[i];
         if c.is_whitespace() {
             i += 1;
+            continue;
+        }
+        // expr-lang's comments: `// to the end of the line` and `/* ... */`.
+        if dialect == Dialect::Expr && c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if dialect == Dialect::Expr && c == '/' && chars.get(i + 1) == Some(&'*') {
+            let end = (i + 2..chars.len().saturating_sub(1))
+                .find(|&j| chars[j] == '*' && chars[j + 1] == '/');
+            let Some(end) = end else {
+                return Err(Error::Syntax {
+                    pos: i,
+                    message: "unterminated comment".into(),
+                });
+            };
+            i = end + 2;
             continue;
         }
         let start = i;
@@ -215,8 +240,17 @@ fn tokenize(src: &str, dialect: Dialect) -> Result<Vec<(usize, Tok)>, Error> {
             continue;
         }
         if c == '#' {
-            toks.push((start, Tok::Hash));
-            i += 1;
+            // `#acc` (reduce's accumulator) and `#index` are variables; `#` alone is the element.
+            let mut j = i + 1;
+            while j < chars.len() && chars[j].is_alphanumeric() {
+                j += 1;
+            }
+            if j > i + 1 {
+                toks.push((start, Tok::Ident(chars[i..j].iter().collect())));
+            } else {
+                toks.push((start, Tok::Hash));
+            }
+            i = j;
             continue;
         }
         let rest: String = chars[i..(i + 2).min(chars.len())].iter().collect();
@@ -540,6 +574,24 @@ impl Parser {
                 "true" => Ok(Expr::Literal(Value::Bool(true))),
                 "false" => Ok(Expr::Literal(Value::Bool(false))),
                 "nil" | "null" if self.dialect == Dialect::Expr => Ok(Expr::Literal(Value::Null)),
+                "let"
+                    if self.dialect == Dialect::Expr
+                        && matches!(self.peek(), Some(Tok::Ident(_)))
+                        && matches!(self.toks.get(self.pos + 1), Some((_, Tok::Punct("=")))) =>
+                {
+                    let Some(Tok::Ident(name)) = self.peek().cloned() else {
+                        unreachable!("checked above")
+                    };
+                    self.pos += 2;
+                    let value = self.expr(0)?;
+                    self.expect(";")?;
+                    let body = self.expr(0)?;
+                    Ok(Expr::Let {
+                        name,
+                        value: Box::new(value),
+                        body: Box::new(body),
+                    })
+                }
                 _ => {
                     if self.dialect == Dialect::Expr && self.eat("(") {
                         let args = self.args(")")?;

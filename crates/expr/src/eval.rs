@@ -10,7 +10,7 @@ use crate::ast::{BinaryOp, Dialect, Expr, UnaryOp};
 /// Evaluates `expr` with `env` (a JSON object of top-level variables).
 pub fn eval(expr: &Expr, env: &Value) -> Result<Value, Error> {
     Evaluator {
-        env,
+        env: std::borrow::Cow::Borrowed(env),
         dialect: Dialect::Expr,
     }
     .eval(expr, None)
@@ -21,7 +21,7 @@ pub fn eval(expr: &Expr, env: &Value) -> Result<Value, Error> {
 pub fn eval_govaluate(src: &str, env: &Value) -> Result<Value, Error> {
     let ast = crate::parse(src, Dialect::Govaluate)?;
     Evaluator {
-        env,
+        env: std::borrow::Cow::Borrowed(env),
         dialect: Dialect::Govaluate,
     }
     .eval(&ast, None)
@@ -31,7 +31,7 @@ pub fn eval_govaluate(src: &str, env: &Value) -> Result<Value, Error> {
 /// the same expression often parse it once.
 pub fn eval_govaluate_parsed(ast: &Expr, env: &Value) -> Result<Value, Error> {
     Evaluator {
-        env,
+        env: std::borrow::Cow::Borrowed(env),
         dialect: Dialect::Govaluate,
     }
     .eval(ast, None)
@@ -42,7 +42,7 @@ pub fn eval_govaluate_parsed(ast: &Expr, env: &Value) -> Result<Value, Error> {
 pub fn eval_when(src: &str) -> Result<bool, Error> {
     let ast = crate::parse(src, Dialect::Govaluate)?;
     let v = Evaluator {
-        env: &Value::Null,
+        env: std::borrow::Cow::Owned(Value::Null),
         dialect: Dialect::Govaluate,
     }
     .eval(&ast, None)?;
@@ -89,7 +89,8 @@ fn format_number(n: &serde_json::Number) -> String {
 }
 
 struct Evaluator<'a> {
-    env: &'a Value,
+    /// Borrowed from the caller; owned once `let` or `reduce` add a variable.
+    env: std::borrow::Cow<'a, Value>,
     dialect: Dialect,
 }
 
@@ -254,6 +255,10 @@ impl Evaluator<'_> {
                     self.eval(otherwise, pointer)
                 }
             }
+            Expr::Let { name, value, body } => {
+                let value = self.eval(value, pointer)?;
+                self.with(name, value).eval(body, pointer)
+            }
             Expr::Binary { op, left, right } => self.binary(*op, left, right, pointer),
             Expr::Call { name, args } => self.call(name, args, pointer),
             Expr::MethodCall { object, name, args } => {
@@ -349,7 +354,59 @@ impl Evaluator<'_> {
         }
     }
 
+    /// The same evaluation with one more variable (`let`, reduce's `#acc`).
+    fn with(&self, name: &str, value: Value) -> Evaluator<'static> {
+        let mut env = match self.env.as_ref() {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        env.insert(name.to_string(), value);
+        Evaluator {
+            env: std::borrow::Cow::Owned(Value::Object(env)),
+            dialect: self.dialect,
+        }
+    }
+
+    /// expr-lang's `reduce(list, body[, initial])`: `#` is each element, `#acc` what the
+    /// body gave for the one before (the initial value, or else the first element).
+    fn reduce(&self, args: &[Expr], pointer: Option<&Value>) -> Result<Value, Error> {
+        let (list, body, initial) = match args {
+            [list, body] => (list, body, None),
+            [list, body, initial] => (list, body, Some(initial)),
+            _ => return Err(Error::Type("reduce() takes 2 or 3 arguments".into())),
+        };
+        let items = match self.eval(list, pointer)? {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            other => {
+                return Err(Error::Type(format!(
+                    "reduce() expects a list, got {}",
+                    to_template_string(&other)
+                )));
+            }
+        };
+        let mut items = items.into_iter();
+        let mut acc = match initial {
+            Some(i) => self.eval(i, pointer)?,
+            None => match items.next() {
+                Some(first) => first,
+                None => {
+                    return Err(Error::Type(
+                        "reduce() of an empty list without an initial value".into(),
+                    ));
+                }
+            },
+        };
+        for item in items {
+            acc = self.with("#acc", acc).eval(body, Some(&item))?;
+        }
+        Ok(acc)
+    }
+
     fn call(&self, name: &str, args: &[Expr], pointer: Option<&Value>) -> Result<Value, Error> {
+        if name == "reduce" {
+            return self.reduce(args, pointer);
+        }
         // Predicate builtins evaluate their second argument once per element.
         if let Some(kind) = Predicate::from_name(name) {
             let [list, pred] = args else {
@@ -544,6 +601,40 @@ mod tests {
                 got.as_ref().is_err_and(|e| e.contains(msg)),
                 "{src}: {got:?}"
             ),
+        }
+    }
+
+    /// expr-lang's `let`, comments, `reduce` with `#acc`, and `concat`, as Argo's
+    /// github-path-filter WorkflowEventBinding uses them.
+    #[test]
+    fn let_comments_reduce_and_concat() {
+        let env = json!({"commits": [{"added": ["a/x"], "removed": []}, {"added": ["b/y", "c/z"], "removed": ["a/w"]}]});
+        for (src, want) in [
+            ("let x = 2; x * 3", Ok(json!(6))),
+            (
+                "let x = 2; let y = x + 1; x * y // two lets\n",
+                Ok(json!(6)),
+            ),
+            ("/* a note */ 1 + /* another */ 1", Ok(json!(2))),
+            ("reduce([1, 2, 3], #acc + #)", Ok(json!(6))),
+            ("reduce([1, 2, 3], #acc + #, 10)", Ok(json!(16))),
+            ("reduce([], #acc + #)", Err("empty list")),
+            (
+                "reduce(commits, { let c = #; concat(#acc, c.added, c.removed) }, [])",
+                Ok(json!(["a/x", "b/y", "c/z", "a/w"])),
+            ),
+            ("concat([1], [2, 3], [])", Ok(json!([1, 2, 3]))),
+            ("concat([1], 2)", Err("concat() expects lists")),
+            (
+                "any(commits, { let c = #; any(c.added, { hasPrefix(#, 'b/') && len(c.added) == 2 }) })",
+                Ok(json!(true)),
+            ),
+            // `let` is only a keyword before `name =`.
+            ("let", Ok(Value::Null)),
+            ("let x = 1", Err("expected \";\"")),
+            ("1 /* open", Err("unterminated comment")),
+        ] {
+            check(src, env.clone(), want);
         }
     }
 

@@ -90,6 +90,23 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, Error> {
         Ok(Value::String(f(&to_template_string(&a[0]))))
     };
     match name {
+        // expr-lang's `concat(lists...)`: one list of every element, in order.
+        "concat" => {
+            let mut out = Vec::new();
+            for v in a {
+                match v {
+                    Value::Array(items) => out.extend(items.iter().cloned()),
+                    Value::Null => {}
+                    other => {
+                        return Err(Error::Type(format!(
+                            "concat() expects lists, got {}",
+                            to_template_string(other)
+                        )));
+                    }
+                }
+            }
+            Ok(Value::Array(out))
+        }
         "asInt" | "int" | "sprig.int" | "sprig.atoi" | "sprig.int64" => {
             arity(name, a, 1)?;
             as_int(name, &a[0])
