@@ -20,32 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::Event;
 
-/// Which shape a receiver expects (`auto` recognises them by headers and body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Auto,
-    Webhook,
-    CloudEvents,
-    Falco,
-    Tracee,
-    Audit,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        Some(match s {
-            "" | "auto" => Format::Auto,
-            "webhook" => Format::Webhook,
-            "cloudevents" => Format::CloudEvents,
-            "falco" => Format::Falco,
-            "tracee" => Format::Tracee,
-            "audit" | "k8s-audit" => Format::Audit,
-            _ => return None,
-        })
-    }
-    pub const NAMES: &'static [&'static str] =
-        &["auto", "webhook", "cloudevents", "falco", "tracee", "audit"];
-}
+/// Which shape a request has (the webhook entry's `format`).
+pub use spec::event_source::Format;
 
 /// A request that did not make events, with what the producer should change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -197,6 +197,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         store.backend()
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sources = events.clone();
     let mut serving = tokio::spawn(server::serve(
         listener,
         controller.clone(),
@@ -214,6 +215,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         _ = shutdown_signal() => {}
     }
     let _ = stop_tx.send(());
+    // Each event source finishes storing and acknowledging the message in hand, so its
+    // broker has nothing to re-deliver.
+    sources.stop_sources().await;
     // Steps (processes, Jobs) keep running; whoever claims the leases next re-attaches.
     let released = controller
         .shutdown()

@@ -6,8 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::Severity;
-use crate::sensor::{CompileError, Cx, Problem, Scalar, required, typed};
+use crate::sensor::{CompileError, Cx, Problem, Scalar, compile_document, required};
 
 /// A compiled binding.
 #[derive(Debug, Clone)]
@@ -115,12 +114,10 @@ fn expression(cx: &mut Cx, source: String, path: &str, what: &str) -> Option<exp
 
 /// Compiles a WorkflowEventBinding document.
 pub fn compile(doc: &Value) -> Compiled {
-    let mut cx = Cx::default();
-    let binding = typed::<BindingDoc>(&mut cx, doc, "").and_then(|d| binding(&mut cx, d));
-    let failed = cx.problems.iter().any(|p| p.severity == Severity::Error);
+    let (binding, problems) = compile_document(doc, binding);
     Compiled {
-        binding: binding.filter(|_| !failed),
-        problems: cx.problems,
+        binding: binding.flatten(),
+        problems,
     }
 }
 
@@ -212,6 +209,7 @@ fn binding(cx: &mut Cx, d: BindingDoc) -> Option<CompiledBinding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Severity;
     use serde_json::json;
 
     /// Argo's examples compile (github-path-filter's selector uses expr-lang's `let`,

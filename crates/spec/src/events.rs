@@ -2,11 +2,9 @@
 //! positions and linted like workflows. Every field is either one Riposte implements or a
 //! warning naming it.
 //!
-//! A Sensor's lint is its compilation ([`crate::sensor::compile`], what the server runs),
-//! with each problem's path turned into `file:line:col`. EventSources are still checked on
-//! the raw document here.
-
-use serde_json::Value;
+//! Lint is compilation: a Sensor's ([`crate::sensor::compile`]), an EventSource's
+//! ([`crate::event_source::compile`]) and a binding's are what the server runs, with each
+//! problem's path turned into `file:line:col`.
 
 use crate::{Diagnostic, Position, Severity, yaml};
 
@@ -73,18 +71,7 @@ pub fn load_events(file: &str, text: &str) -> (Vec<LoadedEvents>, Vec<Diagnostic
     (out, Vec::new())
 }
 
-/// The event source types Riposte receives (see the events design); others are warnings.
-pub const EVENT_SOURCE_TYPES: &[&str] = &[
-    "webhook",
-    "calendar",
-    "resource",
-    "nats",
-    "mqtt",
-    "amqp",
-    "redis",
-    "redisStream",
-    "file",
-];
+pub use crate::event_source::EVENT_SOURCE_TYPES;
 pub use crate::sensor::TRIGGER_TYPES;
 
 struct Lint<'a> {
@@ -100,12 +87,6 @@ impl Lint<'_> {
             severity,
             message,
         });
-    }
-    fn error(&mut self, path: &str, message: impl Into<String>) {
-        self.push(path, Severity::Error, message.into());
-    }
-    fn warn(&mut self, path: &str, message: impl Into<String>) {
-        self.push(path, Severity::Warning, message.into());
     }
 }
 
@@ -126,169 +107,14 @@ pub fn lint_events(loaded: &[LoadedEvents]) -> Vec<Diagnostic> {
                 }
             }
             EventsKind::EventSource => {
-                if l.name.is_empty() {
-                    cx.error("metadata", "metadata.name is required");
+                for p in crate::event_source::compile(&l.document.value).problems {
+                    cx.push(&p.path, p.severity, p.message);
                 }
-                lint_event_source(&mut cx);
             }
         }
         out.extend(cx.out);
     }
     out
-}
-
-fn lint_event_source(cx: &mut Lint) {
-    let spec = cx.l.document.value["spec"].clone();
-    let Value::Object(m) = &spec else {
-        cx.error("spec", "spec is required");
-        return;
-    };
-    let mut sources = 0;
-    for (ty, events) in m {
-        let path = format!("spec.{ty}");
-        if matches!(
-            ty.as_str(),
-            "service" | "template" | "eventBusName" | "replicas"
-        ) {
-            cx.warn(
-                &path,
-                format!(
-                    "field `{path}` is not implemented by Riposte and is ignored (sources run inside the server)"
-                ),
-            );
-            continue;
-        }
-        if !EVENT_SOURCE_TYPES.contains(&ty.as_str()) {
-            cx.warn(
-                &path,
-                format!(
-                    "event source type `{ty}` is not implemented by Riposte (it receives {}); these events never arrive",
-                    EVENT_SOURCE_TYPES.join(", ")
-                ),
-            );
-            continue;
-        }
-        sources += 1;
-        let Value::Object(events) = events else {
-            cx.error(
-                &path,
-                format!("{path} must map event names to their settings"),
-            );
-            continue;
-        };
-        for (name, cfg) in events {
-            let p = format!("{path}.{name}");
-            match ty.as_str() {
-                "webhook" => webhook(cx, cfg, &p),
-                "calendar" => calendar(cx, cfg, &p),
-                other => {
-                    for field in required_fields(other) {
-                        let missing = match field.split_once('.') {
-                            Some((a, b)) => cfg[a][b].is_null(),
-                            None => cfg[*field].is_null(),
-                        };
-                        if missing {
-                            cx.error(&p, format!("{p}.{field} is required"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if sources == 0 && cx.out.iter().all(|d| d.severity != Severity::Error) {
-        cx.warn(
-            "spec",
-            "no event source type Riposte implements is configured; this EventSource produces nothing",
-        );
-    }
-}
-
-fn webhook(cx: &mut Lint, cfg: &Value, path: &str) {
-    let port = cfg["port"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| cfg["port"].as_u64().map(|p| p.to_string()));
-    match port.as_deref().map(str::parse::<u16>) {
-        Some(Ok(p)) if p > 0 => {}
-        Some(_) => cx.error(
-            &format!("{path}.port"),
-            "port must be a number from 1 to 65535",
-        ),
-        None => cx.error(path, format!("{path}.port is required")),
-    }
-    match cfg["endpoint"].as_str() {
-        Some(e) if e.starts_with('/') => {}
-        Some(e) => cx.error(
-            &format!("{path}.endpoint"),
-            format!("endpoint {e:?} must start with `/`"),
-        ),
-        None => cx.error(path, format!("{path}.endpoint is required")),
-    }
-    if let Some(m) = cfg["method"].as_str()
-        && !matches!(m, "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD")
-    {
-        cx.error(
-            &format!("{path}.method"),
-            format!("method {m:?} is not an HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD)"),
-        );
-    }
-    // Riposte's: which shape the requests have (default: recognised per request).
-    if let Some(f) = cfg["format"].as_str()
-        && ![
-            "auto",
-            "webhook",
-            "cloudevents",
-            "falco",
-            "tracee",
-            "audit",
-            "k8s-audit",
-        ]
-        .contains(&f)
-    {
-        cx.error(
-            &format!("{path}.format"),
-            format!("format {f:?} is not one of auto, webhook, cloudevents, falco, tracee, audit"),
-        );
-    }
-    if !cfg["hmac"].is_null() && cfg["hmac"]["secret"].is_null() {
-        cx.error(
-            &format!("{path}.hmac"),
-            format!("{path}.hmac.secret ({{name, key}} of the shared key) is required"),
-        );
-    }
-}
-
-/// What each broker, file and resource source cannot run without.
-fn required_fields(ty: &str) -> &'static [&'static str] {
-    match ty {
-        "nats" => &["url", "subject"],
-        "mqtt" => &["url", "topic"],
-        "amqp" => &["url", "exchangeName"],
-        "redis" => &["hostAddress", "channels"],
-        "redisStream" => &["hostAddress", "streams"],
-        "file" => &["watchPathConfig.directory"],
-        "resource" => &["version", "resource"],
-        _ => &[],
-    }
-}
-
-fn calendar(cx: &mut Lint, cfg: &Value, path: &str) {
-    let schedule = cfg["schedule"].as_str().filter(|s| !s.is_empty());
-    let interval = cfg["interval"].as_str().filter(|s| !s.is_empty());
-    match (schedule, interval) {
-        (None, None) => cx.error(path, format!("{path} needs a schedule or an interval")),
-        (_, Some(i)) if expr::time::parse_duration_millis(i).is_none_or(|ms| ms <= 0) => cx.error(
-            &format!("{path}.interval"),
-            format!("interval {i:?} is not a duration like 10s or 1h"),
-        ),
-        (Some(s), _) if s.split_whitespace().count() != 5 && !s.starts_with('@') => cx.error(
-            &format!("{path}.schedule"),
-            format!(
-                "schedule {s:?} must have 5 fields (minute hour day-of-month month day-of-week)"
-            ),
-        ),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

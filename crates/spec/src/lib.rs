@@ -11,6 +11,7 @@
 //! This crate does no IO: callers pass text in.
 
 pub mod binding;
+pub mod event_source;
 pub mod events;
 pub mod sensor;
 pub mod vocabulary;

@@ -749,19 +749,23 @@ pub struct Compiled {
 
 /// Compiles a Sensor document (its JSON, as stored or as loaded from YAML).
 pub fn compile(doc: &Value) -> Compiled {
+    let (sensor, problems) = compile_document(doc, sensor);
+    Compiled { sensor, problems }
+}
+
+/// Reads `doc` as `D` and builds what it compiles to: `None` when there was an error, and
+/// every problem (shared by the definitions' compilers).
+pub(crate) fn compile_document<D: serde::de::DeserializeOwned, T>(
+    doc: &Value,
+    build: impl FnOnce(&mut Cx, D) -> T,
+) -> (Option<T>, Vec<Problem>) {
     let mut cx = Cx::default();
-    let Some(parsed) = typed::<SensorDoc>(&mut cx, doc, "") else {
-        return Compiled {
-            sensor: None,
-            problems: cx.problems,
-        };
+    let Some(parsed) = typed::<D>(&mut cx, doc, "") else {
+        return (None, cx.problems);
     };
-    let sensor = sensor(&mut cx, parsed);
+    let built = build(&mut cx, parsed);
     let failed = cx.problems.iter().any(|p| p.severity == Severity::Error);
-    Compiled {
-        sensor: (!failed).then_some(sensor),
-        problems: cx.problems,
-    }
+    ((!failed).then_some(built), cx.problems)
 }
 
 /// [`compile`], with the errors as one error (what the server needs).

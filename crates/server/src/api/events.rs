@@ -13,47 +13,27 @@ impl FromRef<AppState> for Events {
     }
 }
 
-/// Compiles a Sensor or WorkflowEventBinding, or lints an EventSource, the way `riposte
-/// lint` does; the errors (each with its path) are one InvalidArgument.
+/// Compiles a Sensor, EventSource or WorkflowEventBinding the way `riposte lint` does; the
+/// errors (each with its path) are one InvalidArgument.
 fn lint_event_object(v: &Value, kind: &str) -> ApiResult<()> {
     let problems = match kind {
-        BINDING => Some(spec::binding::compile(v).problems),
-        SENSOR => Some(spec::sensor::compile(v).problems),
-        _ => None,
+        BINDING => spec::binding::compile(v).problems,
+        SENSOR => spec::sensor::compile(v).problems,
+        _ => spec::event_source::compile(v).problems,
     };
-    if let Some(problems) = problems {
-        let errors: Vec<String> = problems
-            .into_iter()
-            .filter(|p| p.severity == spec::Severity::Error)
-            .map(|p| {
-                if p.path.is_empty() || p.message.contains(&p.path) {
-                    p.message
-                } else {
-                    format!("{}: {}", p.path, p.message)
-                }
-            })
-            .collect();
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(errors.join("; ")));
-        }
-        return Ok(());
-    }
-    let text = serde_json::to_string_pretty(v)
-        .map_err(|e| ApiError::invalid(format!("encoding the object: {e}")))?;
-    let (loaded, mut diags) = spec::events::load_events("request", &text);
-    diags.extend(spec::events::lint_events(&loaded));
-    let errors: Vec<String> = diags
-        .iter()
-        .filter(|d| d.severity == spec::Severity::Error)
-        .map(|d| d.message.clone())
+    let errors: Vec<String> = problems
+        .into_iter()
+        .filter(|p| p.severity == spec::Severity::Error)
+        .map(|p| {
+            if p.path.is_empty() || p.message.contains(&p.path) {
+                p.message
+            } else {
+                format!("{}: {}", p.path, p.message)
+            }
+        })
         .collect();
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors.join("; ")));
-    }
-    if loaded.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "not an argoproj.io/v1alpha1 {kind}"
-        )));
     }
     Ok(())
 }
@@ -191,6 +171,12 @@ pub(crate) async fn put_event_object(
     }
     if obj["apiVersion"].is_null() {
         obj["apiVersion"] = json!("argoproj.io/v1alpha1");
+    }
+    if obj["apiVersion"] != "argoproj.io/v1alpha1" {
+        return Err(ApiError::invalid(format!(
+            "the object's apiVersion is {}, expected argoproj.io/v1alpha1",
+            obj["apiVersion"]
+        )));
     }
     normalize(kind, &mut obj)?;
     if obj["kind"] != kind {
@@ -447,23 +433,23 @@ pub(super) async fn receive_webhook(
             .into_response();
         }
     };
-    let Some(spec) = def["spec"]["webhook"].get(&event_name).cloned() else {
+    let Some(config) = def.webhook(&event_name) else {
         return ApiError::not_found(format!(
             "event source {namespace}/{event_source} has no webhook event {event_name:?}"
         ))
         .into_response();
     };
-    let mut spec = spec;
+    let mut config = config.clone();
     // With the API's own authentication on, the caller's token was checked already (role
     // submitter); the event source's authSecret guards its own port.
     if state.auth.is_some() {
-        spec["authSecret"] = Value::Null;
+        config.auth_secret = None;
     }
     let entry = crate::events::sources::WebhookEntry {
         namespace,
         event_source,
         event_name,
-        spec,
+        config,
     };
     let (status, text) =
         crate::events::sources::receive_webhook(events, &entry, &method, &headers, &body).await;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use events::sensor::{Decision, Incoming, TriggerResult, Waiting};
 use events::{Event, ingest};
 use serde_json::{Value, json};
+use spec::event_source::{CompiledEventSource, SecretRef};
 use spec::sensor::{CompiledSensor, RateLimit};
 use store::{EventIdentity, EventRecord, NewEvent};
 
@@ -101,8 +102,9 @@ struct Inner {
     sensors: tokio::sync::RwLock<Arc<Vec<ArmedSensor>>>,
     /// WorkflowEventBindings compiled, by `namespace/name`, with the body they came from.
     bindings: Mutex<HashMap<String, (Value, Arc<spec::binding::CompiledBinding>)>>,
-    /// EventSource definitions by `namespace/name`, reloaded with the sensors.
-    event_sources: tokio::sync::RwLock<Arc<HashMap<String, Value>>>,
+    /// EventSources compiled, by `namespace/name`, with the body they came from (reloaded
+    /// with the sensors; an unchanged body keeps its compilation).
+    event_sources: tokio::sync::RwLock<Arc<HashMap<String, ArmedSource>>>,
     /// Sensors whose triggers wait for several dependencies are decided one event at a time.
     sensor_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events being processed here (a second delivery waits for the next round).
@@ -111,6 +113,8 @@ struct Inner {
     /// while, so a backlog is not multiplied by re-publication.
     published: Mutex<HashMap<i64, i64>>,
     rate: Mutex<HashMap<String, RateWindow>>,
+    /// Firings (by key) waiting out their trigger's retry backoff.
+    retries: Mutex<HashMap<String, triggers::RetryStanding>>,
     /// Events to ask again later, `(seq, in ms)`: firings a rate limit deferred.
     deferred: tokio::sync::mpsc::UnboundedSender<(i64, i64)>,
     sources: tokio::sync::Mutex<sources::Supervisor>,
@@ -156,6 +160,7 @@ impl Events {
                 in_flight: Mutex::new(HashSet::new()),
                 published: Mutex::new(HashMap::new()),
                 rate: Mutex::new(HashMap::new()),
+                retries: Mutex::new(HashMap::new()),
                 deferred,
                 sources: tokio::sync::Mutex::new(sources::Supervisor::default()),
                 event_writer,
@@ -211,13 +216,36 @@ impl Events {
             .collect();
         *self.inner.sensors.write().await = Arc::new(sensors);
         let defs = store.list_event_objects(EVENT_SOURCE, None).await?;
-        *self.inner.event_sources.write().await = Arc::new(
-            defs.iter()
-                .map(|o| (format!("{}/{}", o.namespace, o.name), o.body.clone()))
-                .collect(),
-        );
+        let previous = self.inner.event_sources.read().await.clone();
+        let mut armed: HashMap<String, ArmedSource> = HashMap::new();
+        for o in defs {
+            let key = format!("{}/{}", o.namespace, o.name);
+            let mut body = o.body;
+            body["metadata"]["namespace"] = json!(o.namespace);
+            if let Some(same) = previous.get(&key).filter(|a| a.body == body) {
+                armed.insert(key, same.clone());
+                continue;
+            }
+            match spec::event_source::compile_event_source(&body) {
+                Ok(compiled) => {
+                    armed.insert(
+                        key,
+                        ArmedSource {
+                            body,
+                            compiled: Arc::new(compiled),
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(event_source = %key, error = %e, "event source not started");
+                }
+            }
+        }
+        let compiled: Vec<Arc<CompiledEventSource>> =
+            armed.values().map(|a| a.compiled.clone()).collect();
+        *self.inner.event_sources.write().await = Arc::new(armed);
         if self.inner.config.run_sources {
-            self.inner.sources.lock().await.sync(self, defs).await;
+            self.inner.sources.lock().await.sync(self, compiled).await;
         }
         Ok(())
     }
@@ -272,13 +300,23 @@ impl Events {
 
     /// An EventSource's definition as last loaded (changes through this replica's API are
     /// loaded at once, other replicas' as soon as their notification arrives).
-    pub async fn event_source(&self, namespace: &str, name: &str) -> Option<Value> {
+    pub async fn event_source(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<CompiledEventSource>> {
         self.inner
             .event_sources
             .read()
             .await
             .get(&format!("{namespace}/{name}"))
-            .cloned()
+            .map(|a| a.compiled.clone())
+    }
+
+    /// Stops the event sources gracefully (server shutdown): each finishes storing and
+    /// acknowledging the message in hand; webhook requests in flight are answered.
+    pub async fn stop_sources(&self) {
+        self.inner.sources.lock().await.stop_all().await;
     }
 
     /// Stores a receiver's envelopes (one transaction), then publishes them for the sensors.
@@ -765,8 +803,9 @@ impl Events {
     ///
     /// Read on each use without blocking the runtime (a mounted Secret is replaced in place
     /// when it is rotated, so nothing is cached).
-    pub async fn secret(&self, selector: &Value) -> Result<String, String> {
-        let (path, name, key) = secret_path(&self.inner.config.secrets_dir, selector)?;
+    pub async fn secret(&self, selector: &SecretRef) -> Result<String, String> {
+        let path = secret_path(&self.inner.config.secrets_dir, selector)?;
+        let SecretRef { name, key } = selector;
         tokio::fs::read_to_string(&path)
             .await
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
@@ -781,18 +820,14 @@ impl Events {
 
 /// Where a `{name, key}` secret reference is read from: `dir/NAME/KEY`, with name and key
 /// plain names (no path of their own).
-fn secret_path<'a>(
-    dir: &std::path::Path,
-    selector: &'a Value,
-) -> Result<(std::path::PathBuf, &'a str, &'a str), String> {
-    let name = selector["name"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or("the secret reference has no name")?;
-    let key = selector["key"]
-        .as_str()
-        .filter(|k| !k.is_empty())
-        .ok_or("the secret reference has no key")?;
+fn secret_path(dir: &std::path::Path, selector: &SecretRef) -> Result<std::path::PathBuf, String> {
+    let SecretRef { name, key } = selector;
+    if name.is_empty() {
+        return Err("the secret reference has no name".into());
+    }
+    if key.is_empty() {
+        return Err("the secret reference has no key".into());
+    }
     if [name, key]
         .iter()
         .any(|s| s.contains('/') || s.contains('\\') || s.contains("..") || s.contains('\0'))
@@ -801,7 +836,7 @@ fn secret_path<'a>(
             "secret reference {name}/{key} is not a plain name and key"
         ));
     }
-    Ok((dir.join(name).join(key), name, key))
+    Ok(dir.join(name).join(key))
 }
 
 #[cfg(test)]
@@ -811,20 +846,22 @@ mod secret_tests {
     #[test]
     fn secret_references_are_plain_names_under_the_secrets_dir() {
         let dir = std::path::Path::new("/run/secrets");
-        let ok = json!({"name": "falco-hook", "key": "token"});
-        let (path, _, _) = secret_path(dir, &ok).expect("plain");
+        let r = |name: &str, key: &str| SecretRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        let path = secret_path(dir, &r("falco-hook", "token")).expect("plain");
         assert_eq!(path, std::path::Path::new("/run/secrets/falco-hook/token"));
         let refused = [
-            json!({"name": "../etc", "key": "passwd"}),
-            json!({"name": "a", "key": "b/c"}),
-            json!({"name": "a", "key": ".."}),
-            json!({"name": "a\\b", "key": "c"}),
-            json!({"name": "", "key": "c"}),
-            json!({"key": "c"}),
-            json!({"name": "a"}),
+            r("../etc", "passwd"),
+            r("a", "b/c"),
+            r("a", ".."),
+            r("a\\b", "c"),
+            r("", "c"),
+            r("a", ""),
         ];
         for r in refused {
-            assert!(secret_path(dir, &r).is_err(), "{r}");
+            assert!(secret_path(dir, &r).is_err(), "{r:?}");
         }
     }
 }
@@ -838,6 +875,14 @@ pub(crate) fn by_id(events: Vec<Event>) -> Vec<(Event, EventIdentity)> {
             (e, identity)
         })
         .collect()
+}
+
+/// A stored EventSource as started: its body (to tell a changed definition) and its
+/// compilation.
+#[derive(Clone)]
+struct ArmedSource {
+    body: Value,
+    compiled: Arc<CompiledEventSource>,
 }
 
 /// A stored sensor as armed: its body (to tell a changed definition) and its compilation.
@@ -976,7 +1021,8 @@ pub struct FireOutcome {
     pub deduplicated: bool,
     /// A transient failure: the event stays unprocessed and is re-delivered.
     pub retry_later: bool,
-    /// The trigger's rate limit is spent: not fired, asked again in this many milliseconds.
+    /// Not fired now, asked again in this many milliseconds: the trigger's rate limit is
+    /// spent, or (with `error`) its retryStrategy waits before the next attempt.
     pub deferred_for: Option<i64>,
 }
 
@@ -984,6 +1030,8 @@ impl FireOutcome {
     fn result_label(&self) -> &'static str {
         if self.deduplicated {
             "deduplicated"
+        } else if self.deferred_for.is_some() && self.error.is_some() {
+            "retrying"
         } else if self.deferred_for.is_some() {
             "deferred"
         } else if self.error.is_some() {

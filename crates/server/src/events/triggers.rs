@@ -9,7 +9,7 @@ use std::time::Duration;
 use engine::Input;
 use events::sensor::{Firing, TriggerKind};
 use serde_json::json;
-use spec::sensor::CompiledSensor;
+use spec::sensor::{CompiledSensor, Retry};
 
 use super::{Events, FireOutcome};
 use crate::controller::ControlError;
@@ -39,6 +39,29 @@ impl From<ControlError> for Failure {
             other => Failure::Permanent(other.to_string()),
         }
     }
+}
+
+/// Where a failing firing stands in its trigger's `retryStrategy`.
+#[derive(Debug, Clone)]
+pub(super) struct RetryStanding {
+    /// Attempts that failed so far.
+    failures: u32,
+    /// Not tried again before this (ms).
+    next_at: i64,
+    last_error: String,
+}
+
+/// After the failure of attempt `failures + 1`: the failures then and when to try again, or
+/// `None` when the strategy's `steps` attempts are spent. The wait is `duration ×
+/// factor^(failures)` plus up to `jitter` of it (`sample` in [0, 1)).
+fn next_attempt(retry: &Retry, failures: u32, now: i64, sample: f64) -> Option<(u32, i64)> {
+    let failures = failures + 1;
+    if failures >= retry.steps {
+        return None;
+    }
+    let base = retry.duration_ms as f64 * retry.factor.max(1.0).powi(failures as i32 - 1);
+    let wait = base + base * retry.jitter.clamp(0.0, 1.0) * sample;
+    Some((failures, now + wait.min(i64::MAX as f64 / 2.0) as i64))
 }
 
 impl Events {
@@ -89,46 +112,95 @@ impl Events {
             outcome.deferred_for = Some(wait.max(1));
             return outcome;
         }
+        // retryStrategy: a failure that may pass is tried again after its backoff, by
+        // deferring the firing like a rate limit does (never by sleeping here); where the
+        // firing stands is kept per replica by its key.
         let retry = trigger.map(|t| t.retry).unwrap_or_default();
-        let steps = retry.steps;
-        let mut delay = retry.duration_ms;
-        let factor = retry.factor;
-        for attempt in 1..=steps {
-            match self.fire_once(sensor, f).await {
-                Ok((effect, existing)) => {
-                    outcome.effect = Some(effect);
-                    outcome.existing = existing;
-                    outcome.error = None;
-                    return outcome;
-                }
-                Err(Failure::Transient(m)) => {
-                    outcome.error = Some(m);
-                    outcome.retry_later = true;
-                    return outcome;
-                }
-                Err(Failure::Permanent(m)) => {
-                    outcome.error = Some(m);
-                    return outcome;
-                }
-                Err(Failure::Retryable(m)) => {
-                    tracing::warn!(sensor = %key, trigger = %f.trigger, attempt, error = %m, "trigger failed");
-                    outcome.error = Some(m);
-                    if attempt < steps {
-                        let jitter = (delay as f64) * retry.jitter * rand::random::<f64>();
-                        tokio::time::sleep(Duration::from_millis(delay as u64 + jitter as u64))
-                            .await;
-                        delay = ((delay as f64) * factor) as i64;
+        let now = now_ms();
+        let standing = self.retry_standing(&f.key);
+        if let Some(s) = &standing
+            && s.next_at > now
+        {
+            outcome.error = Some(s.last_error.clone());
+            outcome.retry_later = true;
+            outcome.deferred_for = Some(s.next_at - now);
+            return outcome;
+        }
+        let result = self.fire_once(sensor, f).await;
+        let failures = standing.map(|s| s.failures).unwrap_or(0);
+        match result {
+            Ok((effect, existing)) => {
+                self.set_retry_standing(&f.key, None);
+                outcome.effect = Some(effect);
+                outcome.existing = existing;
+            }
+            Err(Failure::Transient(m)) => {
+                outcome.error = Some(m);
+                outcome.retry_later = true;
+            }
+            Err(Failure::Permanent(m)) => {
+                self.set_retry_standing(&f.key, None);
+                outcome.error = Some(m);
+            }
+            Err(Failure::Retryable(m)) => {
+                let attempt = failures + 1;
+                tracing::warn!(sensor = %key, trigger = %f.trigger, attempt, error = %m, "trigger failed");
+                let next = next_attempt(&retry, failures, now, rand::random::<f64>());
+                match next {
+                    Some((failures, next_at)) => {
+                        outcome.retry_later = true;
+                        outcome.deferred_for = Some((next_at - now).max(1));
+                        self.set_retry_standing(
+                            &f.key,
+                            Some(RetryStanding {
+                                failures,
+                                next_at,
+                                last_error: m.clone(),
+                            }),
+                        );
+                    }
+                    None => {
+                        self.set_retry_standing(&f.key, None);
+                        // Argo's `atLeastOnce`: a trigger that still fails is not given up
+                        // on; the event stays unprocessed and is delivered again (every few
+                        // seconds) until it succeeds. By default (at most once) the failure
+                        // is final and recorded.
+                        if trigger.is_some_and(|t| t.at_least_once) {
+                            outcome.retry_later = true;
+                        }
                     }
                 }
+                outcome.error = Some(m);
             }
         }
-        // Argo's `atLeastOnce`: a trigger that still fails is not given up on; the event
-        // stays unprocessed and is delivered again (every few seconds) until it succeeds.
-        // By default (at most once) the failure is final and recorded.
-        if trigger.is_some_and(|t| t.at_least_once) {
-            outcome.retry_later = true;
-        }
         outcome
+    }
+
+    fn retry_standing(&self, key: &str) -> Option<RetryStanding> {
+        let r = match self.inner.retries.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        r.get(key).cloned()
+    }
+
+    fn set_retry_standing(&self, key: &str, standing: Option<RetryStanding>) {
+        let mut r = match self.inner.retries.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        match standing {
+            Some(s) => {
+                // A firing another replica finished (or an event pruned) leaves its entry:
+                // what is long past its next attempt is dropped.
+                let stale = s.next_at - 3_600_000;
+                r.retain(|_, o| o.next_at > stale);
+                r.insert(key.to_string(), s);
+            }
+            None => {
+                r.remove(key);
+            }
+        }
     }
 
     async fn fire_once(
@@ -352,10 +424,15 @@ impl Events {
                     .collect();
                 for h in http["secureHeaders"].as_array().into_iter().flatten() {
                     let name = h["name"].as_str().unwrap_or("").to_string();
-                    let value = self
-                        .secret(&h["valueFrom"]["secretKeyRef"])
-                        .await
-                        .map_err(Failure::Permanent)?;
+                    let selector: spec::event_source::SecretRef =
+                        serde_json::from_value(h["valueFrom"]["secretKeyRef"].clone()).map_err(
+                            |e| {
+                                Failure::Permanent(format!(
+                                    "secureHeaders {name:?}: valueFrom.secretKeyRef must be {{name, key}}: {e}"
+                                ))
+                            },
+                        )?;
+                    let value = self.secret(&selector).await.map_err(Failure::Permanent)?;
                     headers.push((name, value));
                 }
                 let body = f.resource.to_string();
@@ -441,5 +518,41 @@ mod tests {
         for (status, retried) in table {
             assert_eq!(retryable_status(status), retried, "{status}");
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_grow_by_factor_with_bounded_jitter_until_the_steps_are_spent() {
+        let retry = Retry {
+            steps: 4,
+            duration_ms: 100,
+            factor: 2.0,
+            jitter: 0.5,
+        };
+        let table = [
+            // (failures so far, jitter sample, expected (failures, next_at))
+            (0, 0.0, Some((1, 1_100))),
+            (1, 0.0, Some((2, 1_200))),
+            (2, 0.0, Some((3, 1_400))),
+            (3, 0.0, None),
+            (0, 0.99, Some((1, 1_149))),
+        ];
+        for (failures, sample, want) in table {
+            assert_eq!(
+                next_attempt(&retry, failures, 1_000, sample),
+                want,
+                "{failures} {sample}"
+            );
+        }
+        let once = Retry { steps: 1, ..retry };
+        assert_eq!(
+            next_attempt(&once, 0, 0, 0.5),
+            None,
+            "one attempt, no retry"
+        );
     }
 }
