@@ -4,7 +4,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use crate::shared::Arg;
-use crate::{AuditEntry, Pool, Result, Store, StoreError, corrupt, q};
+use crate::{AuditEntry, Collection, NamedObject, Pool, Result, Store, StoreError, corrupt, q};
 
 /// A stored CronWorkflow.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -23,10 +23,8 @@ const CRON_COLUMNS: &str =
     "namespace, name, body, suspended, last_scheduled_at, created_at, updated_at";
 
 impl Store {
-    /// Creates (`create`, failing if it exists) or replaces a CronWorkflow's body.
     /// Creates (`create = true`, failing if it exists) or replaces a cron workflow, with its
-    /// audit row in the same transaction.
-    #[allow(clippy::too_many_arguments)]
+    /// audit row in the same transaction (`suspended` follows `spec.suspend`).
     pub async fn put_cron(
         &self,
         namespace: &str,
@@ -36,42 +34,15 @@ impl Store {
         create: bool,
         audit: &AuditEntry,
     ) -> Result<()> {
-        let sql = if create {
-            "INSERT INTO cron_workflows (namespace, name, body, suspended, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)"
-        } else {
-            "UPDATE cron_workflows SET body = $3, suspended = $4, updated_at = $5 WHERE namespace = $1 AND name = $2"
+        let o = NamedObject {
+            namespace: namespace.into(),
+            name: name.into(),
+            body: body.clone(),
+            created_at: now,
+            updated_at: now,
         };
-        let suspended = body["spec"]["suspend"].as_bool().unwrap_or(false);
-        let res = self
-            .exec_audited(
-                sql,
-                &[
-                    Arg::Text(namespace),
-                    Arg::Text(name),
-                    Arg::Json(body),
-                    Arg::Bool(suspended),
-                    Arg::Int(now),
-                ],
-                audit,
-            )
-            .await;
-        match res {
-            Ok(0) => Err(StoreError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            }),
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                })
-            }
-            Err(e) => Err(StoreError::Query {
-                op: "storing a cron workflow",
-                source: e,
-            }),
-        }
+        self.put_object(Collection::CronWorkflows, &o, create, audit)
+            .await
     }
 
     pub async fn get_cron(&self, namespace: &str, name: &str) -> Result<CronRecord> {
@@ -116,15 +87,8 @@ impl Store {
         name: &str,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        let n = self
-            .exec_audited(
-                "DELETE FROM cron_workflows WHERE namespace = $1 AND name = $2",
-                &[Arg::Text(namespace), Arg::Text(name)],
-                audit,
-            )
+        self.delete_object(Collection::CronWorkflows, namespace, name, audit)
             .await
-            .map_err(q("deleting a cron workflow"))?;
-        Ok(n > 0)
     }
 
     /// Suspends or resumes a cron workflow (with its audit row).

@@ -10,8 +10,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 use sqlx::types::Json;
 
-use crate::shared::Arg;
-use crate::{AuditEntry, Pool, Result, Store, StoreError, corrupt, q};
+use crate::{AuditEntry, Collection, NamedObject, Pool, Result, Store, StoreError, corrupt, q};
 
 /// What makes a delivery the same event again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,15 +145,27 @@ pub struct EventQuery {
 }
 
 /// A stored Sensor, EventSource or WorkflowEventBinding.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventObject {
     pub kind: String,
     pub namespace: String,
     pub name: String,
-    #[sqlx(json)]
     pub body: Value,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl EventObject {
+    fn of(kind: &str, o: NamedObject) -> EventObject {
+        EventObject {
+            kind: kind.to_string(),
+            namespace: o.namespace,
+            name: o.name,
+            body: o.body,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
 }
 
 impl Store {
@@ -569,42 +580,15 @@ impl Store {
         create: bool,
         audit: &AuditEntry,
     ) -> Result<()> {
-        let sql = if create {
-            "INSERT INTO event_objects (kind, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
-        } else {
-            "UPDATE event_objects SET body = $4, updated_at = $6 WHERE kind = $1 AND namespace = $2 AND name = $3"
+        let named = NamedObject {
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            body: o.body.clone(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
         };
-        let res = self
-            .exec_audited(
-                sql,
-                &[
-                    Arg::Text(&o.kind),
-                    Arg::Text(&o.namespace),
-                    Arg::Text(&o.name),
-                    Arg::Json(&o.body),
-                    Arg::Int(o.created_at),
-                    Arg::Int(o.updated_at),
-                ],
-                audit,
-            )
-            .await;
-        match res {
-            Ok(0) => Err(StoreError::NotFound {
-                namespace: o.namespace.clone(),
-                name: o.name.clone(),
-            }),
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists {
-                    namespace: o.namespace.clone(),
-                    name: o.name.clone(),
-                })
-            }
-            Err(e) => Err(StoreError::Query {
-                op: "storing an event object",
-                source: e,
-            }),
-        }
+        self.put_object(Collection::Events(&o.kind), &named, create, audit)
+            .await
     }
 
     pub async fn get_event_object(
@@ -613,21 +597,10 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<EventObject> {
-        let row = on_pool!(&self.pool, |p| {
-            sqlx::query("SELECT kind, namespace, name, body, created_at, updated_at FROM event_objects WHERE kind = $1 AND namespace = $2 AND name = $3")
-                .bind(kind)
-                .bind(namespace)
-                .bind(name)
-                .fetch_optional(p)
-                .await
-                .map_err(q("reading an event object"))?
-                .map(|r| EventObject::from_row(&r).map_err(corrupt("event object row")))
-                .transpose()?
-        });
-        row.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+        let o = self
+            .get_object(Collection::Events(kind), namespace, name)
+            .await?;
+        Ok(EventObject::of(kind, o))
     }
 
     /// Objects of a kind in a namespace, or in every namespace when `namespace` is `None`.
@@ -636,17 +609,13 @@ impl Store {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<EventObject>> {
-        on_pool!(&self.pool, |p| {
-            let rows = sqlx::query("SELECT kind, namespace, name, body, created_at, updated_at FROM event_objects WHERE kind = $1 AND ($2 = '' OR namespace = $2) ORDER BY namespace, name")
-                .bind(kind)
-                .bind(namespace.unwrap_or(""))
-                .fetch_all(p)
-                .await
-                .map_err(q("listing event objects"))?;
-            rows.iter()
-                .map(|r| EventObject::from_row(r).map_err(corrupt("event object row")))
-                .collect()
-        })
+        let all = self
+            .list_objects(
+                Collection::Events(kind),
+                namespace.filter(|n| !n.is_empty()),
+            )
+            .await?;
+        Ok(all.into_iter().map(|o| EventObject::of(kind, o)).collect())
     }
 
     /// Deletes an event object (with its audit row). Returns whether it existed.
@@ -657,15 +626,8 @@ impl Store {
         name: &str,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        let n = self
-            .exec_audited(
-                "DELETE FROM event_objects WHERE kind = $1 AND namespace = $2 AND name = $3",
-                &[Arg::Text(kind), Arg::Text(namespace), Arg::Text(name)],
-                audit,
-            )
+        self.delete_object(Collection::Events(kind), namespace, name, audit)
             .await
-            .map_err(q("deleting an event object"))?;
-        Ok(n > 0)
     }
 
     /// The workflow (namespace, name) an idempotency key (`namespace/key`, as submit stores

@@ -13,8 +13,10 @@
 //!   ([`Store::enqueue_input`]), change notifications ([`Notice`], PostgreSQL `NOTIFY`).
 //! - `events`: events keyed by `(namespace, source, id)` ([`Store::append_events`]), sensors' decisions
 //!   and dependency state, dedupe keys, and the Sensor/EventSource/WorkflowEventBinding objects.
-//! - `templates`, `crons`, `leases`: their tables; every change writes its audit row in the
-//!   same transaction.
+//! - `objects`: one store of named objects ([`Collection`]: templates, cluster templates,
+//!   cron workflows, event objects): put/get/list/delete, every change with its audit row in
+//!   the same transaction; `templates` and `crons` are typed views over it, `leases` its own
+//!   table.
 //! - [`audit`]: the hash-chained audit log; rows are staged with the change they describe and
 //!   sealed into the chain in batches ([`Store::audit_seal`], [`Store::audit_verify`]).
 //!
@@ -28,6 +30,7 @@ use std::time::Duration;
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainProblem};
+pub use objects::{Collection, NamedObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -147,6 +150,7 @@ pub mod audit;
 mod crons;
 mod events;
 mod leases;
+mod objects;
 mod shared;
 mod templates;
 mod workflows;

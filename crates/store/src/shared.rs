@@ -507,12 +507,35 @@ impl Store {
 }
 
 /// A bind parameter of [`Store::exec_audited`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Arg<'a> {
     Text(&'a str),
     Bool(bool),
     Int(i64),
     Json(&'a Value),
+}
+
+/// `query` with `args` bound in order.
+pub(crate) fn bind_all<'q, DB>(
+    mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Json<std::borrow::Cow<'q, Value>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for a in args {
+        query = match *a {
+            Arg::Text(t) => query.bind(t),
+            Arg::Bool(b) => query.bind(b),
+            Arg::Int(i) => query.bind(i),
+            Arg::Json(v) => query.bind(Json(crate::storable_json(v))),
+        };
+    }
+    query
 }
 
 impl Store {
@@ -521,7 +544,7 @@ impl Store {
     /// (an error from the statement itself, such as a unique violation, comes back as is).
     pub(crate) async fn exec_audited(
         &self,
-        sql: &'static str,
+        sql: impl sqlx::SqlSafeStr,
         args: &[Arg<'_>],
         audit: &AuditEntry,
     ) -> std::result::Result<u64, sqlx::Error> {
@@ -529,16 +552,10 @@ impl Store {
         macro_rules! audited_tx {
             ($p:expr) => {{
                 let mut tx = $p.begin().await?;
-                let mut query = sqlx::query(sql);
-                for a in args {
-                    query = match a {
-                        Arg::Text(t) => query.bind(*t),
-                        Arg::Bool(b) => query.bind(*b),
-                        Arg::Int(i) => query.bind(*i),
-                        Arg::Json(v) => query.bind(Json(crate::storable_json(v))),
-                    };
-                }
-                let n = query.execute(&mut *tx).await?.rows_affected();
+                let n = bind_all(sqlx::query(sql), args)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 if n > 0 {
                     sqlx::query(
                         "INSERT INTO audit_outbox (at, actor, action, object, source, details) VALUES ($1, $2, $3, $4, $5, $6)",

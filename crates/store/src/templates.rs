@@ -1,21 +1,39 @@
-//! WorkflowTemplates and ClusterWorkflowTemplates.
+//! WorkflowTemplates and ClusterWorkflowTemplates, as named objects ([`crate::objects`]).
 
 use serde_json::Value;
-use sqlx::FromRow;
 
-use crate::shared::Arg;
-use crate::{AuditEntry, Pool, Result, Store, StoreError, corrupt, q};
+use crate::{AuditEntry, Collection, NamedObject, Result, Store};
 
 /// A stored WorkflowTemplate or ClusterWorkflowTemplate.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TemplateRecord {
     pub cluster: bool,
     pub namespace: String,
     pub name: String,
-    #[sqlx(json)]
     pub body: Value,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl TemplateRecord {
+    fn collection(cluster: bool) -> Collection<'static> {
+        if cluster {
+            Collection::ClusterWorkflowTemplates
+        } else {
+            Collection::WorkflowTemplates
+        }
+    }
+
+    fn of(cluster: bool, o: NamedObject) -> TemplateRecord {
+        TemplateRecord {
+            cluster,
+            namespace: o.namespace,
+            name: o.name,
+            body: o.body,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
 }
 
 impl Store {
@@ -27,42 +45,15 @@ impl Store {
         create: bool,
         audit: &AuditEntry,
     ) -> Result<()> {
-        let sql = if create {
-            "INSERT INTO workflow_templates (cluster, namespace, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
-        } else {
-            "UPDATE workflow_templates SET body = $4, updated_at = $6 WHERE cluster = $1 AND namespace = $2 AND name = $3"
+        let o = NamedObject {
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            body: t.body.clone(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
         };
-        let res = self
-            .exec_audited(
-                sql,
-                &[
-                    Arg::Bool(t.cluster),
-                    Arg::Text(&t.namespace),
-                    Arg::Text(&t.name),
-                    Arg::Json(&t.body),
-                    Arg::Int(t.created_at),
-                    Arg::Int(t.updated_at),
-                ],
-                audit,
-            )
-            .await;
-        match res {
-            Ok(0) => Err(StoreError::NotFound {
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-            }),
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists {
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
-                })
-            }
-            Err(e) => Err(StoreError::Query {
-                op: "storing a template",
-                source: e,
-            }),
-        }
+        self.put_object(TemplateRecord::collection(t.cluster), &o, create, audit)
+            .await
     }
 
     pub async fn get_template(
@@ -71,21 +62,10 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<TemplateRecord> {
-        let row = on_pool!(&self.pool, |p| {
-            sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3")
-                .bind(cluster)
-                .bind(namespace)
-                .bind(name)
-                .fetch_optional(p)
-                .await
-                .map_err(q("reading a template"))?
-                .map(|r| TemplateRecord::from_row(&r).map_err(corrupt("template row")))
-                .transpose()?
-        });
-        row.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+        let o = self
+            .get_object(TemplateRecord::collection(cluster), namespace, name)
+            .await?;
+        Ok(TemplateRecord::of(cluster, o))
     }
 
     /// Templates of a namespace (`cluster = false`) or all cluster templates.
@@ -94,17 +74,13 @@ impl Store {
         cluster: bool,
         namespace: &str,
     ) -> Result<Vec<TemplateRecord>> {
-        on_pool!(&self.pool, |p| {
-            let rows = sqlx::query("SELECT cluster, namespace, name, body, created_at, updated_at FROM workflow_templates WHERE cluster = $1 AND namespace = $2 ORDER BY name")
-                .bind(cluster)
-                .bind(namespace)
-                .fetch_all(p)
-                .await
-                .map_err(q("listing templates"))?;
-            rows.iter()
-                .map(|r| TemplateRecord::from_row(r).map_err(corrupt("template row")))
-                .collect()
-        })
+        let all = self
+            .list_objects(TemplateRecord::collection(cluster), Some(namespace))
+            .await?;
+        Ok(all
+            .into_iter()
+            .map(|o| TemplateRecord::of(cluster, o))
+            .collect())
     }
 
     /// Deletes a template (with its audit row). Returns whether it existed.
@@ -115,14 +91,7 @@ impl Store {
         name: &str,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        let n = self
-            .exec_audited(
-                "DELETE FROM workflow_templates WHERE cluster = $1 AND namespace = $2 AND name = $3",
-                &[Arg::Bool(cluster), Arg::Text(namespace), Arg::Text(name)],
-                audit,
-            )
+        self.delete_object(TemplateRecord::collection(cluster), namespace, name, audit)
             .await
-            .map_err(q("deleting a template"))?;
-        Ok(n > 0)
     }
 }
